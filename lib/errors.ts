@@ -1,0 +1,49 @@
+/** The channel holds `capacity` messages already: `send` never waits for room. */
+export class ChannelFull extends Error {
+  constructor(message = 'channel is full') {
+    super(message);
+    this.name = 'ChannelFull';
+  }
+}
+
+/** The shared segment itself is out of message space (a subclass, so `ChannelFull` catches it). */
+export class SegmentFull extends ChannelFull {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SegmentFull';
+  }
+}
+
+/** A message larger than the layer's `maxMessageSize`. */
+export class MessageTooLarge extends RangeError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MessageTooLarge';
+  }
+}
+
+/** Error of the shared-memory layer that is not one of the above; `code` says which. */
+export class ShmError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = 'ShmError';
+    this.code = code;
+  }
+}
+
+/** Operation on a layer after `close()`. */
+export class LayerClosed extends Error {
+  constructor() {
+    super('the channel layer is closed');
+    this.name = 'LayerClosed';
+  }
+}
+
+export function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  const error = new Error('receive was aborted', { cause: reason });
+  error.name = 'AbortError';
+  return error;
+}

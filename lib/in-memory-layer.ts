@@ -1,0 +1,166 @@
+import { CapacityRules, commonSettings, type CommonSettings } from './capacity.js';
+import { ChannelFull, LayerClosed } from './errors.js';
+import { validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { PendingReceives } from './pending.js';
+import { randomHex } from './random.js';
+import { defaultSerializer } from './serializer.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
+
+interface Queued {
+  bytes: Uint8Array;
+  expiresAt: number;
+}
+
+/**
+ * A layer for one process (tests, development, a single worker). Messages are serialized on send,
+ * like every other backend, so what works here works across processes too.
+ */
+export class InMemoryChannelLayer implements ChannelLayer {
+  readonly extensions = ['groups', 'flush'] as const;
+  private readonly settings: CommonSettings;
+  private readonly capacities: CapacityRules;
+  private readonly serializer: Serializer;
+  private readonly clientPrefix = randomHex(6);
+  private readonly localChannels = new Set<string>();
+  private readonly queues = new Map<string, Queued[]>();
+  private readonly groups = new Map<string, Map<string, number>>();
+  private readonly pending = new PendingReceives();
+  private closed = false;
+
+  constructor(options: ChannelLayerOptions = {}) {
+    this.settings = commonSettings(options);
+    this.capacities = new CapacityRules(this.settings);
+    this.serializer = options.serializer ?? defaultSerializer;
+  }
+
+  async send(channel: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    validateMessage(message);
+    const bytes = this.serializer.serialize(message);
+    this.enqueue(channel, bytes, true);
+  }
+
+  async receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+    this.checkOpen();
+    validateChannelName(channel);
+    this.checkLocal(channel);
+    const queue = this.queues.get(channel);
+    if (queue) {
+      this.dropExpired(channel, queue);
+      const item = queue.shift();
+      if (queue.length === 0) this.queues.delete(channel);
+      if (item) return this.serializer.deserialize(item.bytes) as T;
+    }
+    return (await this.pending.add(channel, options.signal)) as T;
+  }
+
+  async newChannel(prefix = 'specific'): Promise<string> {
+    this.checkOpen();
+    const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
+    validateChannelName(name);
+    this.localChannels.add(name);
+    return name;
+  }
+
+  async groupAdd(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    let members = this.groups.get(group);
+    if (!members) {
+      members = new Map();
+      this.groups.set(group, members);
+    }
+    members.delete(channel); // re-adding renews and moves to the end, as a sorted set would
+    members.set(channel, Date.now() + this.settings.groupExpirySeconds * 1000);
+  }
+
+  async groupDiscard(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    const members = this.groups.get(group);
+    if (!members) return;
+    members.delete(channel);
+    if (members.size === 0) this.groups.delete(group);
+  }
+
+  async groupSend(group: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateMessage(message);
+    const members = this.groups.get(group);
+    if (!members) return;
+    const bytes = this.serializer.serialize(message);
+    const now = Date.now();
+    for (const [channel, expiresAt] of members) {
+      if (expiresAt <= now) {
+        members.delete(channel);
+        continue;
+      }
+      this.enqueue(channel, bytes, false);
+    }
+    if (members.size === 0) this.groups.delete(group);
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    this.queues.clear();
+    this.groups.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.queues.clear();
+    this.groups.clear();
+    this.pending.rejectAll(new LayerClosed());
+  }
+
+  private enqueue(channel: string, bytes: Uint8Array, throwWhenFull: boolean): void {
+    let queue = this.queues.get(channel);
+    if (queue) this.dropExpired(channel, queue);
+    queue = this.queues.get(channel);
+    if ((queue?.length ?? 0) >= this.capacities.capacityOf(channel)) {
+      if (throwWhenFull) throw new ChannelFull(`channel ${channel} is full`);
+      return;
+    }
+    if (!queue && this.pending.count(channel) > 0) {
+      let message: Message;
+      try {
+        message = this.serializer.deserialize(bytes);
+      } catch (error) {
+        this.pending.fail(channel, error);
+        return;
+      }
+      this.pending.deliver(channel, message);
+      return;
+    }
+    if (!queue) {
+      queue = [];
+      this.queues.set(channel, queue);
+    }
+    queue.push({ bytes, expiresAt: Date.now() + this.settings.expirySeconds * 1000 });
+  }
+
+  private dropExpired(channel: string, queue: Queued[]): void {
+    const now = Date.now();
+    let drop = 0;
+    while (drop < queue.length && queue[drop]!.expiresAt <= now) drop++;
+    if (drop) queue.splice(0, drop);
+    if (queue.length === 0) this.queues.delete(channel);
+  }
+
+  private checkLocal(channel: string): void {
+    if (channel.includes('!') && !this.localChannels.has(channel)) {
+      throw new Error(
+        `channel ${channel} is process-local and was not created by this layer's newChannel()`,
+      );
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LayerClosed();
+  }
+}

@@ -1,0 +1,6 @@
+export { ShmChannelLayer, type ShmChannelLayerOptions, type ShmLayerStats } from './shm-layer.js';
+export { InMemoryChannelLayer } from './in-memory-layer.js';
+export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed } from './errors.js';
+export { MsgpackSerializer, defaultSerializer } from './serializer.js';
+export { MAX_NAME_LENGTH } from './names.js';
+export type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';

@@ -1,0 +1,90 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+
+export interface NativeStats {
+  slot: number;
+  processes: number;
+  channels: number;
+  groups: number;
+  members: number;
+  queued: number;
+  nodesFree: number;
+  arenaBytes: number;
+  arenaUsedBytes: number;
+  segmentBytes: number;
+  messagesSent: number;
+  messagesReceived: number;
+  messagesExpired: number;
+  lockRecoveries: number;
+}
+
+export interface NativeReceived {
+  bytes: Buffer;
+  requests: Uint32Array;
+  lengths: Uint32Array;
+}
+
+export interface NativeLayerOptions {
+  name: string;
+  size?: number;
+  maxChannels?: number;
+  maxGroups?: number;
+  maxMembers?: number;
+  maxNodes?: number;
+  maxMessageSize?: number;
+  mode?: number;
+  allowForeign?: boolean;
+  capacity: number;
+  channelCapacity: Array<[string, number]>;
+  expiryMs: number;
+  groupExpiryMs: number;
+  spinMicros?: number;
+}
+
+export interface NativeLayer {
+  readonly slot: number;
+  send(channel: string, payload: Uint8Array): void;
+  groupSend(group: string, payload: Uint8Array): number;
+  receive(channels: string[], wanted: number[]): NativeReceived | null;
+  groupAdd(group: string, channel: string): void;
+  groupDiscard(group: string, channel: string): void;
+  flush(): void;
+  setWaiting(waiting: boolean): void;
+  stats(): NativeStats;
+  channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;
+  groups(limit?: number): Array<{ name: string; members: number }>;
+  verify(): string[];
+  isUnlinked(): boolean;
+  close(): void;
+}
+
+export interface NativeBinding {
+  NativeLayer: {
+    new (options: NativeLayerOptions, onWake: () => void): NativeLayer;
+    destroy(name: string): boolean;
+  };
+  layoutVersion: number;
+  maxNameLength: number;
+}
+
+/** The package root (holds package.json, prebuilds/ and build/), from dist/cjs or lib/. */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest) && JSON.parse(readFileSync(manifest, 'utf8')).name === 'shm-channels') {
+      return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('shm-channels: cannot find the package root');
+    dir = parent;
+  }
+}
+
+let cached: NativeBinding | undefined;
+
+export function native(): NativeBinding {
+  cached ??= nodeGypBuild(packageRoot()) as NativeBinding;
+  return cached;
+}

@@ -1,0 +1,50 @@
+import { Packr } from 'msgpackr';
+import type { Message, Serializer } from './types.js';
+
+/**
+ * Plain msgpack (no msgpackr record extension), so Python's msgpack reads what Node writes.
+ * Binary values (Buffer, Uint8Array) travel as msgpack bin and come back as Buffers.
+ */
+export class MsgpackSerializer implements Serializer {
+  private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+  serialize(message: Message): Uint8Array {
+    assertSerializable(message, 'message');
+    return this.packr.pack(message);
+  }
+
+  deserialize(bytes: Uint8Array): Message {
+    return this.packr.unpack(bytes) as Message;
+  }
+}
+
+const MAX_DEPTH = 64;
+
+/** msgpack would silently drop or mangle these; a clear error beats a corrupted message. */
+function assertSerializable(value: unknown, path: string, depth = 0): void {
+  switch (typeof value) {
+    case 'function':
+    case 'symbol':
+    case 'bigint':
+      throw new TypeError(`message is not serializable: ${path} is a ${typeof value}`);
+    case 'object': {
+      if (value === null || ArrayBuffer.isView(value) || value instanceof Date) return;
+      if (depth > MAX_DEPTH) throw new TypeError(`message is nested deeper than ${MAX_DEPTH} levels`);
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) assertSerializable(value[i], `${path}[${i}]`, depth + 1);
+        return;
+      }
+      if (value instanceof Map || value instanceof Set) {
+        throw new TypeError(`message is not serializable: ${path} is a ${value.constructor.name}`);
+      }
+      for (const key of Object.keys(value)) {
+        assertSerializable((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+export const defaultSerializer: Serializer = new MsgpackSerializer();

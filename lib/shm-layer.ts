@@ -1,0 +1,286 @@
+import { commonSettings, type CommonSettings } from './capacity.js';
+import { ChannelFull, LayerClosed, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
+import { validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { native, type NativeLayer, type NativeStats } from './native.js';
+import { PendingReceives } from './pending.js';
+import { randomHex } from './random.js';
+import { defaultSerializer } from './serializer.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
+
+export interface ShmChannelLayerOptions extends ChannelLayerOptions {
+  /** Layer name: every process that opens the same name shares one segment. Default 'default'. */
+  name?: string;
+  /** Segment size in bytes, reserved in /dev/shm when the segment is created. Default 64 MiB. */
+  size?: number;
+  /** Largest serialized message, in bytes. Default 16 MiB. */
+  maxMessageSize?: number;
+  /** Channel records (named queues that exist at once). Default 16384. */
+  maxChannels?: number;
+  /** Group records. Default 4096. */
+  maxGroups?: number;
+  /** Group memberships across all groups. Default 65536. */
+  maxMembers?: number;
+  /** Queued deliveries across all channels. Default 262144. */
+  maxNodes?: number;
+  /** File mode of the segment and its doorbells. Default 0o600 (this user only). */
+  mode?: number;
+  /** Attach to a segment owned by another user or with another mode. Default false. */
+  allowForeign?: boolean;
+  /** How long the waiter thread spins before sleeping while receives wait (µs). Default 50. */
+  spinMicros?: number;
+}
+
+export interface ShmLayerStats extends NativeStats {
+  name: string;
+  channelList: Array<{ name: string; depth: number; groups: number }>;
+  groupList: Array<{ name: string; members: number }>;
+}
+
+/** Maps a native error (with `code`) to the package's error classes. */
+function translate(error: unknown): unknown {
+  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'string') return error;
+  const code = (error as Error & { code: string }).code;
+  switch (code) {
+    case 'ECHANNELFULL':
+      return new ChannelFull(error.message);
+    case 'EARENAFULL':
+      return new SegmentFull(error.message);
+    case 'ETOOLARGE':
+      return new MessageTooLarge(error.message);
+    case 'EINVALIDARG':
+      return new TypeError(error.message);
+    case 'ECLOSED':
+      return new LayerClosed();
+    default:
+      return new ShmError(error.message, code);
+  }
+}
+
+/**
+ * A channel layer shared by every process on this machine that opens the same `name`: a POSIX
+ * shared-memory segment holds the queues, groups and messages; a per-instance doorbell wakes
+ * receivers. No server.
+ */
+export class ShmChannelLayer implements ChannelLayer {
+  readonly extensions = ['groups', 'flush'] as const;
+  readonly name: string;
+  private readonly settings: CommonSettings;
+  private readonly serializer: Serializer;
+  private readonly handle: NativeLayer;
+  private readonly clientPrefix = randomHex(6);
+  private readonly localChannels = new Set<string>();
+  private readonly pending: PendingReceives;
+  private drainScheduled = false;
+  private waiting = false;
+  private closed = false;
+
+  constructor(options: ShmChannelLayerOptions = {}) {
+    this.settings = commonSettings(options);
+    this.serializer = options.serializer ?? defaultSerializer;
+    this.name = options.name ?? 'default';
+    this.pending = new PendingReceives(() => this.setWaiting(false));
+    try {
+      this.handle = new (native().NativeLayer)(
+        {
+          name: this.name,
+          size: options.size,
+          maxMessageSize: options.maxMessageSize,
+          maxChannels: options.maxChannels,
+          maxGroups: options.maxGroups,
+          maxMembers: options.maxMembers,
+          maxNodes: options.maxNodes,
+          mode: options.mode,
+          allowForeign: options.allowForeign,
+          capacity: this.settings.capacity,
+          channelCapacity: this.settings.channelCapacity,
+          expiryMs: Math.round(this.settings.expirySeconds * 1000),
+          groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
+          spinMicros: options.spinMicros,
+        },
+        () => this.drain(),
+      );
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  /** Removes a layer's segment and doorbells. Processes still attached keep working on their copy. */
+  static destroy(name: string): boolean {
+    try {
+      return native().NativeLayer.destroy(name);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async send(channel: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    validateMessage(message);
+    const bytes = this.serializer.serialize(message);
+    try {
+      this.handle.send(channel, bytes);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+    try {
+      this.checkOpen();
+      validateChannelName(channel);
+      if (channel.includes('!') && !this.localChannels.has(channel)) {
+        throw new Error(
+          `channel ${channel} is process-local and was not created by this layer's newChannel()`,
+        );
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const promise = this.pending.add(channel, options.signal) as Promise<T>;
+    this.scheduleDrain();
+    return promise;
+  }
+
+  async newChannel(prefix = 'specific'): Promise<string> {
+    this.checkOpen();
+    const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
+    validateChannelName(name);
+    this.localChannels.add(name);
+    return name;
+  }
+
+  async groupAdd(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    try {
+      this.handle.groupAdd(group, channel);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async groupDiscard(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    try {
+      this.handle.groupDiscard(group, channel);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async groupSend(group: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateMessage(message);
+    const bytes = this.serializer.serialize(message);
+    try {
+      this.handle.groupSend(group, bytes);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    try {
+      this.handle.flush();
+    } catch (error) {
+      throw translate(error);
+    }
+    // Our own waiters lost their registrations with the records flush removed.
+    if (this.pending.size) this.scheduleDrain();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending.rejectAll(new LayerClosed());
+    this.handle.close();
+  }
+
+  /** Processes, channels with depths, groups with sizes and arena use of the whole segment. */
+  stats(limit = 1000): ShmLayerStats {
+    this.checkOpen();
+    try {
+      return {
+        name: this.name,
+        ...this.handle.stats(),
+        channelList: this.handle.channels(limit),
+        groupList: this.handle.groups(limit),
+      };
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  /** Walks every shared structure; returns the inconsistencies found (none when healthy). */
+  verify(): string[] {
+    this.checkOpen();
+    try {
+      return this.handle.verify();
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    queueMicrotask(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  /** One native call takes what every waiting receive can use; short channels register a wake. */
+  private drain(): void {
+    if (this.closed || this.pending.size === 0) return;
+    const wanted = this.pending.wanted();
+    let batch;
+    try {
+      batch = this.handle.receive(
+        wanted.map(([channel]) => channel),
+        wanted.map(([, count]) => count),
+      );
+    } catch (error) {
+      const failure = translate(error);
+      for (const [channel, count] of wanted) {
+        for (let i = 0; i < count; i++) this.pending.fail(channel, failure);
+      }
+      return;
+    }
+    if (batch) {
+      const { bytes, requests, lengths } = batch;
+      let offset = 0;
+      for (let i = 0; i < requests.length; i++) {
+        const channel = wanted[requests[i]!]![0];
+        const length = lengths[i]!;
+        const payload = bytes.subarray(offset, offset + length);
+        offset += length;
+        let message: Message;
+        try {
+          message = this.serializer.deserialize(payload);
+        } catch (error) {
+          this.pending.fail(channel, error);
+          continue;
+        }
+        this.pending.deliver(channel, message);
+      }
+    }
+    this.setWaiting(this.pending.size > 0);
+  }
+
+  private setWaiting(waiting: boolean): void {
+    if (waiting === this.waiting || this.closed) return;
+    this.waiting = waiting;
+    this.handle.setWaiting(waiting);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LayerClosed();
+  }
+}

@@ -1,0 +1,42 @@
+/** A message: a plain object, conventionally with a `type` field (as in Django Channels). */
+export type Message = Record<string, unknown>;
+
+export interface ReceiveOptions {
+  /** Cancels the receive: it rejects with an AbortError and no message is lost. */
+  signal?: AbortSignal;
+}
+
+/** Options every backend accepts, with the meanings channels_redis gives them. */
+export interface ChannelLayerOptions {
+  /** Messages a channel holds before `send` throws `ChannelFull`. Default 100. */
+  capacity?: number;
+  /**
+   * Per-channel capacities: glob pattern (fnmatch: `*`, `?`, `[...]`) to capacity, first match
+   * wins. A Map or an object; in an object, key order is the match order.
+   */
+  channelCapacity?: Map<string, number> | Record<string, number>;
+  /** Seconds a message waits in a channel before it is dropped undelivered. Default 60. */
+  expiry?: number;
+  /** Seconds a group membership lives unless renewed by another `groupAdd`. Default 86400. */
+  groupExpiry?: number;
+  /** Turns messages into bytes and back. Default: msgpack (msgpackr). */
+  serializer?: Serializer;
+}
+
+export interface Serializer {
+  serialize(message: Message): Uint8Array;
+  deserialize(bytes: Uint8Array): Message;
+}
+
+/** The channel-layer interface, as in the ASGI channel-layer spec and Django Channels. */
+export interface ChannelLayer {
+  readonly extensions: readonly string[];
+  send(channel: string, message: Message): Promise<void>;
+  receive<T extends Message = Message>(channel: string, options?: ReceiveOptions): Promise<T>;
+  newChannel(prefix?: string): Promise<string>;
+  groupAdd(group: string, channel: string): Promise<void>;
+  groupDiscard(group: string, channel: string): Promise<void>;
+  groupSend(group: string, message: Message): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,353 @@
+// Node-API binding: a thin wrapper over shmch::Layer plus the waiter thread that turns doorbell
+// rings into one JS callback per wake (never one per message).
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "../core/errors.h"
+#include "../core/fault_points.h"
+#include "../core/layer.h"
+
+namespace {
+
+using shmch::Error;
+
+[[noreturn]] void ThrowJs(Napi::Env env, const Error& e) {
+  Napi::Error error = Napi::Error::New(env, e.what());
+  error.Set("code", Napi::String::New(env, shmch::ErrorCodeName(e.code())));
+  throw error;
+}
+
+template <typename F>
+auto Guard(Napi::Env env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    ThrowJs(env, e);
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, "out of memory in shm-channels native code");
+  }
+}
+
+uint32_t OptionalUint32(const Napi::Object& o, const char* key, uint32_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+uint64_t OptionalUint64(const Napi::Object& o, const char* key, uint64_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue()) : fallback;
+}
+
+std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
+  if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), "payload must be a Uint8Array");
+  auto array = v.As<Napi::Uint8Array>();
+  return {array.Data(), static_cast<uint32_t>(array.ByteLength())};
+}
+
+class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeLayer",
+        {
+            InstanceMethod<&NativeLayer::Send>("send"),
+            InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
+            InstanceMethod<&NativeLayer::Receive>("receive"),
+            InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
+            InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
+            InstanceMethod<&NativeLayer::Flush>("flush"),
+            InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
+            InstanceMethod<&NativeLayer::Stats>("stats"),
+            InstanceMethod<&NativeLayer::Channels>("channels"),
+            InstanceMethod<&NativeLayer::Groups>("groups"),
+            InstanceMethod<&NativeLayer::Verify>("verify"),
+            InstanceMethod<&NativeLayer::IsUnlinked>("isUnlinked"),
+            InstanceMethod<&NativeLayer::Close>("close"),
+            InstanceAccessor<&NativeLayer::Slot>("slot"),
+            StaticMethod<&NativeLayer::Destroy>("destroy"),
+        });
+  }
+
+  NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[1].IsFunction()) {
+      throw Napi::TypeError::New(env, "NativeLayer(options, onWake)");
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    shmch::LayerOptions options;
+    options.segment.name = o.Get("name").ToString().Utf8Value();
+    options.segment.size = OptionalUint64(o, "size", options.segment.size);
+    options.segment.max_channels = OptionalUint32(o, "maxChannels", options.segment.max_channels);
+    options.segment.max_groups = OptionalUint32(o, "maxGroups", options.segment.max_groups);
+    options.segment.max_members = OptionalUint32(o, "maxMembers", options.segment.max_members);
+    options.segment.max_nodes = OptionalUint32(o, "maxNodes", options.segment.max_nodes);
+    options.segment.max_message_size =
+        OptionalUint32(o, "maxMessageSize", options.segment.max_message_size);
+    options.segment.mode = OptionalUint32(o, "mode", options.segment.mode);
+    options.segment.allow_foreign = o.Get("allowForeign").ToBoolean().Value();
+    options.capacity = OptionalUint32(o, "capacity", options.capacity);
+    options.expiry_ms = OptionalUint64(o, "expiryMs", options.expiry_ms);
+    options.group_expiry_ms = OptionalUint64(o, "groupExpiryMs", options.group_expiry_ms);
+    spin_ns_ = OptionalUint64(o, "spinMicros", 50) * 1000;
+    Napi::Value patterns = o.Get("channelCapacity");
+    if (patterns.IsArray()) {
+      auto list = patterns.As<Napi::Array>();
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        auto pair = list.Get(i).As<Napi::Array>();
+        options.channel_capacity.emplace_back(pair.Get(0u).ToString().Utf8Value(),
+                                              pair.Get(1u).As<Napi::Number>().Uint32Value());
+      }
+    }
+    layer_ = Guard(env, [&] { return std::make_unique<shmch::Layer>(options); });
+    wake_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "shm-channels wake",
+                                          0, 1);
+    wake_.Unref(env);
+    waiter_ = std::thread([this] { WaitLoop(); });
+    napi_add_env_cleanup_hook(env, &NativeLayer::OnEnvCleanup, this);
+    cleanup_hook_added_ = true;
+  }
+
+  ~NativeLayer() override { Shutdown(); }
+
+ private:
+  static void OnEnvCleanup(void* data) {
+    auto* self = static_cast<NativeLayer*>(data);
+    self->cleanup_hook_added_ = false;  // the hook is being run: nothing to remove any more
+    self->Shutdown();
+  }
+
+  void WaitLoop() {
+    while (!stop_.load(std::memory_order_acquire)) {
+      uint64_t spin = waiting_.load(std::memory_order_relaxed) ? spin_ns_ : 0;
+      bool rung = layer_->WaitForWake(spin, stop_);
+      if (stop_.load(std::memory_order_acquire)) break;
+      // One JS callback in flight at a time; the callback drains everything that is there.
+      if (rung && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+        auto status = wake_.NonBlockingCall([this](Napi::Env, Napi::Function callback) {
+          wake_pending_.store(false, std::memory_order_release);
+          callback.Call({});
+        });
+        if (status != napi_ok) wake_pending_.store(false);
+      }
+    }
+  }
+
+  // Stops the waiter thread and releases the slot. Safe to call more than once, from close(),
+  // the environment's cleanup (worker exit) or the destructor.
+  void Shutdown() {
+    if (shut_down_) return;
+    shut_down_ = true;
+    stop_.store(true, std::memory_order_release);
+    if (layer_) layer_->InterruptWait();
+    if (waiter_.joinable()) waiter_.join();
+    wake_.Release();
+    if (layer_) {
+      try {
+        layer_->Close();
+      } catch (...) {
+      }
+    }
+    if (cleanup_hook_added_) {
+      napi_remove_env_cleanup_hook(Env(), &NativeLayer::OnEnvCleanup, this);
+      cleanup_hook_added_ = false;
+    }
+  }
+
+  shmch::Layer& Open(Napi::Env env) {
+    if (shut_down_) throw Napi::Error::New(env, "the layer is closed");
+    return *layer_;
+  }
+
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string channel = info[0].ToString().Utf8Value();
+    auto [data, length] = BytesOf(info[1]);
+    Guard(env, [&] { Open(env).Send(channel, data, length); });
+    return env.Undefined();
+  }
+
+  Napi::Value GroupSend(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string group = info[0].ToString().Utf8Value();
+    auto [data, length] = BytesOf(info[1]);
+    uint32_t n = Guard(env, [&] { return Open(env).GroupSend(group, data, length); });
+    return Napi::Number::New(env, n);
+  }
+
+  // receive(channels: string[], wanted: number[]) ->
+  //   null | { bytes: Buffer, requests: Uint32Array, lengths: Uint32Array }
+  Napi::Value Receive(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto channels = info[0].As<Napi::Array>();
+    auto wanted = info[1].As<Napi::Array>();
+    std::vector<shmch::ReceiveRequest> requests;
+    requests.reserve(channels.Length());
+    for (uint32_t i = 0; i < channels.Length(); ++i) {
+      requests.push_back({channels.Get(i).ToString().Utf8Value(),
+                          wanted.Get(i).As<Napi::Number>().Uint32Value()});
+    }
+    shmch::ReceivedBatch batch;
+    Guard(env, [&] { Open(env).Receive(requests, batch); });
+    if (batch.request_of.empty()) return env.Null();
+    Napi::Object result = Napi::Object::New(env);
+    size_t n = batch.request_of.size();
+    auto req = Napi::Uint32Array::New(env, n);
+    auto len = Napi::Uint32Array::New(env, n);
+    std::copy(batch.request_of.begin(), batch.request_of.end(), req.Data());
+    std::copy(batch.length_of.begin(), batch.length_of.end(), len.Data());
+    Napi::Buffer<uint8_t> bytes;
+    if (batch.bytes.size() < 65536) {
+      bytes = Napi::Buffer<uint8_t>::Copy(env, batch.bytes.data(), batch.bytes.size());
+    } else {
+      // Large payloads: hand the vector's memory to JS instead of copying it a second time.
+      auto* owned = new std::vector<uint8_t>(std::move(batch.bytes));
+      bytes = Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(),
+                                         [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
+                                         owned);
+    }
+    result.Set("bytes", bytes);
+    result.Set("requests", req);
+    result.Set("lengths", len);
+    return result;
+  }
+
+  Napi::Value GroupAdd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string group = info[0].ToString().Utf8Value();
+    std::string channel = info[1].ToString().Utf8Value();
+    Guard(env, [&] { Open(env).GroupAdd(group, channel); });
+    return env.Undefined();
+  }
+
+  Napi::Value GroupDiscard(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string group = info[0].ToString().Utf8Value();
+    std::string channel = info[1].ToString().Utf8Value();
+    Guard(env, [&] { Open(env).GroupDiscard(group, channel); });
+    return env.Undefined();
+  }
+
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Guard(env, [&] { Open(env).Flush(); });
+    return env.Undefined();
+  }
+
+  // While JS has receives pending, the wake callback keeps the event loop alive and the waiter
+  // thread spins briefly before sleeping; otherwise neither.
+  Napi::Value SetWaiting(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool waiting = info[0].ToBoolean().Value();
+    if (waiting == waiting_.load() || shut_down_) return env.Undefined();
+    waiting_.store(waiting);
+    if (waiting) {
+      wake_.Ref(env);
+    } else {
+      wake_.Unref(env);
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    shmch::LayerStats s = Guard(env, [&] { return Open(env).Stats(); });
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("slot", layer_->slot_index());
+    o.Set("processes", s.slots_attached);
+    o.Set("channels", s.channels);
+    o.Set("groups", s.groups);
+    o.Set("members", s.members);
+    o.Set("queued", s.queued);
+    o.Set("nodesFree", s.nodes_free);
+    o.Set("arenaBytes", static_cast<double>(s.arena_bytes));
+    o.Set("arenaUsedBytes", static_cast<double>(s.arena_used_bytes));
+    o.Set("segmentBytes", static_cast<double>(s.segment_bytes));
+    o.Set("messagesSent", static_cast<double>(s.messages_sent));
+    o.Set("messagesReceived", static_cast<double>(s.messages_received));
+    o.Set("messagesExpired", static_cast<double>(s.messages_expired));
+    o.Set("lockRecoveries", s.lock_recoveries);
+    return o;
+  }
+
+  Napi::Value Channels(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
+    auto list = Guard(env, [&] { return Open(env).ListChannels(limit); });
+    Napi::Array out = Napi::Array::New(env, list.size());
+    for (uint32_t i = 0; i < list.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", list[i].name);
+      o.Set("depth", list[i].depth);
+      o.Set("groups", list[i].memberships);
+      out.Set(i, o);
+    }
+    return out;
+  }
+
+  Napi::Value Groups(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
+    auto list = Guard(env, [&] { return Open(env).ListGroups(limit); });
+    Napi::Array out = Napi::Array::New(env, list.size());
+    for (uint32_t i = 0; i < list.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", list[i].name);
+      o.Set("members", list[i].members);
+      out.Set(i, o);
+    }
+    return out;
+  }
+
+  Napi::Value Verify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto problems = Guard(env, [&] { return Open(env).Verify(); });
+    Napi::Array out = Napi::Array::New(env, problems.size());
+    for (uint32_t i = 0; i < problems.size(); ++i) out.Set(i, problems[i]);
+    return out;
+  }
+
+  Napi::Value IsUnlinked(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), layer_->IsUnlinked());
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Slot(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), layer_->slot_index());
+  }
+
+  static Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].ToString().Utf8Value();
+    bool removed = Guard(env, [&] { return shmch::Layer::Destroy(name); });
+    return Napi::Boolean::New(env, removed);
+  }
+
+  std::unique_ptr<shmch::Layer> layer_;
+  Napi::ThreadSafeFunction wake_;
+  std::thread waiter_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> waiting_{false};
+  std::atomic<bool> wake_pending_{false};
+  uint64_t spin_ns_ = 50'000;
+  bool shut_down_ = false;
+  bool cleanup_hook_added_ = false;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  shmch::InitFaultPointFromEnvironment();
+  exports.Set("NativeLayer", NativeLayer::Define(env));
+  exports.Set("layoutVersion", Napi::Number::New(env, shmch::kLayoutVersion));
+  exports.Set("maxNameLength", Napi::Number::New(env, shmch::kMaxNameLength));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(shm_channels, Init)

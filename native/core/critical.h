@@ -1,0 +1,24 @@
+// Scope of one operation on the segment: holds the shared lock, rebuilds derived state first if
+// the previous holder died inside its critical section, and rings the collected doorbells only
+// after the lock is released (a woken receiver should not find the lock still held).
+#pragma once
+
+#include "layer.h"
+
+namespace shmch {
+
+class Critical {
+ public:
+  explicit Critical(Layer& layer) : layer_(layer) { layer_.LockSegment(); }
+  ~Critical() {
+    layer_.UnlockSegment();
+    layer_.RingPending();
+  }
+  Critical(const Critical&) = delete;
+  Critical& operator=(const Critical&) = delete;
+
+ private:
+  Layer& layer_;
+};
+
+}  // namespace shmch

@@ -1,0 +1,586 @@
+#include "layer.h"
+
+#include <fnmatch.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "clock.h"
+#include "critical.h"
+#include "fault_points.h"
+#include "shared_lock.h"
+#include "tables.h"
+
+namespace shmch {
+
+namespace {
+
+bool HasWaiters(const Channel& c) {
+  for (uint64_t w : c.waiters)
+    if (w) return true;
+  return false;
+}
+
+}  // namespace
+
+void Layer::ValidateName(std::string_view name, bool allow_bang, const char* what) {
+  if (name.empty() || name.size() > kMaxNameLength) {
+    throw Error(ErrorCode::kInvalidArgument, std::string(what) + " name must be 1 to " +
+                                                 std::to_string(kMaxNameLength) + " characters");
+  }
+  int bangs = 0;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.';
+    if (c == '!' && allow_bang && ++bangs == 1) ok = true;
+    if (!ok) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  std::string(what) + " name contains an invalid character: " + std::string(name));
+    }
+  }
+}
+
+Layer::Layer(const LayerOptions& options) : options_(options) {
+  segment_ = std::make_unique<Segment>(options_.segment);
+  arena_ = std::make_unique<Arena>(*segment_);
+  doorbells_ = std::make_unique<Doorbells>(options_.segment.name, options_.segment.mode);
+  ClaimSlot();
+}
+
+Layer::~Layer() {
+  try {
+    Close();
+  } catch (...) {
+  }
+}
+
+bool Layer::Destroy(const std::string& layer_name) {
+  Doorbells::UnlinkAll(layer_name);
+  return Segment::Unlink(layer_name);
+}
+
+void Layer::CheckOpen() const {
+  if (closed_) throw Error(ErrorCode::kClosed, "the layer is closed");
+}
+
+bool Layer::IsSlotAlive(uint32_t index) const {
+  if (index == slot_) return true;  // our own OFD lock is invisible to our own F_OFD_GETLK
+  if (index >= kMaxSlots) return false;
+  return segment_->IsSlotHeld(index);
+}
+
+void Layer::LockSegment() {
+  Header& h = segment_->header();
+  LockResult r = SharedLockOps::Lock(h.lock, slot_, [this](uint32_t s) { return IsSlotAlive(s); });
+  if (r == LockResult::kOwnerDied) Recover();
+}
+
+void Layer::UnlockSegment() { SharedLockOps::Unlock(segment_->header().lock, slot_); }
+
+void Layer::ClaimSlot() {
+  // The OFD byte lock decides ownership atomically, before the segment lock (which needs a slot).
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    Slot& s = segment_->slot(i);
+    if (s.state.load(std::memory_order_acquire) != 0 && segment_->IsSlotHeld(i)) continue;
+    if (!segment_->TryLockSlotByte(i)) continue;
+    slot_ = i;
+    Critical guard(*this);
+    if (s.state.load(std::memory_order_acquire) != 0) ReclaimSlotLocked(i);
+    s.generation += 1;
+    generation_ = s.generation;
+    s.pid = getpid();
+    s.attached_at_ms = MonotonicMs();
+    s.bell.store(0);
+    s.sleeping.store(0);
+    s.state.store(1, std::memory_order_release);
+    ReclaimDeadSlots();
+    return;
+  }
+  throw Error(ErrorCode::kTableFull, "all " + std::to_string(kMaxSlots) +
+                                         " process slots of the segment are in use");
+}
+
+void Layer::ReclaimDeadSlots() {
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    if (i == slot_) continue;
+    Slot& s = segment_->slot(i);
+    if (s.state.load(std::memory_order_acquire) != 0 && !segment_->IsSlotHeld(i)) {
+      ReclaimSlotLocked(i);
+    }
+  }
+}
+
+void Layer::ReclaimSlotLocked(uint32_t index) {
+  // A dead slot's receivers no longer wait anywhere.
+  Header& h = segment_->header();
+  uint64_t mask = ~(uint64_t{1} << (index % 64));
+  for (uint32_t c = 0; c < h.max_channels; ++c) {
+    Channel& ch = segment_->channel(c);
+    if (ch.in_use != 1) continue;
+    ch.waiters[index / 64] &= mask;
+    MaybeReleaseChannel(c);
+  }
+  segment_->slot(index).state.store(0, std::memory_order_release);
+}
+
+void Layer::ReleaseSlot() {
+  if (slot_ == kNil) return;
+  {
+    Critical guard(*this);
+    ReclaimSlotLocked(slot_);
+  }
+  segment_->UnlockSlotByte(slot_);
+}
+
+void Layer::Close() {
+  if (closed_) return;
+  closed_ = true;
+  ReleaseSlot();
+}
+
+uint32_t Layer::CapacityOf(std::string_view channel) const {
+  if (options_.channel_capacity.empty()) return options_.capacity;
+  std::string name(channel);
+  for (const auto& [pattern, capacity] : options_.channel_capacity) {
+    if (fnmatch(pattern.c_str(), name.c_str(), 0) == 0) return capacity;
+  }
+  return options_.capacity;
+}
+
+uint32_t Layer::EnsureChannel(std::string_view name) {
+  auto table = Channels(*segment_);
+  uint32_t index = table.Find(name);
+  if (index != kNil) return index;
+  Header& h = segment_->header();
+  index = table.Insert(name, h.channel_rover, h.channels_used);
+  if (index == kNil) {
+    throw Error(ErrorCode::kTableFull,
+                "no free channel record (maxChannels " + std::to_string(h.max_channels) + ")");
+  }
+  return index;
+}
+
+void Layer::MaybeReleaseChannel(uint32_t index) {
+  Channel& c = segment_->channel(index);
+  if (c.in_use == 1 && c.head == kNil && c.memberships == 0 && !HasWaiters(c)) {
+    Channels(*segment_).Remove(index, segment_->header().channels_used);
+  }
+}
+
+uint32_t Layer::AllocateNode() {
+  Header& h = segment_->header();
+  uint32_t index = h.free_node;
+  if (index == kNil) return kNil;
+  Node& n = segment_->node(index);
+  h.free_node = n.next;
+  --h.free_nodes;
+  return index;
+}
+
+void Layer::FreeNode(uint32_t index) {
+  Header& h = segment_->header();
+  Node& n = segment_->node(index);
+  n.block = kNil;
+  n.next = h.free_node;
+  h.free_node = index;
+  ++h.free_nodes;
+}
+
+uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
+  uint32_t block = arena_->Allocate(length);
+  if (block == kNil) {
+    throw Error(ErrorCode::kArenaFull,
+                "the segment's message arena has no room for " + std::to_string(length) +
+                    " bytes (" + std::to_string(uint64_t{segment_->header().used_pages} * kPageSize) +
+                    " of " + std::to_string(uint64_t{segment_->header().page_count} * kPageSize) +
+                    " bytes in use)");
+  }
+  std::memcpy(arena_->Payload(block), data, length);
+  return block;
+}
+
+void Layer::ReleaseBlockRef(uint32_t block) {
+  BlockHeader& b = segment_->block(block);
+  if (b.refcount > 1) {
+    --b.refcount;
+  } else {
+    arena_->Free(block);
+  }
+}
+
+void Layer::DropHeadExpired(Channel& c, uint64_t now) {
+  Header& h = segment_->header();
+  for (uint32_t steps = 0; c.head != kNil; ++steps) {
+    if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+    Node& n = segment_->node(c.head);
+    if (n.expires_at_ms > now) break;
+    uint32_t index = c.head;
+    uint32_t block = n.block;
+    c.head = n.next;
+    if (c.head == kNil) c.tail = kNil;
+    if (c.count) --c.count;
+    ReleaseBlockRef(block);
+    FreeNode(index);
+    ++h.messages_expired;
+  }
+}
+
+void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at) {
+  Channel& c = segment_->channel(channel_index);
+  uint32_t index = AllocateNode();
+  if (index == kNil) {
+    throw Error(ErrorCode::kArenaFull, "the segment's node pool is exhausted (maxNodes " +
+                                           std::to_string(segment_->header().max_nodes) + ")");
+  }
+  Node& n = segment_->node(index);
+  n.block = block;
+  n.expires_at_ms = expires_at;
+  n.next = kNil;
+  segment_->block(block).refcount += 1;
+  FAULT_POINT(1);
+  // Publish: the node is complete before anything links to it.
+  if (c.tail == kNil) {
+    __atomic_store_n(&c.head, index, __ATOMIC_RELEASE);
+  } else {
+    __atomic_store_n(&segment_->node(c.tail).next, index, __ATOMIC_RELEASE);
+  }
+  FAULT_POINT(2);
+  c.tail = index;
+  ++c.count;
+  for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
+    pending_ring_[w] |= c.waiters[w];
+    c.waiters[w] = 0;
+  }
+}
+
+void Layer::RingPending() {
+  for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
+    uint64_t bits = pending_ring_[w];
+    pending_ring_[w] = 0;
+    while (bits) {
+      uint32_t index = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      doorbells_->Ring(segment_->slot(index), index);
+    }
+  }
+}
+
+void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length) {
+  CheckOpen();
+  ValidateName(channel, true, "channel");
+  Header& h = segment_->header();
+  if (length > h.max_message_size) {
+    throw Error(ErrorCode::kTooLarge, "message of " + std::to_string(length) +
+                                          " bytes exceeds maxMessageSize " +
+                                          std::to_string(h.max_message_size));
+  }
+  uint32_t capacity = CapacityOf(channel);
+  uint64_t now = MonotonicMs();
+  Critical guard(*this);
+  uint32_t index = EnsureChannel(channel);
+  Channel& c = segment_->channel(index);
+  DropHeadExpired(c, now);
+  if (c.count >= capacity) {
+    MaybeReleaseChannel(index);
+    throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
+                                             std::to_string(capacity) + ")");
+  }
+  uint32_t block;
+  try {
+    block = StoreBlock(data, length);
+    Enqueue(index, block, now + options_.expiry_ms);
+  } catch (...) {
+    MaybeReleaseChannel(index);
+    throw;
+  }
+  ++h.messages_sent;
+}
+
+uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t length) {
+  CheckOpen();
+  ValidateName(group, false, "group");
+  Header& h = segment_->header();
+  if (length > h.max_message_size) {
+    throw Error(ErrorCode::kTooLarge, "message of " + std::to_string(length) +
+                                          " bytes exceeds maxMessageSize " +
+                                          std::to_string(h.max_message_size));
+  }
+  uint64_t now = MonotonicMs();
+  Critical guard(*this);
+  uint32_t g = FindGroup(group);
+  if (g == kNil) return 0;
+  uint32_t block = kNil;
+  uint32_t delivered = 0;
+  uint32_t m = segment_->group(g).first_member;
+  for (uint32_t steps = 0; m != kNil; ++steps) {
+    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "group member list loops");
+    Member& member = segment_->member(m);
+    uint32_t next = member.next_in_group;
+    if (member.expires_at_ms <= now) {
+      RemoveMember(m);
+      m = next;
+      continue;
+    }
+    Channel& c = segment_->channel(member.channel);
+    DropHeadExpired(c, now);
+    std::string_view name(c.name, c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength);
+    if (c.count < CapacityOf(name)) {
+      if (block == kNil) block = StoreBlock(data, length);
+      Enqueue(member.channel, block, now + options_.expiry_ms);
+      ++delivered;
+    }
+    m = next;
+  }
+  if (block != kNil && delivered == 0) arena_->Free(block);
+  h.messages_sent += delivered;
+  if (segment_->group(g).first_member == kNil) Groups(*segment_).Remove(g, h.groups_used);
+  return delivered;
+}
+
+void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out) {
+  CheckOpen();
+  uint64_t now = MonotonicMs();
+  Critical guard(*this);
+  Header& h = segment_->header();
+  for (uint32_t r = 0; r < requests.size(); ++r) {
+    const ReceiveRequest& req = requests[r];
+    uint32_t index = Channels(*segment_).Find(req.channel);
+    uint32_t got = 0;
+    if (index != kNil) {
+      Channel& c = segment_->channel(index);
+      for (uint32_t steps = 0; got < req.wanted && c.head != kNil; ++steps) {
+        if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+        uint32_t node_index = c.head;
+        Node& n = segment_->node(node_index);
+        uint32_t block = n.block;
+        bool expired = n.expires_at_ms <= now;
+        if (!expired) {
+          BlockHeader& b = segment_->block(block);
+          size_t at = out.bytes.size();
+          out.bytes.resize(at + b.length);
+          std::memcpy(out.bytes.data() + at, arena_->Payload(block), b.length);
+          out.request_of.push_back(r);
+          out.length_of.push_back(b.length);
+          ++got;
+        }
+        FAULT_POINT(3);
+        c.head = n.next;
+        if (c.head == kNil) c.tail = kNil;
+        if (c.count) --c.count;
+        ReleaseBlockRef(block);
+        FreeNode(node_index);
+        if (expired) ++h.messages_expired; else ++h.messages_received;
+      }
+    }
+    if (got < req.wanted) {
+      if (index == kNil) index = EnsureChannel(req.channel);
+      Channel& c = segment_->channel(index);
+      c.waiters[slot_ / 64] |= uint64_t{1} << (slot_ % 64);
+    } else {
+      Channel& c = segment_->channel(index);
+      c.waiters[slot_ / 64] &= ~(uint64_t{1} << (slot_ % 64));
+      MaybeReleaseChannel(index);
+    }
+  }
+}
+
+uint32_t Layer::FindGroup(std::string_view name) const { return Groups(*segment_).Find(name); }
+
+uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
+  Header& h = segment_->header();
+  uint32_t m = segment_->member_bucket(HashPair(group, channel) & (h.member_buckets - 1));
+  for (uint32_t steps = 0; m != kNil; ++steps) {
+    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    Member& member = segment_->member(m);
+    if (member.in_use == 1 && member.group == group && member.channel == channel) return m;
+    m = member.next_in_hash;
+  }
+  return kNil;
+}
+
+void Layer::RemoveMember(uint32_t index) {
+  Header& h = segment_->header();
+  Member& m = segment_->member(index);
+  Group& g = segment_->group(m.group);
+  // Unlink from the group's list.
+  if (m.prev_in_group != kNil) {
+    segment_->member(m.prev_in_group).next_in_group = m.next_in_group;
+  } else {
+    g.first_member = m.next_in_group;
+  }
+  if (m.next_in_group != kNil) segment_->member(m.next_in_group).prev_in_group = m.prev_in_group;
+  if (g.member_count) --g.member_count;
+  // Unlink from the hash chain.
+  uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (h.member_buckets - 1));
+  for (uint32_t steps = 0; *link != kNil; ++steps) {
+    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    if (*link == index) {
+      *link = m.next_in_hash;
+      break;
+    }
+    link = &segment_->member(*link).next_in_hash;
+  }
+  __atomic_store_n(&m.in_use, 0u, __ATOMIC_RELEASE);
+  if (h.members_used) --h.members_used;
+  Channel& c = segment_->channel(m.channel);
+  if (c.memberships) --c.memberships;
+  MaybeReleaseChannel(m.channel);
+}
+
+void Layer::GroupAdd(std::string_view group, std::string_view channel) {
+  CheckOpen();
+  ValidateName(group, false, "group");
+  ValidateName(channel, true, "channel");
+  uint64_t expires_at = MonotonicMs() + options_.group_expiry_ms;
+  Critical guard(*this);
+  Header& h = segment_->header();
+  auto groups = Groups(*segment_);
+  uint32_t g = groups.Find(group);
+  bool new_group = g == kNil;
+  if (new_group) {
+    g = groups.Insert(group, h.group_rover, h.groups_used);
+    if (g == kNil) {
+      throw Error(ErrorCode::kTableFull,
+                  "no free group record (maxGroups " + std::to_string(h.max_groups) + ")");
+    }
+  }
+  uint32_t c;
+  try {
+    c = EnsureChannel(channel);
+  } catch (...) {
+    if (new_group) groups.Remove(g, h.groups_used);
+    throw;
+  }
+  uint32_t existing = FindMember(g, c);
+  if (existing != kNil) {
+    segment_->member(existing).expires_at_ms = expires_at;
+    return;
+  }
+  uint32_t m = kNil;
+  if (h.members_used < h.max_members) {
+    for (uint32_t n = 0; n < h.max_members; ++n) {
+      uint32_t i = (h.member_rover + n) % h.max_members;
+      if (segment_->member(i).in_use == 0) {
+        m = i;
+        break;
+      }
+    }
+  }
+  if (m == kNil) {
+    MaybeReleaseChannel(c);
+    if (new_group) groups.Remove(g, h.groups_used);
+    throw Error(ErrorCode::kTableFull,
+                "no free group membership record (maxMembers " + std::to_string(h.max_members) + ")");
+  }
+  h.member_rover = m + 1;
+  Member& member = segment_->member(m);
+  member.group = g;
+  member.channel = c;
+  member.expires_at_ms = expires_at;
+  Group& gr = segment_->group(g);
+  member.prev_in_group = kNil;
+  member.next_in_group = gr.first_member;
+  uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (h.member_buckets - 1));
+  member.next_in_hash = bucket;
+  __atomic_store_n(&member.in_use, 1u, __ATOMIC_RELEASE);
+  if (gr.first_member != kNil) segment_->member(gr.first_member).prev_in_group = m;
+  gr.first_member = m;
+  ++gr.member_count;
+  bucket = m;
+  ++h.members_used;
+  ++segment_->channel(c).memberships;
+}
+
+void Layer::GroupDiscard(std::string_view group, std::string_view channel) {
+  CheckOpen();
+  ValidateName(group, false, "group");
+  ValidateName(channel, true, "channel");
+  Critical guard(*this);
+  uint32_t g = FindGroup(group);
+  if (g == kNil) return;
+  uint32_t c = Channels(*segment_).Find(channel);
+  if (c == kNil) return;
+  uint32_t m = FindMember(g, c);
+  if (m == kNil) return;
+  RemoveMember(m);
+  if (segment_->group(g).first_member == kNil) {
+    Groups(*segment_).Remove(g, segment_->header().groups_used);
+  }
+}
+
+void Layer::Flush() {
+  CheckOpen();
+  Critical guard(*this);
+  Header& h = segment_->header();
+  for (uint32_t i = 0; i < h.max_members; ++i) segment_->member(i).in_use = 0;
+  for (uint32_t i = 0; i < h.max_groups; ++i) segment_->group(i).in_use = 0;
+  for (uint32_t i = 0; i < h.max_channels; ++i) {
+    Channel& c = segment_->channel(i);
+    if (c.in_use != 1) continue;
+    // Receivers that were waiting must look again and re-register on fresh records.
+    for (uint32_t w = 0; w < kSlotMaskWords; ++w) pending_ring_[w] |= c.waiters[w];
+    c.in_use = 0;
+  }
+  // Everything derived (queues, free lists, arena, buckets) is rebuilt from the now-empty tables.
+  Recover();
+  ++h.flush_epoch;
+}
+
+bool Layer::WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop) {
+  return doorbells_->Wait(segment_->slot(slot_), slot_, spin_ns, stop);
+}
+
+void Layer::InterruptWait() { doorbells_->Interrupt(slot_); }
+
+LayerStats Layer::Stats() {
+  CheckOpen();
+  Critical guard(*this);
+  Header& h = segment_->header();
+  LayerStats s{};
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    if (segment_->slot(i).state.load() != 0 && IsSlotAlive(i)) ++s.slots_attached;
+  }
+  s.channels = h.channels_used;
+  s.groups = h.groups_used;
+  s.members = h.members_used;
+  s.nodes_free = h.free_nodes;
+  s.queued = h.max_nodes - h.free_nodes;
+  s.arena_bytes = uint64_t{h.page_count} * kPageSize;
+  s.arena_used_bytes = uint64_t{h.used_pages} * kPageSize;
+  s.segment_bytes = h.segment_size;
+  s.messages_sent = h.messages_sent;
+  s.messages_received = h.messages_received;
+  s.messages_expired = h.messages_expired;
+  s.lock_recoveries = h.lock.recoveries.load();
+  return s;
+}
+
+std::vector<ChannelInfo> Layer::ListChannels(uint32_t limit) {
+  CheckOpen();
+  Critical guard(*this);
+  std::vector<ChannelInfo> out;
+  Header& h = segment_->header();
+  for (uint32_t i = 0; i < h.max_channels && out.size() < limit; ++i) {
+    Channel& c = segment_->channel(i);
+    if (c.in_use != 1) continue;
+    uint32_t len = c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength;
+    out.push_back({std::string(c.name, len), c.count, c.memberships});
+  }
+  return out;
+}
+
+std::vector<GroupInfo> Layer::ListGroups(uint32_t limit) {
+  CheckOpen();
+  Critical guard(*this);
+  std::vector<GroupInfo> out;
+  Header& h = segment_->header();
+  for (uint32_t i = 0; i < h.max_groups && out.size() < limit; ++i) {
+    Group& g = segment_->group(i);
+    if (g.in_use != 1) continue;
+    uint32_t len = g.name_length < kMaxNameLength ? g.name_length : kMaxNameLength;
+    out.push_back({std::string(g.name, len), g.member_count});
+  }
+  return out;
+}
+
+}  // namespace shmch

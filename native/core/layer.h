@@ -1,0 +1,145 @@
+// The channel layer over one shared segment: queues, groups, expiry and wakeups. Plain C++ with no
+// Node-API, so it can be unit-tested, fuzzed and run under sanitizers on its own.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "arena.h"
+#include "doorbell.h"
+#include "segment.h"
+
+namespace shmch {
+
+struct LayerOptions {
+  SegmentConfig segment;
+  uint32_t capacity = 100;
+  // fnmatch(3) glob -> capacity; first match wins (as channels_redis does).
+  std::vector<std::pair<std::string, uint32_t>> channel_capacity;
+  uint64_t expiry_ms = 60'000;
+  uint64_t group_expiry_ms = 86'400'000;
+};
+
+// What one receive batch asks of a channel: up to `wanted` messages.
+struct ReceiveRequest {
+  std::string channel;
+  uint32_t wanted;
+};
+
+// Messages handed out by Receive(): payloads back to back in `bytes`; for each message the index
+// of its request and its length, in delivery order.
+struct ReceivedBatch {
+  std::vector<uint8_t> bytes;
+  std::vector<uint32_t> request_of;
+  std::vector<uint32_t> length_of;
+};
+
+struct LayerStats {
+  uint32_t slots_attached;
+  uint32_t channels;
+  uint32_t groups;
+  uint32_t members;
+  uint32_t queued;
+  uint32_t nodes_free;
+  uint64_t arena_bytes;
+  uint64_t arena_used_bytes;
+  uint64_t segment_bytes;
+  uint64_t messages_sent;
+  uint64_t messages_received;
+  uint64_t messages_expired;
+  uint32_t lock_recoveries;
+};
+
+struct ChannelInfo {
+  std::string name;
+  uint32_t depth;
+  uint32_t memberships;
+};
+
+struct GroupInfo {
+  std::string name;
+  uint32_t members;
+};
+
+class Layer {
+ public:
+  explicit Layer(const LayerOptions& options);
+  ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  // Removes a layer's segment and doorbells by name.
+  static bool Destroy(const std::string& layer_name);
+  static void ValidateName(std::string_view name, bool allow_bang, const char* what);
+
+  // Queues one message. Throws Error kChannelFull / kArenaFull / kTooLarge; never blocks on space.
+  void Send(std::string_view channel, const uint8_t* data, uint32_t length);
+  // Sends to every live member with room; returns how many received it. The payload is stored once.
+  uint32_t GroupSend(std::string_view group, const uint8_t* data, uint32_t length);
+  // Pops messages for each request; a request left short registers this slot as a waiter on its
+  // channel, so the next send rings our doorbell.
+  void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out);
+  void GroupAdd(std::string_view group, std::string_view channel);
+  void GroupDiscard(std::string_view group, std::string_view channel);
+  // Empties every channel and group of the segment.
+  void Flush();
+
+  // Called from the waiter thread: blocks until our doorbell rings (true) or Interrupt() (false).
+  bool WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop);
+  void InterruptWait();
+
+  LayerStats Stats();
+  std::vector<ChannelInfo> ListChannels(uint32_t limit);
+  std::vector<GroupInfo> ListGroups(uint32_t limit);
+  // Walks every structure and returns the problems found (empty when consistent).
+  std::vector<std::string> Verify();
+
+  uint32_t slot_index() const { return slot_; }
+  uint32_t slot_generation() const { return generation_; }
+  bool IsUnlinked() const { return segment_->IsUnlinked(); }
+  void Close();
+  bool closed() const { return closed_; }
+
+ private:
+  friend class Critical;
+  void ClaimSlot();
+  void ReleaseSlot();
+  void LockSegment();
+  void UnlockSegment();
+  void Recover();
+  void ReclaimDeadSlots();
+  void ReclaimSlotLocked(uint32_t index);
+  bool IsSlotAlive(uint32_t index) const;
+
+  uint32_t CapacityOf(std::string_view channel) const;
+  uint32_t EnsureChannel(std::string_view name);
+  void MaybeReleaseChannel(uint32_t index);
+  uint32_t FindGroup(std::string_view name) const;
+  uint32_t FindMember(uint32_t group, uint32_t channel) const;
+  void RemoveMember(uint32_t index);
+  uint32_t AllocateNode();
+  void FreeNode(uint32_t index);
+  void DropHeadExpired(Channel& channel, uint64_t now);
+  // Appends a node referencing `block` to the channel; collects waiters to ring after unlock.
+  void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at);
+  uint32_t StoreBlock(const uint8_t* data, uint32_t length);
+  void ReleaseBlockRef(uint32_t block);
+  void RingPending();
+  void CheckOpen() const;
+
+  LayerOptions options_;
+  std::unique_ptr<Segment> segment_;
+  std::unique_ptr<Doorbells> doorbells_;
+  std::unique_ptr<Arena> arena_;
+  uint32_t slot_ = kNil;
+  uint32_t generation_ = 0;
+  bool closed_ = false;
+  uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
+};
+
+}  // namespace shmch

@@ -1,0 +1,163 @@
+// The byte layout of a shm-channels segment. Everything in here lives in shared memory, so it is
+// plain data: fixed-size integers, indices instead of pointers, no constructors. Any process may
+// have scribbled on it, so readers bounds-check every index before following it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmch {
+
+constexpr uint64_t kMagic = 0x4e414843'4d485353ull;  // "SSHMCHAN" little-endian
+constexpr uint32_t kLayoutVersion = 1;
+
+constexpr uint32_t kNil = 0xffffffffu;  // "no index" in every linked structure
+constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at once
+constexpr uint32_t kSlotMaskWords = kMaxSlots / 64;
+constexpr uint32_t kMaxNameLength = 200;  // channel and group names, in bytes (ASCII)
+constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache line
+constexpr uint32_t kHeaderBytes = 64 * 1024;
+
+// State of the segment as a whole (Header::state).
+enum SegmentState : uint32_t { kInitializing = 0, kReady = 1 };
+
+// A lock that survives its owner's death. `owner` is 0 when free, else the holder's slot + 1.
+// Waiters sleep on the futex word with a timeout and, when the owner looks stuck, probe its
+// slot's liveness (an OFD lock the kernel drops when the holder's file description closes).
+struct SharedLock {
+  std::atomic<uint32_t> owner;
+  std::atomic<uint32_t> waiters;
+  std::atomic<uint32_t> recoveries;  // times a dead owner's lock was taken over
+  uint32_t pad;
+};
+
+// One attached layer instance (a process, or a worker thread with its own layer).
+struct Slot {
+  std::atomic<uint32_t> state;     // 0 free, 1 attached
+  std::atomic<uint32_t> bell;      // 1 when someone rang since the owner last looked
+  std::atomic<uint32_t> sleeping;  // 1 while the owner's waiter thread sleeps on its doorbell
+  uint32_t generation;             // bumped on every claim, so stale references are visible
+  int32_t pid;                     // informational only: liveness never relies on it
+  uint32_t pad;
+  uint64_t attached_at_ms;
+};
+
+struct Channel {
+  uint32_t in_use;  // written last on creation: a half-created record is free
+  uint32_t name_length;
+  uint32_t hash;
+  uint32_t next_in_bucket;  // derived: rebuilt by recovery
+  uint32_t head;            // first queued node, kNil when empty
+  uint32_t tail;            // derived from head by recovery
+  uint32_t count;           // derived from head by recovery
+  uint32_t memberships;     // derived: group members that reference this channel
+  uint64_t waiters[kSlotMaskWords];  // slots whose receivers sleep until this channel gets a message
+  char name[kMaxNameLength];
+  uint8_t pad[8];
+};
+
+struct Group {
+  uint32_t in_use;
+  uint32_t name_length;
+  uint32_t hash;
+  uint32_t next_in_bucket;  // derived
+  uint32_t first_member;    // derived
+  uint32_t member_count;    // derived
+  char name[kMaxNameLength];
+  uint8_t pad[8];
+};
+
+// A (group, channel) pair. Primary data is in_use/group/channel/expiry; the links are derived.
+struct Member {
+  uint32_t in_use;
+  uint32_t group;
+  uint32_t channel;
+  uint32_t next_in_group;  // derived
+  uint32_t prev_in_group;  // derived
+  uint32_t next_in_hash;   // derived
+  uint64_t expires_at_ms;
+};
+
+// One queued delivery: a reference from a channel's queue to a message block.
+struct Node {
+  uint32_t next;
+  uint32_t block;  // first page of the message block
+  uint64_t expires_at_ms;
+};
+
+// The first bytes of a message block in the arena; the payload follows.
+struct BlockHeader {
+  uint32_t magic;     // kBlockMagic while allocated
+  uint32_t refcount;  // derived: queued nodes that reference this block
+  uint32_t pages;
+  uint32_t length;  // payload bytes
+};
+constexpr uint32_t kBlockMagic = 0x4b4c4253;  // "SBLK"
+
+struct Header {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t abi_tag;
+  std::atomic<uint32_t> state;
+  uint32_t pad0;
+  uint64_t segment_size;
+
+  // Table sizes, fixed at creation.
+  uint32_t max_channels;
+  uint32_t channel_buckets;  // power of two
+  uint32_t max_groups;
+  uint32_t group_buckets;
+  uint32_t max_members;
+  uint32_t member_buckets;
+  uint32_t max_nodes;
+  uint32_t page_count;
+  uint32_t max_message_size;
+  uint32_t pad1;
+
+  // Region offsets from the segment start.
+  uint64_t slots_offset;
+  uint64_t channels_offset;
+  uint64_t channel_buckets_offset;
+  uint64_t groups_offset;
+  uint64_t group_buckets_offset;
+  uint64_t members_offset;
+  uint64_t member_buckets_offset;
+  uint64_t nodes_offset;
+  uint64_t page_bitmap_offset;
+  uint64_t arena_offset;
+
+  SharedLock lock;
+
+  // Allocator state below is derived (rebuilt by recovery), kept here for speed.
+  uint32_t free_node;   // head of the node free list, linked through Node::next
+  uint32_t free_nodes;  // how many nodes are on it
+  uint32_t page_rover;  // next-fit hint for the page allocator
+  uint32_t used_pages;
+  uint32_t channels_used;
+  uint32_t groups_used;
+  uint32_t members_used;
+  uint32_t channel_rover;  // where to look for the next free channel record
+  uint32_t group_rover;
+  uint32_t member_rover;
+  uint64_t flush_epoch;  // bumped by flush(), so sleeping receivers re-register
+
+  uint64_t messages_sent;
+  uint64_t messages_received;
+  uint64_t messages_expired;
+};
+
+// Changes whenever a shared struct changes size, so two builds that disagree on the layout refuse
+// to share a segment even if someone forgot to bump kLayoutVersion.
+constexpr uint32_t kAbiTag =
+    static_cast<uint32_t>(sizeof(Header) * 1u + sizeof(Slot) * 3u + sizeof(Channel) * 7u +
+                          sizeof(Group) * 11u + sizeof(Member) * 13u + sizeof(Node) * 17u +
+                          sizeof(BlockHeader) * 19u + kMaxSlots * 23u + kPageSize * 29u) ^
+    0x5c0ffee5u;
+
+static_assert(sizeof(Header) <= kHeaderBytes, "header must fit its reserved area");
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(sizeof(BlockHeader) == 16, "block header is part of the layout");
+
+}  // namespace shmch

@@ -1,0 +1,294 @@
+// Rebuilding derived state after a lock holder died, and checking that state (Verify).
+//
+// Primary data: records' in_use flags and names, members' (group, channel, expiry), each queue's
+// chain of nodes from its head, and the block each queued node references. Everything else (bucket
+// chains, tails, counts, member lists, refcounts, the node free list and the page bitmap) is
+// derived and is recomputed from the primary data alone. Each operation publishes primary data
+// with its last write, so a holder killed at any instant leaves either the old state or the new
+// one, and recovery makes the derived state agree with it.
+#include <string>
+#include <vector>
+
+#include "critical.h"
+#include "layer.h"
+#include "tables.h"
+
+namespace shmch {
+
+namespace {
+
+bool ValidName(const char* name, uint32_t length, bool allow_bang) {
+  if (length == 0 || length > kMaxNameLength) return false;
+  int bangs = 0;
+  for (uint32_t i = 0; i < length; ++i) {
+    char c = name[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || (allow_bang && c == '!' && ++bangs == 1);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool BlockLooksValid(Segment& seg, uint32_t page) {
+  Header& h = seg.header();
+  if (page >= h.page_count) return false;
+  auto* b = reinterpret_cast<BlockHeader*>(seg.page(page));
+  return b->magic == kBlockMagic && b->pages != 0 && b->pages <= h.page_count - page &&
+         uint64_t{b->length} + sizeof(BlockHeader) <= uint64_t{b->pages} * kPageSize &&
+         b->length <= h.max_message_size;
+}
+
+uint32_t BlockPages(Segment& seg, uint32_t page) {
+  return reinterpret_cast<BlockHeader*>(seg.page(page))->pages;
+}
+
+}  // namespace
+
+void Layer::Recover() {
+  Segment& seg = *segment_;
+  Header& h = seg.header();
+  std::vector<uint8_t> node_live(h.max_nodes, 0);
+  std::vector<uint32_t> refs(h.page_count, 0);  // first page of a live block -> queued references
+  arena_->ClearAll();
+
+  // Channels and their queues.
+  auto channels = Channels(seg);
+  channels.ClearBuckets();
+  h.channels_used = 0;
+  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+    Channel& c = seg.channel(ci);
+    if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
+      c.in_use = 0;
+      continue;
+    }
+    std::string_view name(c.name, c.name_length);
+    c.hash = HashName(name);
+    if (channels.Find(name) != kNil) {  // a duplicate can only come from corruption
+      c.in_use = 0;
+      continue;
+    }
+    channels.Link(ci);
+    ++h.channels_used;
+    c.memberships = 0;
+    uint32_t* link = &c.head;
+    uint32_t tail = kNil, count = 0;
+    while (*link != kNil) {
+      uint32_t n = *link;
+      bool ok = n < h.max_nodes && !node_live[n];
+      uint32_t block = ok ? seg.node(n).block : kNil;
+      ok = ok && BlockLooksValid(seg, block);
+      if (ok && refs[block] == 0) {
+        uint32_t pages = BlockPages(seg, block);
+        for (uint32_t p = block; ok && p < block + pages; ++p) ok = !arena_->IsMarked(p);
+        if (ok) arena_->MarkLive(block, pages);
+      }
+      if (!ok) {
+        *link = kNil;  // cut the queue here: what follows cannot be trusted
+        break;
+      }
+      node_live[n] = 1;
+      ++refs[block];
+      tail = n;
+      ++count;
+      link = &seg.node(n).next;
+    }
+    c.tail = tail;
+    c.count = count;
+  }
+  for (uint32_t p = 0; p < h.page_count; ++p) {
+    if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
+  }
+  h.free_node = kNil;
+  h.free_nodes = 0;
+  for (uint32_t n = h.max_nodes; n-- > 0;) {
+    if (!node_live[n]) FreeNode(n);
+  }
+
+  // Groups, then members linked into them.
+  auto groups = Groups(seg);
+  groups.ClearBuckets();
+  h.groups_used = 0;
+  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+    Group& g = seg.group(gi);
+    if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
+      g.in_use = 0;
+      continue;
+    }
+    std::string_view name(g.name, g.name_length);
+    g.hash = HashName(name);
+    if (groups.Find(name) != kNil) {
+      g.in_use = 0;
+      continue;
+    }
+    groups.Link(gi);
+    ++h.groups_used;
+    g.first_member = kNil;
+    g.member_count = 0;
+  }
+  for (uint32_t b = 0; b < h.member_buckets; ++b) seg.member_bucket(b) = kNil;
+  h.members_used = 0;
+  for (uint32_t mi = 0; mi < h.max_members; ++mi) {
+    Member& m = seg.member(mi);
+    if (m.in_use != 1) {
+      m.in_use = 0;
+      continue;
+    }
+    bool ok = m.group < h.max_groups && seg.group(m.group).in_use == 1 &&
+              m.channel < h.max_channels && seg.channel(m.channel).in_use == 1 &&
+              FindMember(m.group, m.channel) == kNil;
+    if (!ok) {
+      m.in_use = 0;
+      continue;
+    }
+    Group& g = seg.group(m.group);
+    m.prev_in_group = kNil;
+    m.next_in_group = g.first_member;
+    if (g.first_member != kNil) seg.member(g.first_member).prev_in_group = mi;
+    g.first_member = mi;
+    ++g.member_count;
+    uint32_t& bucket = seg.member_bucket(HashPair(m.group, m.channel) & (h.member_buckets - 1));
+    m.next_in_hash = bucket;
+    bucket = mi;
+    ++h.members_used;
+    ++seg.channel(m.channel).memberships;
+  }
+  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+    if (seg.group(gi).in_use == 1 && seg.group(gi).first_member == kNil) {
+      groups.Remove(gi, h.groups_used);
+    }
+  }
+  ReclaimDeadSlots();
+  for (uint32_t ci = 0; ci < h.max_channels; ++ci) MaybeReleaseChannel(ci);
+}
+
+std::vector<std::string> Layer::Verify() {
+  CheckOpen();
+  Critical guard(*this);
+  Segment& seg = *segment_;
+  Header& h = seg.header();
+  std::vector<std::string> problems;
+  auto problem = [&](std::string text) {
+    if (problems.size() < 100) problems.push_back(std::move(text));
+  };
+  std::vector<uint8_t> node_seen(h.max_nodes, 0);
+  std::vector<uint32_t> refs(h.page_count, 0);
+  std::vector<uint8_t> page_owned(h.page_count, 0);
+  std::vector<uint32_t> memberships(h.max_channels, 0);
+  auto channels = Channels(seg);
+  auto groups = Groups(seg);
+
+  uint32_t channels_used = 0;
+  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+    Channel& c = seg.channel(ci);
+    if (c.in_use == 0) continue;
+    std::string label = "channel #" + std::to_string(ci);
+    if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
+      problem(label + " has a bad in_use flag or name");
+      continue;
+    }
+    ++channels_used;
+    std::string_view name(c.name, c.name_length);
+    if (channels.Find(name) != ci) problem(label + " is not reachable through its hash bucket");
+    uint32_t n = c.head, last = kNil, count = 0;
+    while (n != kNil) {
+      if (n >= h.max_nodes || node_seen[n]) {
+        problem(label + " queue has a bad or shared node " + std::to_string(n));
+        break;
+      }
+      node_seen[n] = 1;
+      uint32_t block = seg.node(n).block;
+      if (!BlockLooksValid(seg, block)) {
+        problem(label + " queue references a damaged block");
+        break;
+      }
+      if (refs[block]++ == 0) {
+        uint32_t pages = BlockPages(seg, block);
+        for (uint32_t p = block; p < block + pages; ++p) {
+          if (page_owned[p]++) problem("page " + std::to_string(p) + " belongs to two blocks");
+          if (!arena_->IsMarked(p)) problem("live page " + std::to_string(p) + " is marked free");
+        }
+      }
+      last = n;
+      ++count;
+      n = seg.node(n).next;
+    }
+    if (c.tail != last) problem(label + " tail does not end its queue");
+    if (c.count != count) {
+      problem(label + " count " + std::to_string(c.count) + " but queue holds " +
+              std::to_string(count));
+    }
+  }
+  if (channels_used != h.channels_used) problem("channels_used disagrees with the table");
+
+  uint32_t used_pages = 0;
+  for (uint32_t p = 0; p < h.page_count; ++p) {
+    if (refs[p] && reinterpret_cast<BlockHeader*>(seg.page(p))->refcount != refs[p]) {
+      problem("block at page " + std::to_string(p) + " has a wrong refcount");
+    }
+    if (arena_->IsMarked(p)) {
+      ++used_pages;
+      if (!page_owned[p]) problem("page " + std::to_string(p) + " is marked used but unreferenced");
+    }
+  }
+  if (used_pages != h.used_pages) problem("used_pages disagrees with the bitmap");
+
+  uint32_t free_count = 0;
+  for (uint32_t n = h.free_node; n != kNil; n = seg.node(n).next) {
+    if (n >= h.max_nodes || node_seen[n]) {
+      problem("node free list has a bad, queued or repeated node " + std::to_string(n));
+      break;
+    }
+    node_seen[n] = 2;
+    ++free_count;
+  }
+  if (free_count != h.free_nodes) problem("free_nodes disagrees with the free list");
+  for (uint32_t n = 0; n < h.max_nodes; ++n) {
+    if (!node_seen[n]) {
+      problem("node " + std::to_string(n) + " is neither queued nor free (leaked)");
+      break;
+    }
+  }
+
+  uint32_t groups_used = 0, members_used = 0;
+  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+    Group& g = seg.group(gi);
+    if (g.in_use == 0) continue;
+    std::string label = "group #" + std::to_string(gi);
+    if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
+      problem(label + " has a bad in_use flag or name");
+      continue;
+    }
+    ++groups_used;
+    if (groups.Find(std::string_view(g.name, g.name_length)) != gi) {
+      problem(label + " is not reachable through its hash bucket");
+    }
+    uint32_t count = 0, prev = kNil;
+    for (uint32_t m = g.first_member; m != kNil; m = seg.member(m).next_in_group) {
+      if (m >= h.max_members || count > h.max_members) {
+        problem(label + " member list is broken");
+        break;
+      }
+      Member& mem = seg.member(m);
+      if (mem.in_use != 1 || mem.group != gi) problem(label + " lists a foreign member");
+      if (mem.prev_in_group != prev) problem(label + " member back-link is wrong");
+      if (mem.channel < h.max_channels) ++memberships[mem.channel];
+      if (FindMember(gi, mem.channel) != m) problem(label + " member missing from member hash");
+      prev = m;
+      ++count;
+    }
+    if (count != g.member_count) problem(label + " member_count disagrees with its list");
+    if (count == 0) problem(label + " is empty but still allocated");
+    members_used += count;
+  }
+  if (groups_used != h.groups_used) problem("groups_used disagrees with the table");
+  if (members_used != h.members_used) problem("members_used disagrees with group lists");
+  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+    Channel& c = seg.channel(ci);
+    if (c.in_use == 1 && c.memberships != memberships[ci]) {
+      problem("channel #" + std::to_string(ci) + " membership count is wrong");
+    }
+  }
+  return problems;
+}
+
+}  // namespace shmch

@@ -1,0 +1,95 @@
+// A named POSIX shared-memory segment: creation, attach, validation and typed, bounds-checked
+// access to its regions. Knows nothing of queues or groups.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "layout.h"
+
+namespace shmch {
+
+struct SegmentConfig {
+  std::string name;  // layer name; the OS object is /shmch.<uid>.<name>
+  uint64_t size = 64ull << 20;
+  uint32_t max_channels = 16384;
+  uint32_t max_groups = 4096;
+  uint32_t max_members = 65536;
+  uint32_t max_nodes = 262144;
+  uint32_t max_message_size = 16u << 20;
+  uint32_t mode = 0600;
+  bool allow_foreign = false;  // attach to a segment of another user or with a looser mode
+};
+
+class Segment {
+ public:
+  // Creates the segment or attaches to the existing one. Concurrent openers serialise on an OFD
+  // lock; whoever finds the segment uninitialised (new, or its creator died mid-way) initialises it.
+  explicit Segment(const SegmentConfig& config);
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  static std::string ObjectName(const std::string& layer_name);
+  static void ValidateLayerName(const std::string& layer_name);
+  // Removes the segment name; processes still attached keep their mapping.
+  static bool Unlink(const std::string& layer_name);
+
+  Header& header() const { return *header_; }
+  uint8_t* base() const { return base_; }
+  uint64_t size() const { return size_; }
+  int fd() const { return fd_; }
+  const std::string& object_name() const { return object_name_; }
+  bool created() const { return created_; }
+
+  // Bounds-checked accessors: an index read from shared memory is never trusted.
+  Slot& slot(uint32_t index) const;
+  Channel& channel(uint32_t index) const;
+  uint32_t& channel_bucket(uint32_t index) const;
+  Group& group(uint32_t index) const;
+  uint32_t& group_bucket(uint32_t index) const;
+  Member& member(uint32_t index) const;
+  uint32_t& member_bucket(uint32_t index) const;
+  Node& node(uint32_t index) const;
+  uint64_t* page_bitmap() const { return bitmap_; }
+  uint8_t* page(uint32_t index) const;  // start of arena page `index`
+  BlockHeader& block(uint32_t first_page) const;
+
+  // Liveness of a slot's owner, through the OFD lock it holds on its slot byte. PID reuse and PID
+  // namespaces cannot fool it: the kernel drops the lock when the owner's descriptor closes.
+  bool TryLockSlotByte(uint32_t index);
+  void UnlockSlotByte(uint32_t index);
+  bool IsSlotHeld(uint32_t index) const;
+
+  // True when the name now refers to another segment or to nothing (someone unlinked ours).
+  bool IsUnlinked() const;
+
+ private:
+  void InitializeLocked(const SegmentConfig& config);
+  void ValidateLocked(const SegmentConfig& config);
+  void Map(uint64_t size);
+  void ComputeRegions(const Header& h);
+
+  std::string object_name_;
+  int fd_ = -1;
+  uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  bool created_ = false;
+  Header* header_ = nullptr;
+  Slot* slots_ = nullptr;
+  Channel* channels_ = nullptr;
+  uint32_t* channel_buckets_ = nullptr;
+  Group* groups_ = nullptr;
+  uint32_t* group_buckets_ = nullptr;
+  Member* members_ = nullptr;
+  uint32_t* member_buckets_ = nullptr;
+  Node* nodes_ = nullptr;
+  uint64_t* bitmap_ = nullptr;
+  uint8_t* arena_ = nullptr;
+  // Copies of the table sizes taken at attach: a corrupted header cannot widen the bounds.
+  uint32_t max_channels_ = 0, channel_buckets_count_ = 0, max_groups_ = 0, group_buckets_count_ = 0;
+  uint32_t max_members_ = 0, member_buckets_count_ = 0, max_nodes_ = 0, page_count_ = 0;
+  uint64_t dev_ = 0, ino_ = 0;
+};
+
+}  // namespace shmch
