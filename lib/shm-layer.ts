@@ -4,6 +4,7 @@ import { validateChannelName, validateGroupName, validateMessage } from './names
 import { native, type NativeLayer, type NativeStats } from './native.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
+import { segmentSizing } from './shm-sizing.js';
 import { defaultSerializer } from './serializer.js';
 import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
 
@@ -12,15 +13,15 @@ export interface ShmChannelLayerOptions extends ChannelLayerOptions {
   name?: string;
   /** Segment size in bytes, reserved in /dev/shm when the segment is created. Default 64 MiB. */
   size?: number;
-  /** Largest serialized message, in bytes. Default 16 MiB. */
+  /** Largest serialized message, in bytes. Default 16 MiB, or a quarter of a smaller segment. */
   maxMessageSize?: number;
-  /** Channel records (named queues that exist at once). Default 16384. */
+  /** Channel records (named queues that exist at once). Default 16384 (scaled down with size). */
   maxChannels?: number;
-  /** Group records. Default 4096. */
+  /** Group records. Default 4096 (scaled down with size). */
   maxGroups?: number;
-  /** Group memberships across all groups. Default 65536. */
+  /** Group memberships across all groups. Default 65536 (scaled down with size). */
   maxMembers?: number;
-  /** Queued deliveries across all channels. Default 262144. */
+  /** Queued deliveries across all channels. Default 262144 (scaled down with size). */
   maxNodes?: number;
   /** File mode of the segment and its doorbells. Default 0o600 (this user only). */
   mode?: number;
@@ -79,16 +80,12 @@ export class ShmChannelLayer implements ChannelLayer {
     this.serializer = options.serializer ?? defaultSerializer;
     this.name = options.name ?? 'default';
     this.pending = new PendingReceives(() => this.setWaiting(false));
+    const sizing = segmentSizing(options);
     try {
       this.handle = new (native().NativeLayer)(
         {
           name: this.name,
-          size: options.size,
-          maxMessageSize: options.maxMessageSize,
-          maxChannels: options.maxChannels,
-          maxGroups: options.maxGroups,
-          maxMembers: options.maxMembers,
-          maxNodes: options.maxNodes,
+          ...sizing,
           mode: options.mode,
           allowForeign: options.allowForeign,
           capacity: this.settings.capacity,

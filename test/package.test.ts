@@ -1,0 +1,114 @@
+// The published tarball must install and load with no compiler: it carries a prebuilt addon.
+// Packs from a copy of the sources (so this test never rebuilds the addon other tests have
+// loaded), installs the tarball with --ignore-scripts under a PATH holding only node, then loads
+// the package through require and import and makes native calls.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const npmCli = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+
+let work: string;
+let tarball: string;
+let installDir: string;
+let bareEnv: NodeJS.ProcessEnv;
+
+function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string {
+  return execFileSync(process.execPath, [npmCli, ...args], { cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'shmch-pack-'));
+  const source = join(work, 'source');
+  mkdirSync(source);
+  for (const entry of ['package.json', 'package-lock.json', 'binding.gyp', 'tsconfig.json', 'README.md', 'lib', 'native', 'scripts']) {
+    if (existsSync(join(root, entry))) cpSync(join(root, entry), join(source, entry), { recursive: true });
+  }
+  symlinkSync(join(root, 'node_modules'), join(source, 'node_modules'), 'dir');
+  // prepack compiles TypeScript and the prebuild; pack writes the tarball.
+  const output = npm(['pack', '--json', '--pack-destination', work], source);
+  const [info] = JSON.parse(output.slice(output.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>;
+  tarball = join(work, info!.filename);
+  (globalThis as Record<string, unknown>).__packedFiles = info!.files.map((f) => f.path);
+
+  // A PATH with node and nothing else: no cc, c++, make or python.
+  const bin = join(work, 'bin');
+  mkdirSync(bin);
+  symlinkSync(process.execPath, join(bin, 'node'));
+  bareEnv = { HOME: process.env.HOME, PATH: bin, npm_config_cache: process.env.npm_config_cache ?? join(process.env.HOME ?? work, '.npm') };
+  installDir = join(work, 'app');
+  mkdirSync(installDir);
+  writeFileSync(join(installDir, 'package.json'), '{ "name": "app", "version": "1.0.0", "private": true }\n');
+  npm(['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', tarball], installDir, bareEnv);
+}, 600_000);
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('packed tarball', () => {
+  it('contains the prebuilt addon, compiled JS with types, and the native sources', () => {
+    const files = (globalThis as Record<string, unknown>).__packedFiles as string[];
+    expect(files).toContain('prebuilds/linux-x64/shm-channels.node');
+    expect(files).toContain('dist/cjs/index.js');
+    expect(files).toContain('dist/cjs/index.d.ts');
+    expect(files).toContain('dist/esm/index.mjs');
+    expect(files).toContain('binding.gyp');
+    expect(files.some((f) => f.startsWith('native/core/'))).toBe(true);
+    expect(files.some((f) => f.startsWith('build/'))).toBe(false);
+  });
+
+  it('is installed into an environment without a compiler', () => {
+    for (const tool of ['cc', 'gcc', 'g++', 'make', 'python3', 'python']) {
+      const found = spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { env: bareEnv });
+      expect(found.status, `${tool} must not be on the bare PATH`).not.toBe(0);
+    }
+    const pkg = join(installDir, 'node_modules', 'shm-channels');
+    expect(existsSync(join(pkg, 'build'))).toBe(false);
+    expect(readdirSync(join(pkg, 'prebuilds', 'linux-x64'))).toContain('shm-channels.node');
+  });
+
+  it('loads the prebuild through require and makes native calls', () => {
+    const name = `pack-${process.pid}`;
+    const script = `
+      const gyp = require('node-gyp-build');
+      const path = require('path');
+      const loaded = gyp.resolve(path.dirname(require.resolve('shm-channels/package.json')));
+      const { ShmChannelLayer, ChannelFull } = require('shm-channels');
+      const layer = new ShmChannelLayer({ name: '${name}', size: 8 << 20 });
+      (async () => {
+        await layer.send('probe', { type: 'probe', n: 7 });
+        const msg = await layer.receive('probe');
+        await layer.close();
+        ShmChannelLayer.destroy('${name}');
+        console.log(JSON.stringify({ loaded, msg, full: typeof ChannelFull }));
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const out = execFileSync(process.execPath, ['-e', script], { cwd: installDir, env: bareEnv, encoding: 'utf8' });
+    const result = JSON.parse(out.trim()) as { loaded: string; msg: unknown; full: string };
+    expect(result.loaded).toContain(join('prebuilds', 'linux-x64'));
+    expect(result.msg).toEqual({ type: 'probe', n: 7 });
+    expect(result.full).toBe('function');
+  });
+
+  it('loads through ESM import with the same classes as require', () => {
+    const script = `
+      import { createRequire } from 'node:module';
+      import { ChannelFull, ShmChannelLayer } from 'shm-channels';
+      const require = createRequire(import.meta.url);
+      const cjs = require('shm-channels');
+      const layer = new ShmChannelLayer({ name: 'pack-esm-${process.pid}', size: 8 << 20 });
+      await layer.close();
+      ShmChannelLayer.destroy('pack-esm-${process.pid}');
+      console.log(String(cjs.ChannelFull === ChannelFull && cjs.ShmChannelLayer === ShmChannelLayer));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: installDir,
+      env: bareEnv,
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('true');
+  });
+});
