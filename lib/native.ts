@@ -40,6 +40,7 @@ export interface NativeLayerOptions {
   expiryMs: number;
   groupExpiryMs: number;
   spinMicros?: number;
+  clientId?: string;
 }
 
 export interface NativeLayer {
@@ -50,6 +51,7 @@ export interface NativeLayer {
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   flush(): void;
+  maintain(): void;
   setWaiting(waiting: boolean): void;
   stats(): NativeStats;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;

@@ -37,6 +37,8 @@ export interface ShmLayerStats extends NativeStats {
   groupList: Array<{ name: string; members: number }>;
 }
 
+const MAINTENANCE_INTERVAL_MS = 2000;
+
 /** Maps a native error (with `code`) to the package's error classes. */
 function translate(error: unknown): unknown {
   if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'string') return error;
@@ -71,6 +73,7 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly clientPrefix = randomHex(6);
   private readonly localChannels = new Set<string>();
   private readonly pending: PendingReceives;
+  private readonly maintenance: NodeJS.Timeout;
   private drainScheduled = false;
   private waiting = false;
   private closed = false;
@@ -93,12 +96,23 @@ export class ShmChannelLayer implements ChannelLayer {
           expiryMs: Math.round(this.settings.expirySeconds * 1000),
           groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
           spinMicros: options.spinMicros,
+          clientId: this.clientPrefix,
         },
         () => this.drain(),
       );
     } catch (error) {
       throw translate(error);
     }
+    // Reclaims dead processes' slots and channels, drops expired messages nobody received.
+    // Unref'd: housekeeping never keeps the process alive.
+    this.maintenance = setInterval(() => {
+      try {
+        this.handle.maintain();
+      } catch {
+        // A damaged segment surfaces on the next real call, with its error.
+      }
+    }, MAINTENANCE_INTERVAL_MS);
+    this.maintenance.unref();
   }
 
   /** Removes a layer's segment and doorbells. Processes still attached keep working on their copy. */
@@ -195,6 +209,7 @@ export class ShmChannelLayer implements ChannelLayer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.maintenance);
     this.pending.rejectAll(new LayerClosed());
     this.handle.close();
   }

@@ -59,6 +59,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
             InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
             InstanceMethod<&NativeLayer::Flush>("flush"),
+            InstanceMethod<&NativeLayer::Maintain>("maintain"),
             InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
             InstanceMethod<&NativeLayer::Stats>("stats"),
             InstanceMethod<&NativeLayer::Channels>("channels"),
@@ -91,6 +92,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     options.capacity = OptionalUint32(o, "capacity", options.capacity);
     options.expiry_ms = OptionalUint64(o, "expiryMs", options.expiry_ms);
     options.group_expiry_ms = OptionalUint64(o, "groupExpiryMs", options.group_expiry_ms);
+    if (o.Get("clientId").IsString()) options.client_id = o.Get("clientId").ToString().Utf8Value();
     spin_ns_ = OptionalUint64(o, "spinMicros", 50) * 1000;
     Napi::Value patterns = o.Get("channelCapacity");
     if (patterns.IsArray()) {
@@ -233,6 +235,12 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Guard(env, [&] { Open(env).Flush(); });
+    return env.Undefined();
+  }
+
+  Napi::Value Maintain(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Guard(env, [&] { Open(env).Maintain(); });
     return env.Undefined();
   }
 

@@ -89,6 +89,9 @@ void Layer::ClaimSlot() {
     s.generation += 1;
     generation_ = s.generation;
     s.pid = getpid();
+    s.client_length = static_cast<uint32_t>(
+        options_.client_id.size() < kMaxClientLength ? options_.client_id.size() : 0);
+    std::memcpy(s.client, options_.client_id.data(), s.client_length);
     s.attached_at_ms = MonotonicMs();
     s.bell.store(0);
     s.sleeping.store(0);
@@ -110,17 +113,87 @@ void Layer::ReclaimDeadSlots() {
   }
 }
 
+// The client part of '<prefix>.<client>!<random>', or empty for other names.
+static std::string_view ClientOf(std::string_view name) {
+  size_t bang = name.find('!');
+  if (bang == std::string_view::npos) return {};
+  size_t dot = name.rfind('.', bang);
+  if (dot == std::string_view::npos) return {};
+  return name.substr(dot + 1, bang - dot - 1);
+}
+
 void Layer::ReclaimSlotLocked(uint32_t index) {
-  // A dead slot's receivers no longer wait anywhere.
+  // Nobody can receive from a gone instance's '!' channels any more, and its receivers no longer
+  // wait anywhere.
   Header& h = segment_->header();
+  Slot& slot = segment_->slot(index);
+  uint32_t client_length = slot.client_length <= kMaxClientLength ? slot.client_length : 0;
+  std::string_view client(slot.client, client_length);
   uint64_t mask = ~(uint64_t{1} << (index % 64));
   for (uint32_t c = 0; c < h.max_channels; ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
     ch.waiters[index / 64] &= mask;
+    std::string_view name(ch.name, ch.name_length <= kMaxNameLength ? ch.name_length : 0);
+    if (!client.empty() && ClientOf(name) == client) {
+      DropChannel(c);
+    } else {
+      MaybeReleaseChannel(c);
+    }
+  }
+  slot.client_length = 0;
+  slot.state.store(0, std::memory_order_release);
+}
+
+void Layer::DropChannel(uint32_t index) {
+  Header& h = segment_->header();
+  Channel& c = segment_->channel(index);
+  if (c.memberships) {
+    for (uint32_t m = 0; m < h.max_members && c.memberships; ++m) {
+      Member& member = segment_->member(m);
+      if (member.in_use != 1 || member.channel != index) continue;
+      uint32_t group = member.group;
+      RemoveMember(m);
+      if (segment_->group(group).in_use == 1 && segment_->group(group).first_member == kNil) {
+        Groups(*segment_).Remove(group, h.groups_used);
+      }
+    }
+  }
+  for (uint32_t steps = 0; c.head != kNil; ++steps) {
+    if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+    uint32_t n = c.head;
+    uint32_t block = segment_->node(n).block;
+    c.head = segment_->node(n).next;
+    ReleaseBlockRef(block);
+    FreeNode(n);
+  }
+  c.tail = kNil;
+  c.count = 0;
+  for (uint64_t& w : c.waiters) w = 0;
+  if (c.in_use == 1) Channels(*segment_).Remove(index, h.channels_used);
+}
+
+void Layer::Maintain() {
+  CheckOpen();
+  uint64_t now = MonotonicMs();
+  Critical guard(*this);
+  Header& h = segment_->header();
+  ReclaimDeadSlots();
+  for (uint32_t m = 0; m < h.max_members; ++m) {
+    Member& member = segment_->member(m);
+    if (member.in_use != 1 || member.expires_at_ms > now) continue;
+    uint32_t group = member.group;
+    RemoveMember(m);
+    if (segment_->group(group).in_use == 1 && segment_->group(group).first_member == kNil) {
+      Groups(*segment_).Remove(group, h.groups_used);
+    }
+  }
+  for (uint32_t c = 0; c < h.max_channels; ++c) {
+    Channel& ch = segment_->channel(c);
+    if (ch.in_use != 1 || ch.head == kNil) continue;
+    DropHeadExpired(ch, now);
     MaybeReleaseChannel(c);
   }
-  segment_->slot(index).state.store(0, std::memory_order_release);
 }
 
 void Layer::ReleaseSlot() {

@@ -23,6 +23,8 @@ struct LayerOptions {
   std::vector<std::pair<std::string, uint32_t>> channel_capacity;
   uint64_t expiry_ms = 60'000;
   uint64_t group_expiry_ms = 86'400'000;
+  // Client id of this instance's process-local channels ('<prefix>.<client>!<random>').
+  std::string client_id;
 };
 
 // What one receive batch asks of a channel: up to `wanted` messages.
@@ -89,6 +91,10 @@ class Layer {
   // Empties every channel and group of the segment.
   void Flush();
 
+  // Housekeeping, called every few seconds: reclaims dead instances' slots, '!' channels and
+  // memberships, and drops expired messages and memberships nobody touched.
+  void Maintain();
+
   // Called from the waiter thread: blocks until our doorbell rings (true) or Interrupt() (false).
   bool WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop);
   void InterruptWait();
@@ -114,6 +120,7 @@ class Layer {
   void Recover();
   void ReclaimDeadSlots();
   void ReclaimSlotLocked(uint32_t index);
+  void DropChannel(uint32_t index);
   bool IsSlotAlive(uint32_t index) const;
 
   uint32_t CapacityOf(std::string_view channel) const;

@@ -16,6 +16,7 @@ constexpr uint32_t kNil = 0xffffffffu;  // "no index" in every linked structure
 constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at once
 constexpr uint32_t kSlotMaskWords = kMaxSlots / 64;
 constexpr uint32_t kMaxNameLength = 200;  // channel and group names, in bytes (ASCII)
+constexpr uint32_t kMaxClientLength = 32;  // client id inside process-local channel names
 constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache line
 constexpr uint32_t kHeaderBytes = 64 * 1024;
 
@@ -39,8 +40,11 @@ struct Slot {
   std::atomic<uint32_t> sleeping;  // 1 while the owner's waiter thread sleeps on its doorbell
   uint32_t generation;             // bumped on every claim, so stale references are visible
   int32_t pid;                     // informational only: liveness never relies on it
-  uint32_t pad;
+  uint32_t client_length;
   uint64_t attached_at_ms;
+  // The instance's newChannel() client id: its '!' channels are named '<prefix>.<client>!<rand>'
+  // and are reclaimed with the slot.
+  char client[kMaxClientLength];
 };
 
 struct Channel {
