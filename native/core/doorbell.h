@@ -31,10 +31,11 @@ class Doorbells {
   // Returns false when woken by Interrupt() with no ring pending.
   bool Wait(Slot& slot, uint32_t index, uint64_t spin_ns, const std::atomic<bool>& stop);
   void Interrupt(uint32_t index);
-
- private:
+  // Opens (creating if needed) a slot's semaphore; done for our own slot at attach, so a failure
+  // is reported by the constructor rather than lost on the waiter thread.
   sem_t* Open(uint32_t index);
 
+ private:
   std::string layer_name_;
   uint32_t mode_;
   std::atomic<sem_t*> sems_[kMaxSlots];

@@ -45,6 +45,12 @@ Layer::Layer(const LayerOptions& options) : options_(options) {
   arena_ = std::make_unique<Arena>(*segment_);
   doorbells_ = std::make_unique<Doorbells>(options_.segment.name, options_.segment.mode);
   ClaimSlot();
+  try {
+    doorbells_->Open(slot_);
+  } catch (...) {
+    Close();
+    throw;
+  }
 }
 
 Layer::~Layer() {

@@ -19,6 +19,8 @@ constexpr uint32_t kMaxNameLength = 200;  // channel and group names, in bytes (
 constexpr uint32_t kMaxClientLength = 32;  // client id inside process-local channel names
 constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache line
 constexpr uint32_t kHeaderBytes = 64 * 1024;
+// Page indices are 32-bit: the arena stays below 2^32 pages of kPageSize bytes.
+constexpr uint64_t kMaxSegmentSize = 200ull << 30;
 
 // State of the segment as a whole (Header::state).
 enum SegmentState : uint32_t { kInitializing = 0, kReady = 1 };

@@ -188,6 +188,11 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
   plan.max_members = config.max_members;
   plan.member_buckets = NextPowerOfTwo(config.max_members);
   plan.max_nodes = config.max_nodes;
+  if (config.size > kMaxSegmentSize) {
+    throw Error(ErrorCode::kInvalidArgument, "segment size " + std::to_string(config.size) +
+                                                 " is above the maximum of " +
+                                                 std::to_string(kMaxSegmentSize) + " bytes");
+  }
   if (config.size < kHeaderBytes || !PlanRegions(plan, config.size)) {
     throw Error(ErrorCode::kInvalidArgument,
                 "segment size " + std::to_string(config.size) +

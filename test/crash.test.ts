@@ -1,0 +1,279 @@
+// Crash safety and hostile conditions of the shared-memory layer, with real processes that die
+// inside critical sections (test-only fault points: SHMCH_FAULT_POINT=N makes a process SIGKILL
+// itself at native fault point N while it holds the segment lock).
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readSync, statfsSync, statSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ChannelFull, SegmentFull, ShmChannelLayer } from '../dist/esm/index.mjs';
+
+const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
+const uid = process.getuid!();
+let counter = 0;
+const names: string[] = [];
+const layers: ShmChannelLayer[] = [];
+
+function layerName(): string {
+  const name = `crash-${process.pid}-${++counter}`;
+  names.push(name);
+  return name;
+}
+
+function open(options: ConstructorParameters<typeof ShmChannelLayer>[0]): ShmChannelLayer {
+  const layer = new ShmChannelLayer(options);
+  layers.push(layer);
+  return layer;
+}
+
+afterEach(async () => {
+  for (const layer of layers.splice(0)) await layer.close();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+/** Runs an ESM snippet in a child node process that has `ShmChannelLayer` imported. */
+function runChild(code: string, env: Record<string, string> = {}) {
+  return spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', `import { ShmChannelLayer } from ${JSON.stringify(entry)};\n${code}`],
+    { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 },
+  );
+}
+
+async function drain(layer: ShmChannelLayer, channel: string): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (;;) {
+    try {
+      out.push(await layer.receive(channel, { signal: AbortSignal.timeout(150) }));
+    } catch (error) {
+      if ((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError') return out;
+      throw error;
+    }
+  }
+}
+
+async function waitFor(check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('owner death inside a critical section', () => {
+  // 1: send, node written but not linked; 2: send, linked but tail/count not updated;
+  // 3: receive, payload copied but head not advanced.
+  for (const point of [1, 2, 3]) {
+    it(`fault point ${point}: survivors continue at once, nothing committed is lost or doubled`, async () => {
+      const name = layerName();
+      const layer = open({ name });
+      for (let i = 0; i < 20; i++) await layer.send('work', { i });
+      const child = runChild(
+        `const l = new ShmChannelLayer({ name: '${name}' });
+         await l.send('work', { i: 'child' });
+         await l.receive('work');
+         console.log('fault point not reached');`,
+        { SHMCH_FAULT_POINT: String(point) },
+      );
+      expect(child.signal).toBe('SIGKILL');
+
+      const started = Date.now();
+      await layer.send('work', { i: 'after' });
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(layer.verify()).toEqual([]);
+
+      const got = (await drain(layer, 'work')) as Array<{ i: number | string }>;
+      const numbers = got.map((m) => m.i).filter((i) => typeof i === 'number');
+      // Every message committed before the kill arrives exactly once, in order.
+      expect(numbers).toEqual([...Array(20).keys()]);
+      expect(got.at(-1)!.i).toBe('after');
+      // The dying sender's own message is there iff its link was published (point 2 and 3).
+      expect(got.filter((m) => m.i === 'child').length).toBe(point === 1 ? 0 : 1);
+      expect(layer.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
+      expect(layer.verify()).toEqual([]);
+    });
+  }
+});
+
+describe('dead-process reclamation', () => {
+  it("reclaims a SIGKILLed process's slot, '!' channels, memberships and messages", async () => {
+    const name = layerName();
+    const layer = open({ name });
+    const baseline = layer.stats();
+    const child = runChild(
+      `const l = new ShmChannelLayer({ name: '${name}' });
+       const inbox = await l.newChannel();
+       await l.groupAdd('room', inbox);
+       await l.groupAdd('room2', inbox);
+       for (let i = 0; i < 50; i++) await l.send(inbox, { i, pad: 'x'.repeat(1000) });
+       process.kill(process.pid, 'SIGKILL');`,
+    );
+    expect(child.signal).toBe('SIGKILL');
+    // Housekeeping runs every 2 s in every attached process.
+    await waitFor(() => {
+      const s = layer.stats();
+      return s.processes === 1 && s.groups === 0 && s.members === 0 && s.channels === baseline.channels;
+    });
+    const after = layer.stats();
+    expect(after.arenaUsedBytes).toBe(baseline.arenaUsedBytes);
+    expect(after.queued).toBe(baseline.queued);
+    expect(layer.verify()).toEqual([]);
+  });
+
+  it('returns memory to baseline after churning processes that die in different ways', async () => {
+    const name = layerName();
+    const layer = open({ name });
+    await layer.send('warm', { hello: 1 });
+    await layer.receive('warm');
+    const baseline = layer.stats();
+    const endings = [
+      `process.kill(process.pid, 'SIGKILL');`,
+      `process.exit(3);`,
+      `await l.close();`,
+      `const { Worker } = await import('node:worker_threads');
+       const w = new Worker(\`import { ShmChannelLayer } from ${JSON.stringify(JSON.stringify(entry)).slice(1, -1)};
+         const l = new ShmChannelLayer({ name: '${name}' });
+         const c = await l.newChannel(); await l.groupAdd('churn', c); await l.send(c, { x: 1 });
+         setInterval(() => {}, 1000);\`, { eval: true, type: 'module' });
+       await new Promise((r) => setTimeout(r, 300));
+       await w.terminate();`,
+    ];
+    const children = [];
+    for (let round = 0; round < 24; round++) {
+      const ending = endings[round % endings.length];
+      children.push(
+        new Promise<void>((resolve) => {
+          const p = spawn(
+            process.execPath,
+            [
+              '--input-type=module',
+              '-e',
+              `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+               const l = new ShmChannelLayer({ name: '${name}' });
+               const inbox = await l.newChannel();
+               await l.groupAdd('churn', inbox);
+               for (let i = 0; i < 5; i++) await l.send(inbox, { i, pad: 'y'.repeat(500) });
+               ${ending}`,
+            ],
+            { stdio: 'ignore' },
+          );
+          p.on('exit', () => resolve());
+        }),
+      );
+      if (children.length >= 4) await Promise.all(children.splice(0));
+    }
+    await Promise.all(children);
+    await waitFor(() => {
+      const s = layer.stats();
+      return s.processes === 1 && s.members === 0 && s.arenaUsedBytes === baseline.arenaUsedBytes;
+    }, 15_000);
+    expect(layer.stats().channels).toBe(baseline.channels);
+    expect(layer.verify()).toEqual([]);
+  }, 60_000);
+});
+
+describe('limits and hostile segments', () => {
+  it('a full arena gives SegmentFull (a ChannelFull) and the sender keeps working', async () => {
+    const name = layerName();
+    const layer = open({ name, size: 2 << 20, capacity: 100000 });
+    let sent = 0;
+    let error: unknown;
+    try {
+      for (;;) {
+        await layer.send(`fill.${sent % 10}`, { pad: Buffer.alloc(64 * 1024, 1) });
+        sent++;
+      }
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SegmentFull);
+    expect(error).toBeInstanceOf(ChannelFull);
+    expect(sent).toBeGreaterThan(5);
+    const first = (await layer.receive('fill.0')) as { pad: Buffer };
+    expect(first.pad.length).toBe(64 * 1024);
+    await layer.send('fill.0', { pad: Buffer.alloc(1000) }); // room again after one receive
+    expect(layer.verify()).toEqual([]);
+  });
+
+  it('a segment larger than /dev/shm can hold fails at open with a clear error', () => {
+    const name = layerName();
+    const { bavail, bsize } = statfsSync('/dev/shm');
+    const tooBig = Math.ceil((bavail * bsize + 2 ** 30) / 2 ** 20) * 2 ** 20;
+    expect(() => new ShmChannelLayer({ name, size: tooBig })).toThrow(/not enough space in \/dev\/shm/);
+    // Nothing is left behind: the next open creates a normal segment.
+    const layer = open({ name, size: 4 << 20 });
+    expect(layer.stats().segmentBytes).toBe(4 << 20);
+  });
+
+  it('refuses a segment of another layout version, naming both versions', async () => {
+    const name = layerName();
+    open({ name, size: 4 << 20 });
+    const file = `/dev/shm/shmch.${uid}.${name}`;
+    const fd = openSync(file, 'r+');
+    const version = Buffer.alloc(4);
+    readSync(fd, version, 0, 4, 8);
+    const theirs = Buffer.alloc(4);
+    theirs.writeUInt32LE(version.readUInt32LE(0) + 41);
+    writeSync(fd, theirs, 0, 4, 8);
+    closeSync(fd);
+    expect(() => new ShmChannelLayer({ name })).toThrow(
+      new RegExp(`layout version ${version.readUInt32LE(0) + 41}.*this build uses layout version ${version.readUInt32LE(0)}`),
+    );
+  });
+
+  it('refuses a segment with a wrong magic', () => {
+    const name = layerName();
+    open({ name, size: 4 << 20 });
+    const fd = openSync(`/dev/shm/shmch.${uid}.${name}`, 'r+');
+    writeSync(fd, Buffer.from('NOTCHANS'), 0, 8, 0);
+    closeSync(fd);
+    expect(() => new ShmChannelLayer({ name })).toThrow(/not a shm-channels segment/);
+  });
+
+  it('creates segment and doorbells with mode 0600 and refuses a looser segment unless allowed', async () => {
+    const name = layerName();
+    const layer = open({ name, size: 4 << 20 });
+    const other = open({ name });
+    await other.send('ring', { a: 1 });
+    const waiting = layer.receive('ring');
+    await waiting;
+    expect(statSync(`/dev/shm/shmch.${uid}.${name}`).mode & 0o777).toBe(0o600);
+    const bell = `/dev/shm/sem.shmch.${uid}.${name}.bell${layer.stats().slot}`;
+    expect(statSync(bell).mode & 0o077).toBe(0);
+
+    const loose = layerName();
+    open({ name: loose, size: 4 << 20, mode: 0o644 });
+    expect(statSync(`/dev/shm/shmch.${uid}.${loose}`).mode & 0o777).toBe(0o644);
+    expect(() => new ShmChannelLayer({ name: loose })).toThrow(/mode 0644, expected 0600/);
+    open({ name: loose, allowForeign: true });
+  });
+
+  it('concurrent first opens from many processes create one segment', async () => {
+    const name = layerName();
+    const children = Array.from({ length: 6 }, (_, k) =>
+      new Promise<string>((resolve) => {
+        const p = spawn(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+             const l = new ShmChannelLayer({ name: '${name}', size: 4 << 20 });
+             await l.send('hello', { k: ${k} });
+             console.log(l.stats().segmentBytes);
+             await l.close();`,
+          ],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        let out = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.on('exit', () => resolve(out.trim()));
+      }),
+    );
+    const sizes = await Promise.all(children);
+    expect(sizes).toEqual(Array(6).fill(String(4 << 20)));
+    const layer = open({ name });
+    const got = (await drain(layer, 'hello')) as Array<{ k: number }>;
+    expect(got.map((m) => m.k).sort()).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});
