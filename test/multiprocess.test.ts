@@ -1,0 +1,601 @@
+// Multi-process tests of ShmChannelLayer: real processes (child_process.fork, node:cluster) and
+// worker threads sharing one segment, no mocks. Children run the BUILT package (dist/), so run
+// `npm run build:native && npm run build:ts` first. Every test uses its own layer name, destroys it
+// afterwards and SIGKILLs every child it started, whether it passed or not.
+import { type ChildProcess, fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ShmChannelLayer as ShmChannelLayerType, ShmChannelLayerOptions } from '../lib/index.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
+const DIST_CJS = join(ROOT, 'dist/cjs/index.js');
+const WORKERS = join(ROOT, 'test/workers');
+if (!existsSync(DIST_ESM) || !existsSync(DIST_CJS)) {
+  throw new Error(`${DIST_ESM} is missing: run \`npm run build:native && npm run build:ts\` first`);
+}
+// Node's own require, not the test runner's transform: the same code the children load.
+const { ShmChannelLayer } = createRequire(import.meta.url)(DIST_CJS) as {
+  ShmChannelLayer: typeof ShmChannelLayerType;
+};
+
+const TEST_TIMEOUT = 30_000;
+const CALL_TIMEOUT = 25_000;
+
+// Small tables and segment: tests run side by side with other users of the machine.
+const OPTIONS: ShmChannelLayerOptions = {
+  size: 16 << 20,
+  maxChannels: 1024,
+  maxGroups: 64,
+  maxMembers: 1024,
+  maxNodes: 32768,
+  maxMessageSize: 1 << 20,
+  capacity: 500,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup registry: children, cluster workers, layers of this process, layer names.
+
+const children = new Set<ChildProcess>();
+const clusterPids = new Set<number>(); // cluster workers not yet reported dead by their primary
+const layers: ShmChannelLayerType[] = [];
+const names: string[] = [];
+let nameCounter = 0;
+
+function layerName(): string {
+  const name = `mp-${process.pid}-${++nameCounter}`;
+  names.push(name);
+  return name;
+}
+
+function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayerType {
+  const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
+  layers.push(layer);
+  return layer;
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+function waitExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (exited(child)) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((done) => child.once('exit', (code, signal) => done({ code, signal })));
+}
+
+afterEach(async () => {
+  for (const layer of layers.splice(0)) await layer.close().catch(() => {});
+  const waits: Promise<unknown>[] = [];
+  for (const child of children) {
+    if (!exited(child)) {
+      child.kill('SIGKILL');
+      waits.push(Promise.race([waitExit(child), sleep(5000)]));
+    }
+  }
+  for (const pid of clusterPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+  await Promise.all(waits);
+  children.clear();
+  clusterPids.clear();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Remote control of agent.mjs (directly forked, or a cluster worker behind cluster-primary.mjs).
+
+type Message = Record<string, unknown>;
+interface Reply {
+  id?: number;
+  ok?: boolean;
+  result?: unknown;
+  error?: string;
+  event?: string;
+  [key: string]: unknown;
+}
+
+class Remote {
+  pid = 0;
+  private seq = 0;
+  private readonly calls = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private dead: string | undefined;
+  onEvent: (event: Reply) => void = () => {};
+
+  constructor(
+    readonly label: string,
+    private readonly sendRaw: (message: unknown) => void,
+    private readonly output: () => string,
+  ) {}
+
+  call<T = unknown>(op: string, args: Record<string, unknown> = {}, timeoutMs = CALL_TIMEOUT): Promise<T> {
+    if (this.dead) return Promise.reject(new Error(`${this.label}: ${op} after ${this.dead}`));
+    const id = ++this.seq;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(id);
+        reject(new Error(`${this.label}: ${op} timed out after ${timeoutMs} ms\n${this.output()}`));
+      }, timeoutMs);
+      this.calls.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.sendRaw({ id, op, ...args });
+    });
+  }
+
+  handle(message: Reply): void {
+    if (message.event) {
+      this.onEvent(message);
+      return;
+    }
+    const call = this.calls.get(message.id!);
+    if (!call) return;
+    this.calls.delete(message.id!);
+    if (message.ok) call.resolve(message.result);
+    else call.reject(new Error(`${this.label}: ${message.error}\n${this.output()}`));
+  }
+
+  died(how: string): void {
+    this.dead = how;
+    for (const call of this.calls.values()) {
+      call.reject(new Error(`${this.label} died (${how}) during a call\n${this.output()}`));
+    }
+    this.calls.clear();
+  }
+}
+
+function spawnScript(script: string, env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
+  const childEnv: Record<string, string | undefined> = { ...process.env, SHMCH_DIST: DIST_ESM, ...env };
+  if (!env.SHMCH_FAULT_POINT) delete childEnv.SHMCH_FAULT_POINT;
+  const child = fork(join(WORKERS, script), [], {
+    env: childEnv,
+    execArgv: [],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    serialization: 'json',
+  });
+  children.add(child);
+  let text = '';
+  const keep = (chunk: Buffer): void => {
+    text = (text + chunk.toString()).slice(-8000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return { child, output: () => (text ? `--- output of ${script}:\n${text}` : '') };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+async function forkAgent(label: string, env: Record<string, string> = {}): Promise<Remote & { child: ChildProcess }> {
+  const { child, output } = spawnScript('agent.mjs', env);
+  const remote = new Remote(label, (m) => child.send(m as object), output) as Remote & { child: ChildProcess };
+  remote.child = child;
+  const ready = new Promise<void>((resolve, reject) => {
+    child.on('message', (m: Reply) => {
+      if (m.ready) {
+        remote.pid = m.pid as number;
+        resolve();
+      } else remote.handle(m);
+    });
+    child.on('exit', (code, signal) => {
+      const how = `exit code ${code}, signal ${signal}`;
+      remote.died(how);
+      reject(new Error(`${label} exited before it was ready (${how})\n${output()}`));
+    });
+  });
+  await withTimeout(ready, 15_000, `${label} start`);
+  return remote;
+}
+
+/** A node:cluster primary (forked) with `count` cluster workers running agent.mjs. */
+async function startCluster(count: number): Promise<{ agents: Remote[]; pids: number[]; primary: ChildProcess }> {
+  const { child: primary, output } = spawnScript('cluster-primary.mjs', { CLUSTER_WORKERS: String(count) });
+  const agents = Array.from(
+    { length: count },
+    (_, i) => new Remote(`cluster worker ${i}`, (msg) => primary.send({ worker: i, msg }), output),
+  );
+  const ready = new Promise<number[]>((resolve, reject) => {
+    primary.on('message', (m: { ready?: boolean; pids?: number[]; worker?: number; msg?: Reply; exit?: unknown }) => {
+      if (m.ready) {
+        m.pids!.forEach((pid, i) => {
+          agents[i]!.pid = pid;
+          clusterPids.add(pid);
+        });
+        resolve(m.pids!);
+      } else if (m.exit) {
+        const agent = agents[m.worker!]!;
+        clusterPids.delete(agent.pid);
+        agent.died(JSON.stringify(m.exit));
+      } else if (m.msg) {
+        agents[m.worker!]!.handle(m.msg);
+      }
+    });
+    primary.on('exit', (code, signal) => {
+      for (const agent of agents) agent.died(`primary exited: code ${code}, signal ${signal}`);
+      reject(new Error(`cluster primary exited (code ${code}, signal ${signal})\n${output()}`));
+    });
+  });
+  const pids = await withTimeout(ready, 20_000, 'cluster start');
+  return { agents, pids, primary };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
+  it('node:cluster workers share one layer: cross-process send and receive', async () => {
+    const name = layerName();
+    const { agents, pids, primary } = await startCluster(3);
+    const main = openLayer(name);
+    await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
+    expect(new Set([...pids, process.pid, primary.pid]).size).toBe(5);
+    expect(main.stats().processes).toBe(4);
+
+    // A ring: worker i sends to worker i+1's named channel.
+    const got = agents.map((a, i) => a.call<Message>('receive', { channel: `ring.${i}` }));
+    await Promise.all(
+      agents.map((a, i) =>
+        a.call('send', { channel: `ring.${(i + 1) % 3}`, message: { type: 'ring', from: i, pid: pids[i] } }),
+      ),
+    );
+    const ring = await Promise.all(got);
+    ring.forEach((m, i) => expect(m).toEqual({ type: 'ring', from: (i + 2) % 3, pid: pids[(i + 2) % 3] }));
+
+    // Test process -> each worker, and each worker -> test process.
+    for (let i = 0; i < 3; i++) await main.send(`ring.${i}`, { type: 'direct', to: i, blob: 'x'.repeat(1000 * i) });
+    const direct = await Promise.all(agents.map((a, i) => a.call<Message>('receive', { channel: `ring.${i}` })));
+    direct.forEach((m, i) => expect(m).toEqual({ type: 'direct', to: i, blob: 'x'.repeat(1000 * i) }));
+    const inbound = Array.from({ length: 3 }, () => main.receive('to-test', { signal: AbortSignal.timeout(20_000) }));
+    await Promise.all(agents.map((a, i) => a.call('send', { channel: 'to-test', message: { type: 'up', from: i } })));
+    const up = await Promise.all(inbound);
+    expect(up.map((m) => m.from).sort()).toEqual([0, 1, 2]);
+
+    expect(main.verify()).toEqual([]);
+    expect(main.stats().queued).toBe(0);
+  });
+
+  it('group fan-out reaches newChannel() channels in different cluster workers exactly once', async () => {
+    const name = layerName();
+    const { agents } = await startCluster(3);
+    const main = openLayer(name);
+    await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
+    // Each worker makes its own process-local channel and joins the group; that is its "ready".
+    const inboxes = await Promise.all(
+      agents.map(async (a) => {
+        const channel = await a.call<string>('newChannel', { prefix: 'fan' });
+        await a.call('groupAdd', { group: 'room', channel });
+        await a.call('groupAdd', { group: 'room', channel }); // idempotent: still one membership
+        return channel;
+      }),
+    );
+    expect(new Set(inboxes).size).toBe(3);
+    expect(main.stats().groupList).toEqual([{ name: 'room', members: 3 }]);
+
+    const lists = agents.map((a, i) => a.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }));
+    await main.groupSend('room', { type: 'fan', k: 1 });
+    await main.groupSend('room', { type: 'fan', k: 2 });
+    await agents[0]!.call('groupSend', { group: 'room', message: { type: 'fan', k: 3 } });
+    await main.groupSend('room', { type: 'end' });
+    const received = await Promise.all(lists);
+    for (const list of received) {
+      expect(list).toEqual([{ type: 'fan', k: 1 }, { type: 'fan', k: 2 }, { type: 'fan', k: 3 }, { type: 'end' }]);
+    }
+
+    // A member that leaves gets nothing more; the others still get exactly one copy.
+    await agents[1]!.call('groupDiscard', { group: 'room', channel: inboxes[1] });
+    const after = [0, 2].map((i) => agents[i]!.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }));
+    await main.groupSend('room', { type: 'fan', k: 4 });
+    await main.groupSend('room', { type: 'end' });
+    for (const list of await Promise.all(after)) expect(list).toEqual([{ type: 'fan', k: 4 }, { type: 'end' }]);
+    expect(main.stats().channelList.find((c) => c.name === inboxes[1])?.depth ?? 0).toBe(0);
+    expect(main.verify()).toEqual([]);
+  });
+
+  it('reply channels: requests on a named channel are answered on the requester’s newChannel()', async () => {
+    const name = layerName();
+    const { agents, pids } = await startCluster(4);
+    const main = openLayer(name);
+    await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
+    const servers = [agents[0]!, agents[1]!];
+    const clients = [agents[2]!, agents[3]!];
+    const serving = servers.map((s) => s.call<{ served: number }>('serve', { channel: 'rpc' }));
+
+    const results = clients.map((c) =>
+      c.call<{ reply: string; replies: Array<{ type: string; n: number; by: number }> }>('request', {
+        channel: 'rpc',
+        count: 25,
+      }),
+    );
+    // The test process is a requester too.
+    const mine = await main.newChannel('reply');
+    const myReplies = [];
+    for (let n = 1; n <= 10; n++) {
+      await main.send('rpc', { type: 'req', n, reply: mine });
+      myReplies.push(await main.receive(mine, { signal: AbortSignal.timeout(20_000) }));
+    }
+    const clientResults = await Promise.all(results);
+    for (const { reply, replies } of clientResults) {
+      expect(reply).toMatch(/^reply\.[0-9a-f]+![0-9a-f]+$/);
+      expect(replies.map((r) => r.n)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+      for (const r of replies) expect([pids[0], pids[1]]).toContain(r.by);
+    }
+    expect(myReplies.map((r) => r.n)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+
+    await main.send('rpc', { type: 'stop' });
+    await main.send('rpc', { type: 'stop' });
+    const served = await Promise.all(serving);
+    expect(served[0]!.served + served[1]!.served).toBe(60);
+    expect(main.verify()).toEqual([]);
+  });
+
+  it('keeps each sender’s order: several producer processes, one consumer', async () => {
+    const name = layerName();
+    const N = 1000;
+    const producers = await Promise.all([1, 2, 3].map((i) => forkAgent(`producer ${i}`)));
+    const consumer = await forkAgent('consumer');
+    const main = openLayer(name);
+    await Promise.all([...producers, consumer].map((a) => a.call('open', { name, options: { ...OPTIONS, capacity: 200 } })));
+
+    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', { channel: 'ordered', count: 3 * N });
+    await Promise.all(producers.map((p, i) => p.call('produce', { channel: 'ordered', sender: i + 1, count: N, pace: 25 })));
+    const { items } = await consumed;
+
+    expect(items).toHaveLength(3 * N);
+    for (const sender of [1, 2, 3]) {
+      const seqs = items.filter(([s]) => s === sender).map(([, seq]) => seq);
+      expect(seqs).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+    }
+    expect(main.verify()).toEqual([]);
+    expect(main.stats().queued).toBe(0);
+  });
+
+  it('delivers every message exactly once to concurrent receivers in 4 processes', async () => {
+    const name = layerName();
+    const PER_PRODUCER = 2500;
+    const consumers = await Promise.all([1, 2, 3, 4].map((i) => forkAgent(`consumer ${i}`)));
+    const producers = await Promise.all([1, 2].map((i) => forkAgent(`producer ${i}`)));
+    const main = openLayer(name);
+    await Promise.all([...consumers, ...producers].map((a) => a.call('open', { name, options: OPTIONS })));
+
+    const consuming = consumers.map((c) => c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'work' }));
+    await Promise.all(producers.map((p, i) => p.call('produce', { channel: 'work', sender: i + 1, count: PER_PRODUCER })));
+    // FIFO: the stops are behind every item, and each consumer quits at its first stop.
+    for (let i = 0; i < consumers.length; i++) await main.send('work', { type: 'stop' });
+    const results = await Promise.all(consuming);
+
+    const ids = results.flatMap((r) => r.items.map(([s, seq]) => s * 1_000_000 + seq));
+    expect(results.map((r) => r.stops)).toEqual([1, 1, 1, 1]);
+    expect(ids).toHaveLength(2 * PER_PRODUCER); // nothing lost, nothing delivered twice...
+    expect(new Set(ids).size).toBe(2 * PER_PRODUCER); // ...and every id distinct
+    for (const r of results) {
+      // Within one consumer, each producer's messages still arrive in order.
+      for (const sender of [1, 2]) {
+        const seqs = r.items.filter(([s]) => s === sender).map(([, seq]) => seq);
+        expect(seqs.every((v, i) => i === 0 || v > seqs[i - 1]!)).toBe(true);
+      }
+    }
+    expect(main.verify()).toEqual([]);
+    const stats = main.stats();
+    expect(stats.queued).toBe(0);
+    expect(stats.processes).toBe(7);
+  });
+
+  it('worker_threads: a worker with its own layer instance exchanges messages with the main thread', async () => {
+    const name = layerName();
+    const { child, output } = spawnScript('threads-main.mjs', { MP_ARGS: JSON.stringify({ name, options: OPTIONS }) });
+    const report = await withTimeout(
+      new Promise<{ result?: Record<string, unknown>; error?: string }>((resolve, reject) => {
+        child.once('message', (m) => resolve(m as { result?: Record<string, unknown> }));
+        child.once('exit', (code, signal) => reject(new Error(`threads-main exited: ${code} ${signal}\n${output()}`)));
+      }),
+      25_000,
+      'worker_threads scenario',
+    );
+    if (report.error) throw new Error(`${report.error}\n${output()}`);
+    expect(report.result).toEqual({
+      processesWithWorker: 2,
+      pongs: Array.from({ length: 100 }, (_, i) => i + 1),
+      items: Array.from({ length: 300 }, (_, i) => i + 1),
+      fanAck: 'fan-ack',
+      workerExitCode: 0,
+      processesAfterExit: 1,
+      processesWithHangingWorker: 2,
+      processesAfterTerminate: 1,
+      late: 'late',
+      verify: [],
+    });
+  });
+
+  it('survives a consumer process SIGKILLed mid-stream: the others go on, the layer stays consistent', async () => {
+    const name = layerName();
+    const REPORT_EVERY = 25;
+    const consumers = await Promise.all([1, 2, 3].map((i) => forkAgent(`consumer ${i}`)));
+    const producer = await forkAgent('producer');
+    const main = openLayer(name);
+    await Promise.all([...consumers, producer].map((a) => a.call('open', { name, options: OPTIONS })));
+
+    const reported: number[][] = consumers.map(() => []);
+    consumers.forEach((c, i) => {
+      c.onEvent = (e) => {
+        if (e.event === 'got') reported[i]!.push(...(e.ids as Array<[number, number]>).map(([s, q]) => s * 1_000_000 + q));
+      };
+    });
+    const victim = consumers[0]!;
+    const survivors = consumers.slice(1);
+    const firstReport = new Promise<void>((resolve) => {
+      const previous = victim.onEvent;
+      victim.onEvent = (e) => {
+        previous(e);
+        resolve();
+      };
+    });
+    const victimRun = victim.call('consume', { channel: 'jobs', reportEvery: REPORT_EVERY }).catch(() => 'killed');
+    const surviving = survivors.map((c) =>
+      c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'jobs', reportEvery: REPORT_EVERY }),
+    );
+    const producing = producer.call('produce', { channel: 'jobs', sender: 1, count: 3000, pace: 20 });
+
+    await withTimeout(firstReport, 20_000, 'first report of the victim');
+    victim.child.kill('SIGKILL');
+    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+    await victimRun;
+    await producing;
+
+    // After the death: more traffic from this process, all of which the survivors must get.
+    for (let seq = 1; seq <= 300; seq++) await main.send('jobs', { type: 'item', sender: 2, seq });
+    for (const _ of survivors) await main.send('jobs', { type: 'stop' });
+    const results = await Promise.all(surviving);
+
+    const survivorIds = results.flatMap((r) => r.items.map(([s, q]) => s * 1_000_000 + q));
+    const all = [...reported[0]!, ...survivorIds];
+    expect(new Set(all).size).toBe(all.length); // no message delivered twice
+    for (let seq = 1; seq <= 300; seq++) expect(survivorIds).toContain(2_000_000 + seq);
+    // Only what the victim took but had not reported yet can be missing.
+    const missing = 3000 - all.filter((id) => id < 2_000_000).length;
+    expect(missing).toBeGreaterThanOrEqual(0);
+    expect(missing).toBeLessThanOrEqual(REPORT_EVERY);
+    expect(results.map((r) => r.stops)).toEqual([1, 1]);
+
+    expect(main.verify()).toEqual([]);
+    expect(await survivors[0]!.call('verify')).toEqual([]);
+    const stats = main.stats();
+    expect(stats.processes).toBe(4); // 2 survivors + producer + this process
+    expect(stats.queued).toBe(0);
+  });
+
+  // SHMCH_FAULT_POINT makes the addon SIGKILL its own process inside a critical section, while
+  // it holds the segment lock: 3 = Receive after copying a message out, before popping it;
+  // 1 = Send before linking the new node; 2 = Send after linking it, before the bookkeeping.
+  it('recovers when a consumer process dies holding the segment lock (fault point 3)', async () => {
+    const name = layerName();
+    const main = openLayer(name);
+    for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+    const consumer = await forkAgent('consumer');
+    await consumer.call('open', { name, options: OPTIONS });
+    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
+    await victim.call('open', { name, options: OPTIONS });
+    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
+    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+    await dying;
+
+    // A live process takes the lock over from the dead holder and rebuilds the derived state.
+    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: 15 });
+    for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+    // The victim died before popping: its message is still there, nothing is lost.
+    expect((await consumed).items.map(([, seq]) => seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    expect(main.verify()).toEqual([]);
+    expect(await consumer.call('verify')).toEqual([]);
+    const stats = main.stats();
+    expect(stats.lockRecoveries).toBeGreaterThanOrEqual(1);
+    expect(stats.processes).toBe(2);
+    expect(stats.queued).toBe(0);
+  });
+
+  it('recovers when the process that dies holding the lock is replaced in its slot by a newcomer', async () => {
+    const name = layerName();
+    const main = openLayer(name);
+    for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
+    const { slot: victimSlot } = await victim.call<{ slot: number }>('open', { name, options: OPTIONS });
+    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
+    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+    await dying;
+
+    // Nobody touched the segment since the death: the newcomer claims the dead slot, finds the
+    // lock owned by "itself" and recovers.
+    const survivor = await forkAgent('survivor');
+    const { slot } = await survivor.call<{ slot: number }>('open', { name, options: OPTIONS });
+    expect(slot).toBe(victimSlot);
+    const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: 15 });
+    for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+    expect((await consumed).items.map(([, seq]) => seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    expect(main.verify()).toEqual([]);
+    const stats = main.stats();
+    expect(stats.processes).toBe(2);
+    expect(stats.queued).toBe(0);
+  });
+
+  // BUG (native/core/shared_lock.cc, SharedLockOps::Lock): when the new owner of a dead holder's
+  // slot finds `owner == mine`, it returns kOwnerDied without `recoveries.fetch_add(1)`, so this
+  // takeover is missing from stats().lockRecoveries.
+  it.fails('counts a lock takeover by a newcomer in the dead holder’s slot in lockRecoveries', async () => {
+    const name = layerName();
+    const main = openLayer(name);
+    await main.send('fp', { type: 'item', sender: 1, seq: 1 });
+    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
+    await victim.call('open', { name, options: OPTIONS });
+    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
+    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+    await dying;
+    const survivor = await forkAgent('survivor');
+    await survivor.call('open', { name, options: OPTIONS });
+    expect(main.verify()).toEqual([]);
+    expect(main.stats().lockRecoveries).toBe(1);
+  });
+
+  for (const point of [1, 2]) {
+    it(`recovers when a producer process dies holding the segment lock (fault point ${point})`, async () => {
+      const name = layerName();
+      const main = openLayer(name);
+      const survivor = await forkAgent('survivor');
+      await survivor.call('open', { name, options: OPTIONS });
+      const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: String(point) });
+      await victim.call('open', { name, options: OPTIONS });
+      const dying = victim.call('send', { channel: 'fp', message: { type: 'item', sender: 1, seq: 1 } }).catch((e: Error) => e);
+      expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+      await dying;
+
+      // Point 1: the node was never linked, the message is gone. Point 2: it was linked, so it
+      // is delivered.
+      const expected = point === 1 ? [2, 3, 4, 5] : [1, 2, 3, 4, 5];
+      const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: expected.length });
+      for (let seq = 2; seq <= 5; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+      expect((await consumed).items.map(([, seq]) => seq)).toEqual(expected);
+      expect(main.verify()).toEqual([]);
+      expect(await survivor.call('verify')).toEqual([]);
+      expect(main.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
+    });
+  }
+
+  // BUG (native/core/layer.cc Enqueue + recovery.cc Recover): the sender died after linking the
+  // node (fault point 2) but before moving the channel's waiters into pending_ring_; Recover()
+  // rebuilds the queue but rings nobody, so the registered receiver sleeps on its doorbell until
+  // some later send to the same channel, although the message is queued.
+  it.fails('wakes a receiver waiting for a message that a dying sender had already linked (fault point 2)', async () => {
+    const name = layerName();
+    const main = openLayer(name);
+    const survivor = await forkAgent('survivor');
+    await survivor.call('open', { name, options: OPTIONS });
+    // The survivor waits first, so it is registered as a waiter on the channel.
+    const waiting = survivor.call<Message>('receive', { channel: 'fp2', timeoutMs: 5_000 }, 10_000);
+    await sleep(200); // not a timing assertion: only lets the receive register before the send
+    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '2' });
+    await victim.call('open', { name, options: OPTIONS });
+    const dying = victim.call('send', { channel: 'fp2', message: { type: 'item', seq: 1 } }).catch((e: Error) => e);
+    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+    await dying;
+    // Any operation takes the lock over from the dead sender and recovers the segment.
+    expect(main.verify()).toEqual([]);
+    expect(main.stats().channelList.find((c) => c.name === 'fp2')?.depth).toBe(1);
+    // The message is queued and the survivor still waits for it: it must be woken.
+    expect(await waiting).toEqual({ type: 'item', seq: 1 });
+  });
+});
