@@ -1,0 +1,468 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CapacityRules, commonSettings, type CommonSettings } from '../capacity.js';
+import { ChannelFull, LayerClosed } from '../errors.js';
+import { validateChannelName, validateGroupName, validateMessage } from '../names.js';
+import { PendingReceives } from '../pending.js';
+import { randomHex } from '../random.js';
+import { defaultSerializer } from '../serializer.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from '../types.js';
+import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage } from './codec.js';
+import {
+  IoredisConnector,
+  validateHosts,
+  type RedisConnection,
+  type RedisConnector,
+  type RedisHost,
+} from './connection.js';
+import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, RESTORE, SEND } from './scripts.js';
+import { consistentHash } from './sharding.js';
+
+export { RedisUnavailable, type RedisConnection, type RedisConnector, type RedisHost } from './connection.js';
+
+export interface RedisChannelLayerOptions extends ChannelLayerOptions {
+  /**
+   * Redis servers, as 'redis://host:port' URLs or `{ host, port }`. Several hosts shard the keys
+   * exactly as channels_redis does; every process must list the same hosts in the same order.
+   * Default: 127.0.0.1:6379.
+   */
+  hosts?: RedisHost[];
+  /** Prefix of every Redis key, as channels_redis's `prefix`. Default 'asgi'. */
+  prefix?: string;
+  /** Opens Redis connections. Default: ioredis, loaded when the layer is constructed. */
+  connector?: RedisConnector;
+}
+
+/** Seconds one BZPOPMIN blocks before the receive loop looks around again (channels_redis: 5). */
+const BLOCK_SECONDS = 5;
+/** Idle blocking connections kept per host for later receives. */
+const MAX_IDLE_BLOCKING = 4;
+
+interface Buffered {
+  message: Message;
+  expiresAt: number;
+}
+
+/** Send-time scores (seconds), strictly increasing within this process so FIFO order holds. */
+let lastScore = 0;
+function nextScore(): number {
+  const now = Date.now() / 1000;
+  lastScore = now > lastScore ? now : lastScore + 1e-6;
+  return lastScore;
+}
+
+function nonLocalName(channel: string): string {
+  const bang = channel.indexOf('!');
+  return bang === -1 ? channel : channel.slice(0, bang + 1);
+}
+
+/**
+ * A channel layer over one or more Redis servers, wire-compatible with channels_redis 4.x
+ * (`channels_redis.core.RedisChannelLayer`): Python and Node processes with the same `prefix` and
+ * `hosts` send to and receive from each other, share groups, and reach each other's '!' channels.
+ */
+export class RedisChannelLayer implements ChannelLayer {
+  readonly extensions = ['groups', 'flush'] as const;
+  readonly prefix: string;
+  private readonly hosts: RedisHost[];
+  private readonly connector: RedisConnector;
+  private readonly settings: CommonSettings;
+  private readonly capacities: CapacityRules;
+  private readonly serializer: Serializer;
+  private readonly clientPrefix = randomHex(16);
+  private readonly commandConnections: Array<RedisConnection | undefined>;
+  private readonly idleBlocking: RedisConnection[][];
+  private readonly connections = new Set<RedisConnection>();
+  private readonly pending = new PendingReceives();
+  /** Channels that had waiting receives, by Redis key (pruned lazily). */
+  private readonly keyChannels = new Map<string, Set<string>>();
+  /** Running receive loops by `${hostIndex} ${key}`. */
+  private readonly pollers = new Map<string, Promise<void>>();
+  /** Messages for our '!' channels that arrived with nobody waiting, as channels_redis buffers them. */
+  private readonly buffers = new Map<string, Buffered[]>();
+  private buffersSwept = Date.now();
+  private readonly closing = new AbortController();
+  /** When each key's '$inflight' backup was last moved back (see `poll`). */
+  private readonly restoredAt = new Map<string, number>();
+  private sendIndex = 0;
+  private closed = false;
+
+  constructor(options: RedisChannelLayerOptions = {}) {
+    this.settings = commonSettings(options);
+    this.capacities = new CapacityRules(this.settings);
+    this.serializer = options.serializer ?? defaultSerializer;
+    this.prefix = options.prefix ?? 'asgi';
+    if (typeof this.prefix !== 'string') throw new TypeError('prefix must be a string');
+    this.hosts = validateHosts(options.hosts);
+    this.connector = options.connector ?? new IoredisConnector();
+    this.commandConnections = this.hosts.map(() => undefined);
+    this.idleBlocking = this.hosts.map(() => []);
+  }
+
+  async send(channel: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    validateMessage(message);
+    checkReserved(message);
+    const local = channel.includes('!');
+    const nonLocal = nonLocalName(channel);
+    // channels_redis: '!' channels live on the host their non-local part hashes to (where their
+    // receiver reads); normal channels go round-robin (their receivers read every host).
+    const index = local ? consistentHash(nonLocal, this.hosts.length) : this.nextSendIndex();
+    const payload = encodeMessage(this.serializer, message, local ? channel : undefined);
+    const now = nextScore();
+    const added = await this.command(index).call(
+      'EVAL',
+      SEND,
+      1,
+      this.prefix + nonLocal,
+      payload,
+      now,
+      now - this.settings.expirySeconds,
+      this.capacities.capacityOf(channel),
+      this.expiryMs(),
+    );
+    if (added === 0) throw new ChannelFull(`channel ${channel} is full`);
+  }
+
+  receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+    try {
+      this.checkOpen();
+      validateChannelName(channel);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const local = channel.includes('!');
+    const nonLocal = nonLocalName(channel);
+    if (local) {
+      if (!nonLocal.endsWith(`.${this.clientPrefix}!`)) {
+        return Promise.reject(
+          new Error(`channel ${channel} is process-local and was not created by this layer's newChannel()`),
+        );
+      }
+      const buffered = this.takeBuffered(channel);
+      if (buffered) return Promise.resolve(buffered as T);
+    }
+    const promise = this.pending.add(channel, options.signal) as Promise<T>;
+    if (options.signal?.aborted) return promise;
+    const key = this.prefix + nonLocal;
+    let channels = this.keyChannels.get(key);
+    if (!channels) {
+      channels = new Set();
+      this.keyChannels.set(key, channels);
+    }
+    channels.add(channel);
+    // Normal channels: channels_redis's senders spread them over all hosts. '!' channels: also
+    // every host, since channels_redis 4's send() picks the host by the full name.
+    for (let index = 0; index < this.hosts.length; index++) this.ensurePoller(index, key, local);
+    return promise;
+  }
+
+  async newChannel(prefix = 'specific'): Promise<string> {
+    this.checkOpen();
+    const name = `${prefix}.${this.clientPrefix}!${randomHex(16)}`;
+    validateChannelName(name);
+    return name;
+  }
+
+  async groupAdd(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    await this.command(this.groupHost(group)).call(
+      'EVAL',
+      GROUP_ADD,
+      1,
+      this.groupKey(group),
+      channel,
+      Date.now() / 1000,
+      Math.max(1, Math.round(this.settings.groupExpirySeconds * 1000)),
+    );
+  }
+
+  async groupDiscard(group: string, channel: string): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateChannelName(channel);
+    await this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel);
+  }
+
+  async groupSend(group: string, message: Message): Promise<void> {
+    this.checkOpen();
+    validateGroupName(group);
+    validateMessage(message);
+    checkReserved(message);
+    this.serializer.serialize(message); // fail on an unserializable message before touching Redis
+    const members = (await this.command(this.groupHost(group)).call(
+      'EVAL',
+      GROUP_MEMBERS,
+      1,
+      this.groupKey(group),
+      Date.now() / 1000 - this.settings.groupExpirySeconds,
+    )) as Buffer[];
+    if (members.length === 0) return;
+    // One message per Redis key, naming every member channel that shares the key.
+    const byKey = new Map<string, { channels: string[]; index: number; capacity: number }>();
+    for (const raw of members) {
+      const channel = raw.toString('utf8');
+      const nonLocal = nonLocalName(channel);
+      const key = this.prefix + nonLocal;
+      let entry = byKey.get(key);
+      if (!entry) {
+        entry = {
+          channels: [],
+          index: consistentHash(nonLocal, this.hosts.length),
+          capacity: this.capacities.capacityOf(channel),
+        };
+        byKey.set(key, entry);
+      }
+      entry.channels.push(channel);
+    }
+    const byHost = new Map<number, string[]>();
+    for (const [key, { index }] of byKey) {
+      const keys = byHost.get(index);
+      if (keys) keys.push(key);
+      else byHost.set(index, [key]);
+    }
+    const now = nextScore();
+    const calls = [...byHost].map(([index, keys]) => {
+      const entries = keys.map((key) => byKey.get(key)!);
+      return this.command(index).call(
+        'EVAL',
+        GROUP_SEND,
+        keys.length,
+        ...keys,
+        ...entries.map((entry) => encodeMessage(this.serializer, message, entry.channels)),
+        ...entries.map((entry) => entry.capacity),
+        now,
+        now - this.settings.expirySeconds,
+        this.expiryMs(),
+      );
+    });
+    const results = await Promise.allSettled(calls);
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    const pattern = this.prefix.replace(/[*?[\]\\]/g, '\\$&') + '*';
+    await Promise.all(this.hosts.map((_, index) => this.command(index).call('EVAL', FLUSH, 0, pattern)));
+    this.buffers.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing.abort();
+    this.pending.rejectAll(new LayerClosed());
+    for (const connection of this.connections) connection.close();
+    this.connections.clear();
+    await Promise.allSettled([...this.pollers.values()]);
+    this.buffers.clear();
+  }
+
+  // --- receiving ---
+
+  private ensurePoller(index: number, key: string, local: boolean): void {
+    const id = `${index} ${key}`;
+    if (!this.pollers.has(id)) this.pollers.set(id, this.poll(index, key, local, id));
+  }
+
+  /** True while a receive waits on a channel stored under `key`. */
+  private wanted(key: string): boolean {
+    const channels = this.keyChannels.get(key);
+    if (!channels) return false;
+    for (const channel of channels) {
+      if (this.pending.count(channel) > 0) return true;
+      channels.delete(channel);
+    }
+    this.keyChannels.delete(key);
+    return false;
+  }
+
+  /**
+   * One receive loop per host and key, while receives wait on it: BZPOPMIN on a connection of its
+   * own, then hand the message over. On a connection error it fails the waiting receives and
+   * backs off before trying again, so it neither spins nor dies.
+   */
+  private async poll(index: number, key: string, local: boolean, id: string): Promise<void> {
+    await null; // registered in `pollers` before the loop can end
+    let connection: RedisConnection | undefined;
+    let backoff = 0;
+    let restoreDue = true;
+    try {
+      while (!this.closed && this.wanted(key)) {
+        if (backoff) {
+          try {
+            await sleep(backoff, undefined, { signal: this.closing.signal });
+          } catch {
+            break;
+          }
+          if (this.closed || !this.wanted(key)) break;
+        }
+        connection ??= this.acquireBlocking(index);
+        let reply: unknown;
+        try {
+          if (restoreDue && Date.now() - (this.restoredAt.get(key) ?? 0) > BLOCK_SECONDS * 1000) {
+            this.restoredAt.set(key, Date.now());
+            // Messages a channels_redis receiver parked in '<key>$inflight' and never finished.
+            await this.command(index).call('EVAL', RESTORE, 2, key, key + '$inflight', this.expiryMs());
+            restoreDue = false;
+          }
+          reply = await connection.call('BZPOPMIN', key, BLOCK_SECONDS);
+          backoff = 0;
+        } catch (error) {
+          if (this.closed) break;
+          this.failWaiters(key, error);
+          backoff = backoff ? Math.min(backoff * 2, 2000) : 100;
+          continue;
+        }
+        if (reply === null || !Array.isArray(reply)) {
+          restoreDue = true;
+          continue;
+        }
+        const [, member, score] = reply as [Buffer, Buffer, Buffer];
+        this.dispatch(index, key, local, member, Number(score.toString()));
+      }
+    } finally {
+      this.pollers.delete(id);
+      if (connection) this.releaseBlocking(index, connection);
+    }
+  }
+
+  private dispatch(index: number, key: string, local: boolean, member: Buffer, score: number): void {
+    // channels_redis drops expired messages only on the next send; dropping them here too keeps
+    // `expiry` meaning "never delivered later than this".
+    const expiresAt = (score + this.settings.expirySeconds) * 1000;
+    if (expiresAt <= Date.now()) return;
+    if (!local) {
+      const channel = key.slice(this.prefix.length);
+      if (this.pending.count(channel) === 0) {
+        // Its receive was cancelled: back in the queue, in its place, for the next receiver.
+        this.command(index)
+          .call('EVAL', RESTORE, 2, key, key + '$inflight', this.expiryMs(), score, member)
+          .catch(() => {});
+        return;
+      }
+      let message: Message;
+      try {
+        message = decodeMessage(this.serializer, member).message;
+      } catch (error) {
+        this.pending.fail(channel, error);
+        return;
+      }
+      this.pending.deliver(channel, message);
+      return;
+    }
+    let targets: string[] | undefined;
+    let message: Message;
+    try {
+      ({ message, channels: targets } = decodeMessage(this.serializer, member));
+    } catch {
+      return; // undecodable, and without the full channel name nobody to report it to
+    }
+    if (!targets) return;
+    for (let i = 0; i < targets.length; i++) {
+      const target = targets[i]!;
+      if (i > 0) message = decodeMessage(this.serializer, member).message; // a copy per channel
+      if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
+    }
+  }
+
+  private buffer(channel: string, message: Message, expiresAt: number): void {
+    let list = this.buffers.get(channel);
+    if (!list) {
+      list = [];
+      this.buffers.set(channel, list);
+    }
+    list.push({ message, expiresAt });
+    // Bounded as channels_redis's receive buffers: the oldest give way.
+    const capacity = this.capacities.capacityOf(channel);
+    if (list.length > capacity) list.splice(0, list.length - capacity);
+    const now = Date.now();
+    if (now - this.buffersSwept > 1000 * Math.min(this.settings.expirySeconds, 60)) {
+      this.buffersSwept = now;
+      for (const [name, entries] of this.buffers) {
+        while (entries.length && entries[0]!.expiresAt <= now) entries.shift();
+        if (entries.length === 0) this.buffers.delete(name);
+      }
+    }
+  }
+
+  private takeBuffered(channel: string): Message | undefined {
+    const list = this.buffers.get(channel);
+    if (!list) return undefined;
+    const now = Date.now();
+    let item: Buffered | undefined;
+    while ((item = list.shift()) && item.expiresAt <= now);
+    if (list.length === 0) this.buffers.delete(channel);
+    return item?.message;
+  }
+
+  private failWaiters(key: string, error: unknown): void {
+    const channels = this.keyChannels.get(key);
+    if (!channels) return;
+    for (const channel of [...channels]) {
+      while (this.pending.fail(channel, error));
+    }
+  }
+
+  // --- connections ---
+
+  private command(index: number): RedisConnection {
+    let connection = this.commandConnections[index];
+    if (!connection) {
+      connection = this.connector.connect(this.hosts[index]!, 'commands');
+      this.commandConnections[index] = connection;
+      this.connections.add(connection);
+    }
+    return connection;
+  }
+
+  private acquireBlocking(index: number): RedisConnection {
+    const connection = this.idleBlocking[index]!.pop() ?? this.connector.connect(this.hosts[index]!, 'blocking');
+    this.connections.add(connection);
+    return connection;
+  }
+
+  private releaseBlocking(index: number, connection: RedisConnection): void {
+    if (this.closed) return;
+    const idle = this.idleBlocking[index]!;
+    if (idle.length < MAX_IDLE_BLOCKING) {
+      idle.push(connection);
+    } else {
+      this.connections.delete(connection);
+      connection.close();
+    }
+  }
+
+  // --- helpers ---
+
+  private nextSendIndex(): number {
+    const index = this.sendIndex;
+    this.sendIndex = (index + 1) % this.hosts.length;
+    return index;
+  }
+
+  private groupKey(group: string): string {
+    return `${this.prefix}:group:${group}`;
+  }
+
+  private groupHost(group: string): number {
+    return consistentHash(group, this.hosts.length);
+  }
+
+  private expiryMs(): number {
+    return Math.max(1, Math.round(this.settings.expirySeconds * 1000));
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LayerClosed();
+  }
+}
+
+function checkReserved(message: Message): void {
+  if (Object.prototype.hasOwnProperty.call(message, ASGI_CHANNEL_KEY)) {
+    throw new TypeError(`messages must not contain the reserved key ${ASGI_CHANNEL_KEY}`);
+  }
+}

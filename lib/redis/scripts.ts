@@ -1,0 +1,91 @@
+/**
+ * Lua run on the Redis server. Keys and semantics follow channels_redis 4.x: a channel is a sorted
+ * set of messages scored by their send time (seconds, float); a group is a sorted set of channel
+ * names scored by the time they were (last) added. Each script does atomically what channels_redis
+ * does in several commands.
+ */
+
+/**
+ * send. KEYS[1] channel key. ARGV: message, now, expiry cutoff (drop scores <= it), capacity,
+ * key TTL in ms. Returns 1 if added, 0 if the channel is full.
+ */
+export const SEND = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+`;
+
+/**
+ * group_send, one call per host. KEYS: channel keys on this host. ARGV: one message per key, one
+ * capacity per key, then now, expiry cutoff, key TTL in ms. Full channels are skipped silently.
+ * Returns how many were full.
+ */
+export const GROUP_SEND = `
+local n = #KEYS
+local now = ARGV[2 * n + 1]
+local cutoff = ARGV[2 * n + 2]
+local ttl = ARGV[2 * n + 3]
+local full = 0
+for i = 1, n do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', cutoff)
+  if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[n + i]) then
+    redis.call('ZADD', KEYS[i], now, ARGV[i])
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  else
+    full = full + 1
+  end
+end
+return full
+`;
+
+/** group members. KEYS[1] group key. ARGV[1] cutoff: memberships added at or before it expired. */
+export const GROUP_MEMBERS = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`;
+
+/** group_add. KEYS[1] group key. ARGV: channel, now, group TTL in ms. */
+export const GROUP_ADD = `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`;
+
+/**
+ * Puts messages back into a channel with their original scores, so they keep their place:
+ * KEYS[1] channel key, KEYS[2] a backup ('<key>$inflight', where channels_redis parks a message
+ * between popping and handing it over) moved back whole, then ARGV pairs of score, message. Gives
+ * the channel its TTL if it had none. Returns how many messages went back.
+ */
+export const RESTORE = `
+local moved = 0
+local parked = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #parked, 2 do
+  redis.call('ZADD', KEYS[1], parked[i + 1], parked[i])
+  moved = moved + 1
+end
+if #parked > 0 then
+  redis.call('DEL', KEYS[2])
+end
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+  moved = moved + 1
+end
+if moved > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return moved
+`;
+
+/** flush. ARGV[1] a KEYS pattern (the escaped prefix, then '*'). Deletes in batches. */
+export const FLUSH = `
+local keys = redis.call('KEYS', ARGV[1])
+for i = 1, #keys, 1000 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+end
+return #keys
+`;
