@@ -35,6 +35,7 @@ export interface NativeLayerOptions {
   maxMessageSize?: number;
   mode?: number;
   allowForeign?: boolean;
+  create?: boolean;
   capacity: number;
   channelCapacity: Array<[string, number]>;
   expiryMs: number;
@@ -51,7 +52,8 @@ export interface NativeLayer {
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   flush(): void;
-  maintain(): void;
+  /** Housekeeping; false once the segment's name was removed or taken by another segment. */
+  maintain(): boolean;
   setWaiting(waiting: boolean): void;
   stats(): NativeStats;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;

@@ -27,6 +27,8 @@ export interface ShmChannelLayerOptions extends ChannelLayerOptions {
   mode?: number;
   /** Attach to a segment owned by another user or with another mode. Default false. */
   allowForeign?: boolean;
+  /** Create the segment if it does not exist. Default true; false attaches or fails (tools). */
+  create?: boolean;
   /** How long the waiter thread spins before sleeping while receives wait (µs). Default 50. */
   spinMicros?: number;
 }
@@ -77,6 +79,7 @@ export class ShmChannelLayer implements ChannelLayer {
   private drainScheduled = false;
   private waiting = false;
   private closed = false;
+  private unlinked = false;
 
   constructor(options: ShmChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -91,6 +94,7 @@ export class ShmChannelLayer implements ChannelLayer {
           ...sizing,
           mode: options.mode,
           allowForeign: options.allowForeign,
+          create: options.create,
           capacity: this.settings.capacity,
           channelCapacity: this.settings.channelCapacity,
           expiryMs: Math.round(this.settings.expirySeconds * 1000),
@@ -105,13 +109,7 @@ export class ShmChannelLayer implements ChannelLayer {
     }
     // Reclaims dead processes' slots and channels, drops expired messages nobody received.
     // Unref'd: housekeeping never keeps the process alive.
-    this.maintenance = setInterval(() => {
-      try {
-        this.handle.maintain();
-      } catch {
-        // A damaged segment surfaces on the next real call, with its error.
-      }
-    }, MAINTENANCE_INTERVAL_MS);
+    this.maintenance = setInterval(() => this.maintain(), MAINTENANCE_INTERVAL_MS);
     this.maintenance.unref();
   }
 
@@ -239,6 +237,30 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
+  private maintain(): void {
+    if (this.closed) return;
+    let attached: boolean;
+    try {
+      attached = this.handle.maintain();
+    } catch {
+      return; // a damaged segment surfaces on the next real call, with its error
+    }
+    if (!attached) {
+      // Someone destroyed the segment (or replaced it) under us: processes that open the layer
+      // from now on would never see our messages. Refuse to go on silently split in two.
+      this.unlinked = true;
+      this.pending.rejectAll(this.unlinkedError());
+    }
+  }
+
+  private unlinkedError(): ShmError {
+    return new ShmError(
+      `the segment of layer '${this.name}' was removed while this process was attached ` +
+        `(ShmChannelLayer.destroy or rm /dev/shm); close this layer and open it again`,
+      'EUNLINKED',
+    );
+  }
+
   private scheduleDrain(): void {
     if (this.drainScheduled) return;
     this.drainScheduled = true;
@@ -294,5 +316,6 @@ export class ShmChannelLayer implements ChannelLayer {
 
   private checkOpen(): void {
     if (this.closed) throw new LayerClosed();
+    if (this.unlinked) throw this.unlinkedError();
   }
 }

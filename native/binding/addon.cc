@@ -89,6 +89,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         OptionalUint32(o, "maxMessageSize", options.segment.max_message_size);
     options.segment.mode = OptionalUint32(o, "mode", options.segment.mode);
     options.segment.allow_foreign = o.Get("allowForeign").ToBoolean().Value();
+    Napi::Value create = o.Get("create");
+    options.segment.create = create.IsUndefined() || create.ToBoolean().Value();
     options.capacity = OptionalUint32(o, "capacity", options.capacity);
     options.expiry_ms = OptionalUint64(o, "expiryMs", options.expiry_ms);
     options.group_expiry_ms = OptionalUint64(o, "groupExpiryMs", options.group_expiry_ms);
@@ -240,8 +242,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Maintain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Guard(env, [&] { Open(env).Maintain(); });
-    return env.Undefined();
+    bool attached = Guard(env, [&] { return Open(env).Maintain(); });
+    return Napi::Boolean::New(env, attached);
   }
 
   // While JS has receives pending, the wake callback keeps the event loop alive and the waiter

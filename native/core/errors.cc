@@ -16,6 +16,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kPermission: return "EPERMISSION";
     case ErrorCode::kNoSpace: return "ENOSPACE";
     case ErrorCode::kClosed: return "ECLOSED";
+    case ErrorCode::kNotFound: return "ENOTFOUND";
     case ErrorCode::kSystem: return "ESYSTEM";
   }
   return "EUNKNOWN";

@@ -17,6 +17,7 @@ enum class ErrorCode {
   kPermission,       // segment owned by another user or with a looser mode
   kNoSpace,          // /dev/shm cannot hold the segment
   kClosed,           // used after close()
+  kNotFound,         // attach-only open of a layer that does not exist
   kSystem,           // an OS call failed
 };
 

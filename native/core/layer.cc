@@ -179,8 +179,9 @@ void Layer::DropChannel(uint32_t index) {
   if (c.in_use == 1) Channels(*segment_).Remove(index, h.channels_used);
 }
 
-void Layer::Maintain() {
+bool Layer::Maintain() {
   CheckOpen();
+  if (segment_->IsUnlinked()) return false;
   uint64_t now = MonotonicMs();
   Critical guard(*this);
   Header& h = segment_->header();
@@ -200,6 +201,7 @@ void Layer::Maintain() {
     DropHeadExpired(ch, now);
     MaybeReleaseChannel(c);
   }
+  return true;
 }
 
 void Layer::ReleaseSlot() {

@@ -93,7 +93,9 @@ class Layer {
 
   // Housekeeping, called every few seconds: reclaims dead instances' slots, '!' channels and
   // memberships, and drops expired messages and memberships nobody touched.
-  void Maintain();
+  // Returns false if the segment's name was removed or now names another segment: this instance
+  // is cut off from processes that open the layer from now on.
+  bool Maintain();
 
   // Called from the waiter thread: blocks until our doorbell rings (true) or Interrupt() (false).
   bool WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop);

@@ -111,6 +111,14 @@ bool Segment::Unlink(const std::string& layer_name) {
 Segment::Segment(const SegmentConfig& config) {
   ValidateLayerName(config.name);
   object_name_ = ObjectName(config.name);
+  if (!config.create) {
+    fd_ = shm_open(object_name_.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd_ < 0 && errno == ENOENT) {
+      throw Error(ErrorCode::kNotFound, "no layer named '" + config.name + "' (" + object_name_ +
+                                            " does not exist)");
+    }
+    if (fd_ < 0) ThrowSystemError("shm_open(" + object_name_ + ")", errno);
+  }
   for (int attempt = 0; fd_ < 0; ++attempt) {
     fd_ = shm_open(object_name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, config.mode & 0777);
     if (fd_ >= 0) {
@@ -154,6 +162,8 @@ Segment::Segment(const SegmentConfig& config) {
     }
     if (ready) {
       ValidateLocked(config);
+    } else if (!config.create) {
+      throw Error(ErrorCode::kNotFound, "layer '" + config.name + "' is not initialised");
     } else {
       InitializeLocked(config);
     }

@@ -19,6 +19,7 @@ struct SegmentConfig {
   uint32_t max_message_size = 16u << 20;
   uint32_t mode = 0600;
   bool allow_foreign = false;  // attach to a segment of another user or with a looser mode
+  bool create = true;          // false: attach to an existing segment only (tools, inspection)
 };
 
 class Segment {

@@ -1,0 +1,84 @@
+// Operating a layer: the CLI (stats, inspect, verify, destroy, list), attach-only opens, and a
+// segment removed underneath running processes.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ShmChannelLayer } from '../dist/esm/index.mjs';
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cjs', 'cli.js');
+let counter = 0;
+const names: string[] = [];
+const layers: ShmChannelLayer[] = [];
+
+function layerName(): string {
+  const name = `ops-${process.pid}-${++counter}`;
+  names.push(name);
+  return name;
+}
+
+afterEach(async () => {
+  for (const layer of layers.splice(0)) await layer.close();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+function run(...args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+}
+
+describe('shm-channels CLI', () => {
+  it('stats, inspect and verify show what the processes did', async () => {
+    const name = layerName();
+    const layer = new ShmChannelLayer({ name });
+    layers.push(layer);
+    await layer.send('jobs.a', { n: 1 });
+    await layer.send('jobs.a', { n: 2 });
+    const inbox = await layer.newChannel();
+    await layer.groupAdd('room.1', inbox);
+
+    const stats = JSON.parse(run('stats', name, '--json').stdout);
+    expect(stats).toMatchObject({ processes: 1, channels: 2, groups: 1, members: 1, queued: 2 });
+
+    const inspect = JSON.parse(run('inspect', name, '--json').stdout);
+    expect(inspect.channelList).toContainEqual({ name: 'jobs.a', depth: 2, groups: 0 });
+    expect(inspect.channelList).toContainEqual({ name: inbox, depth: 0, groups: 1 });
+    expect(inspect.groupList).toEqual([{ name: 'room.1', members: 1 }]);
+
+    const text = run('inspect', name);
+    expect(text.status).toBe(0);
+    expect(text.stdout).toContain('jobs.a  2  0');
+
+    const verify = run('verify', name);
+    expect(verify.status).toBe(0);
+    expect(verify.stdout).toContain('consistent');
+    expect(JSON.parse(run('list', '--json').stdout)).toContain(name);
+  });
+
+  it('does not create a layer it is asked about, and says so', () => {
+    const name = layerName();
+    const result = run('stats', name);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`no layer named '${name}'`);
+    expect(JSON.parse(run('list', '--json').stdout)).not.toContain(name);
+    expect(() => new ShmChannelLayer({ name, create: false })).toThrow(/no layer named/);
+  });
+
+  it('destroy removes the segment; an attached process notices instead of splitting in two', async () => {
+    const name = layerName();
+    const layer = new ShmChannelLayer({ name });
+    layers.push(layer);
+    const pending = layer.receive('never');
+    const destroyed = run('destroy', name);
+    expect(destroyed.status).toBe(0);
+    expect(destroyed.stdout).toContain(`removed layer '${name}'`);
+    // Housekeeping (every 2 s) finds the name gone, fails what waits and refuses new calls.
+    await expect(pending).rejects.toMatchObject({ code: 'EUNLINKED' });
+    await expect(layer.send('x', { a: 1 })).rejects.toMatchObject({ code: 'EUNLINKED' });
+    expect(run('destroy', name).status).toBe(1);
+  });
+
+  it('usage errors exit with status 2', () => {
+    expect(run().status).toBe(2);
+    expect(run('frobnicate', 'x').status).toBe(2);
+  });
+});
