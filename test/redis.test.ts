@@ -1,0 +1,306 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 as zlibCrc32 } from 'node:zlib';
+import Redis from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LayerClosed } from '../lib/errors.js';
+import { IoredisConnector, loadIoredis, type RedisConnection, type RedisConnector } from '../lib/redis/connection.js';
+import { decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from '../lib/redis/codec.js';
+import { RedisChannelLayer, RedisUnavailable } from '../lib/redis/redis-layer.js';
+import { consistentHash, crc32 } from '../lib/redis/sharding.js';
+import { defaultSerializer } from '../lib/serializer.js';
+import { haveRedisServer, RedisServer } from './support/redis-server.js';
+
+let prefixCounter = 0;
+const uniquePrefix = (): string => `t${process.pid}x${Date.now().toString(36)}x${prefixCounter++}:`;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('redis: pieces without a server', () => {
+  it('consistentHash is channels_redis _consistent_hash (crc32 & 0xfff over the ring)', () => {
+    for (const value of ['abc', 'specific.1234!', 'group-1', 'chat', 'ünïcode', '']) {
+      const bytes = Buffer.from(value, 'utf8');
+      expect(crc32(bytes)).toBe(zlibCrc32(bytes) >>> 0);
+      for (const ring of [1, 2, 3, 5, 7]) {
+        const expected = ring === 1 ? 0 : Math.floor((zlibCrc32(bytes) & 0xfff) / (4096 / ring));
+        expect(consistentHash(value, ring)).toBe(expected);
+      }
+    }
+  });
+
+  it('codec: 12 random prefix bytes, msgpack body, __asgi_channel__ carried and stripped', () => {
+    const a = encodeMessage(defaultSerializer, { type: 'x', n: 1 }, 'specific.a!b');
+    const b = encodeMessage(defaultSerializer, { type: 'x', n: 1 }, 'specific.a!b');
+    expect(a.subarray(RANDOM_PREFIX_BYTES)).toEqual(b.subarray(RANDOM_PREFIX_BYTES));
+    expect(a.subarray(0, RANDOM_PREFIX_BYTES)).not.toEqual(b.subarray(0, RANDOM_PREFIX_BYTES));
+    expect(decodeMessage(defaultSerializer, a)).toEqual({ message: { type: 'x', n: 1 }, channels: ['specific.a!b'] });
+    const group = encodeMessage(defaultSerializer, { type: 'y' }, ['s.a!1', 's.a!2']);
+    expect(decodeMessage(defaultSerializer, group)).toEqual({ message: { type: 'y' }, channels: ['s.a!1', 's.a!2'] });
+    expect(decodeMessage(defaultSerializer, encodeMessage(defaultSerializer, { type: 'z' }))).toEqual({
+      message: { type: 'z' },
+    });
+  });
+
+  it('ioredis: a clear error when it is not installed', () => {
+    const missing = (id: string): never => {
+      const error = new Error(`Cannot find module '${id}'`) as Error & { code: string };
+      error.code = 'MODULE_NOT_FOUND';
+      throw error;
+    };
+    expect(() => loadIoredis(missing)).toThrow(/needs the 'ioredis' package.*npm install ioredis/);
+    expect(() => new IoredisConnector(missing)).toThrow(/npm install ioredis/);
+  });
+
+  it('ioredis is loaded only when a RedisChannelLayer is constructed (built package)', () => {
+    const entry = join(__dirname, '..', 'dist', 'cjs', 'index.js');
+    if (!existsSync(entry)) {
+      console.warn('dist/cjs/index.js missing (run `npm run build:ts`): lazy-loading check of the build skipped');
+      return;
+    }
+    const script = `
+      const Module = require('node:module');
+      const lib = require(${JSON.stringify(entry)});
+      const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
+      const out = { afterImport: loaded() };
+      const memory = new lib.InMemoryChannelLayer();
+      out.afterInMemory = loaded();
+      const resolve = Module._resolveFilename;
+      Module._resolveFilename = function (request, ...rest) {
+        if (request === 'ioredis') {
+          const e = new Error("Cannot find module 'ioredis'"); e.code = 'MODULE_NOT_FOUND'; throw e;
+        }
+        return resolve.call(this, request, ...rest);
+      };
+      try { new lib.RedisChannelLayer(); out.error = null; } catch (e) { out.error = e.message; }
+      Module._resolveFilename = resolve;
+      const layer = new lib.RedisChannelLayer({ hosts: ['redis://127.0.0.1:1'] });
+      out.afterConstruct = loaded();
+      layer.close().then(() => memory.close()).then(() => console.log(JSON.stringify(out)));
+    `;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 }));
+    expect(out).toEqual({
+      afterImport: false,
+      afterInMemory: false,
+      error: expect.stringMatching(/needs the 'ioredis' package/),
+      afterConstruct: true,
+    });
+  });
+
+  it('validates hosts and prefix', () => {
+    expect(() => new RedisChannelLayer({ hosts: [] })).toThrow(TypeError);
+    expect(() => new RedisChannelLayer({ hosts: ['http://x:1'] })).toThrow(/redis:\/\//);
+    expect(() => new RedisChannelLayer({ hosts: ['not a url'] })).toThrow(/invalid Redis URL/);
+  });
+});
+
+describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
+  let a: RedisServer;
+  let b: RedisServer;
+  let rawA: Redis;
+  let rawB: Redis;
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([RedisServer.start(), RedisServer.start()]);
+    rawA = new Redis(a.port, '127.0.0.1', { lazyConnect: false });
+    rawB = new Redis(b.port, '127.0.0.1', { lazyConnect: false });
+  }, 30_000);
+
+  afterAll(async () => {
+    rawA?.disconnect();
+    rawB?.disconnect();
+    await Promise.all([a?.dispose(), b?.dispose()]);
+  });
+
+  it('uses channels_redis key names and sorted sets', async () => {
+    const prefix = uniquePrefix();
+    const layer = new RedisChannelLayer({ hosts: [a.url], prefix, expiry: 30, groupExpiry: 3600 });
+    try {
+      await layer.send('chat', { type: 'hello' });
+      expect(await rawA.type(`${prefix}chat`)).toBe('zset');
+      const ttl = await rawA.ttl(`${prefix}chat`);
+      expect(ttl).toBeGreaterThan(25);
+      expect(ttl).toBeLessThanOrEqual(30);
+      const [member, score] = await rawA.zrangeBuffer(`${prefix}chat`, 0, -1, 'WITHSCORES');
+      expect(Math.abs(Number(score!.toString()) - Date.now() / 1000)).toBeLessThan(5);
+      expect(decodeMessage(defaultSerializer, member!).message).toEqual({ type: 'hello' });
+
+      const channel = await layer.newChannel();
+      await layer.groupAdd('room', channel);
+      expect(await rawA.type(`${prefix}:group:room`)).toBe('zset');
+      expect(await rawA.zrange(`${prefix}:group:room`, 0, -1)).toEqual([channel]);
+      await layer.groupSend('room', { type: 'g' });
+      const nonLocal = channel.slice(0, channel.indexOf('!') + 1);
+      const stored = await rawA.zrangeBuffer(`${prefix}${nonLocal}`, 0, -1);
+      expect(decodeMessage(defaultSerializer, stored[0]!)).toEqual({ message: { type: 'g' }, channels: [channel] });
+      expect(await layer.receive(channel)).toEqual({ type: 'g' });
+      expect(await layer.receive('chat')).toEqual({ type: 'hello' });
+
+      await layer.send('chat', { type: 'again' });
+      await layer.flush();
+      expect(await rawA.keys(`${prefix}*`)).toEqual([]);
+    } finally {
+      await layer.close();
+    }
+  });
+
+  it('shards over two servers exactly as channels_redis picks hosts', async () => {
+    const prefix = uniquePrefix();
+    const hosts = [a.url, b.host];
+    const raws = [rawA, rawB];
+    const sender = new RedisChannelLayer({ hosts, prefix });
+    const receiver = new RedisChannelLayer({ hosts, prefix });
+    try {
+      // Groups live on the host their name hashes to.
+      const groups = Array.from({ length: 12 }, (_, i) => `room-${i}`);
+      const target = await receiver.newChannel();
+      for (const group of groups) await sender.groupAdd(group, target);
+      const seen = new Set<number>();
+      for (const group of groups) {
+        const index = consistentHash(group, 2);
+        seen.add(index);
+        expect(await raws[index]!.exists(`${prefix}:group:${group}`)).toBe(1);
+        expect(await raws[1 - index]!.exists(`${prefix}:group:${group}`)).toBe(0);
+      }
+      expect(seen.size).toBe(2);
+
+      // '!' channels: on the host of their non-local part, where their receiver reads.
+      const nonLocal = target.slice(0, target.indexOf('!') + 1);
+      const home = consistentHash(nonLocal, 2);
+      await sender.send(target, { type: 'direct' });
+      expect(await raws[home]!.zcard(`${prefix}${nonLocal}`)).toBe(1);
+      expect(await raws[1 - home]!.exists(`${prefix}${nonLocal}`)).toBe(0);
+      expect(await receiver.receive(target)).toEqual({ type: 'direct' });
+
+      // Group sends reach the member's key on its host, once per group.
+      for (const group of groups) await sender.groupSend(group, { type: 'group', group });
+      const got = [];
+      for (let i = 0; i < groups.length; i++) got.push(((await receiver.receive(target)) as { group: string }).group);
+      expect(got.sort()).toEqual([...groups].sort());
+
+      // Normal channels go round-robin over the hosts; a receiver reads all of them.
+      for (let i = 0; i < 4; i++) await sender.send('work', { type: 'job', i });
+      expect(await rawA.zcard(`${prefix}work`)).toBe(2);
+      expect(await rawB.zcard(`${prefix}work`)).toBe(2);
+      const jobs = [];
+      for (let i = 0; i < 4; i++) jobs.push(((await receiver.receive('work')) as { i: number }).i);
+      expect(jobs.sort()).toEqual([0, 1, 2, 3]);
+
+      await sender.flush();
+      expect(await rawA.keys(`${prefix}*`)).toEqual([]);
+      expect(await rawB.keys(`${prefix}*`)).toEqual([]);
+    } finally {
+      await Promise.all([sender.close(), receiver.close()]);
+    }
+  });
+
+  it('a cancelled receive loses no message, also with a receive blocked in Redis', async () => {
+    const prefix = uniquePrefix();
+    const first = new RedisChannelLayer({ hosts: [a.url], prefix });
+    const second = new RedisChannelLayer({ hosts: [a.url], prefix });
+    try {
+      const controller = new AbortController();
+      const cancelled = first.receive('jobs', { signal: controller.signal });
+      await sleep(100); // its BZPOPMIN is now blocked in Redis
+      controller.abort();
+      await expect(cancelled).rejects.toMatchObject({ name: 'AbortError' });
+      await first.send('jobs', { type: 'one' });
+      // The orphaned BZPOPMIN takes it and puts it back in place; the other layer gets it.
+      expect(await second.receive('jobs')).toEqual({ type: 'one' });
+    } finally {
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
+  it('moves back messages a channels_redis receiver left in <key>$inflight', async () => {
+    const prefix = uniquePrefix();
+    const layer = new RedisChannelLayer({ hosts: [a.url], prefix });
+    try {
+      const payload = encodeMessage(defaultSerializer, { type: 'parked' });
+      await rawA.zadd(`${prefix}q$inflight`, Date.now() / 1000, payload);
+      expect(await layer.receive('q')).toEqual({ type: 'parked' });
+      expect(await rawA.exists(`${prefix}q$inflight`)).toBe(0);
+    } finally {
+      await layer.close();
+    }
+  });
+
+  it('survives a Redis restart: errors in flight, then recovers without spinning', async () => {
+    const server = await RedisServer.start();
+    let blockingCalls = 0;
+    const inner = new IoredisConnector();
+    const counting: RedisConnector = {
+      connect(host, purpose): RedisConnection {
+        const connection = inner.connect(host, purpose);
+        return {
+          call: (command, ...args) => {
+            if (command === 'BZPOPMIN') blockingCalls++;
+            return connection.call(command, ...args);
+          },
+          close: () => connection.close(),
+        };
+      },
+    };
+    const prefix = uniquePrefix();
+    const layer = new RedisChannelLayer({ hosts: [server.url], prefix, connector: counting });
+    try {
+      await layer.send('c', { type: 'before' });
+      expect(await layer.receive('c')).toEqual({ type: 'before' });
+      const local = await layer.newChannel();
+
+      const waiting = layer.receive('c');
+      const waitingLocal = layer.receive(local);
+      const waitingResult = waiting.then(
+        () => 'resolved',
+        (error: unknown) => error,
+      );
+      const waitingLocalResult = waitingLocal.then(
+        () => 'resolved',
+        (error: unknown) => error,
+      );
+      await sleep(100);
+      await server.stop();
+      expect(await waitingResult).toBeInstanceOf(RedisUnavailable);
+      expect(await waitingLocalResult).toBeInstanceOf(RedisUnavailable);
+      await expect(layer.send('c', { type: 'down' })).rejects.toBeInstanceOf(RedisUnavailable);
+
+      // A receive during the outage waits on the loop's back-off: no busy loop.
+      const callsBefore = blockingCalls;
+      const during = layer.receive('c').catch((error: unknown) => error);
+      await sleep(1500);
+      expect(blockingCalls - callsBefore).toBeLessThan(10);
+
+      await server.restart();
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          await layer.send('c', { type: 'after' });
+          break;
+        } catch (error) {
+          if (Date.now() > deadline) throw error;
+          await sleep(100);
+        }
+      }
+      const duringResult = await during;
+      const next = duringResult instanceof RedisUnavailable ? await layer.receive('c') : duringResult;
+      expect(next).toEqual({ type: 'after' });
+      await layer.send(local, { type: 'local-after' });
+      expect(await layer.receive(local)).toEqual({ type: 'local-after' });
+      await layer.groupAdd('grp', local);
+      await layer.groupSend('grp', { type: 'group-after' });
+      expect(await layer.receive(local)).toEqual({ type: 'group-after' });
+    } finally {
+      await layer.close();
+      await server.dispose();
+    }
+  }, 30_000);
+
+  it('close() rejects waiting receives and later calls with LayerClosed', async () => {
+    const layer = new RedisChannelLayer({ hosts: [a.url], prefix: uniquePrefix() });
+    const waiting = layer.receive('x').catch((error: unknown) => error);
+    await sleep(50);
+    await layer.close();
+    expect(await waiting).toBeInstanceOf(LayerClosed);
+    await expect(layer.send('x', { type: 'y' })).rejects.toBeInstanceOf(LayerClosed);
+  });
+});
