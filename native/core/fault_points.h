@@ -1,5 +1,6 @@
 // Test-only crash injection: with SHMCH_FAULT_POINT=N in the environment, the process SIGKILLs
 // itself when it reaches fault point N inside a critical section, to prove recovery works.
+// SHMCH_FAULT_SKIP=K lets it pass the point K times first, so a run dies at a random moment.
 // Costs one load and compare when unset.
 #pragma once
 
@@ -7,12 +8,12 @@ namespace shmch {
 
 extern int g_fault_point;
 void InitFaultPointFromEnvironment();
-[[noreturn]] void DieAtFaultPoint(int point);
+void ReachedFaultPoint(int point);  // dies unless skips remain
 
 #define FAULT_POINT(n)                                         \
   do {                                                         \
     if (__builtin_expect(::shmch::g_fault_point == (n), 0)) {  \
-      ::shmch::DieAtFaultPoint(n);                             \
+      ::shmch::ReachedFaultPoint(n);                           \
     }                                                          \
   } while (0)
 

@@ -423,45 +423,59 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   uint64_t now = MonotonicMs();
   Critical guard(*this);
   Header& h = segment_->header();
+  const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
+  // Phase 1 copies payloads out and registers us as a waiter where we are left short; nothing is
+  // popped yet, so an error or our death here takes no message with it.
+  std::vector<std::pair<uint32_t, uint32_t>> pops;  // (channel, nodes to pop from its head)
+  pops.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
     uint32_t index = Channels(*segment_).Find(req.channel);
-    uint32_t got = 0;
+    for (const auto& [seen, count] : pops) {
+      // Two walks of one queue would copy its head twice.
+      if (seen == index) throw Error(ErrorCode::kInvalidArgument, "a receive batch names a channel twice");
+    }
+    uint32_t got = 0, walked = 0;
     if (index != kNil) {
       Channel& c = segment_->channel(index);
-      for (uint32_t steps = 0; got < req.wanted && c.head != kNil; ++steps) {
-        if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
-        uint32_t node_index = c.head;
-        Node& n = segment_->node(node_index);
-        uint32_t block = n.block;
-        bool expired = n.expires_at_ms <= now;
-        if (!expired) {
-          BlockHeader& b = segment_->block(block);
-          size_t at = out.bytes.size();
-          out.bytes.resize(at + b.length);
-          std::memcpy(out.bytes.data() + at, arena_->Payload(block), b.length);
-          out.request_of.push_back(r);
-          out.length_of.push_back(b.length);
-          ++got;
-        }
-        FAULT_POINT(3);
-        c.head = n.next;
-        if (c.head == kNil) c.tail = kNil;
-        if (c.count) --c.count;
-        ReleaseBlockRef(block);
-        FreeNode(node_index);
-        if (expired) ++h.messages_expired; else ++h.messages_received;
+      for (uint32_t n = c.head; got < req.wanted && n != kNil; n = segment_->node(n).next) {
+        if (++walked > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+        Node& node = segment_->node(n);
+        if (node.expires_at_ms <= now) continue;
+        BlockHeader& b = segment_->block(node.block);
+        size_t at = out.bytes.size();
+        out.bytes.resize(at + b.length);
+        std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), b.length);
+        out.request_of.push_back(r);
+        out.length_of.push_back(b.length);
+        ++got;
       }
+      if (walked) pops.emplace_back(index, walked);
     }
     if (got < req.wanted) {
       if (index == kNil) index = EnsureChannel(req.channel);
-      Channel& c = segment_->channel(index);
-      c.waiters[slot_ / 64] |= uint64_t{1} << (slot_ % 64);
+      segment_->channel(index).waiters[slot_ / 64] |= my_bit;
     } else {
-      Channel& c = segment_->channel(index);
-      c.waiters[slot_ / 64] &= ~(uint64_t{1} << (slot_ % 64));
-      MaybeReleaseChannel(index);
+      segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
     }
+  }
+  FAULT_POINT(3);
+  // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
+  for (auto [index, count] : pops) {
+    Channel& c = segment_->channel(index);
+    for (uint32_t i = 0; i < count && c.head != kNil; ++i) {
+      uint32_t node_index = c.head;
+      Node& n = segment_->node(node_index);
+      bool expired = n.expires_at_ms <= now;
+      uint32_t block = n.block;
+      c.head = n.next;
+      if (c.head == kNil) c.tail = kNil;
+      if (c.count) --c.count;
+      ReleaseBlockRef(block);
+      FreeNode(node_index);
+      if (expired) ++h.messages_expired; else ++h.messages_received;
+    }
+    MaybeReleaseChannel(index);
   }
 }
 
