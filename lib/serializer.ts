@@ -6,7 +6,15 @@ import type { Message, Serializer } from './types.js';
  * Binary values (Buffer, Uint8Array) travel as msgpack bin and come back as Buffers.
  */
 export class MsgpackSerializer implements Serializer {
-  private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+  // int64AsType 'auto' (msgpackr >= 1.10; missing from its typings): 64-bit integers from other
+  // msgpack writers (Python packs ints beyond 32 bits that way) decode as numbers when safe, as
+  // BigInt only beyond 2^53.
+  private readonly packr = new Packr({
+    useRecords: false,
+    mapsAsObjects: true,
+    moreTypes: false,
+    int64AsType: 'auto' as 'number',
+  });
 
   serialize(message: Message): Uint8Array {
     assertSerializable(message, 'message');

@@ -214,11 +214,17 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
 
   it('moves back messages a channels_redis receiver left in <key>$inflight', async () => {
     const prefix = uniquePrefix();
-    const layer = new RedisChannelLayer({ hosts: [a.url], prefix });
+    class QuickLayer extends RedisChannelLayer {
+      protected override blockSeconds = 0.2;
+    }
+    const layer = new QuickLayer({ hosts: [a.url], prefix });
     try {
       const payload = encodeMessage(defaultSerializer, { type: 'parked' });
       await rawA.zadd(`${prefix}q$inflight`, Date.now() / 1000, payload);
+      // Not at once (its channels_redis receiver may just be slow), but after a whole idle timeout.
+      const started = Date.now();
       expect(await layer.receive('q')).toEqual({ type: 'parked' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300);
       expect(await rawA.exists(`${prefix}q$inflight`)).toBe(0);
     } finally {
       await layer.close();

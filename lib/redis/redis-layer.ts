@@ -14,7 +14,7 @@ import {
   type RedisConnector,
   type RedisHost,
 } from './connection.js';
-import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, RESTORE, SEND } from './scripts.js';
+import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, PUT_BACK, RESTORE_PARKED, SEND } from './scripts.js';
 import { consistentHash } from './sharding.js';
 
 export { RedisUnavailable, type RedisConnection, type RedisConnector, type RedisHost } from './connection.js';
@@ -32,8 +32,6 @@ export interface RedisChannelLayerOptions extends ChannelLayerOptions {
   connector?: RedisConnector;
 }
 
-/** Seconds one BZPOPMIN blocks before the receive loop looks around again (channels_redis: 5). */
-const BLOCK_SECONDS = 5;
 /** Idle blocking connections kept per host for later receives. */
 const MAX_IDLE_BLOCKING = 4;
 
@@ -81,10 +79,12 @@ export class RedisChannelLayer implements ChannelLayer {
   private readonly buffers = new Map<string, Buffered[]>();
   private buffersSwept = Date.now();
   private readonly closing = new AbortController();
-  /** When each key's '$inflight' backup was last moved back (see `poll`). */
-  private readonly restoredAt = new Map<string, number>();
+  /** Members seen in each key's '$inflight' backup at the last look (see `restoreParked`). */
+  private readonly parkedSeen = new Map<string, Set<string>>();
   private sendIndex = 0;
   private closed = false;
+  /** Seconds one BZPOPMIN blocks before the receive loop looks around (channels_redis's brpop_timeout). */
+  protected blockSeconds = 5;
 
   constructor(options: RedisChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -289,7 +289,6 @@ export class RedisChannelLayer implements ChannelLayer {
     await null; // registered in `pollers` before the loop can end
     let connection: RedisConnection | undefined;
     let backoff = 0;
-    let restoreDue = true;
     try {
       while (!this.closed && this.wanted(key)) {
         if (backoff) {
@@ -303,13 +302,7 @@ export class RedisChannelLayer implements ChannelLayer {
         connection ??= this.acquireBlocking(index);
         let reply: unknown;
         try {
-          if (restoreDue && Date.now() - (this.restoredAt.get(key) ?? 0) > BLOCK_SECONDS * 1000) {
-            this.restoredAt.set(key, Date.now());
-            // Messages a channels_redis receiver parked in '<key>$inflight' and never finished.
-            await this.command(index).call('EVAL', RESTORE, 2, key, key + '$inflight', this.expiryMs());
-            restoreDue = false;
-          }
-          reply = await connection.call('BZPOPMIN', key, BLOCK_SECONDS);
+          reply = await connection.call('BZPOPMIN', key, this.blockSeconds);
           backoff = 0;
         } catch (error) {
           if (this.closed) break;
@@ -318,7 +311,8 @@ export class RedisChannelLayer implements ChannelLayer {
           continue;
         }
         if (reply === null || !Array.isArray(reply)) {
-          restoreDue = true;
+          // Idle for a whole timeout: a good moment to look for abandoned channels_redis backups.
+          await this.restoreParked(index, key).catch(() => {});
           continue;
         }
         const [, member, score] = reply as [Buffer, Buffer, Buffer];
@@ -340,7 +334,7 @@ export class RedisChannelLayer implements ChannelLayer {
       if (this.pending.count(channel) === 0) {
         // Its receive was cancelled: back in the queue, in its place, for the next receiver.
         this.command(index)
-          .call('EVAL', RESTORE, 2, key, key + '$inflight', this.expiryMs(), score, member)
+          .call('EVAL', PUT_BACK, 1, key, this.expiryMs(), score, member)
           .catch(() => {});
         return;
       }
@@ -367,6 +361,24 @@ export class RedisChannelLayer implements ChannelLayer {
       if (i > 0) message = decodeMessage(this.serializer, member).message; // a copy per channel
       if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
     }
+  }
+
+  /**
+   * channels_redis parks each message it pops in '<key>$inflight' until its receive finished and
+   * moves a backup back only when a receiver of its own next polls the key. So that Node-only
+   * receivers recover messages of a channels_redis process that died in between, members still
+   * parked a whole idle timeout after we first saw them go back into the channel (sooner would
+   * duplicate messages whose receiver is merely slow).
+   */
+  private async restoreParked(index: number, key: string): Promise<void> {
+    const backup = key + '$inflight';
+    const members = (await this.command(index).call('ZRANGE', backup, 0, -1)) as Buffer[];
+    const seen = this.parkedSeen.get(key);
+    const now = new Set(members.map((member) => member.toString('base64')));
+    if (now.size) this.parkedSeen.set(key, now);
+    else this.parkedSeen.delete(key);
+    const stale = members.filter((member) => seen?.has(member.toString('base64')));
+    if (stale.length) await this.command(index).call('EVAL', RESTORE_PARKED, 2, key, backup, this.expiryMs(), ...stale);
   }
 
   private buffer(channel: string, message: Message, expiresAt: number): void {

@@ -56,24 +56,33 @@ return 1
 `;
 
 /**
- * Puts messages back into a channel with their original scores, so they keep their place:
- * KEYS[1] channel key, KEYS[2] a backup ('<key>$inflight', where channels_redis parks a message
- * between popping and handing it over) moved back whole, then ARGV pairs of score, message. Gives
- * the channel its TTL if it had none. Returns how many messages went back.
+ * Puts a message this process popped but could not hand over back into its channel with its
+ * original score, so it keeps its place. KEYS[1] channel key. ARGV: key TTL in ms, score, message.
+ * Gives the channel its TTL if it had none.
  */
-export const RESTORE = `
+export const PUT_BACK = `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+`;
+
+/**
+ * Moves messages a channels_redis receiver parked in its backup ('<key>$inflight') back into the
+ * channel, keeping their scores: only the members named in ARGV[2..] (ones seen parked a whole
+ * receive timeout earlier, so their receiver is gone). KEYS[1] channel, KEYS[2] backup, ARGV[1]
+ * key TTL in ms. Returns how many moved.
+ */
+export const RESTORE_PARKED = `
 local moved = 0
-local parked = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-for i = 1, #parked, 2 do
-  redis.call('ZADD', KEYS[1], parked[i + 1], parked[i])
-  moved = moved + 1
-end
-if #parked > 0 then
-  redis.call('DEL', KEYS[2])
-end
-for i = 2, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
-  moved = moved + 1
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if score then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('ZADD', KEYS[1], score, ARGV[i])
+    moved = moved + 1
+  end
 end
 if moved > 0 and redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
