@@ -1,0 +1,1110 @@
+// Unit tests of the shm-channels core (native/core), with no test framework: a CHECK macro, a
+// registry, and main() printing one line per test and a last line "N passed, N failed".
+//
+//   core_tests            run every test
+//   core_tests NAME...    run the tests whose name contains one of the arguments
+//
+// A test marked KNOWN_BUG_TEST reproduces a reported bug of the core: it counts as passed while
+// its check fails, and as failed once the bug is fixed (then drop the marker).
+//
+// Each test uses its own layer name and removes its segment and doorbells (Layer::Destroy) however
+// it ends. Crash recovery is tested for real: a forked child process opens the layer and SIGKILLs
+// itself at a fault point (shmch::g_fault_point) while it holds the segment lock.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "arena.h"
+#include "errors.h"
+#include "fault_points.h"
+#include "layer.h"
+#include "layout.h"
+#include "segment.h"
+
+using shmch::Error;
+using shmch::ErrorCode;
+using shmch::Layer;
+using shmch::LayerOptions;
+
+// ---------------------------------------------------------------------------------------------
+// The harness.
+
+namespace {
+
+struct CheckFailure {
+  std::string message;
+};
+
+struct TestCase {
+  const char* name;
+  void (*fn)();
+  const char* known_bug;  // non-null: the test is expected to fail (a known, reported bug)
+};
+
+std::vector<TestCase>& Registry() {
+  static std::vector<TestCase> tests;
+  return tests;
+}
+
+struct Registrar {
+  Registrar(const char* name, void (*fn)(), const char* known_bug) {
+    Registry().push_back({name, fn, known_bug});
+  }
+};
+
+[[noreturn]] void Fail(const char* file, int line, const std::string& what) {
+  std::ostringstream out;
+  out << file << ":" << line << ": " << what;
+  throw CheckFailure{out.str()};
+}
+
+template <typename T>
+std::string Show(const T& v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+std::string Show(const std::string& v) { return "\"" + v + "\""; }
+template <typename T>
+std::string Show(const std::vector<T>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + Show(v[i]);
+  return s + "]";
+}
+
+const char* CodeName(ErrorCode c) { return shmch::ErrorCodeName(c); }
+
+}  // namespace
+
+#define TEST(name)                                                \
+  static void name();                                             \
+  static const Registrar registrar_##name(#name, &name, nullptr); \
+  static void name()
+
+// A test that demonstrates a known bug: it passes while the bug is there (some CHECK fails) and
+// fails once the bug is fixed, so the marker gets removed.
+#define KNOWN_BUG_TEST(name, why)                              \
+  static void name();                                          \
+  static const Registrar registrar_##name(#name, &name, why); \
+  static void name()
+
+#define CHECK(cond)                                          \
+  do {                                                       \
+    if (!(cond)) Fail(__FILE__, __LINE__, "CHECK(" #cond ")"); \
+  } while (0)
+
+#define CHECK_EQ(a, b)                                                                    \
+  do {                                                                                    \
+    const auto& check_a_ = (a);                                                           \
+    const auto& check_b_ = (b);                                                           \
+    if (!(check_a_ == check_b_)) {                                                        \
+      Fail(__FILE__, __LINE__,                                                            \
+           "CHECK_EQ(" #a ", " #b "): " + Show(check_a_) + " != " + Show(check_b_)); \
+    }                                                                                     \
+  } while (0)
+
+#define CHECK_THROWS(expr, expected_code)                                                    \
+  do {                                                                                       \
+    bool check_threw_ = false;                                                               \
+    try {                                                                                    \
+      expr;                                                                                  \
+    } catch (const Error& check_e_) {                                                        \
+      check_threw_ = true;                                                                   \
+      if (check_e_.code() != (expected_code)) {                                              \
+        Fail(__FILE__, __LINE__,                                                             \
+             std::string(#expr " threw ") + CodeName(check_e_.code()) + " (" + check_e_.what() + \
+                 "), expected " + CodeName(expected_code));                                  \
+      }                                                                                      \
+    }                                                                                        \
+    if (!check_threw_) {                                                                     \
+      Fail(__FILE__, __LINE__,                                                               \
+           std::string(#expr " did not throw, expected ") + CodeName(expected_code));        \
+    }                                                                                        \
+  } while (0)
+
+// The layer's own consistency check finds nothing.
+#define CHECK_CLEAN(layer)                                                           \
+  do {                                                                               \
+    std::vector<std::string> check_problems_ = (layer).Verify();                     \
+    if (!check_problems_.empty()) {                                                  \
+      Fail(__FILE__, __LINE__, "Verify() of " #layer ": " + Show(check_problems_)); \
+    }                                                                                \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+namespace {
+
+// A unique layer name whose segment and doorbells are removed when it goes out of scope. Declare
+// it before the layers that use it.
+class TempName {
+ public:
+  TempName() {
+    static int counter = 0;
+    name_ = "ct-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+    Layer::Destroy(name_);
+  }
+  ~TempName() { Layer::Destroy(name_); }
+  TempName(const TempName&) = delete;
+  TempName& operator=(const TempName&) = delete;
+  const std::string& str() const { return name_; }
+  // The segment's file in /dev/shm (the POSIX object "/shmch.<uid>.<name>").
+  std::string path() const { return "/dev/shm" + shmch::Segment::ObjectName(name_); }
+
+ private:
+  std::string name_;
+};
+
+// Small tables: every test creates its own segment.
+LayerOptions Options(const TempName& name) {
+  LayerOptions o;
+  o.segment.name = name.str();
+  o.segment.size = 2u << 20;
+  o.segment.max_channels = 128;
+  o.segment.max_groups = 32;
+  o.segment.max_members = 256;
+  o.segment.max_nodes = 2048;
+  o.segment.max_message_size = 256u << 10;
+  o.capacity = 100;
+  return o;
+}
+
+// Deterministic payload `id` of `length` bytes, so a damaged or overlapping block is detected.
+std::vector<uint8_t> Payload(uint32_t id, uint32_t length) {
+  std::vector<uint8_t> v(length);
+  for (uint32_t j = 0; j < length; ++j) v[j] = static_cast<uint8_t>(id * 131u + j * 7u + (j >> 8));
+  return v;
+}
+
+void SendText(Layer& layer, std::string_view channel, const std::string& text) {
+  layer.Send(channel, reinterpret_cast<const uint8_t*>(text.data()), static_cast<uint32_t>(text.size()));
+}
+
+uint32_t GroupSendText(Layer& layer, std::string_view group, const std::string& text) {
+  return layer.GroupSend(group, reinterpret_cast<const uint8_t*>(text.data()),
+                         static_cast<uint32_t>(text.size()));
+}
+
+// Pops up to `wanted` messages of one channel, as strings.
+std::vector<std::string> ReceiveText(Layer& layer, const std::string& channel, uint32_t wanted) {
+  shmch::ReceivedBatch batch;
+  layer.Receive({{channel, wanted}}, batch);
+  std::vector<std::string> out;
+  size_t at = 0;
+  for (size_t i = 0; i < batch.request_of.size(); ++i) {
+    out.emplace_back(reinterpret_cast<const char*>(batch.bytes.data()) + at, batch.length_of[i]);
+    at += batch.length_of[i];
+  }
+  return out;
+}
+
+std::vector<std::string> Texts(const std::string& prefix, int from, int to) {
+  std::vector<std::string> v;
+  for (int i = from; i < to; ++i) v.push_back(prefix + std::to_string(i));
+  return v;
+}
+
+bool HasChannel(Layer& layer, const std::string& name) {
+  for (const auto& c : layer.ListChannels(100000))
+    if (c.name == name) return true;
+  return false;
+}
+
+// Runs `body` in a forked child process and returns how the child ended ("exit N", "SIGKILL",
+// "signal N"), for a CHECK. With `quiet`, the child's stderr goes to /dev/null.
+std::string RunChild(const std::function<void()>& body, bool quiet = false) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) return "fork failed";
+  if (pid == 0) {
+    if (quiet) {
+      int null_fd = open("/dev/null", O_WRONLY);
+      if (null_fd >= 0) dup2(null_fd, 2);
+    }
+    try {
+      body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      _exit(3);
+    }
+    _exit(4);  // the body neither exited nor died
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status)) {
+    return WTERMSIG(status) == SIGKILL ? "SIGKILL" : "signal " + std::to_string(WTERMSIG(status));
+  }
+  return "exit " + std::to_string(WEXITSTATUS(status));
+}
+
+// A child that opens the layer and is expected to SIGKILL itself at the fault point it arms.
+std::string RunChildThatDies(const std::function<void()>& body) { return RunChild(body); }
+
+// Overwrites `size` bytes at `offset` of a segment file.
+void PokeSegment(const TempName& name, size_t offset, const void* data, size_t size) {
+  int fd = open(name.path().c_str(), O_RDWR);
+  if (fd < 0) throw std::runtime_error("open " + name.path() + ": " + std::strerror(errno));
+  ssize_t n = pwrite(fd, data, size, static_cast<off_t>(offset));
+  close(fd);
+  if (n != static_cast<ssize_t>(size)) throw std::runtime_error("pwrite " + name.path());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Queues.
+
+TEST(queue_send_receive_in_order) {
+  TempName name;
+  Layer layer(Options(name));
+  for (int i = 0; i < 50; ++i) SendText(layer, "q", "m" + std::to_string(i));
+  CHECK_CLEAN(layer);
+  CHECK_EQ(ReceiveText(layer, "q", 20), Texts("m", 0, 20));
+  CHECK_EQ(ReceiveText(layer, "q", 100), Texts("m", 20, 50));
+  CHECK(ReceiveText(layer, "q", 5).empty());
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.messages_sent, 50u);
+  CHECK_EQ(s.messages_received, 50u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(s.arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(queue_payloads_of_many_sizes_survive) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 1000;
+  Layer layer(o);
+  const uint32_t sizes[] = {1, 47, 48, 49, 63, 64, 65, 1000, 4096, 65536, 200000};
+  uint32_t id = 0;
+  for (uint32_t size : sizes) {
+    auto p = Payload(id++, size);
+    layer.Send("sizes", p.data(), size);
+  }
+  CHECK_CLEAN(layer);
+  shmch::ReceivedBatch batch;
+  layer.Receive({{"sizes", 100}}, batch);
+  CHECK_EQ(batch.length_of.size(), std::size(sizes));
+  size_t at = 0;
+  for (uint32_t i = 0; i < std::size(sizes); ++i) {
+    CHECK_EQ(batch.length_of[i], sizes[i]);
+    auto expected = Payload(i, sizes[i]);
+    CHECK(std::equal(expected.begin(), expected.end(), batch.bytes.begin() + at));
+    at += sizes[i];
+  }
+  CHECK_CLEAN(layer);
+}
+
+// Zero-length messages are legal (a custom serializer may produce them), and an empty buffer's
+// data pointer may be null, as std::vector's and an empty Uint8Array's are. Runs in a child
+// process with stderr silenced, so a sanitizer abort is a plain failure here.
+static void EmptyPayloadsBody() {
+  TempName name;
+  std::string how = RunChild([&] {
+    Layer layer(Options(name));
+    std::vector<uint8_t> empty;
+    layer.Send("empty", empty.data(), 0);
+    layer.Send("empty", empty.data(), 0);
+    shmch::ReceivedBatch batch;
+    layer.Receive({{"empty", 5}}, batch);
+    if (batch.length_of != std::vector<uint32_t>{0, 0} || !batch.bytes.empty()) _exit(6);
+    if (!layer.Verify().empty()) _exit(7);
+    _exit(0);
+  }, true);
+  CHECK_EQ(how, std::string("exit 0"));
+}
+#ifdef SHMCH_SANITIZED
+// BUG (layer.cc): Send() -> StoreBlock() calls memcpy(payload, data, 0) with data == nullptr, and
+// Receive() calls memcpy(out.bytes.data() + at, ..., 0) with out.bytes still empty (nullptr):
+// undefined behaviour, which UBSan reports as "null pointer passed as argument 2/1, which is
+// declared to never be null". Guard the memcpy calls with `if (length)`.
+KNOWN_BUG_TEST(queue_empty_payloads, "memcpy with a null pointer for empty payloads (UBSan)") {
+  EmptyPayloadsBody();
+}
+#else
+TEST(queue_empty_payloads) { EmptyPayloadsBody(); }
+#endif
+
+TEST(queue_two_instances_share_one_segment) {
+  TempName name;
+  Layer a(Options(name));
+  Layer b(Options(name));
+  CHECK(a.slot_index() != b.slot_index());
+  CHECK_EQ(a.Stats().slots_attached, 2u);
+  SendText(a, "shared", "from a");
+  SendText(b, "shared", "from b");
+  CHECK_EQ(ReceiveText(b, "shared", 10), (std::vector<std::string>{"from a", "from b"}));
+  CHECK_CLEAN(a);
+  b.Close();
+  CHECK_THROWS(SendText(b, "shared", "x"), ErrorCode::kClosed);
+  CHECK_EQ(a.Stats().slots_attached, 1u);
+  CHECK_CLEAN(a);
+}
+
+TEST(queue_batch_receive_over_several_channels) {
+  TempName name;
+  Layer layer(Options(name));
+  SendText(layer, "a", "a0");
+  SendText(layer, "a", "a1");
+  SendText(layer, "a", "a2");
+  SendText(layer, "b", "b0");
+  shmch::ReceivedBatch batch;
+  layer.Receive({{"a", 2}, {"b", 3}, {"c", 1}}, batch);
+  CHECK_EQ(batch.request_of, (std::vector<uint32_t>{0, 0, 1}));
+  CHECK_EQ(batch.length_of, (std::vector<uint32_t>{2, 2, 2}));
+  CHECK_EQ(std::string(batch.bytes.begin(), batch.bytes.end()), std::string("a0a1b0"));
+  // Short requests ("b", "c") registered this instance as a waiter: their records exist.
+  CHECK(HasChannel(layer, "c"));
+  CHECK_CLEAN(layer);
+  CHECK_EQ(ReceiveText(layer, "a", 5), (std::vector<std::string>{"a2"}));
+  CHECK_CLEAN(layer);
+}
+
+TEST(queue_capacity_gives_channel_full) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 5;
+  o.channel_capacity = {{"big.*", 8}, {"big.small", 1}};  // first match wins
+  Layer layer(o);
+  for (int i = 0; i < 5; ++i) SendText(layer, "small", "s" + std::to_string(i));
+  CHECK_THROWS(SendText(layer, "small", "s5"), ErrorCode::kChannelFull);
+  CHECK_CLEAN(layer);
+  CHECK_EQ(ReceiveText(layer, "small", 1), (std::vector<std::string>{"s0"}));
+  SendText(layer, "small", "s5");
+  CHECK_THROWS(SendText(layer, "small", "s6"), ErrorCode::kChannelFull);
+  CHECK_EQ(ReceiveText(layer, "small", 10), Texts("s", 1, 6));
+
+  for (int i = 0; i < 8; ++i) SendText(layer, "big.small", "b" + std::to_string(i));
+  CHECK_THROWS(SendText(layer, "big.small", "b8"), ErrorCode::kChannelFull);
+  // A refused send to a channel nobody else uses leaves no record behind.
+  CHECK_THROWS(SendText(layer, "other", std::string(300u << 10, 'x')), ErrorCode::kTooLarge);
+  CHECK(!HasChannel(layer, "other"));
+  CHECK_EQ(layer.Stats().queued, 8u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(queue_expiry_drops_old_messages) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.expiry_ms = 100;
+  o.capacity = 3;
+  Layer layer(o);
+  for (int i = 0; i < 3; ++i) SendText(layer, "old", "x");
+  CHECK_THROWS(SendText(layer, "old", "x"), ErrorCode::kChannelFull);
+  usleep(150'000);
+  // Expired heads are dropped on send, so the channel has room again.
+  SendText(layer, "old", "fresh-but-expiring");
+  usleep(150'000);
+  CHECK(ReceiveText(layer, "old", 10).empty());
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.messages_expired, 4u);
+  CHECK_EQ(s.messages_received, 0u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(s.arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(queue_expiry_is_per_message) {
+  TempName name;
+  LayerOptions slow = Options(name);
+  LayerOptions fast = Options(name);
+  fast.expiry_ms = 1;
+  Layer a(slow);
+  Layer b(fast);
+  SendText(b, "mixed", "short-lived");
+  SendText(a, "mixed", "long-lived");
+  usleep(20'000);
+  CHECK_EQ(ReceiveText(a, "mixed", 10), (std::vector<std::string>{"long-lived"}));
+  CHECK_EQ(a.Stats().messages_expired, 1u);
+  CHECK_CLEAN(a);
+}
+
+TEST(queue_invalid_arguments) {
+  TempName name;
+  Layer layer(Options(name));
+  CHECK_THROWS(SendText(layer, "", "x"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(SendText(layer, "a b", "x"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(SendText(layer, "a!b!c", "x"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(SendText(layer, std::string(shmch::kMaxNameLength + 1, 'a'), "x"), ErrorCode::kInvalidArgument);
+  SendText(layer, std::string(shmch::kMaxNameLength, 'a'), "longest name");
+  SendText(layer, "process.local!abc", "one bang is fine");
+  CHECK_THROWS(layer.GroupAdd("g!x", "c"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(GroupSendText(layer, "", "x"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(SendText(layer, "c", std::string((256u << 10) + 1, 'x')), ErrorCode::kTooLarge);
+  CHECK_THROWS(Layer::ValidateName("x y", true, "channel"), ErrorCode::kInvalidArgument);
+  CHECK_THROWS(shmch::Segment::ValidateLayerName("bad/name"), ErrorCode::kInvalidArgument);
+  CHECK_CLEAN(layer);
+  layer.Close();
+  CHECK_THROWS(SendText(layer, "c", "x"), ErrorCode::kClosed);
+  CHECK_THROWS(layer.Verify(), ErrorCode::kClosed);
+}
+
+TEST(queue_doorbell_rings_a_waiting_instance) {
+  TempName name;
+  Layer receiver(Options(name));
+  Layer sender(Options(name));
+  CHECK(ReceiveText(receiver, "bell", 1).empty());  // registers the receiver as a waiter
+  SendText(sender, "bell", "ding");
+  std::atomic<bool> stop{true};
+  // Interrupt first: if the bell was not rung, WaitForWake returns false instead of blocking.
+  receiver.InterruptWait();
+  CHECK(receiver.WaitForWake(0, stop));
+  CHECK_EQ(ReceiveText(receiver, "bell", 1), (std::vector<std::string>{"ding"}));
+  CHECK_CLEAN(sender);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The arena.
+
+TEST(arena_pages_for) {
+  using shmch::Arena;
+  CHECK_EQ(Arena::PagesFor(0), 1u);
+  CHECK_EQ(Arena::PagesFor(48), 1u);
+  CHECK_EQ(Arena::PagesFor(49), 2u);
+  CHECK_EQ(Arena::PagesFor(112), 2u);
+  CHECK_EQ(Arena::PagesFor(113), 3u);
+}
+
+TEST(arena_allocate_free_many_sizes_without_overlap) {
+  TempName name;
+  shmch::SegmentConfig config = Options(name).segment;
+  shmch::Segment segment(config);
+  shmch::Arena arena(segment);
+  shmch::Header& h = segment.header();
+  const uint32_t page_count = h.page_count;
+  CHECK(page_count >= 64);
+
+  struct Block {
+    uint32_t first, pages, length, id;
+  };
+  std::vector<Block> live;
+  uint32_t sizes[] = {0, 1, 48, 49, 100, 1000, 5000, 64, 333, 20000, 7, 4000};
+  uint32_t id = 0;
+  auto check_blocks = [&] {
+    std::vector<Block> sorted = live;
+    std::sort(sorted.begin(), sorted.end(), [](const Block& a, const Block& b) { return a.first < b.first; });
+    uint64_t pages = 0;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      CHECK(sorted[i].first + sorted[i].pages <= page_count);
+      if (i + 1 < sorted.size()) CHECK(sorted[i].first + sorted[i].pages <= sorted[i + 1].first);
+      for (uint32_t p = sorted[i].first; p < sorted[i].first + sorted[i].pages; ++p) CHECK(arena.IsMarked(p));
+      auto expected = Payload(sorted[i].id, sorted[i].length);
+      CHECK(std::equal(expected.begin(), expected.end(), arena.Payload(sorted[i].first)));
+      CHECK_EQ(segment.block(sorted[i].first).length, sorted[i].length);
+      pages += sorted[i].pages;
+    }
+    CHECK_EQ(uint64_t{h.used_pages}, pages);
+  };
+  auto allocate_until_full = [&] {
+    for (uint32_t n = 0;; ++n) {
+      uint32_t length = sizes[n % std::size(sizes)];
+      uint32_t first = arena.Allocate(length);
+      if (first == shmch::kNil) {
+        // Full means: no free run of that many pages is left.
+        CHECK(n > 0);
+        break;
+      }
+      CHECK_EQ(segment.block(first).pages, shmch::Arena::PagesFor(length));
+      auto bytes = Payload(id, length);
+      if (length) std::memcpy(arena.Payload(first), bytes.data(), length);
+      live.push_back({first, shmch::Arena::PagesFor(length), length, id++});
+    }
+  };
+
+  allocate_until_full();
+  check_blocks();
+  CHECK(h.used_pages > page_count / 2);
+  // Free every other block, then fill the holes again with other sizes.
+  std::vector<Block> kept;
+  for (size_t i = 0; i < live.size(); ++i) {
+    if (i % 2) {
+      arena.Free(live[i].first);
+    } else {
+      kept.push_back(live[i]);
+    }
+  }
+  live = kept;
+  check_blocks();
+  std::rotate(std::begin(sizes), std::begin(sizes) + 5, std::end(sizes));
+  allocate_until_full();
+  check_blocks();
+  for (const Block& b : live) arena.Free(b.first);
+  live.clear();
+  CHECK_EQ(h.used_pages, 0u);
+  for (uint32_t p = 0; p < page_count; ++p) CHECK(!arena.IsMarked(p));
+  // One block as large as the whole arena fits once it is empty.
+  uint32_t whole = arena.Allocate(page_count * shmch::kPageSize - sizeof(shmch::BlockHeader));
+  CHECK_EQ(whole, 0u);
+  CHECK_EQ(arena.Allocate(0), shmch::kNil);
+  arena.Free(whole);
+  CHECK_EQ(h.used_pages, 0u);
+}
+
+TEST(arena_full_gives_arena_full) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 100000;
+  Layer layer(o);
+  const uint32_t size = 60000;
+  uint32_t sent = 0;
+  bool full = false;
+  for (uint32_t i = 0; i < 1000 && !full; ++i) {
+    auto p = Payload(i, size);
+    try {
+      layer.Send("bulk", p.data(), size);
+      ++sent;
+    } catch (const Error& e) {
+      CHECK_EQ(std::string(CodeName(e.code())), std::string(CodeName(ErrorCode::kArenaFull)));
+      full = true;
+    }
+  }
+  CHECK(full);
+  CHECK(sent > 10);
+  CHECK_CLEAN(layer);
+  // A small message still fits where a large one does not.
+  SendText(layer, "small", "still room for this");
+  shmch::ReceivedBatch batch;
+  layer.Receive({{"bulk", sent}}, batch);
+  CHECK_EQ(batch.length_of.size(), size_t{sent});
+  for (uint32_t i = 0; i < sent; ++i) {
+    auto expected = Payload(i, size);
+    CHECK(std::equal(expected.begin(), expected.end(), batch.bytes.begin() + size_t{i} * size));
+  }
+  CHECK_EQ(ReceiveText(layer, "small", 1), (std::vector<std::string>{"still room for this"}));
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  auto p = Payload(0, size);
+  layer.Send("bulk", p.data(), size);
+  CHECK_CLEAN(layer);
+}
+
+TEST(node_pool_exhaustion_gives_arena_full) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 100000;
+  Layer layer(o);
+  uint32_t sent = 0;
+  try {
+    for (;; ++sent) SendText(layer, "many." + std::to_string(sent % 7), "n");
+  } catch (const Error& e) {
+    CHECK_EQ(std::string(CodeName(e.code())), std::string(CodeName(ErrorCode::kArenaFull)));
+  }
+  CHECK_EQ(sent, o.segment.max_nodes);
+  CHECK_EQ(layer.Stats().nodes_free, 0u);
+  CHECK_EQ(layer.Stats().queued, o.segment.max_nodes);
+  uint32_t received = 0;
+  for (int c = 0; c < 7; ++c) received += ReceiveText(layer, "many." + std::to_string(c), 10000).size();
+  CHECK_EQ(received, sent);
+  CHECK_EQ(layer.Stats().nodes_free, o.segment.max_nodes);
+  // (Verify() is not checked here: see the known bug below.)
+  SendText(layer, "many.0", "works again");
+  CHECK_EQ(ReceiveText(layer, "many.0", 5), std::vector<std::string>{"works again"});
+}
+
+// Fills the node pool with 1-page messages; returns how many were sent.
+static uint32_t FillNodePool(Layer& layer, uint32_t max_nodes) {
+  for (uint32_t i = 0; i < max_nodes; ++i) SendText(layer, "fill", "n");
+  return max_nodes;
+}
+
+// BUG (layer.cc, Layer::Send): StoreBlock() succeeds, then Enqueue() throws kArenaFull because the
+// node pool is empty; the catch only calls MaybeReleaseChannel(), so the stored block's pages stay
+// marked in the bitmap with no node referencing them: a leak of PagesFor(length) pages per refused
+// send (a producer retrying on SegmentFull leaks the whole arena) until some recovery runs.
+KNOWN_BUG_TEST(send_refused_for_lack_of_nodes_frees_its_block,
+               "Send() leaks the stored block when Enqueue() finds no free node") {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 100000;
+  Layer layer(o);
+  FillNodePool(layer, o.segment.max_nodes);
+  uint64_t used = layer.Stats().arena_used_bytes;
+  CHECK_THROWS(SendText(layer, "one-more", std::string(1000, 'x')), ErrorCode::kArenaFull);
+  CHECK_EQ(layer.Stats().arena_used_bytes, used);
+  CHECK_CLEAN(layer);
+}
+
+// BUG (layer.cc, Layer::GroupSend): same leak when the first Enqueue() of a group send throws for
+// lack of nodes: the exception skips `if (block != kNil && delivered == 0) arena_->Free(block)`.
+// (When some members were already served, the call throws although they got the message.)
+KNOWN_BUG_TEST(group_send_refused_for_lack_of_nodes_frees_its_block,
+               "GroupSend() leaks the stored block when Enqueue() finds no free node") {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 100000;
+  Layer layer(o);
+  layer.GroupAdd("g", "member");
+  FillNodePool(layer, o.segment.max_nodes);
+  uint64_t used = layer.Stats().arena_used_bytes;
+  CHECK_THROWS(GroupSendText(layer, "g", std::string(1000, 'x')), ErrorCode::kArenaFull);
+  CHECK_EQ(layer.Stats().arena_used_bytes, used);
+  CHECK_CLEAN(layer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups.
+
+TEST(groups_add_send_discard) {
+  TempName name;
+  Layer layer(Options(name));
+  layer.GroupAdd("room", "c1");
+  layer.GroupAdd("room", "c2");
+  layer.GroupAdd("room", "c3");
+  layer.GroupAdd("room", "c1");  // idempotent
+  CHECK_CLEAN(layer);
+  auto groups = layer.ListGroups(100);
+  CHECK_EQ(groups.size(), 1u);
+  CHECK_EQ(groups[0].name, std::string("room"));
+  CHECK_EQ(groups[0].members, 3u);
+  CHECK_EQ(layer.Stats().members, 3u);
+
+  const std::string text(1000, 'g');
+  CHECK_EQ(GroupSendText(layer, "room", text), 3u);
+  // One stored copy, three queued references.
+  CHECK_EQ(layer.Stats().arena_used_bytes, uint64_t{shmch::Arena::PagesFor(1000)} * shmch::kPageSize);
+  CHECK_EQ(layer.Stats().queued, 3u);
+  CHECK_CLEAN(layer);
+  for (const char* c : {"c1", "c2", "c3"}) CHECK_EQ(ReceiveText(layer, c, 5), std::vector<std::string>{text});
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+
+  layer.GroupDiscard("room", "c2");
+  layer.GroupDiscard("room", "c2");     // discarding again is harmless
+  layer.GroupDiscard("room", "nope");   // so is discarding a stranger
+  layer.GroupDiscard("nogroup", "c1");  // or from a group that does not exist
+  CHECK_CLEAN(layer);
+  CHECK_EQ(GroupSendText(layer, "room", "second"), 2u);
+  CHECK(ReceiveText(layer, "c2", 5).empty());
+  CHECK_EQ(ReceiveText(layer, "c1", 5), std::vector<std::string>{"second"});
+  CHECK_EQ(ReceiveText(layer, "c3", 5), std::vector<std::string>{"second"});
+
+  layer.GroupDiscard("room", "c1");
+  layer.GroupDiscard("room", "c3");
+  CHECK(layer.ListGroups(100).empty());
+  CHECK_EQ(layer.Stats().groups, 0u);
+  CHECK_EQ(layer.Stats().members, 0u);
+  CHECK_EQ(GroupSendText(layer, "room", "nobody"), 0u);
+  CHECK_EQ(GroupSendText(layer, "never-existed", "nobody"), 0u);
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(groups_one_channel_in_many_groups) {
+  TempName name;
+  Layer layer(Options(name));
+  for (int g = 0; g < 10; ++g) layer.GroupAdd("g" + std::to_string(g), "shared");
+  layer.GroupAdd("g0", "other");
+  auto channels = layer.ListChannels(100);
+  CHECK_EQ(channels.size(), 2u);
+  for (const auto& c : channels) CHECK_EQ(c.memberships, c.name == "shared" ? 10u : 1u);
+  for (int g = 0; g < 10; ++g) CHECK_EQ(GroupSendText(layer, "g" + std::to_string(g), "to g" + std::to_string(g)), 1u + (g == 0));
+  CHECK_EQ(ReceiveText(layer, "shared", 100), Texts("to g", 0, 10));
+  CHECK_CLEAN(layer);
+  for (int g = 0; g < 10; ++g) layer.GroupDiscard("g" + std::to_string(g), "shared");
+  CHECK_EQ(layer.ListGroups(100).size(), 1u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(groups_send_skips_full_members) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.channel_capacity = {{"tiny.*", 1}};
+  Layer layer(o);
+  layer.GroupAdd("g", "tiny.a");
+  layer.GroupAdd("g", "roomy");
+  SendText(layer, "tiny.a", "already full");
+  CHECK_EQ(GroupSendText(layer, "g", "fan"), 1u);
+  CHECK_EQ(ReceiveText(layer, "tiny.a", 5), std::vector<std::string>{"already full"});
+  CHECK_EQ(ReceiveText(layer, "roomy", 5), std::vector<std::string>{"fan"});
+  CHECK_CLEAN(layer);
+  // With every member full, nothing is stored.
+  SendText(layer, "tiny.a", "full again");
+  layer.GroupDiscard("g", "roomy");
+  CHECK_EQ(GroupSendText(layer, "g", "lost"), 0u);
+  CHECK_EQ(layer.Stats().queued, 1u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(groups_memberships_expire) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.group_expiry_ms = 1;
+  Layer layer(o);
+  layer.GroupAdd("brief", "member");
+  usleep(20'000);
+  CHECK_EQ(GroupSendText(layer, "brief", "too late"), 0u);
+  CHECK(layer.ListGroups(100).empty());
+  CHECK_EQ(layer.Stats().members, 0u);
+  CHECK(ReceiveText(layer, "member", 1).empty());
+  CHECK_CLEAN(layer);
+}
+
+TEST(groups_table_full) {
+  TempName name;
+  Layer layer(Options(name));
+  for (uint32_t g = 0; g < 32; ++g) layer.GroupAdd("g" + std::to_string(g), "c");
+  CHECK_THROWS(layer.GroupAdd("one-too-many", "c"), ErrorCode::kTableFull);
+  CHECK_EQ(layer.Stats().groups, 32u);
+  CHECK_CLEAN(layer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flush.
+
+TEST(flush_empties_everything) {
+  TempName name;
+  Layer layer(Options(name));
+  Layer other(Options(name));
+  for (int i = 0; i < 20; ++i) SendText(layer, "f" + std::to_string(i % 4), std::string(100 * i, 'f'));
+  layer.GroupAdd("g1", "f0");
+  layer.GroupAdd("g1", "f1");
+  layer.GroupAdd("g2", "f1");
+  CHECK_EQ(GroupSendText(layer, "g1", "fan"), 2u);
+  CHECK(ReceiveText(other, "waiting", 1).empty());  // a waiter registration
+  CHECK_CLEAN(layer);
+  layer.Flush();
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.channels, 0u);
+  CHECK_EQ(s.groups, 0u);
+  CHECK_EQ(s.members, 0u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(s.arena_used_bytes, 0u);
+  CHECK_EQ(s.nodes_free, 2048u);
+  CHECK(layer.ListChannels(100).empty());
+  CHECK(layer.ListGroups(100).empty());
+  CHECK_CLEAN(layer);
+  CHECK_CLEAN(other);
+  // Still fully usable afterwards, from both instances.
+  SendText(other, "after", "flush");
+  layer.GroupAdd("g1", "after");
+  CHECK_EQ(GroupSendText(other, "g1", "again"), 1u);
+  CHECK_EQ(ReceiveText(layer, "after", 5), (std::vector<std::string>{"flush", "again"}));
+  CHECK_CLEAN(layer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery: a process dies inside a critical section, holding the segment lock.
+
+TEST(recovery_sender_dies_before_linking_node) {
+  TempName name;
+  Layer layer(Options(name));
+  SendText(layer, "r", "before");
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 1;
+    SendText(child, "r", "lost");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_CLEAN(layer);  // takes the lock over from the dead child and rebuilds the derived state
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.lock_recoveries, 1u);
+  CHECK_EQ(s.slots_attached, 1u);
+  CHECK_EQ(s.queued, 1u);
+  CHECK_EQ(ReceiveText(layer, "r", 10), std::vector<std::string>{"before"});
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);  // the dead sender's block was reclaimed
+  SendText(layer, "r", "after");
+  CHECK_EQ(ReceiveText(layer, "r", 10), std::vector<std::string>{"after"});
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_sender_dies_after_linking_node) {
+  TempName name;
+  Layer layer(Options(name));
+  SendText(layer, "r", "before");
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 2;
+    SendText(child, "r", "linked");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  SendText(layer, "r", "after");  // this send recovers first
+  CHECK_CLEAN(layer);
+  CHECK_EQ(layer.Stats().lock_recoveries, 1u);
+  CHECK_EQ(ReceiveText(layer, "r", 10), (std::vector<std::string>{"before", "linked", "after"}));
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_receiver_dies_before_popping) {
+  TempName name;
+  Layer layer(Options(name));
+  for (int i = 0; i < 5; ++i) SendText(layer, "r", "m" + std::to_string(i));
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 3;
+    ReceiveText(child, "r", 3);
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_CLEAN(layer);
+  CHECK_EQ(layer.Stats().lock_recoveries, 1u);
+  CHECK_EQ(ReceiveText(layer, "r", 10), Texts("m", 0, 5));  // nothing was lost
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_group_sender_dies_midway) {
+  TempName name;
+  Layer layer(Options(name));
+  for (const char* c : {"g.a", "g.b", "g.c"}) layer.GroupAdd("g", c);
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 2;  // after linking the first member's node: one block, refcount 1
+    GroupSendText(child, "g", "partial");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_CLEAN(layer);
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.queued, 1u);
+  CHECK_EQ(s.members, 3u);
+  uint32_t got = 0;
+  for (const char* c : {"g.a", "g.b", "g.c"}) got += ReceiveText(layer, c, 5).size();
+  CHECK_EQ(got, 1u);
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_EQ(GroupSendText(layer, "g", "whole"), 3u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_by_a_newcomer_in_the_dead_holders_slot) {
+  TempName name;
+  Layer layer(Options(name));
+  SendText(layer, "r", "kept");
+  uint32_t dead_slot = shmch::kNil;
+  int pipe_fds[2];
+  CHECK(pipe(pipe_fds) == 0);
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    uint32_t slot = child.slot_index();
+    if (write(pipe_fds[1], &slot, sizeof slot) != sizeof slot) _exit(5);
+    shmch::g_fault_point = 3;
+    ReceiveText(child, "r", 1);
+  });
+  if (read(pipe_fds[0], &dead_slot, sizeof dead_slot) != sizeof dead_slot) dead_slot = shmch::kNil;
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  CHECK_EQ(how, std::string("SIGKILL"));
+  // Nobody touched the segment since: the newcomer claims the dead slot and finds the lock owned
+  // by that slot, i.e. by itself.
+  Layer newcomer(Options(name));
+  CHECK_EQ(newcomer.slot_index(), dead_slot);
+  CHECK_CLEAN(newcomer);
+  CHECK_CLEAN(layer);
+  CHECK_EQ(newcomer.Stats().slots_attached, 2u);
+  CHECK_EQ(ReceiveText(newcomer, "r", 5), std::vector<std::string>{"kept"});
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_reclaims_a_dead_instances_slot_and_waits) {
+  TempName name;
+  Layer layer(Options(name));
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    ReceiveText(child, "dead.waiting", 1);  // registers a waiter, then dies outside any lock
+    kill(getpid(), SIGKILL);
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_EQ(layer.Stats().slots_attached, 1u);
+  // Attaching reclaims dead slots: the dead waiter's registration no longer holds the record.
+  Layer next(Options(name));
+  CHECK(!HasChannel(layer, "dead.waiting"));
+  CHECK_EQ(layer.Stats().channels, 0u);
+  CHECK_EQ(layer.Stats().lock_recoveries, 0u);  // it died outside the lock
+  CHECK_CLEAN(layer);
+}
+
+// BUG: Enqueue() moves the channel's waiters into pending_ring_ only after linking the node (fault
+// point 2), and Recover() rebuilds the queue without ringing anyone. A receiver registered on the
+// channel is not woken although the dead sender's message is now queued; it sleeps until some
+// later send to the same channel.
+KNOWN_BUG_TEST(recovery_wakes_waiters_of_a_message_left_by_a_dead_sender,
+               "Recover() does not ring the waiters of non-empty channels") {
+  TempName name;
+  Layer receiver(Options(name));
+  CHECK(ReceiveText(receiver, "wake", 1).empty());  // registered as a waiter
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 2;
+    SendText(child, "wake", "queued");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  Layer other(Options(name));
+  CHECK_CLEAN(other);  // recovery
+  CHECK_EQ(other.Stats().queued, 1u);
+  std::atomic<bool> stop{true};
+  receiver.InterruptWait();  // so WaitForWake returns false instead of blocking when not rung
+  CHECK(receiver.WaitForWake(0, stop));
+}
+
+// BUG: SharedLockOps::Lock() returns kOwnerDied without counting it in `recoveries` when the lock
+// is owned by the caller's own slot, which happens whenever a newcomer claims a dead holder's slot
+// before anyone else took the lock over.
+KNOWN_BUG_TEST(recovery_by_a_newcomer_is_counted_in_lock_recoveries,
+               "lock_recoveries misses takeovers through slot reuse") {
+  TempName name;
+  Layer layer(Options(name));
+  SendText(layer, "r", "x");
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 3;
+    ReceiveText(child, "r", 1);
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  Layer newcomer(Options(name));
+  CHECK_CLEAN(newcomer);
+  CHECK_EQ(newcomer.Stats().lock_recoveries, 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment creation and validation.
+
+TEST(segment_with_bad_magic_is_refused) {
+  TempName name;
+  { Layer layer(Options(name)); }
+  uint64_t bad = shmch::kMagic ^ 1;
+  PokeSegment(name, offsetof(shmch::Header, magic), &bad, sizeof bad);
+  CHECK_THROWS(Layer layer(Options(name)), ErrorCode::kVersionMismatch);
+}
+
+TEST(segment_with_other_layout_version_is_refused) {
+  TempName name;
+  { Layer layer(Options(name)); }
+  uint32_t other = shmch::kLayoutVersion + 1;
+  PokeSegment(name, offsetof(shmch::Header, layout_version), &other, sizeof other);
+  CHECK_THROWS(Layer layer(Options(name)), ErrorCode::kVersionMismatch);
+  // Restoring the version makes it usable again: the refusal changed nothing.
+  uint32_t mine = shmch::kLayoutVersion;
+  PokeSegment(name, offsetof(shmch::Header, layout_version), &mine, sizeof mine);
+  Layer layer(Options(name));
+  CHECK_CLEAN(layer);
+}
+
+TEST(segment_with_other_abi_tag_is_refused) {
+  TempName name;
+  Layer keep(Options(name));  // a live attacher does not change the verdict
+  uint32_t other = shmch::kAbiTag ^ 0x100;
+  PokeSegment(name, offsetof(shmch::Header, abi_tag), &other, sizeof other);
+  CHECK_THROWS(Layer layer(Options(name)), ErrorCode::kVersionMismatch);
+}
+
+TEST(segment_too_small_is_refused) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.segment.size = 4096;
+  CHECK_THROWS(Layer layer(o), ErrorCode::kInvalidArgument);
+  o.segment.size = 128u << 10;  // above the header, below the tables
+  CHECK_THROWS(Layer layer(o), ErrorCode::kInvalidArgument);
+  o.segment.size = 2u << 20;
+  o.segment.max_message_size = 4u << 20;  // larger than the arena
+  CHECK_THROWS(Layer layer(o), ErrorCode::kInvalidArgument);
+  o.segment.max_message_size = 0;
+  CHECK_THROWS(Layer layer(o), ErrorCode::kInvalidArgument);
+  // A refused creation leaves no segment behind.
+  CHECK(access(name.path().c_str(), F_OK) != 0);
+  o.segment.max_message_size = 1024;
+  Layer layer(o);
+  CHECK_CLEAN(layer);
+}
+
+TEST(segment_attach_uses_the_creators_tables) {
+  TempName name;
+  Layer first(Options(name));
+  LayerOptions different = Options(name);
+  different.segment.size = 8u << 20;
+  different.segment.max_nodes = 5;
+  Layer second(different);
+  shmch::LayerStats s = second.Stats();
+  CHECK_EQ(s.segment_bytes, uint64_t{2u << 20});
+  CHECK_EQ(s.nodes_free, 2048u);
+  CHECK_CLEAN(second);
+}
+
+TEST(segment_destroy_removes_the_name) {
+  TempName name;
+  {
+    Layer layer(Options(name));
+    SendText(layer, "d", "x");
+    CHECK(access(name.path().c_str(), F_OK) == 0);
+    CHECK(Layer::Destroy(name.str()));
+    CHECK(layer.IsUnlinked());
+    SendText(layer, "d", "still works on its own mapping");
+    CHECK_CLEAN(layer);
+  }
+  CHECK(access(name.path().c_str(), F_OK) != 0);
+  CHECK(!Layer::Destroy(name.str()));
+  Layer fresh(Options(name));  // a new, empty segment
+  CHECK(ReceiveText(fresh, "d", 5).empty());
+  CHECK_CLEAN(fresh);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  int passed = 0, failed = 0;
+  for (const TestCase& test : Registry()) {
+    if (argc > 1) {
+      bool wanted = false;
+      for (int i = 1; i < argc; ++i) wanted = wanted || std::strstr(test.name, argv[i]) != nullptr;
+      if (!wanted) continue;
+    }
+    std::string failure;
+    try {
+      test.fn();
+    } catch (const CheckFailure& f) {
+      failure = f.message;
+    } catch (const Error& e) {
+      failure = std::string("unexpected shmch::Error ") + CodeName(e.code()) + ": " + e.what();
+    } catch (const std::exception& e) {
+      failure = std::string("unexpected exception: ") + e.what();
+    } catch (...) {
+      failure = "unexpected exception";
+    }
+    if (test.known_bug) {
+      if (failure.empty()) {
+        std::printf("FAIL %s: passed although marked as a known bug (%s): remove the marker\n", test.name,
+                    test.known_bug);
+        ++failed;
+      } else {
+        std::printf("PASS %s (known bug reproduced: %s; %s)\n", test.name, test.known_bug, failure.c_str());
+        ++passed;
+      }
+    } else if (failure.empty()) {
+      std::printf("PASS %s\n", test.name);
+      ++passed;
+    } else {
+      std::printf("FAIL %s: %s\n", test.name, failure.c_str());
+      ++failed;
+    }
+    std::fflush(stdout);
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  // Under ctest, which hides the output of passing tests, the summary also goes to a file that
+  // CTestCustom.cmake prints after the run (see native/tests/CMakeLists.txt).
+  if (const char* summary = std::getenv("SHMCH_TEST_SUMMARY")) {
+    if (FILE* f = std::fopen(summary, "w")) {
+      std::fprintf(f, "%d passed, %d failed\n", passed, failed);
+      std::fclose(f);
+    }
+  }
+  return failed == 0 ? 0 : 1;
+}
