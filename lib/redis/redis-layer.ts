@@ -79,6 +79,11 @@ export class RedisChannelLayer implements ChannelLayer {
   private readonly buffers = new Map<string, Buffered[]>();
   private buffersSwept = Date.now();
   private readonly closing = new AbortController();
+  private closed_: Promise<void> | undefined;
+  /** BZPOPMINs in flight, by poller id: their host and Redis client id (for CLIENT UNBLOCK). */
+  private readonly blocked = new Map<string, { index: number; clientId?: number }>();
+  /** Messages on their way back into their channel (see `dispatch`). */
+  private readonly putBacks = new Set<Promise<unknown>>();
   /** Members seen in each key's '$inflight' backup at the last look (see `restoreParked`). */
   private readonly parkedSeen = new Map<string, Set<string>>();
   private sendIndex = 0;
@@ -131,6 +136,7 @@ export class RedisChannelLayer implements ChannelLayer {
     } catch (error) {
       return Promise.reject(error);
     }
+    if (options.signal?.aborted) return this.pending.add(channel, options.signal) as Promise<T>;
     const local = channel.includes('!');
     const nonLocal = nonLocalName(channel);
     if (local) {
@@ -143,7 +149,6 @@ export class RedisChannelLayer implements ChannelLayer {
       if (buffered) return Promise.resolve(buffered as T);
     }
     const promise = this.pending.add(channel, options.signal) as Promise<T>;
-    if (options.signal?.aborted) return promise;
     const key = this.prefix + nonLocal;
     let channels = this.keyChannels.get(key);
     if (!channels) {
@@ -251,10 +256,23 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    this.closed_ ??= this.shutdown();
+    return this.closed_;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true;
     this.closing.abort();
     this.pending.rejectAll(new LayerClosed());
+    // Wake our blocked BZPOPMINs before disconnecting: a dropped connection still blocked could be
+    // handed a message by Redis, which would then be lost. A message one of them took in the
+    // meantime goes back into its channel.
+    const unblocks = [...this.blocked.values()]
+      .filter((entry) => entry.clientId !== undefined)
+      .map((entry) => this.command(entry.index).call('CLIENT', 'UNBLOCK', entry.clientId!));
+    await withTimeout(Promise.allSettled(unblocks), 1000);
+    await withTimeout(Promise.allSettled([...this.pollers.values()]), 1000);
+    await withTimeout(Promise.allSettled([...this.putBacks]), 1000);
     for (const connection of this.connections) connection.close();
     this.connections.clear();
     await Promise.allSettled([...this.pollers.values()]);
@@ -301,7 +319,14 @@ export class RedisChannelLayer implements ChannelLayer {
         }
         connection ??= this.acquireBlocking(index);
         let reply: unknown;
+        const entry: { index: number; clientId?: number } = { index };
+        this.blocked.set(id, entry);
         try {
+          // Pipelined with the pop, so no extra round trip: the id CLIENT UNBLOCK needs in close().
+          connection.call('CLIENT', 'ID').then(
+            (clientId) => (entry.clientId = Number(clientId)),
+            () => {},
+          );
           reply = await connection.call('BZPOPMIN', key, this.blockSeconds);
           backoff = 0;
         } catch (error) {
@@ -309,8 +334,11 @@ export class RedisChannelLayer implements ChannelLayer {
           this.failWaiters(key, error);
           backoff = backoff ? Math.min(backoff * 2, 2000) : 100;
           continue;
+        } finally {
+          this.blocked.delete(id);
         }
         if (reply === null || !Array.isArray(reply)) {
+          if (this.closed) break;
           // Idle for a whole timeout: a good moment to look for abandoned channels_redis backups.
           await this.restoreParked(index, key).catch(() => {});
           continue;
@@ -333,9 +361,11 @@ export class RedisChannelLayer implements ChannelLayer {
       const channel = key.slice(this.prefix.length);
       if (this.pending.count(channel) === 0) {
         // Its receive was cancelled: back in the queue, in its place, for the next receiver.
-        this.command(index)
+        const putBack = this.command(index)
           .call('EVAL', PUT_BACK, 1, key, this.expiryMs(), score, member)
-          .catch(() => {});
+          .catch(() => {})
+          .finally(() => this.putBacks.delete(putBack));
+        this.putBacks.add(putBack);
         return;
       }
       let message: Message;
@@ -471,6 +501,16 @@ export class RedisChannelLayer implements ChannelLayer {
   private checkOpen(): void {
     if (this.closed) throw new LayerClosed();
   }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 function checkReserved(message: Message): void {
