@@ -19,12 +19,6 @@ export interface NativeStats {
   lockRecoveries: number;
 }
 
-export interface NativeReceived {
-  bytes: Buffer;
-  requests: Uint32Array;
-  lengths: Uint32Array;
-}
-
 export interface NativeLayerOptions {
   name: string;
   size?: number;
@@ -48,7 +42,11 @@ export interface NativeLayer {
   readonly slot: number;
   send(channel: string, payload: Uint8Array): void;
   groupSend(group: string, payload: Uint8Array): number;
-  receive(channels: string[], wanted: number[]): NativeReceived | null;
+  /**
+   * Takes up to `wanted` messages per channel. Returns null or one Buffer: payloads back to back,
+   * then a (request index, length) u32 pair per message, then the message count (u32 LE).
+   */
+  receive(channels: string | string[], wanted: number | number[]): Buffer | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   flush(): void;

@@ -274,12 +274,15 @@ export class ShmChannelLayer implements ChannelLayer {
   private drain(): void {
     if (this.closed || this.pending.size === 0) return;
     const wanted = this.pending.wanted();
-    let batch;
+    let batch: Buffer | null;
     try {
-      batch = this.handle.receive(
-        wanted.map(([channel]) => channel),
-        wanted.map(([, count]) => count),
-      );
+      batch =
+        wanted.length === 1
+          ? this.handle.receive(wanted[0]![0], wanted[0]![1])
+          : this.handle.receive(
+              wanted.map(([channel]) => channel),
+              wanted.map(([, count]) => count),
+            );
     } catch (error) {
       const failure = translate(error);
       for (const [channel, count] of wanted) {
@@ -288,12 +291,13 @@ export class ShmChannelLayer implements ChannelLayer {
       return;
     }
     if (batch) {
-      const { bytes, requests, lengths } = batch;
+      const count = batch.readUInt32LE(batch.length - 4);
+      let entry = batch.length - 4 - count * 8;
       let offset = 0;
-      for (let i = 0; i < requests.length; i++) {
-        const channel = wanted[requests[i]!]![0];
-        const length = lengths[i]!;
-        const payload = bytes.subarray(offset, offset + length);
+      for (let i = 0; i < count; i++, entry += 8) {
+        const channel = wanted[batch.readUInt32LE(entry)]![0];
+        const length = batch.readUInt32LE(entry + 4);
+        const payload = batch.subarray(offset, offset + length);
         offset += length;
         let message: Message;
         try {

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -181,41 +182,44 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return Napi::Number::New(env, n);
   }
 
-  // receive(channels: string[], wanted: number[]) ->
-  //   null | { bytes: Buffer, requests: Uint32Array, lengths: Uint32Array }
+  // receive(channel: string, wanted: number) or receive(channels: string[], wanted: number[]).
+  // Returns null, or one Buffer: the payloads back to back, then per message (request index,
+  // length) as u32 pairs, then the message count as u32, all little-endian. One JS object per
+  // batch keeps the per-call cost of the hot path low.
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto channels = info[0].As<Napi::Array>();
-    auto wanted = info[1].As<Napi::Array>();
     std::vector<shmch::ReceiveRequest> requests;
-    requests.reserve(channels.Length());
-    for (uint32_t i = 0; i < channels.Length(); ++i) {
-      requests.push_back({channels.Get(i).ToString().Utf8Value(),
-                          wanted.Get(i).As<Napi::Number>().Uint32Value()});
+    if (info[0].IsString()) {
+      requests.push_back({info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Uint32Value()});
+    } else {
+      auto channels = info[0].As<Napi::Array>();
+      auto wanted = info[1].As<Napi::Array>();
+      requests.reserve(channels.Length());
+      for (uint32_t i = 0; i < channels.Length(); ++i) {
+        requests.push_back({channels.Get(i).ToString().Utf8Value(),
+                            wanted.Get(i).As<Napi::Number>().Uint32Value()});
+      }
     }
     shmch::ReceivedBatch batch;
     Guard(env, [&] { Open(env).Receive(requests, batch); });
-    if (batch.request_of.empty()) return env.Null();
-    Napi::Object result = Napi::Object::New(env);
     size_t n = batch.request_of.size();
-    auto req = Napi::Uint32Array::New(env, n);
-    auto len = Napi::Uint32Array::New(env, n);
-    std::copy(batch.request_of.begin(), batch.request_of.end(), req.Data());
-    std::copy(batch.length_of.begin(), batch.length_of.end(), len.Data());
-    Napi::Buffer<uint8_t> bytes;
-    if (batch.bytes.size() < 65536) {
-      bytes = Napi::Buffer<uint8_t>::Copy(env, batch.bytes.data(), batch.bytes.size());
-    } else {
-      // Large payloads: hand the vector's memory to JS instead of copying it a second time.
-      auto* owned = new std::vector<uint8_t>(std::move(batch.bytes));
-      bytes = Napi::Buffer<uint8_t>::New(env, owned->data(), owned->size(),
-                                         [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
-                                         owned);
+    if (n == 0) return env.Null();
+    std::vector<uint8_t>& bytes = batch.bytes;
+    size_t payload = bytes.size();
+    bytes.resize(payload + n * 8 + 4);
+    uint8_t* trailer = bytes.data() + payload;
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(trailer + i * 8, &batch.request_of[i], 4);
+      std::memcpy(trailer + i * 8 + 4, &batch.length_of[i], 4);
     }
-    result.Set("bytes", bytes);
-    result.Set("requests", req);
-    result.Set("lengths", len);
-    return result;
+    uint32_t count = static_cast<uint32_t>(n);
+    std::memcpy(trailer + n * 8, &count, 4);
+    if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    // Large payloads: hand the vector's memory to JS instead of copying it a second time.
+    auto* owned = new std::vector<uint8_t>(std::move(bytes));
+    return Napi::Buffer<uint8_t>::New(
+        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
+        owned);
   }
 
   Napi::Value GroupAdd(const Napi::CallbackInfo& info) {
