@@ -148,8 +148,14 @@ export class RedisChannelLayer implements ChannelLayer {
       const buffered = this.takeBuffered(channel);
       if (buffered) return Promise.resolve(buffered as T);
     }
-    const promise = this.pending.add(channel, options.signal) as Promise<T>;
     const key = this.prefix + nonLocal;
+    const promise = this.pending.add(channel, options.signal) as Promise<T>;
+    if (options.signal) {
+      // Cancelled: when nobody waits on the key any more, stop its blocked pops.
+      promise.catch(() => {
+        if (!this.closed && !this.wanted(key)) this.unblock(key);
+      });
+    }
     let channels = this.keyChannels.get(key);
     if (!channels) {
       channels = new Set();
@@ -286,6 +292,21 @@ export class RedisChannelLayer implements ChannelLayer {
     if (!this.pollers.has(id)) this.pollers.set(id, this.poll(index, key, local, id));
   }
 
+  /**
+   * Wakes this layer's pops blocked on `key` (CLIENT UNBLOCK: they return nil, or a message they
+   * took meanwhile, which `dispatch` puts back or buffers), so no loop holds messages nobody here
+   * waits for.
+   */
+  private unblock(key: string): void {
+    for (let index = 0; index < this.hosts.length; index++) {
+      const entry = this.blocked.get(`${index} ${key}`);
+      if (entry?.clientId === undefined) continue;
+      this.command(index)
+        .call('CLIENT', 'UNBLOCK', entry.clientId)
+        .catch(() => {});
+    }
+  }
+
   /** True while a receive waits on a channel stored under `key`. */
   private wanted(key: string): boolean {
     const channels = this.keyChannels.get(key);
@@ -319,6 +340,7 @@ export class RedisChannelLayer implements ChannelLayer {
         }
         connection ??= this.acquireBlocking(index);
         let reply: unknown;
+        let started = 0;
         const entry: { index: number; clientId?: number } = { index };
         this.blocked.set(id, entry);
         try {
@@ -327,6 +349,7 @@ export class RedisChannelLayer implements ChannelLayer {
             (clientId) => (entry.clientId = Number(clientId)),
             () => {},
           );
+          started = Date.now();
           reply = await connection.call('BZPOPMIN', key, this.blockSeconds);
           backoff = 0;
         } catch (error) {
@@ -339,12 +362,15 @@ export class RedisChannelLayer implements ChannelLayer {
         }
         if (reply === null || !Array.isArray(reply)) {
           if (this.closed) break;
-          // Idle for a whole timeout: a good moment to look for abandoned channels_redis backups.
-          await this.restoreParked(index, key).catch(() => {});
+          // Idle for a whole timeout (not woken by CLIENT UNBLOCK): a good moment to look for
+          // abandoned channels_redis backups.
+          if (Date.now() - started >= this.blockSeconds * 900) await this.restoreParked(index, key).catch(() => {});
           continue;
         }
         const [, member, score] = reply as [Buffer, Buffer, Buffer];
         this.dispatch(index, key, local, member, Number(score.toString()));
+        // Served: with several hosts the pops on the others would only hold messages up.
+        if (this.hosts.length > 1 && !this.wanted(key)) this.unblock(key);
       }
     } finally {
       this.pollers.delete(id);
