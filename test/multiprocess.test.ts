@@ -533,10 +533,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     expect(stats.queued).toBe(0);
   });
 
-  // BUG (native/core/shared_lock.cc, SharedLockOps::Lock): when the new owner of a dead holder's
-  // slot finds `owner == mine`, it returns kOwnerDied without `recoveries.fetch_add(1)`, so this
-  // takeover is missing from stats().lockRecoveries.
-  it.fails('counts a lock takeover by a newcomer in the dead holder’s slot in lockRecoveries', async () => {
+  // Regression: a takeover by the newcomer in the dead holder's slot was not counted.
+  it('counts a lock takeover by a newcomer in the dead holder’s slot in lockRecoveries', async () => {
     const name = layerName();
     const main = openLayer(name);
     await main.send('fp', { type: 'item', sender: 1, seq: 1 });
@@ -575,11 +573,9 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     });
   }
 
-  // BUG (native/core/layer.cc Enqueue + recovery.cc Recover): the sender died after linking the
-  // node (fault point 2) but before moving the channel's waiters into pending_ring_; Recover()
-  // rebuilds the queue but rings nobody, so the registered receiver sleeps on its doorbell until
-  // some later send to the same channel, although the message is queued.
-  it.fails('wakes a receiver waiting for a message that a dying sender had already linked (fault point 2)', async () => {
+  // Regression: a sender that died after linking the node (fault point 2) but before ringing the
+  // channel's waiters left them asleep; recovery now rings waiters of every non-empty channel.
+  it('wakes a receiver waiting for a message that a dying sender had already linked (fault point 2)', async () => {
     const name = layerName();
     const main = openLayer(name);
     const survivor = await forkAgent('survivor');
@@ -592,10 +588,11 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const dying = victim.call('send', { channel: 'fp2', message: { type: 'item', seq: 1 } }).catch((e: Error) => e);
     expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
     await dying;
-    // Any operation takes the lock over from the dead sender and recovers the segment.
+    // Any operation takes the lock over from the dead sender and recovers the segment; the
+    // message the sender linked is queued, and the survivor that waits for it must be woken.
     expect(main.verify()).toEqual([]);
-    expect(main.stats().channelList.find((c) => c.name === 'fp2')?.depth).toBe(1);
-    // The message is queued and the survivor still waits for it: it must be woken.
     expect(await waiting).toEqual({ type: 'item', seq: 1 });
+    expect(main.stats().queued).toBe(0);
+    expect(main.verify()).toEqual([]);
   });
 });

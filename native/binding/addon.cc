@@ -131,9 +131,21 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       if (stop_.load(std::memory_order_acquire)) break;
       // One JS callback in flight at a time; the callback drains everything that is there.
       if (rung && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
-        auto status = wake_.NonBlockingCall([this](Napi::Env, Napi::Function callback) {
+        auto status = wake_.NonBlockingCall([this](Napi::Env env, Napi::Function callback) {
           wake_pending_.store(false, std::memory_order_release);
-          callback.Call({});
+          // During environment teardown the call arrives with no env and no function.
+          if (env == nullptr || callback.IsEmpty()) return;
+          try {
+            callback.Call({});
+          } catch (const Napi::Error& e) {
+            // A C++ exception must not leave a thread-safe-function callback (std::terminate).
+            // Hand it back to JS as the exception it was; while the environment shuts down JS
+            // cannot run any more and even that throw fails, so there is nothing left to tell.
+            try {
+              e.ThrowAsJavaScriptException();
+            } catch (...) {
+            }
+          }
         });
         if (status != napi_ok) wake_pending_.store(false);
       }

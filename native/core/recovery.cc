@@ -94,6 +94,13 @@ void Layer::Recover() {
     }
     c.tail = tail;
     c.count = count;
+    // The dead holder may have queued a message without ringing its waiters: ring them now.
+    if (count) {
+      for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
+        pending_ring_[w] |= c.waiters[w];
+        c.waiters[w] = 0;
+      }
+    }
   }
   for (uint32_t p = 0; p < h.page_count; ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];

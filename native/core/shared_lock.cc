@@ -49,8 +49,9 @@ LockResult SharedLockOps::Lock(SharedLock& lock, uint32_t me, const LivenessProb
       continue;
     }
     if (current == mine) {
-      // Our own slot holds it: the previous holder in this slot died inside the critical section
-      // without releasing (only possible if a fault point killed a thread). Treat as dead owner.
+      // Our slot "holds" it: its previous owner died inside the critical section and we have
+      // since claimed that slot. Nobody else can take it over now, so it is ours to recover.
+      lock.recoveries.fetch_add(1, std::memory_order_relaxed);
       return LockResult::kOwnerDied;
     }
     lock.waiters.fetch_add(1, std::memory_order_acq_rel);
