@@ -932,12 +932,10 @@ TEST(recovery_reclaims_a_dead_instances_slot_and_waits) {
   CHECK_CLEAN(layer);
 }
 
-// BUG: Enqueue() moves the channel's waiters into pending_ring_ only after linking the node (fault
-// point 2), and Recover() rebuilds the queue without ringing anyone. A receiver registered on the
-// channel is not woken although the dead sender's message is now queued; it sleeps until some
-// later send to the same channel.
-KNOWN_BUG_TEST(recovery_wakes_waiters_of_a_message_left_by_a_dead_sender,
-               "Recover() does not ring the waiters of non-empty channels") {
+// Regression: Enqueue() moves the channel's waiters into pending_ring_ only after linking the node
+// (fault point 2); Recover() used to rebuild the queue without ringing anyone, so a receiver
+// registered on the channel slept although the dead sender's message was queued.
+TEST(recovery_wakes_waiters_of_a_message_left_by_a_dead_sender) {
   TempName name;
   Layer receiver(Options(name));
   CHECK(ReceiveText(receiver, "wake", 1).empty());  // registered as a waiter
@@ -955,11 +953,10 @@ KNOWN_BUG_TEST(recovery_wakes_waiters_of_a_message_left_by_a_dead_sender,
   CHECK(receiver.WaitForWake(0, stop));
 }
 
-// BUG: SharedLockOps::Lock() returns kOwnerDied without counting it in `recoveries` when the lock
-// is owned by the caller's own slot, which happens whenever a newcomer claims a dead holder's slot
-// before anyone else took the lock over.
-KNOWN_BUG_TEST(recovery_by_a_newcomer_is_counted_in_lock_recoveries,
-               "lock_recoveries misses takeovers through slot reuse") {
+// Regression: SharedLockOps::Lock() used to return kOwnerDied without counting it in `recoveries`
+// when the lock was owned by the caller's own slot, which happens whenever a newcomer claims a dead
+// holder's slot before anyone else took the lock over.
+TEST(recovery_by_a_newcomer_is_counted_in_lock_recoveries) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "r", "x");
