@@ -69,6 +69,8 @@ export class RedisChannelLayer implements ChannelLayer {
   private readonly clientPrefix = randomHex(16);
   private readonly commandConnections: Array<RedisConnection | undefined>;
   private readonly idleBlocking: RedisConnection[][];
+  /** Per host: ms the next receive loop waits before its first pop (after failures). */
+  private readonly backoff: number[];
   private readonly connections = new Set<RedisConnection>();
   private readonly pending = new PendingReceives();
   /** Channels that had waiting receives, by Redis key (pruned lazily). */
@@ -101,6 +103,7 @@ export class RedisChannelLayer implements ChannelLayer {
     this.connector = options.connector ?? new IoredisConnector();
     this.commandConnections = this.hosts.map(() => undefined);
     this.idleBlocking = this.hosts.map(() => []);
+    this.backoff = this.hosts.map(() => 0);
   }
 
   async send(channel: string, message: Message): Promise<void> {
@@ -327,7 +330,9 @@ export class RedisChannelLayer implements ChannelLayer {
   private async poll(index: number, key: string, local: boolean, id: string): Promise<void> {
     await null; // registered in `pollers` before the loop can end
     let connection: RedisConnection | undefined;
-    let backoff = 0;
+    let backoff = this.backoff[index]!;
+    // Failures on a '!' key's other hosts (read only for channels_redis's own sends) are not fatal.
+    const fatal = !local || index === consistentHash(key.slice(this.prefix.length), this.hosts.length);
     try {
       while (!this.closed && this.wanted(key)) {
         if (backoff) {
@@ -351,11 +356,12 @@ export class RedisChannelLayer implements ChannelLayer {
           );
           started = Date.now();
           reply = await connection.call('BZPOPMIN', key, this.blockSeconds);
-          backoff = 0;
+          backoff = this.backoff[index] = 0;
         } catch (error) {
           if (this.closed) break;
-          this.failWaiters(key, error);
-          backoff = backoff ? Math.min(backoff * 2, 2000) : 100;
+          if (fatal) this.failWaiters(key, error);
+          // Kept per host, so the next loop (for the next receive) waits too: no busy retrying.
+          backoff = this.backoff[index] = backoff ? Math.min(backoff * 2, 2000) : 100;
           continue;
         } finally {
           this.blocked.delete(id);
