@@ -76,6 +76,9 @@ const ops = {
   async groupSend({ group, message }) {
     await need().groupSend(group, message);
   },
+  async flush() {
+    await need().flush();
+  },
   async verify() {
     return need().verify();
   },
