@@ -301,6 +301,28 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     }
   }, 30_000);
 
+  it('close() while Redis is down is prompt and rejects waiting receives with LayerClosed', async () => {
+    const server = await RedisServer.start();
+    const layer = new RedisChannelLayer({ hosts: [server.url], prefix: uniquePrefix() });
+    try {
+      await layer.send('x', { type: 'warm-up' });
+      expect(await layer.receive('x')).toEqual({ type: 'warm-up' });
+      await server.stop();
+      const failed = await layer.receive('x').catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(RedisUnavailable);
+      const waiting = layer.receive('x').catch((error: unknown) => error); // in the loop's back-off
+      const local = layer.receive(await layer.newChannel()).catch((error: unknown) => error);
+      const started = Date.now();
+      await layer.close();
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(await waiting).toBeInstanceOf(LayerClosed);
+      expect(await local).toBeInstanceOf(LayerClosed);
+    } finally {
+      await layer.close();
+      await server.dispose();
+    }
+  }, 20_000);
+
   it('close() rejects waiting receives and later calls with LayerClosed', async () => {
     const layer = new RedisChannelLayer({ hosts: [a.url], prefix: uniquePrefix() });
     const waiting = layer.receive('x').catch((error: unknown) => error);
