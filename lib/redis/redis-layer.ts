@@ -57,6 +57,11 @@ function nonLocalName(channel: string): string {
  * A channel layer over one or more Redis servers, wire-compatible with channels_redis 4.x
  * (`channels_redis.core.RedisChannelLayer`): Python and Node processes with the same `prefix` and
  * `hosts` send to and receive from each other, share groups, and reach each other's '!' channels.
+ *
+ * Needs Redis 5 or later (BZPOPMIN, CLIENT UNBLOCK). As in channels_redis, with several hosts a
+ * normal channel's messages are spread round-robin over them: each host holds its own queue (and
+ * capacity) and order is kept per host only. Not supported: Redis Cluster, Sentinel, and
+ * channels_redis's symmetric_encryption_keys.
  */
 export class RedisChannelLayer implements ChannelLayer {
   readonly extensions = ['groups', 'flush'] as const;
