@@ -116,7 +116,7 @@ class Remote {
   call<T = unknown>(op: string, args: Record<string, unknown> = {}, timeoutMs = CALL_TIMEOUT): Promise<T> {
     if (this.dead) return Promise.reject(new Error(`${this.label}: ${op} after ${this.dead}`));
     const id = ++this.seq;
-    return new Promise<T>((resolve, reject) => {
+    const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.calls.delete(id);
         reject(new Error(`${this.label}: ${op} timed out after ${timeoutMs} ms\n${this.output()}`));
@@ -133,6 +133,10 @@ class Remote {
       });
       this.sendRaw({ id, op, ...args });
     });
+    // A call left unawaited by a test that already failed must not add an unhandled rejection
+    // when cleanup kills its process; awaiting callers still get the rejection.
+    promise.catch(() => {});
+    return promise;
   }
 
   handle(message: Reply): void {
