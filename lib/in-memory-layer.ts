@@ -1,5 +1,5 @@
 import { CapacityRules, commonSettings, type CommonSettings } from './capacity.js';
-import { ChannelFull, LayerClosed } from './errors.js';
+import { abortError, ChannelFull, LayerClosed } from './errors.js';
 import { validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
@@ -45,6 +45,8 @@ export class InMemoryChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateChannelName(channel);
     this.checkLocal(channel);
+    // An already-aborted signal rejects at once, even with a message queued (which stays queued).
+    if (options.signal?.aborted) throw abortError(options.signal);
     const queue = this.queues.get(channel);
     if (queue) {
       this.dropExpired(channel, queue);
@@ -94,12 +96,16 @@ export class InMemoryChannelLayer implements ChannelLayer {
     if (!members) return;
     const bytes = this.serializer.serialize(message);
     const now = Date.now();
+    let handedOut = false;
     for (const [channel, expiresAt] of members) {
       if (expiresAt <= now) {
         members.delete(channel);
         continue;
       }
-      this.enqueue(channel, bytes, false);
+      // Each member gets its own bytes: deserialized binary values are views into them, so
+      // shared bytes would let one receiver's changes show in another's message.
+      this.enqueue(channel, handedOut ? Buffer.from(bytes) : bytes, false);
+      handedOut = true;
     }
     if (members.size === 0) this.groups.delete(group);
   }

@@ -1,0 +1,324 @@
+// The conformance suite against ShmChannelLayer, then what only the shared-memory backend has.
+// Every layer gets its own name (its own segment), is closed by the test and destroyed afterwards,
+// so tests are isolated and leave nothing in /dev/shm. A "peer" is a second instance opened on the
+// same name: it has its own slot and doorbell, as another process would.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describeConformance } from './conformance.js';
+import {
+  ChannelFull,
+  LayerClosed,
+  MessageTooLarge,
+  SegmentFull,
+  ShmChannelLayer,
+  ShmError,
+  type ChannelLayer,
+  type ShmChannelLayerOptions,
+} from './support/package.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const entry = join(root, 'dist', 'esm', 'index.mjs');
+const namePrefix = `conf-${process.pid}-`;
+
+let counter = 0;
+const usedNames = new Set<string>();
+const optionsOf = new WeakMap<ChannelLayer, ShmChannelLayerOptions>();
+const openLayers: ShmChannelLayer[] = [];
+
+function uniqueName(): string {
+  const name = `${namePrefix}${++counter}`;
+  usedNames.add(name);
+  return name;
+}
+
+function openShm(options: ShmChannelLayerOptions): ShmChannelLayer {
+  const layer = new ShmChannelLayer(options);
+  optionsOf.set(layer, options);
+  openLayers.push(layer);
+  return layer;
+}
+
+/** A fresh layer on a segment of its own. */
+function makeLayer(options: ShmChannelLayerOptions = {}): ShmChannelLayer {
+  return openShm({ ...options, name: uniqueName() });
+}
+
+/** Another instance on the same segment, with the same options. */
+function peer(layer: ChannelLayer): ShmChannelLayer {
+  const options = optionsOf.get(layer);
+  if (!options) throw new Error('peer() of a layer this file did not open');
+  return openShm(options);
+}
+
+/** Files this process's tests left in /dev/shm (segments and doorbell semaphores). */
+function leftovers(): string[] {
+  return readdirSync('/dev/shm').filter((file) => file.includes(namePrefix));
+}
+
+async function cleanup(): Promise<void> {
+  for (const layer of openLayers.splice(0)) await layer.close();
+  for (const name of usedNames) ShmChannelLayer.destroy(name);
+  usedNames.clear();
+}
+
+/** Runs an ES module script in a child Node process with LAYER_NAME set; kills it after 8 s. */
+function runChild(name: string, script: string): Promise<{ code: number | null; signal: string | null; output: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, LAYER_NAME: name },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`child for ${name} did not exit within 8 s; output: ${output}`));
+    }, 8000);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, output, ms: Date.now() - started });
+    });
+  });
+}
+
+const childHeader = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });`;
+
+describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup });
+
+describe('ShmChannelLayer only', () => {
+  afterEach(cleanup);
+
+  afterAll(() => {
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('stats() reports processes, channels, groups and queued messages of the whole segment', async () => {
+    const layer = makeLayer();
+    const other = peer(layer);
+    for (let i = 0; i < 3; i++) await layer.send('stats.a', { i });
+    await other.send('stats.b', { i: 0 });
+    await layer.groupAdd('stats-g', 'stats.a');
+    await layer.groupAdd('stats-g', 'stats.c');
+    const stats = other.stats();
+    expect(stats.name).toBe(layer.name);
+    expect(stats.processes).toBe(2);
+    expect(stats.slot).not.toBe(layer.stats().slot);
+    expect(stats.queued).toBe(4);
+    expect(stats.groups).toBe(1);
+    expect(stats.members).toBe(2);
+    expect(stats.messagesSent).toBe(4);
+    expect(stats.channelList).toEqual(
+      expect.arrayContaining([
+        { name: 'stats.a', depth: 3, groups: 1 },
+        { name: 'stats.b', depth: 1, groups: 0 },
+        { name: 'stats.c', depth: 0, groups: 1 },
+      ]),
+    );
+    expect(stats.groupList).toEqual([{ name: 'stats-g', members: 2 }]);
+    expect(stats.arenaUsedBytes).toBeGreaterThan(0);
+    expect(stats.arenaUsedBytes).toBeLessThanOrEqual(stats.arenaBytes);
+    for (let i = 0; i < 3; i++) await layer.receive('stats.a');
+    const after = layer.stats();
+    expect(after.queued).toBe(1);
+    expect(after.messagesReceived).toBe(3);
+    await other.close();
+    expect(layer.stats().processes).toBe(1);
+  });
+
+  it('verify() finds no inconsistency after a mixed workload', async () => {
+    const layer = makeLayer({ capacity: 5, expiry: 0.05 });
+    const other = peer(layer);
+    const local = await layer.newChannel();
+    for (let i = 0; i < 20; i++) {
+      await layer.groupAdd(`v-${i % 4}`, `v.ch-${i % 7}`);
+      await other.groupSend(`v-${i % 4}`, { i, pad: 'x'.repeat(i * 100) });
+      await other.send(local, { i }).catch((error: unknown) => {
+        if (!(error instanceof ChannelFull)) throw error;
+      });
+    }
+    await layer.groupDiscard('v-1', 'v.ch-1');
+    await layer.receive(local);
+    await other.receive('v.ch-0');
+    const waiting = other.receive('v.waiting');
+    await new Promise((resolve) => setTimeout(resolve, 80)); // let some messages expire
+    await layer.send('v.ch-2', { late: true });
+    await layer.send('v.waiting', { done: true });
+    await waiting;
+    expect(layer.verify()).toEqual([]);
+    await layer.flush();
+    expect(other.verify()).toEqual([]);
+    expect(other.stats().queued).toBe(0);
+  });
+
+  it('rejects a message over maxMessageSize with MessageTooLarge (a RangeError) and stores nothing', async () => {
+    const layer = makeLayer({ maxMessageSize: 4096 });
+    await layer.groupAdd('big-g', 'big.member');
+    const tooBig = { type: 'big', data: randomBytes(5000) };
+    const error = await layer.send('big.ch', tooBig).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MessageTooLarge);
+    expect(error).toBeInstanceOf(RangeError);
+    expect(await layer.groupSend('big-g', tooBig).catch((e: unknown) => e)).toBeInstanceOf(MessageTooLarge);
+    const fits = { type: 'fits', data: randomBytes(3000) };
+    await layer.send('big.ch', fits);
+    expect(await layer.receive('big.ch')).toEqual(fits);
+    expect(layer.stats().queued).toBe(0);
+  });
+
+  it('a full segment rejects sends with SegmentFull, which is a ChannelFull', async () => {
+    const layer = makeLayer({
+      size: 1024 * 1024,
+      maxMessageSize: 64 * 1024,
+      maxChannels: 64,
+      maxGroups: 8,
+      maxMembers: 64,
+      maxNodes: 1024,
+      capacity: 1000,
+    });
+    const chunk = { type: 'chunk', data: randomBytes(60 * 1024) };
+    let sent = 0;
+    let error: unknown;
+    for (; sent < 100; sent++) {
+      try {
+        await layer.send('fill.ch', chunk);
+      } catch (e) {
+        error = e;
+        break;
+      }
+    }
+    expect(error).toBeInstanceOf(SegmentFull);
+    expect(error).toBeInstanceOf(ChannelFull);
+    expect(sent).toBeGreaterThan(0);
+    expect(sent).toBeLessThan(17); // 1 MiB holds at most 16 chunks of 60 KiB
+    // Receiving frees the space again.
+    for (let i = 0; i < sent; i++) {
+      const received = await layer.receive('fill.ch');
+      expect(Buffer.compare(received.data as Buffer, chunk.data)).toBe(0);
+    }
+    await layer.send('fill.ch', chunk);
+    expect(layer.verify()).toEqual([]);
+  });
+
+  it('maxChannels limits the channels that exist at once', async () => {
+    const layer = makeLayer({ size: 1024 * 1024, maxMessageSize: 1024, maxChannels: 8, maxNodes: 256 });
+    let created = 0;
+    let error: unknown;
+    for (; created < 64; created++) {
+      try {
+        await layer.send(`limit.ch-${created}`, { created });
+      } catch (e) {
+        error = e;
+        break;
+      }
+    }
+    expect(error).toBeInstanceOf(ShmError);
+    expect(created).toBeGreaterThan(0);
+    expect(created).toBeLessThanOrEqual(8);
+    // Emptied channels give their records back.
+    for (let i = 0; i < created; i++) await layer.receive(`limit.ch-${i}`);
+    for (let i = 0; i < created; i++) await layer.send(`limit.other-${i}`, { i });
+  });
+
+  it('segment options that cannot fit are rejected when the segment is created', () => {
+    expect(() => makeLayer({ size: 4096 })).toThrow();
+    expect(() => makeLayer({ size: 2 * 1024 * 1024, maxMessageSize: 4 * 1024 * 1024 })).toThrow();
+  });
+
+  it('layers with different names do not share anything', async () => {
+    const a = makeLayer();
+    const b = makeLayer();
+    await a.send('iso.ch', { from: 'a' });
+    await a.groupAdd('iso-g', 'iso.member');
+    await b.groupSend('iso-g', { from: 'b' });
+    await b.send('iso.ch', { from: 'b' });
+    expect(await b.receive('iso.ch')).toEqual({ from: 'b' });
+    expect(await a.receive('iso.ch')).toEqual({ from: 'a' });
+    expect(b.stats().queued).toBe(0);
+    expect(a.stats().channelList).toEqual([{ name: 'iso.member', depth: 0, groups: 1 }]);
+  });
+
+  it('destroy() removes the segment and doorbell files; a second destroy returns false', async () => {
+    const layer = makeLayer();
+    const other = peer(layer);
+    const waiting = other.receive('destroy.ch');
+    await layer.send('destroy.ch', { n: 1 });
+    await waiting;
+    await layer.close();
+    await other.close();
+    expect(leftovers().some((file) => file.includes(`${layer.name}`))).toBe(true);
+    expect(ShmChannelLayer.destroy(layer.name)).toBe(true);
+    expect(leftovers().filter((file) => file.includes(layer.name))).toEqual([]);
+    expect(ShmChannelLayer.destroy(layer.name)).toBe(false);
+  });
+
+  it('stats() and verify() reject after close', async () => {
+    const layer = makeLayer();
+    await layer.close();
+    expect(() => layer.stats()).toThrow(LayerClosed);
+    expect(() => layer.verify()).toThrow(LayerClosed);
+  });
+
+  it('a process with an open but idle layer exits by itself', async () => {
+    const header = childHeader;
+    const sendOnly = uniqueName();
+    const sendAndReceive = uniqueName();
+    const aborted = uniqueName();
+    // The parent waits on the first child's layer: the child's send must wake it across processes.
+    const parent = openShm({ name: sendOnly });
+    const woken = parent.receive('child.out');
+    const [first, second, third] = await Promise.all([
+      runChild(sendOnly, `${header}
+await layer.send('child.out', { type: 'from-child', pid: process.pid });
+console.log('sent');`),
+      runChild(sendAndReceive, `${header}
+const waiting = layer.receive('child.loop');
+await layer.send('child.loop', { type: 'loop' });
+await waiting;
+await layer.send('child.out', { type: 'from-child', received: true });
+console.log('sent');`),
+      runChild(aborted, `${header}
+const controller = new AbortController();
+const waiting = layer.receive('child.never', { signal: controller.signal }).catch((e) => e.name);
+setTimeout(() => controller.abort(), 50);
+console.log(await waiting);`),
+    ]);
+    for (const [child, expected] of [[first, 'sent'], [second, 'sent'], [third, 'AbortError']] as const) {
+      expect(child.output.trim()).toBe(expected);
+      expect(child.code).toBe(0);
+      expect(child.ms).toBeLessThan(5000);
+    }
+    expect(await woken).toMatchObject({ type: 'from-child' });
+    // What a child sent stays in its segment after it exited.
+    const reader = openShm({ name: sendAndReceive });
+    expect(await reader.receive('child.out')).toEqual({ type: 'from-child', received: true });
+  });
+
+  // Regression (fixed in 0fd4401): an aborted receive leaves the instance registered on its channel,
+  // so the next send rings its doorbell while no receive waits. That wake, queued to JS through the
+  // thread-safe function and delivered only during environment teardown, used to throw out of the
+  // N-API callback: std::terminate, SIGABRT, exit code 134, with or without close().
+  it('a process that aborted a receive, then sent to that channel and received, exits cleanly', async () => {
+    const name = uniqueName();
+    const result = await runChild(name, `${childHeader}
+const controller = new AbortController();
+const waiting = layer.receive('child.abandoned', { signal: controller.signal }).catch((e) => e.name);
+await new Promise((resolve) => setTimeout(resolve, 30));
+controller.abort();
+console.log(await waiting);
+await layer.send('child.abandoned', { type: 'late' });
+console.log((await layer.receive('child.abandoned')).type);
+await layer.close();`);
+    expect({ code: result.code, signal: result.signal, output: result.output.trim() }).toEqual({
+      code: 0,
+      signal: null,
+      output: 'AbortError\nlate',
+    });
+  });
+});
