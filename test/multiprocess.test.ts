@@ -683,4 +683,26 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     expect(main.stats().arenaUsedBytes).toBe(0);
     expect(main.verify()).toEqual([]);
   });
+
+  // BUG (native/core/layer.cc, Layer::Send): when the node pool is exhausted, StoreBlock() has
+  // already taken arena pages for the payload and Enqueue() throws kArenaFull (SegmentFull); the
+  // catch does not free the block, so every refused send leaks its pages until some recovery.
+  it.fails('a producer process refused with SegmentFull (no free node) leaks no arena space', async () => {
+    const name = layerName();
+    const options = { ...OPTIONS, maxNodes: 64, capacity: 1000 };
+    const main = openLayer(name, options); // the creator: the segment has 64 nodes
+    const producer = await forkAgent('producer');
+    await producer.call('open', { name, options });
+    for (let i = 0; i < 64; i++) await main.send('pool', { type: 'item', i });
+    const attempt = await producer.call<{ sent: number; errors: Record<string, number> }>('trySend', {
+      channel: 'pool',
+      message: { type: 'item', data: 'x'.repeat(5000) },
+      count: 20,
+    });
+    expect(attempt).toEqual({ sent: 0, errors: { SegmentFull: 20 } });
+    for (let i = 0; i < 64; i++) await main.receive('pool', { signal: AbortSignal.timeout(10_000) });
+    expect(main.stats().queued).toBe(0);
+    expect(main.verify()).toEqual([]);
+    expect(main.stats().arenaUsedBytes).toBe(0);
+  });
 });

@@ -64,6 +64,20 @@ const ops = {
       if (m.type === until) return out;
     }
   },
+  // Sends `count` times without retrying; returns how many went through and the errors by name.
+  async trySend({ channel, message, count = 1 }) {
+    let sent = 0;
+    const errors = {};
+    for (let i = 0; i < count; i++) {
+      try {
+        await need().send(channel, message);
+        sent++;
+      } catch (e) {
+        errors[e.name] = (errors[e.name] ?? 0) + 1;
+      }
+    }
+    return { sent, errors };
+  },
   async newChannel({ prefix }) {
     return need().newChannel(prefix);
   },
