@@ -54,10 +54,10 @@ void Arena::SetRange(uint32_t first, uint32_t count, bool value) {
 uint32_t Arena::Allocate(uint32_t length) {
   Header& h = seg_.header();
   uint32_t pages = PagesFor(length);
-  if (pages > h.page_count - h.used_pages) return kNil;
-  uint32_t rover = h.page_rover < h.page_count ? h.page_rover : 0;
-  uint32_t first = FindRun(rover, h.page_count, pages);
-  if (first == kNil) first = FindRun(0, rover + pages < h.page_count ? rover + pages : h.page_count, pages);
+  if (pages > seg_.page_count() - h.used_pages) return kNil;
+  uint32_t rover = h.page_rover < seg_.page_count() ? h.page_rover : 0;
+  uint32_t first = FindRun(rover, seg_.page_count(), pages);
+  if (first == kNil) first = FindRun(0, rover + pages < seg_.page_count() ? rover + pages : seg_.page_count(), pages);
   if (first == kNil) return kNil;
   SetRange(first, pages, true);
   h.used_pages += pages;
@@ -81,7 +81,7 @@ void Arena::Free(uint32_t first_page) {
 
 void Arena::ClearAll() {
   Header& h = seg_.header();
-  std::memset(seg_.page_bitmap(), 0, h.page_count / 8);
+  std::memset(seg_.page_bitmap(), 0, seg_.page_count() / 8);
   h.used_pages = 0;
   h.page_rover = 0;
 }

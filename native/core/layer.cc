@@ -131,12 +131,11 @@ static std::string_view ClientOf(std::string_view name) {
 void Layer::ReclaimSlotLocked(uint32_t index) {
   // Nobody can receive from a gone instance's '!' channels any more, and its receivers no longer
   // wait anywhere.
-  Header& h = segment_->header();
   Slot& slot = segment_->slot(index);
   uint32_t client_length = slot.client_length <= kMaxClientLength ? slot.client_length : 0;
   std::string_view client(slot.client, client_length);
   uint64_t mask = ~(uint64_t{1} << (index % 64));
-  for (uint32_t c = 0; c < h.max_channels; ++c) {
+  for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
     ch.waiters[index / 64] &= mask;
@@ -155,7 +154,7 @@ void Layer::DropChannel(uint32_t index) {
   Header& h = segment_->header();
   Channel& c = segment_->channel(index);
   if (c.memberships) {
-    for (uint32_t m = 0; m < h.max_members && c.memberships; ++m) {
+    for (uint32_t m = 0; m < segment_->max_members() && c.memberships; ++m) {
       Member& member = segment_->member(m);
       if (member.in_use != 1 || member.channel != index) continue;
       uint32_t group = member.group;
@@ -166,7 +165,7 @@ void Layer::DropChannel(uint32_t index) {
     }
   }
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+    if (steps > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
     uint32_t n = c.head;
     uint32_t block = segment_->node(n).block;
     c.head = segment_->node(n).next;
@@ -186,7 +185,7 @@ bool Layer::Maintain() {
   Critical guard(*this);
   Header& h = segment_->header();
   ReclaimDeadSlots();
-  for (uint32_t m = 0; m < h.max_members; ++m) {
+  for (uint32_t m = 0; m < segment_->max_members(); ++m) {
     Member& member = segment_->member(m);
     if (member.in_use != 1 || member.expires_at_ms > now) continue;
     uint32_t group = member.group;
@@ -195,7 +194,7 @@ bool Layer::Maintain() {
       Groups(*segment_).Remove(group, h.groups_used);
     }
   }
-  for (uint32_t c = 0; c < h.max_channels; ++c) {
+  for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1 || ch.head == kNil) continue;
     DropHeadExpired(ch, now);
@@ -236,7 +235,7 @@ uint32_t Layer::EnsureChannel(std::string_view name) {
   index = table.Insert(name, h.channel_rover, h.channels_used);
   if (index == kNil) {
     throw Error(ErrorCode::kTableFull,
-                "no free channel record (maxChannels " + std::to_string(h.max_channels) + ")");
+                "no free channel record (maxChannels " + std::to_string(segment_->max_channels()) + ")");
   }
   return index;
 }
@@ -273,10 +272,10 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
     throw Error(ErrorCode::kArenaFull,
                 "the segment's message arena has no room for " + std::to_string(length) +
                     " bytes (" + std::to_string(uint64_t{segment_->header().used_pages} * kPageSize) +
-                    " of " + std::to_string(uint64_t{segment_->header().page_count} * kPageSize) +
+                    " of " + std::to_string(uint64_t{segment_->page_count()} * kPageSize) +
                     " bytes in use)");
   }
-  std::memcpy(arena_->Payload(block), data, length);
+  if (length) std::memcpy(arena_->Payload(block), data, length);
   return block;
 }
 
@@ -292,7 +291,7 @@ void Layer::ReleaseBlockRef(uint32_t block) {
 void Layer::DropHeadExpired(Channel& c, uint64_t now) {
   Header& h = segment_->header();
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+    if (steps > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
     Node& n = segment_->node(c.head);
     if (n.expires_at_ms > now) break;
     uint32_t index = c.head;
@@ -311,7 +310,7 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   uint32_t index = AllocateNode();
   if (index == kNil) {
     throw Error(ErrorCode::kArenaFull, "the segment's node pool is exhausted (maxNodes " +
-                                           std::to_string(segment_->header().max_nodes) + ")");
+                                           std::to_string(segment_->max_nodes()) + ")");
   }
   Node& n = segment_->node(index);
   n.block = block;
@@ -350,10 +349,10 @@ void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
   CheckOpen();
   ValidateName(channel, true, "channel");
   Header& h = segment_->header();
-  if (length > h.max_message_size) {
+  if (length > segment_->max_message_size()) {
     throw Error(ErrorCode::kTooLarge, "message of " + std::to_string(length) +
                                           " bytes exceeds maxMessageSize " +
-                                          std::to_string(h.max_message_size));
+                                          std::to_string(segment_->max_message_size()));
   }
   uint32_t capacity = CapacityOf(channel);
   uint64_t now = MonotonicMs();
@@ -381,10 +380,10 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   CheckOpen();
   ValidateName(group, false, "group");
   Header& h = segment_->header();
-  if (length > h.max_message_size) {
+  if (length > segment_->max_message_size()) {
     throw Error(ErrorCode::kTooLarge, "message of " + std::to_string(length) +
                                           " bytes exceeds maxMessageSize " +
-                                          std::to_string(h.max_message_size));
+                                          std::to_string(segment_->max_message_size()));
   }
   uint64_t now = MonotonicMs();
   Critical guard(*this);
@@ -394,7 +393,7 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   uint32_t delivered = 0;
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "group member list loops");
+    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "group member list loops");
     Member& member = segment_->member(m);
     uint32_t next = member.next_in_group;
     if (member.expires_at_ms <= now) {
@@ -439,13 +438,13 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     if (index != kNil) {
       Channel& c = segment_->channel(index);
       for (uint32_t n = c.head; got < req.wanted && n != kNil; n = segment_->node(n).next) {
-        if (++walked > h.max_nodes) throw Error(ErrorCode::kCorrupt, "queue loops");
+        if (++walked > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
         Node& node = segment_->node(n);
         if (node.expires_at_ms <= now) continue;
         BlockHeader& b = segment_->block(node.block);
         size_t at = out.bytes.size();
         out.bytes.resize(at + b.length);
-        std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), b.length);
+        if (b.length) std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), b.length);
         out.request_of.push_back(r);
         out.length_of.push_back(b.length);
         ++got;
@@ -482,10 +481,9 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
 uint32_t Layer::FindGroup(std::string_view name) const { return Groups(*segment_).Find(name); }
 
 uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
-  Header& h = segment_->header();
-  uint32_t m = segment_->member_bucket(HashPair(group, channel) & (h.member_buckets - 1));
+  uint32_t m = segment_->member_bucket(HashPair(group, channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
     Member& member = segment_->member(m);
     if (member.in_use == 1 && member.group == group && member.channel == channel) return m;
     m = member.next_in_hash;
@@ -506,9 +504,9 @@ void Layer::RemoveMember(uint32_t index) {
   if (m.next_in_group != kNil) segment_->member(m.next_in_group).prev_in_group = m.prev_in_group;
   if (g.member_count) --g.member_count;
   // Unlink from the hash chain.
-  uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (h.member_buckets - 1));
+  uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; *link != kNil; ++steps) {
-    if (steps > h.max_members) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
     if (*link == index) {
       *link = m.next_in_hash;
       break;
@@ -536,7 +534,7 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     g = groups.Insert(group, h.group_rover, h.groups_used);
     if (g == kNil) {
       throw Error(ErrorCode::kTableFull,
-                  "no free group record (maxGroups " + std::to_string(h.max_groups) + ")");
+                  "no free group record (maxGroups " + std::to_string(segment_->max_groups()) + ")");
     }
   }
   uint32_t c;
@@ -552,9 +550,9 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     return;
   }
   uint32_t m = kNil;
-  if (h.members_used < h.max_members) {
-    for (uint32_t n = 0; n < h.max_members; ++n) {
-      uint32_t i = (h.member_rover + n) % h.max_members;
+  if (h.members_used < segment_->max_members()) {
+    for (uint32_t n = 0; n < segment_->max_members(); ++n) {
+      uint32_t i = (h.member_rover + n) % segment_->max_members();
       if (segment_->member(i).in_use == 0) {
         m = i;
         break;
@@ -565,7 +563,7 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     MaybeReleaseChannel(c);
     if (new_group) groups.Remove(g, h.groups_used);
     throw Error(ErrorCode::kTableFull,
-                "no free group membership record (maxMembers " + std::to_string(h.max_members) + ")");
+                "no free group membership record (maxMembers " + std::to_string(segment_->max_members()) + ")");
   }
   h.member_rover = m + 1;
   Member& member = segment_->member(m);
@@ -575,7 +573,7 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   Group& gr = segment_->group(g);
   member.prev_in_group = kNil;
   member.next_in_group = gr.first_member;
-  uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (h.member_buckets - 1));
+  uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (segment_->member_buckets() - 1));
   member.next_in_hash = bucket;
   __atomic_store_n(&member.in_use, 1u, __ATOMIC_RELEASE);
   if (gr.first_member != kNil) segment_->member(gr.first_member).prev_in_group = m;
@@ -607,9 +605,9 @@ void Layer::Flush() {
   CheckOpen();
   Critical guard(*this);
   Header& h = segment_->header();
-  for (uint32_t i = 0; i < h.max_members; ++i) segment_->member(i).in_use = 0;
-  for (uint32_t i = 0; i < h.max_groups; ++i) segment_->group(i).in_use = 0;
-  for (uint32_t i = 0; i < h.max_channels; ++i) {
+  for (uint32_t i = 0; i < segment_->max_members(); ++i) segment_->member(i).in_use = 0;
+  for (uint32_t i = 0; i < segment_->max_groups(); ++i) segment_->group(i).in_use = 0;
+  for (uint32_t i = 0; i < segment_->max_channels(); ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
     // Receivers that were waiting must look again and re-register on fresh records.
@@ -639,8 +637,8 @@ LayerStats Layer::Stats() {
   s.groups = h.groups_used;
   s.members = h.members_used;
   s.nodes_free = h.free_nodes;
-  s.queued = h.max_nodes - h.free_nodes;
-  s.arena_bytes = uint64_t{h.page_count} * kPageSize;
+  s.queued = segment_->max_nodes() - h.free_nodes;
+  s.arena_bytes = uint64_t{segment_->page_count()} * kPageSize;
   s.arena_used_bytes = uint64_t{h.used_pages} * kPageSize;
   s.segment_bytes = h.segment_size;
   s.messages_sent = h.messages_sent;
@@ -654,8 +652,7 @@ std::vector<ChannelInfo> Layer::ListChannels(uint32_t limit) {
   CheckOpen();
   Critical guard(*this);
   std::vector<ChannelInfo> out;
-  Header& h = segment_->header();
-  for (uint32_t i = 0; i < h.max_channels && out.size() < limit; ++i) {
+  for (uint32_t i = 0; i < segment_->max_channels() && out.size() < limit; ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
     uint32_t len = c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength;
@@ -668,8 +665,7 @@ std::vector<GroupInfo> Layer::ListGroups(uint32_t limit) {
   CheckOpen();
   Critical guard(*this);
   std::vector<GroupInfo> out;
-  Header& h = segment_->header();
-  for (uint32_t i = 0; i < h.max_groups && out.size() < limit; ++i) {
+  for (uint32_t i = 0; i < segment_->max_groups() && out.size() < limit; ++i) {
     Group& g = segment_->group(i);
     if (g.in_use != 1) continue;
     uint32_t len = g.name_length < kMaxNameLength ? g.name_length : kMaxNameLength;

@@ -30,12 +30,11 @@ bool ValidName(const char* name, uint32_t length, bool allow_bang) {
 }
 
 bool BlockLooksValid(Segment& seg, uint32_t page) {
-  Header& h = seg.header();
-  if (page >= h.page_count) return false;
+  if (page >= seg.page_count()) return false;
   auto* b = reinterpret_cast<BlockHeader*>(seg.page(page));
-  return b->magic == kBlockMagic && b->pages != 0 && b->pages <= h.page_count - page &&
+  return b->magic == kBlockMagic && b->pages != 0 && b->pages <= seg.page_count() - page &&
          uint64_t{b->length} + sizeof(BlockHeader) <= uint64_t{b->pages} * kPageSize &&
-         b->length <= h.max_message_size;
+         b->length <= seg.max_message_size();
 }
 
 uint32_t BlockPages(Segment& seg, uint32_t page) {
@@ -47,15 +46,15 @@ uint32_t BlockPages(Segment& seg, uint32_t page) {
 void Layer::Recover() {
   Segment& seg = *segment_;
   Header& h = seg.header();
-  std::vector<uint8_t> node_live(h.max_nodes, 0);
-  std::vector<uint32_t> refs(h.page_count, 0);  // first page of a live block -> queued references
+  std::vector<uint8_t> node_live(seg.max_nodes(), 0);
+  std::vector<uint32_t> refs(seg.page_count(), 0);  // first page of a live block -> queued references
   arena_->ClearAll();
 
   // Channels and their queues.
   auto channels = Channels(seg);
   channels.ClearBuckets();
   h.channels_used = 0;
-  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
       c.in_use = 0;
@@ -74,7 +73,7 @@ void Layer::Recover() {
     uint32_t tail = kNil, count = 0;
     while (*link != kNil) {
       uint32_t n = *link;
-      bool ok = n < h.max_nodes && !node_live[n];
+      bool ok = n < seg.max_nodes() && !node_live[n];
       uint32_t block = ok ? seg.node(n).block : kNil;
       ok = ok && BlockLooksValid(seg, block);
       if (ok && refs[block] == 0) {
@@ -102,12 +101,12 @@ void Layer::Recover() {
       }
     }
   }
-  for (uint32_t p = 0; p < h.page_count; ++p) {
+  for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
   }
   h.free_node = kNil;
   h.free_nodes = 0;
-  for (uint32_t n = h.max_nodes; n-- > 0;) {
+  for (uint32_t n = seg.max_nodes(); n-- > 0;) {
     if (!node_live[n]) FreeNode(n);
   }
 
@@ -115,7 +114,7 @@ void Layer::Recover() {
   auto groups = Groups(seg);
   groups.ClearBuckets();
   h.groups_used = 0;
-  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
     Group& g = seg.group(gi);
     if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
       g.in_use = 0;
@@ -132,16 +131,16 @@ void Layer::Recover() {
     g.first_member = kNil;
     g.member_count = 0;
   }
-  for (uint32_t b = 0; b < h.member_buckets; ++b) seg.member_bucket(b) = kNil;
+  for (uint32_t b = 0; b < seg.member_buckets(); ++b) seg.member_bucket(b) = kNil;
   h.members_used = 0;
-  for (uint32_t mi = 0; mi < h.max_members; ++mi) {
+  for (uint32_t mi = 0; mi < seg.max_members(); ++mi) {
     Member& m = seg.member(mi);
     if (m.in_use != 1) {
       m.in_use = 0;
       continue;
     }
-    bool ok = m.group < h.max_groups && seg.group(m.group).in_use == 1 &&
-              m.channel < h.max_channels && seg.channel(m.channel).in_use == 1 &&
+    bool ok = m.group < seg.max_groups() && seg.group(m.group).in_use == 1 &&
+              m.channel < seg.max_channels() && seg.channel(m.channel).in_use == 1 &&
               FindMember(m.group, m.channel) == kNil;
     if (!ok) {
       m.in_use = 0;
@@ -153,19 +152,19 @@ void Layer::Recover() {
     if (g.first_member != kNil) seg.member(g.first_member).prev_in_group = mi;
     g.first_member = mi;
     ++g.member_count;
-    uint32_t& bucket = seg.member_bucket(HashPair(m.group, m.channel) & (h.member_buckets - 1));
+    uint32_t& bucket = seg.member_bucket(HashPair(m.group, m.channel) & (seg.member_buckets() - 1));
     m.next_in_hash = bucket;
     bucket = mi;
     ++h.members_used;
     ++seg.channel(m.channel).memberships;
   }
-  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
     if (seg.group(gi).in_use == 1 && seg.group(gi).first_member == kNil) {
       groups.Remove(gi, h.groups_used);
     }
   }
   ReclaimDeadSlots();
-  for (uint32_t ci = 0; ci < h.max_channels; ++ci) MaybeReleaseChannel(ci);
+  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) MaybeReleaseChannel(ci);
 }
 
 std::vector<std::string> Layer::Verify() {
@@ -177,15 +176,15 @@ std::vector<std::string> Layer::Verify() {
   auto problem = [&](std::string text) {
     if (problems.size() < 100) problems.push_back(std::move(text));
   };
-  std::vector<uint8_t> node_seen(h.max_nodes, 0);
-  std::vector<uint32_t> refs(h.page_count, 0);
-  std::vector<uint8_t> page_owned(h.page_count, 0);
-  std::vector<uint32_t> memberships(h.max_channels, 0);
+  std::vector<uint8_t> node_seen(seg.max_nodes(), 0);
+  std::vector<uint32_t> refs(seg.page_count(), 0);
+  std::vector<uint8_t> page_owned(seg.page_count(), 0);
+  std::vector<uint32_t> memberships(seg.max_channels(), 0);
   auto channels = Channels(seg);
   auto groups = Groups(seg);
 
   uint32_t channels_used = 0;
-  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use == 0) continue;
     std::string label = "channel #" + std::to_string(ci);
@@ -198,7 +197,7 @@ std::vector<std::string> Layer::Verify() {
     if (channels.Find(name) != ci) problem(label + " is not reachable through its hash bucket");
     uint32_t n = c.head, last = kNil, count = 0;
     while (n != kNil) {
-      if (n >= h.max_nodes || node_seen[n]) {
+      if (n >= seg.max_nodes() || node_seen[n]) {
         problem(label + " queue has a bad or shared node " + std::to_string(n));
         break;
       }
@@ -228,7 +227,7 @@ std::vector<std::string> Layer::Verify() {
   if (channels_used != h.channels_used) problem("channels_used disagrees with the table");
 
   uint32_t used_pages = 0;
-  for (uint32_t p = 0; p < h.page_count; ++p) {
+  for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p] && reinterpret_cast<BlockHeader*>(seg.page(p))->refcount != refs[p]) {
       problem("block at page " + std::to_string(p) + " has a wrong refcount");
     }
@@ -241,7 +240,7 @@ std::vector<std::string> Layer::Verify() {
 
   uint32_t free_count = 0;
   for (uint32_t n = h.free_node; n != kNil; n = seg.node(n).next) {
-    if (n >= h.max_nodes || node_seen[n]) {
+    if (n >= seg.max_nodes() || node_seen[n]) {
       problem("node free list has a bad, queued or repeated node " + std::to_string(n));
       break;
     }
@@ -249,7 +248,7 @@ std::vector<std::string> Layer::Verify() {
     ++free_count;
   }
   if (free_count != h.free_nodes) problem("free_nodes disagrees with the free list");
-  for (uint32_t n = 0; n < h.max_nodes; ++n) {
+  for (uint32_t n = 0; n < seg.max_nodes(); ++n) {
     if (!node_seen[n]) {
       problem("node " + std::to_string(n) + " is neither queued nor free (leaked)");
       break;
@@ -257,7 +256,7 @@ std::vector<std::string> Layer::Verify() {
   }
 
   uint32_t groups_used = 0, members_used = 0;
-  for (uint32_t gi = 0; gi < h.max_groups; ++gi) {
+  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
     Group& g = seg.group(gi);
     if (g.in_use == 0) continue;
     std::string label = "group #" + std::to_string(gi);
@@ -271,14 +270,14 @@ std::vector<std::string> Layer::Verify() {
     }
     uint32_t count = 0, prev = kNil;
     for (uint32_t m = g.first_member; m != kNil; m = seg.member(m).next_in_group) {
-      if (m >= h.max_members || count > h.max_members) {
+      if (m >= seg.max_members() || count > seg.max_members()) {
         problem(label + " member list is broken");
         break;
       }
       Member& mem = seg.member(m);
       if (mem.in_use != 1 || mem.group != gi) problem(label + " lists a foreign member");
       if (mem.prev_in_group != prev) problem(label + " member back-link is wrong");
-      if (mem.channel < h.max_channels) ++memberships[mem.channel];
+      if (mem.channel < seg.max_channels()) ++memberships[mem.channel];
       if (FindMember(gi, mem.channel) != m) problem(label + " member missing from member hash");
       prev = m;
       ++count;
@@ -289,7 +288,7 @@ std::vector<std::string> Layer::Verify() {
   }
   if (groups_used != h.groups_used) problem("groups_used disagrees with the table");
   if (members_used != h.members_used) problem("members_used disagrees with group lists");
-  for (uint32_t ci = 0; ci < h.max_channels; ++ci) {
+  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use == 1 && c.memberships != memberships[ci]) {
       problem("channel #" + std::to_string(ci) + " membership count is wrong");

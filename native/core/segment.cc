@@ -306,6 +306,7 @@ void Segment::ComputeRegions(const Header& h) {
   member_buckets_count_ = h.member_buckets;
   max_nodes_ = h.max_nodes;
   page_count_ = h.page_count;
+  max_message_size_ = h.max_message_size;
   slots_ = reinterpret_cast<Slot*>(base_ + h.slots_offset);
   channels_ = reinterpret_cast<Channel*>(base_ + h.channels_offset);
   channel_buckets_ = reinterpret_cast<uint32_t*>(base_ + h.channel_buckets_offset);

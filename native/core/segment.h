@@ -43,6 +43,18 @@ class Segment {
   const std::string& object_name() const { return object_name_; }
   bool created() const { return created_; }
 
+  // Table sizes as read and checked at attach. Code must use these, never the header's fields:
+  // a process that scribbles on the header must not widen a loop or an allocation.
+  uint32_t max_channels() const { return max_channels_; }
+  uint32_t channel_buckets() const { return channel_buckets_count_; }
+  uint32_t max_groups() const { return max_groups_; }
+  uint32_t group_buckets() const { return group_buckets_count_; }
+  uint32_t max_members() const { return max_members_; }
+  uint32_t member_buckets() const { return member_buckets_count_; }
+  uint32_t max_nodes() const { return max_nodes_; }
+  uint32_t page_count() const { return page_count_; }
+  uint32_t max_message_size() const { return max_message_size_; }
+
   // Bounds-checked accessors: an index read from shared memory is never trusted.
   Slot& slot(uint32_t index) const;
   Channel& channel(uint32_t index) const;
@@ -90,6 +102,7 @@ class Segment {
   // Copies of the table sizes taken at attach: a corrupted header cannot widen the bounds.
   uint32_t max_channels_ = 0, channel_buckets_count_ = 0, max_groups_ = 0, group_buckets_count_ = 0;
   uint32_t max_members_ = 0, member_buckets_count_ = 0, max_nodes_ = 0, page_count_ = 0;
+  uint32_t max_message_size_ = 0;
   uint64_t dev_ = 0, ino_ = 0;
 };
 

@@ -122,10 +122,10 @@ struct GroupAccess {
 };
 
 inline NameTable<Channel, ChannelAccess> Channels(Segment& s) {
-  return {ChannelAccess{&s}, s.header().max_channels, s.header().channel_buckets};
+  return {ChannelAccess{&s}, s.max_channels(), s.channel_buckets()};
 }
 inline NameTable<Group, GroupAccess> Groups(Segment& s) {
-  return {GroupAccess{&s}, s.header().max_groups, s.header().group_buckets};
+  return {GroupAccess{&s}, s.max_groups(), s.group_buckets()};
 }
 
 }  // namespace shmch
