@@ -350,6 +350,57 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     expect(main.verify()).toEqual([]);
   });
 
+  it('keeps the group tables consistent under concurrent groupAdd/groupDiscard from several processes', async () => {
+    const name = layerName();
+    const main = openLayer(name);
+    const agents = await Promise.all([1, 2, 3].map((i) => forkAgent(`churner ${i}`)));
+    await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
+    const churning = agents.map((a, i) =>
+      a.call<string[]>('churn', { prefix: `p${i}`, groups: 5, channels: 12, ops: 400, seed: 1000 + i }),
+    );
+    // Group sends interleave with the churn.
+    let stop = false;
+    const sending = (async () => {
+      for (let k = 0; !stop; k++) {
+        await main.groupSend(`g${k % 5}`, { type: 'tick', k });
+        await sleep(1);
+      }
+    })();
+    const expected = (await Promise.all(churning)).flat();
+    stop = true;
+    await sending;
+
+    expect(main.verify()).toEqual([]);
+    const counts = new Map<string, number>();
+    for (const key of expected) {
+      const group = key.split(' ')[0]!;
+      counts.set(group, (counts.get(group) ?? 0) + 1);
+    }
+    const groups = main.stats().groupList.map((g) => [g.name, g.members] as const);
+    expect(new Map(groups)).toEqual(counts);
+    expect(main.stats().members).toBe(expected.length);
+
+    // Exactly one copy per member: drain every channel, send once to each group, count.
+    await main.flush();
+    await Promise.all(
+      agents.map(async (a, i) => {
+        for (const key of expected) {
+          const [group, channel] = key.split(' ') as [string, string];
+          if (channel.startsWith(`p${i}.`)) await a.call('groupAdd', { group, channel });
+        }
+      }),
+    );
+    for (let g = 0; g < 5; g++) await main.groupSend(`g${g}`, { type: 'once', g });
+    const depth = new Map(main.stats().channelList.map((c) => [c.name, c.depth]));
+    const perChannel = new Map<string, number>();
+    for (const key of expected) {
+      const channel = key.split(' ')[1]!;
+      perChannel.set(channel, (perChannel.get(channel) ?? 0) + 1);
+    }
+    expect(depth).toEqual(perChannel);
+    expect(main.verify()).toEqual([]);
+  });
+
   it('keeps each sender’s order: several producer processes, one consumer', async () => {
     const name = layerName();
     const N = 1000;

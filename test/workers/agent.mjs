@@ -78,6 +78,26 @@ const ops = {
     }
     return { sent, errors };
   },
+  // `ops` random groupAdd/groupDiscard calls (seeded) over groups g0.. and channels <prefix>.0..;
+  // returns the memberships that must exist afterwards, as "group channel" strings.
+  async churn({ prefix, groups, channels, ops, seed }) {
+    let x = seed >>> 0;
+    const random = () => (x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+    const state = new Map();
+    for (let i = 0; i < ops; i++) {
+      const group = `g${Math.floor(random() * groups)}`;
+      const channel = `${prefix}.${Math.floor(random() * channels)}`;
+      if (random() < 0.6) {
+        await need().groupAdd(group, channel);
+        state.set(`${group} ${channel}`, true);
+      } else {
+        await need().groupDiscard(group, channel);
+        state.set(`${group} ${channel}`, false);
+      }
+      if (i % 16 === 0) await sleep(0);
+    }
+    return [...state].filter(([, member]) => member).map(([key]) => key);
+  },
   async newChannel({ prefix }) {
     return need().newChannel(prefix);
   },
