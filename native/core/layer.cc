@@ -279,6 +279,11 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
   return block;
 }
 
+void Layer::ReleaseUnqueuedBlock(uint32_t block) {
+  // A block that no queue references yet (its first Enqueue failed) would leak.
+  if (block != kNil && segment_->block(block).refcount == 0) arena_->Free(block);
+}
+
 void Layer::ReleaseBlockRef(uint32_t block) {
   BlockHeader& b = segment_->block(block);
   if (b.refcount > 1) {
@@ -365,11 +370,12 @@ void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
     throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
                                              std::to_string(capacity) + ")");
   }
-  uint32_t block;
+  uint32_t block = kNil;
   try {
     block = StoreBlock(data, length);
     Enqueue(index, block, now + options_.expiry_ms);
   } catch (...) {
+    ReleaseUnqueuedBlock(block);
     MaybeReleaseChannel(index);
     throw;
   }
@@ -405,8 +411,13 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
     DropHeadExpired(c, now);
     std::string_view name(c.name, c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength);
     if (c.count < CapacityOf(name)) {
-      if (block == kNil) block = StoreBlock(data, length);
-      Enqueue(member.channel, block, now + options_.expiry_ms);
+      try {
+        if (block == kNil) block = StoreBlock(data, length);
+        Enqueue(member.channel, block, now + options_.expiry_ms);
+      } catch (...) {
+        ReleaseUnqueuedBlock(block);
+        throw;
+      }
       ++delivered;
     }
     m = next;
@@ -429,6 +440,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   pops.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
+    if (req.wanted == 0) continue;
     uint32_t index = Channels(*segment_).Find(req.channel);
     for (const auto& [seen, count] : pops) {
       // Two walks of one queue would copy its head twice.

@@ -138,6 +138,7 @@ class Layer {
   void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at);
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
   void ReleaseBlockRef(uint32_t block);
+  void ReleaseUnqueuedBlock(uint32_t block);
   void RingPending();
   void CheckOpen() const;
 
