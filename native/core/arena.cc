@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "fault_points.h"
+
 namespace shmch {
 
 bool Arena::IsMarked(uint32_t page) const {
@@ -60,6 +62,7 @@ uint32_t Arena::Allocate(uint32_t length) {
   if (first == kNil) first = FindRun(0, rover + pages < seg_.page_count() ? rover + pages : seg_.page_count(), pages);
   if (first == kNil) return kNil;
   SetRange(first, pages, true);
+  FAULT_POINT(8);
   h.used_pages += pages;
   h.page_rover = first + pages;
   auto* block = reinterpret_cast<BlockHeader*>(seg_.page(first));

@@ -302,6 +302,7 @@ void Layer::DropHeadExpired(Channel& c, uint64_t now) {
     uint32_t index = c.head;
     uint32_t block = n.block;
     c.head = n.next;
+    FAULT_POINT(7);
     if (c.head == kNil) c.tail = kNil;
     if (c.count) --c.count;
     ReleaseBlockRef(block);
@@ -515,6 +516,7 @@ void Layer::RemoveMember(uint32_t index) {
   }
   if (m.next_in_group != kNil) segment_->member(m.next_in_group).prev_in_group = m.prev_in_group;
   if (g.member_count) --g.member_count;
+  FAULT_POINT(5);
   // Unlink from the hash chain.
   uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; *link != kNil; ++steps) {
@@ -588,6 +590,7 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (segment_->member_buckets() - 1));
   member.next_in_hash = bucket;
   __atomic_store_n(&member.in_use, 1u, __ATOMIC_RELEASE);
+  FAULT_POINT(4);
   if (gr.first_member != kNil) segment_->member(gr.first_member).prev_in_group = m;
   gr.first_member = m;
   ++gr.member_count;
@@ -619,6 +622,7 @@ void Layer::Flush() {
   Header& h = segment_->header();
   for (uint32_t i = 0; i < segment_->max_members(); ++i) segment_->member(i).in_use = 0;
   for (uint32_t i = 0; i < segment_->max_groups(); ++i) segment_->group(i).in_use = 0;
+  FAULT_POINT(6);
   for (uint32_t i = 0; i < segment_->max_channels(); ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "errors.h"
+#include "fault_points.h"
 
 namespace shmch {
 
@@ -252,6 +253,7 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
   }
   h.free_node = 0;
   h.free_nodes = h.max_nodes;
+  FAULT_POINT(9);  // the creator dies before the segment is ready
   h.state.store(kReady, std::memory_order_release);
 }
 

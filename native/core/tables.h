@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "errors.h"
+#include "fault_points.h"
 #include "layout.h"
 #include "segment.h"
 
@@ -65,6 +66,7 @@ class NameTable {
       InitRecord(r);
       // in_use last: a record is either free or complete, whenever its writer dies.
       __atomic_store_n(&r.in_use, 1u, __ATOMIC_RELEASE);
+      FAULT_POINT(10);
       Link(i);
       rover = i + 1;
       ++used;
