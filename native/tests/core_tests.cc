@@ -337,17 +337,10 @@ static void EmptyPayloadsBody() {
   }, true);
   CHECK_EQ(how, std::string("exit 0"));
 }
-#ifdef SHMCH_SANITIZED
-// BUG (layer.cc): Send() -> StoreBlock() calls memcpy(payload, data, 0) with data == nullptr, and
-// Receive() calls memcpy(out.bytes.data() + at, ..., 0) with out.bytes still empty (nullptr):
-// undefined behaviour, which UBSan reports as "null pointer passed as argument 2/1, which is
-// declared to never be null". Guard the memcpy calls with `if (length)`.
-KNOWN_BUG_TEST(queue_empty_payloads, "memcpy with a null pointer for empty payloads (UBSan)") {
-  EmptyPayloadsBody();
-}
-#else
+// Regression: Send() -> StoreBlock() called memcpy(payload, nullptr, 0) and Receive() called
+// memcpy(out.bytes.data() /* nullptr */, ..., 0): undefined behaviour, which UBSan reports as "null
+// pointer passed as argument 1/2, which is declared to never be null".
 TEST(queue_empty_payloads) { EmptyPayloadsBody(); }
-#endif
 
 TEST(queue_two_instances_share_one_segment) {
   TempName name;
@@ -384,12 +377,10 @@ TEST(queue_batch_receive_over_several_channels) {
   CHECK_CLEAN(layer);
 }
 
-// BUG (layer.cc, Layer::Receive): a request with wanted == 0 takes the "satisfied" branch, which
-// clears our waiter bit on segment_->channel(index) without checking index: for a channel that
-// does not exist (index == kNil) the bounds check throws kCorrupt ("shared memory references
-// channel 4294967295") although the segment is fine.
-KNOWN_BUG_TEST(queue_receive_wanting_nothing_from_an_unknown_channel,
-               "Receive() with wanted == 0 on a missing channel throws kCorrupt") {
+// Regression (layer.cc, Layer::Receive): a request with wanted == 0 took the "satisfied" branch,
+// which cleared our waiter bit on segment_->channel(index) without checking index: for a channel
+// that does not exist (index == kNil) it threw kCorrupt although the segment was fine.
+TEST(queue_receive_wanting_nothing_from_an_unknown_channel) {
   TempName name;
   Layer layer(Options(name));
   shmch::ReceivedBatch batch;
@@ -636,7 +627,7 @@ TEST(node_pool_exhaustion_gives_arena_full) {
   for (int c = 0; c < 7; ++c) received += ReceiveText(layer, "many." + std::to_string(c), 10000).size();
   CHECK_EQ(received, sent);
   CHECK_EQ(layer.Stats().nodes_free, o.segment.max_nodes);
-  // (Verify() is not checked here: see the known bug below.)
+  CHECK_CLEAN(layer);
   SendText(layer, "many.0", "works again");
   CHECK_EQ(ReceiveText(layer, "many.0", 5), std::vector<std::string>{"works again"});
 }
@@ -647,12 +638,10 @@ static uint32_t FillNodePool(Layer& layer, uint32_t max_nodes) {
   return max_nodes;
 }
 
-// BUG (layer.cc, Layer::Send): StoreBlock() succeeds, then Enqueue() throws kArenaFull because the
-// node pool is empty; the catch only calls MaybeReleaseChannel(), so the stored block's pages stay
-// marked in the bitmap with no node referencing them: a leak of PagesFor(length) pages per refused
-// send (a producer retrying on SegmentFull leaks the whole arena) until some recovery runs.
-KNOWN_BUG_TEST(send_refused_for_lack_of_nodes_frees_its_block,
-               "Send() leaks the stored block when Enqueue() finds no free node") {
+// Regression (layer.cc, Layer::Send): StoreBlock() succeeded, then Enqueue() threw kArenaFull
+// because the node pool was empty; the catch did not free the stored block, so its pages stayed
+// marked with no node referencing them (a producer retrying on SegmentFull leaked the arena).
+TEST(send_refused_for_lack_of_nodes_frees_its_block) {
   TempName name;
   LayerOptions o = Options(name);
   o.capacity = 100000;
@@ -664,11 +653,9 @@ KNOWN_BUG_TEST(send_refused_for_lack_of_nodes_frees_its_block,
   CHECK_CLEAN(layer);
 }
 
-// BUG (layer.cc, Layer::GroupSend): same leak when the first Enqueue() of a group send throws for
-// lack of nodes: the exception skips `if (block != kNil && delivered == 0) arena_->Free(block)`.
-// (When some members were already served, the call throws although they got the message.)
-KNOWN_BUG_TEST(group_send_refused_for_lack_of_nodes_frees_its_block,
-               "GroupSend() leaks the stored block when Enqueue() finds no free node") {
+// Regression (layer.cc, Layer::GroupSend): the same leak when the first Enqueue() of a group send
+// threw for lack of nodes: the exception skipped `if (block != kNil && delivered == 0) Free(block)`.
+TEST(group_send_refused_for_lack_of_nodes_frees_its_block) {
   TempName name;
   LayerOptions o = Options(name);
   o.capacity = 100000;
