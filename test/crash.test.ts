@@ -95,6 +95,61 @@ describe('owner death inside a critical section', () => {
   }
 });
 
+describe('owner death in every other critical section', () => {
+  // What the dying child does to reach each fault point (see native/core/fault_points.h).
+  const scenarios: Array<[point: number, what: string, code: string]> = [
+    [4, 'group add', `await l.groupAdd('room', 'member.new');`],
+    [5, 'group discard', `await l.groupDiscard('room', 'member.a');`],
+    [6, 'flush', `await l.flush();`],
+    [7, 'expiry sweep', `const s = new ShmChannelLayer({ name: l.name, expiry: 0.02 });
+       await s.send('stale', { old: 1 }); await s.send('stale', { old: 2 });
+       await new Promise((r) => setTimeout(r, 60));
+       await s.send('stale', { fresh: 1 });`],
+    [8, 'arena allocation', `await l.send('work', { i: 'child' });`],
+    [10, 'record creation', `await l.send('brand.new.channel', { i: 'child' });`],
+  ];
+  for (const [point, what, code] of scenarios) {
+    it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
+      const name = layerName();
+      const layer = open({ name });
+      for (let i = 0; i < 10; i++) await layer.send('work', { i });
+      await layer.groupAdd('room', 'member.a');
+      await layer.groupAdd('room', 'member.b');
+      const child = runChild(`const l = new ShmChannelLayer({ name: '${name}' });\n${code}\nconsole.log('fault point not reached');`, {
+        SHMCH_FAULT_POINT: String(point),
+      });
+      expect(child.signal, child.stdout + child.stderr).toBe('SIGKILL');
+
+      const started = Date.now();
+      await layer.groupSend('room', { to: 'members' });
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(layer.verify()).toEqual([]);
+      expect(layer.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
+      const work = (await drain(layer, 'work')) as Array<{ i: number }>;
+      if (point === 6) {
+        // A flush killed half-way may have emptied the queues already; what is left is intact.
+        expect(work.map((m) => m.i)).toEqual([...Array(work.length).keys()]);
+      } else {
+        expect(work.map((m) => m.i)).toEqual([...Array(10).keys()]);
+        expect(await drain(layer, 'member.b')).toEqual([{ to: 'members' }]);
+      }
+      await layer.send('work', { i: 'again' });
+      expect(await layer.receive('work')).toEqual({ i: 'again' });
+      expect(layer.verify()).toEqual([]);
+    });
+  }
+
+  it('fault point 9: a creator killed during initialisation leaves no poisoned segment', async () => {
+    const name = layerName();
+    const child = runChild(`new ShmChannelLayer({ name: '${name}', size: 4 << 20 });`, { SHMCH_FAULT_POINT: '9' });
+    expect(child.signal).toBe('SIGKILL');
+    const layer = open({ name, size: 4 << 20 });
+    await layer.send('fresh', { ok: true });
+    expect(await layer.receive('fresh')).toEqual({ ok: true });
+    expect(layer.verify()).toEqual([]);
+  });
+});
+
 describe('dead-process reclamation', () => {
   it("reclaims a SIGKILLed process's slot, '!' channels, memberships and messages", async () => {
     const name = layerName();
