@@ -418,15 +418,15 @@ TEST(queue_capacity_gives_channel_full) {
 TEST(queue_expiry_drops_old_messages) {
   TempName name;
   LayerOptions o = Options(name);
-  o.expiry_ms = 100;
+  o.expiry_ms = 300;  // long enough that the first sends are still fresh on a loaded machine
   o.capacity = 3;
   Layer layer(o);
   for (int i = 0; i < 3; ++i) SendText(layer, "old", "x");
   CHECK_THROWS(SendText(layer, "old", "x"), ErrorCode::kChannelFull);
-  usleep(150'000);
+  usleep(350'000);
   // Expired heads are dropped on send, so the channel has room again.
   SendText(layer, "old", "fresh-but-expiring");
-  usleep(150'000);
+  usleep(350'000);
   CHECK(ReceiveText(layer, "old", 10).empty());
   shmch::LayerStats s = layer.Stats();
   CHECK_EQ(s.messages_expired, 4u);
