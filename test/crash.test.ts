@@ -2,7 +2,7 @@
 // inside critical sections (test-only fault points: SHMCH_FAULT_POINT=N makes a process SIGKILL
 // itself at native fault point N while it holds the segment lock).
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readSync, statfsSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, openSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -301,6 +301,26 @@ describe('limits and hostile segments', () => {
     expect(statSync(`/dev/shm/shmch.${uid}.${loose}`).mode & 0o777).toBe(0o644);
     expect(() => new ShmChannelLayer({ name: loose })).toThrow(/mode 0644, expected 0600/);
     open({ name: loose, allowForeign: true });
+  });
+
+  it('refuses a doorbell planted by someone else or with a looser mode', () => {
+    const name = layerName();
+    const planted = `/dev/shm/sem.shmch.${uid}.${name}.bell0`;
+    writeFileSync(planted, Buffer.alloc(32));
+    try {
+      chmodSync(planted, 0o666);
+      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/doorbell .* mode 0666; refusing it/);
+      if (uid === 0) {
+        chmodSync(planted, 0o600);
+        chownSync(planted, 65534, 65534);
+        expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/belongs to uid 65534/);
+      }
+    } finally {
+      rmSync(planted, { force: true });
+    }
+    // Without the planted file the layer opens, and its doorbell is its own.
+    const layer = open({ name, size: 4 << 20 });
+    expect(statSync(planted).uid).toBe(uid);
   });
 
   it('concurrent first opens from many processes create one segment', async () => {

@@ -1,10 +1,12 @@
 #include "doorbell.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "clock.h"
 #include "cpu_relax.h"
@@ -12,8 +14,8 @@
 
 namespace shmch {
 
-Doorbells::Doorbells(std::string layer_name, uint32_t mode)
-    : layer_name_(std::move(layer_name)), mode_(mode) {
+Doorbells::Doorbells(std::string layer_name, uint32_t mode, bool allow_foreign)
+    : layer_name_(std::move(layer_name)), mode_(mode), allow_foreign_(allow_foreign) {
   for (auto& s : sems_) s.store(nullptr, std::memory_order_relaxed);
 }
 
@@ -36,7 +38,21 @@ sem_t* Doorbells::Open(uint32_t index) {
   sem_t* sem = sems_[index].load(std::memory_order_acquire);
   if (sem) return sem;
   std::string name = SemaphoreName(layer_name_, index);
-  sem = sem_open(name.c_str(), O_CREAT, mode_ & 0777, 0);
+  sem = sem_open(name.c_str(), O_CREAT | O_EXCL, mode_ & 0777, 0);
+  if (sem == SEM_FAILED && errno == EEXIST) {
+    // It exists already: normally a doorbell an earlier instance in this slot made. Only use it
+    // if it is ours, as the segment is: another user could have planted it to ring or mute us.
+    struct stat st;
+    std::string path = "/dev/shm/sem." + name.substr(1);
+    if (!allow_foreign_ && stat(path.c_str(), &st) == 0 &&
+        (st.st_uid != geteuid() || (st.st_mode & 0777 & ~mode_) != 0)) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "doorbell %s belongs to uid %u with mode %04o; refusing it",
+                    path.c_str(), static_cast<unsigned>(st.st_uid), st.st_mode & 0777);
+      throw Error(ErrorCode::kPermission, buf);
+    }
+    sem = sem_open(name.c_str(), 0);
+  }
   if (sem == SEM_FAILED) ThrowSystemError("sem_open(" + name + ")", errno);
   sem_t* expected = nullptr;
   if (!sems_[index].compare_exchange_strong(expected, sem, std::memory_order_acq_rel)) {

@@ -16,7 +16,8 @@ namespace shmch {
 
 class Doorbells {
  public:
-  Doorbells(std::string layer_name, uint32_t mode);
+  // `allow_foreign`: accept an existing doorbell of another user or with a looser mode.
+  Doorbells(std::string layer_name, uint32_t mode, bool allow_foreign);
   ~Doorbells();
   Doorbells(const Doorbells&) = delete;
   Doorbells& operator=(const Doorbells&) = delete;
@@ -38,6 +39,7 @@ class Doorbells {
  private:
   std::string layer_name_;
   uint32_t mode_;
+  bool allow_foreign_;
   std::atomic<sem_t*> sems_[kMaxSlots];
 };
 

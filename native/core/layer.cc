@@ -43,7 +43,8 @@ void Layer::ValidateName(std::string_view name, bool allow_bang, const char* wha
 Layer::Layer(const LayerOptions& options) : options_(options) {
   segment_ = std::make_unique<Segment>(options_.segment);
   arena_ = std::make_unique<Arena>(*segment_);
-  doorbells_ = std::make_unique<Doorbells>(options_.segment.name, options_.segment.mode);
+  doorbells_ = std::make_unique<Doorbells>(options_.segment.name, options_.segment.mode,
+                                           options_.segment.allow_foreign);
   ClaimSlot();
   try {
     doorbells_->Open(slot_);
