@@ -5,6 +5,7 @@
       "sources": [
         "native/binding/addon.cc",
         "native/core/arena.cc",
+        "native/core/checksum.cc",
         "native/core/doorbell.cc",
         "native/core/errors.cc",
         "native/core/fault_points.cc",

@@ -16,6 +16,8 @@ export interface NativeStats {
   messagesSent: number;
   messagesReceived: number;
   messagesExpired: number;
+  /** Messages dropped at receive because their stored bytes failed the checksum. */
+  messagesDamaged: number;
   lockRecoveries: number;
 }
 
@@ -67,6 +69,8 @@ export interface NativeBinding {
     destroy(name: string): boolean;
   };
   layoutVersion: number;
+  lockOffset: number;
+  lockBytes: number;
   maxNameLength: number;
 }
 

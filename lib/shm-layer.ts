@@ -40,6 +40,8 @@ export interface ShmLayerStats extends NativeStats {
 }
 
 const MAINTENANCE_INTERVAL_MS = 2000;
+/** Length the native receive reports for a message whose bytes failed their checksum. */
+const DAMAGED_MESSAGE = 0xffffffff;
 
 /** Maps a native error (with `code`) to the package's error classes. */
 function translate(error: unknown): unknown {
@@ -297,6 +299,13 @@ export class ShmChannelLayer implements ChannelLayer {
       for (let i = 0; i < count; i++, entry += 8) {
         const channel = wanted[batch.readUInt32LE(entry)]![0];
         const length = batch.readUInt32LE(entry + 4);
+        if (length === DAMAGED_MESSAGE) {
+          this.pending.fail(
+            channel,
+            new ShmError(`a message for ${channel} failed its checksum in shared memory and was dropped`, 'ECORRUPT'),
+          );
+          continue;
+        }
         const payload = batch.subarray(offset, offset + length);
         offset += length;
         let message: Message;

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -294,6 +295,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("messagesSent", static_cast<double>(s.messages_sent));
     o.Set("messagesReceived", static_cast<double>(s.messages_received));
     o.Set("messagesExpired", static_cast<double>(s.messages_expired));
+    o.Set("messagesDamaged", static_cast<double>(s.messages_damaged));
     o.Set("lockRecoveries", s.lock_recoveries);
     return o;
   }
@@ -370,6 +372,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   shmch::InitFaultPointFromEnvironment();
   exports.Set("NativeLayer", NativeLayer::Define(env));
   exports.Set("layoutVersion", Napi::Number::New(env, shmch::kLayoutVersion));
+  // Where the lock word sits, for tests that scribble on everything else.
+  exports.Set("lockOffset", Napi::Number::New(env, offsetof(shmch::Header, lock)));
+  exports.Set("lockBytes", Napi::Number::New(env, sizeof(shmch::SharedLock)));
   exports.Set("maxNameLength", Napi::Number::New(env, shmch::kMaxNameLength));
   return exports;
 }

@@ -1,6 +1,7 @@
 // Scope of one operation on the segment: holds the shared lock, rebuilds derived state first if
 // the previous holder died inside its critical section, and rings the collected doorbells only
-// after the lock is released (a woken receiver should not find the lock still held).
+// after the lock is released (a woken receiver should not find the lock still held). Corruption
+// met on the way is repaired (derived state rebuilt, broken queues cut) before the lock is let go.
 #pragma once
 
 #include "layer.h"
@@ -11,6 +12,7 @@ class Critical {
  public:
   explicit Critical(Layer& layer) : layer_(layer) { layer_.LockSegment(); }
   ~Critical() {
+    layer_.RepairIfCorrupted();
     layer_.UnlockSegment();
     layer_.RingPending();
   }

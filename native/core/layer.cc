@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "checksum.h"
 #include "clock.h"
 #include "critical.h"
 #include "fault_points.h"
@@ -166,7 +167,7 @@ void Layer::DropChannel(uint32_t index) {
     }
   }
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
+    if (steps > segment_->max_nodes()) segment_->Corrupt("queue loops");
     uint32_t n = c.head;
     uint32_t block = segment_->node(n).block;
     c.head = segment_->node(n).next;
@@ -277,6 +278,7 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
                     " bytes in use)");
   }
   if (length) std::memcpy(arena_->Payload(block), data, length);
+  segment_->block(block).checksum = Crc32c(data, length);
   return block;
 }
 
@@ -297,7 +299,7 @@ void Layer::ReleaseBlockRef(uint32_t block) {
 void Layer::DropHeadExpired(Channel& c, uint64_t now) {
   Header& h = segment_->header();
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
+    if (steps > segment_->max_nodes()) segment_->Corrupt("queue loops");
     Node& n = segment_->node(c.head);
     if (n.expires_at_ms > now) break;
     uint32_t index = c.head;
@@ -401,7 +403,7 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   uint32_t delivered = 0;
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "group member list loops");
+    if (steps > segment_->max_members()) segment_->Corrupt("group member list loops");
     Member& member = segment_->member(m);
     uint32_t next = member.next_in_group;
     if (member.expires_at_ms <= now) {
@@ -439,6 +441,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   // Phase 1 copies payloads out and registers us as a waiter where we are left short; nothing is
   // popped yet, so an error or our death here takes no message with it.
   std::vector<std::pair<uint32_t, uint32_t>> pops;  // (channel, nodes to pop from its head)
+  bool damaged_blocks = false;
   pops.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
@@ -452,16 +455,28 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     if (index != kNil) {
       Channel& c = segment_->channel(index);
       for (uint32_t n = c.head; got < req.wanted && n != kNil; n = segment_->node(n).next) {
-        if (++walked > segment_->max_nodes()) throw Error(ErrorCode::kCorrupt, "queue loops");
+        if (++walked > segment_->max_nodes()) segment_->Corrupt("queue loops");
         Node& node = segment_->node(n);
         if (node.expires_at_ms <= now) continue;
-        BlockHeader& b = segment_->block(node.block);
-        size_t at = out.bytes.size();
-        out.bytes.resize(at + b.length);
-        if (b.length) std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), b.length);
-        out.request_of.push_back(r);
-        out.length_of.push_back(b.length);
         ++got;
+        out.request_of.push_back(r);
+        if (!segment_->IsValidBlock(node.block)) {
+          out.length_of.push_back(kDamagedMessage);
+          damaged_blocks = true;
+          continue;
+        }
+        BlockHeader& b = segment_->block(node.block);
+        uint32_t length = b.length, checksum = b.checksum;
+        size_t at = out.bytes.size();
+        out.bytes.resize(at + length);
+        if (length) std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), length);
+        // Checked on our private copy: what we hand out is exactly what was checked.
+        if (Crc32c(out.bytes.data() + at, length) != checksum) {
+          out.bytes.resize(at);
+          out.length_of.push_back(kDamagedMessage);
+          continue;
+        }
+        out.length_of.push_back(length);
       }
       if (walked) pops.emplace_back(index, walked);
     }
@@ -484,12 +499,17 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       c.head = n.next;
       if (c.head == kNil) c.tail = kNil;
       if (c.count) --c.count;
-      ReleaseBlockRef(block);
+      if (segment_->IsValidBlock(block)) ReleaseBlockRef(block);
       FreeNode(node_index);
       if (expired) ++h.messages_expired; else ++h.messages_received;
     }
     MaybeReleaseChannel(index);
   }
+  for (uint32_t length : out.length_of) {
+    if (length == kDamagedMessage) ++h.messages_damaged;
+  }
+  // A damaged block header leaves its pages unaccounted for: rebuild the page map.
+  if (damaged_blocks) Recover();
 }
 
 uint32_t Layer::FindGroup(std::string_view name) const { return Groups(*segment_).Find(name); }
@@ -497,7 +517,7 @@ uint32_t Layer::FindGroup(std::string_view name) const { return Groups(*segment_
 uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
   uint32_t m = segment_->member_bucket(HashPair(group, channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    if (steps > segment_->max_members()) segment_->Corrupt("member hash chain loops");
     Member& member = segment_->member(m);
     if (member.in_use == 1 && member.group == group && member.channel == channel) return m;
     m = member.next_in_hash;
@@ -521,7 +541,7 @@ void Layer::RemoveMember(uint32_t index) {
   // Unlink from the hash chain.
   uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; *link != kNil; ++steps) {
-    if (steps > segment_->max_members()) throw Error(ErrorCode::kCorrupt, "member hash chain loops");
+    if (steps > segment_->max_members()) segment_->Corrupt("member hash chain loops");
     if (*link == index) {
       *link = m.next_in_hash;
       break;
@@ -661,6 +681,7 @@ LayerStats Layer::Stats() {
   s.messages_sent = h.messages_sent;
   s.messages_received = h.messages_received;
   s.messages_expired = h.messages_expired;
+  s.messages_damaged = h.messages_damaged;
   s.lock_recoveries = h.lock.recoveries.load();
   return s;
 }

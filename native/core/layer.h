@@ -35,6 +35,10 @@ struct ReceiveRequest {
 
 // Messages handed out by Receive(): payloads back to back in `bytes`; for each message the index
 // of its request and its length, in delivery order.
+// Length reported for a message whose stored bytes failed their checksum: it is dropped, and its
+// receiver is told so instead of getting garbage.
+constexpr uint32_t kDamagedMessage = 0xffffffffu;
+
 struct ReceivedBatch {
   std::vector<uint8_t> bytes;
   std::vector<uint32_t> request_of;
@@ -54,6 +58,7 @@ struct LayerStats {
   uint64_t messages_sent;
   uint64_t messages_received;
   uint64_t messages_expired;
+  uint64_t messages_damaged;
   uint32_t lock_recoveries;
 };
 
@@ -120,6 +125,7 @@ class Layer {
   void LockSegment();
   void UnlockSegment();
   void Recover();
+  void RepairIfCorrupted() noexcept;
   void ReclaimDeadSlots();
   void ReclaimSlotLocked(uint32_t index);
   void DropChannel(uint32_t index);

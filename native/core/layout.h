@@ -97,7 +97,9 @@ struct BlockHeader {
   uint32_t magic;     // kBlockMagic while allocated
   uint32_t refcount;  // derived: queued nodes that reference this block
   uint32_t pages;
-  uint32_t length;  // payload bytes
+  uint32_t length;    // payload bytes
+  uint32_t checksum;  // CRC-32C of the payload
+  uint32_t pad[3];
 };
 constexpr uint32_t kBlockMagic = 0x4b4c4253;  // "SBLK"
 
@@ -151,6 +153,7 @@ struct Header {
   uint64_t messages_sent;
   uint64_t messages_received;
   uint64_t messages_expired;
+  uint64_t messages_damaged;  // dropped at receive: bad block header or checksum
 };
 
 // Changes whenever a shared struct changes size, so two builds that disagree on the layout refuse
@@ -164,6 +167,6 @@ constexpr uint32_t kAbiTag =
 static_assert(sizeof(Header) <= kHeaderBytes, "header must fit its reserved area");
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
-static_assert(sizeof(BlockHeader) == 16, "block header is part of the layout");
+static_assert(sizeof(BlockHeader) == 32, "block header is part of the layout");
 
 }  // namespace shmch

@@ -29,14 +29,6 @@ bool ValidName(const char* name, uint32_t length, bool allow_bang) {
   return true;
 }
 
-bool BlockLooksValid(Segment& seg, uint32_t page) {
-  if (page >= seg.page_count()) return false;
-  auto* b = reinterpret_cast<BlockHeader*>(seg.page(page));
-  return b->magic == kBlockMagic && b->pages != 0 && b->pages <= seg.page_count() - page &&
-         uint64_t{b->length} + sizeof(BlockHeader) <= uint64_t{b->pages} * kPageSize &&
-         b->length <= seg.max_message_size();
-}
-
 uint32_t BlockPages(Segment& seg, uint32_t page) {
   return reinterpret_cast<BlockHeader*>(seg.page(page))->pages;
 }
@@ -75,7 +67,7 @@ void Layer::Recover() {
       uint32_t n = *link;
       bool ok = n < seg.max_nodes() && !node_live[n];
       uint32_t block = ok ? seg.node(n).block : kNil;
-      ok = ok && BlockLooksValid(seg, block);
+      ok = ok && seg.IsValidBlock(block);
       if (ok && refs[block] == 0) {
         uint32_t pages = BlockPages(seg, block);
         for (uint32_t p = block; ok && p < block + pages; ++p) ok = !arena_->IsMarked(p);
@@ -167,6 +159,17 @@ void Layer::Recover() {
   for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) MaybeReleaseChannel(ci);
 }
 
+void Layer::RepairIfCorrupted() noexcept {
+  if (!segment_->TakeCorruptionSeen()) return;
+  try {
+    Recover();
+  } catch (...) {
+    // Recovery only follows indices it has checked; should it still fail, the next operation
+    // finds the corruption again and retries.
+  }
+  segment_->TakeCorruptionSeen();
+}
+
 std::vector<std::string> Layer::Verify() {
   CheckOpen();
   Critical guard(*this);
@@ -203,7 +206,7 @@ std::vector<std::string> Layer::Verify() {
       }
       node_seen[n] = 1;
       uint32_t block = seg.node(n).block;
-      if (!BlockLooksValid(seg, block)) {
+      if (!seg.IsValidBlock(block)) {
         problem(label + " queue references a damaged block");
         break;
       }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -215,6 +216,15 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
                 "maxMessageSize " + std::to_string(config.max_message_size) +
                     " does not fit the message arena of " + std::to_string(arena_bytes) + " bytes");
   }
+  // Refuse up front what cannot fit: on a tmpfs as large as RAM, posix_fallocate would eat memory
+  // until the OOM killer steps in long before it reports ENOSPC.
+  struct statvfs fs;
+  if (fstatvfs(fd_, &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < config.size) {
+    throw Error(ErrorCode::kNoSpace,
+                "not enough space in /dev/shm for segment " + object_name_ + " of " +
+                    std::to_string(config.size) + " bytes (" +
+                    std::to_string(uint64_t{fs.f_bavail} * fs.f_frsize) + " bytes free)");
+  }
   if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
     ThrowSystemError("ftruncate(" + object_name_ + ")", errno);
   }
@@ -321,13 +331,15 @@ void Segment::ComputeRegions(const Header& h) {
   arena_ = base_ + h.arena_offset;
 }
 
-namespace {
-[[noreturn]] void OutOfBounds(const char* what, uint32_t index, uint32_t limit) {
-  throw Error(ErrorCode::kCorrupt, std::string("shared memory references ") + what + " " +
-                                       std::to_string(index) + " outside 0.." +
-                                       std::to_string(limit));
+void Segment::Corrupt(const std::string& what) const {
+  corruption_seen_ = true;
+  throw Error(ErrorCode::kCorrupt, what);
 }
-}  // namespace
+
+void Segment::OutOfBounds(const char* what, uint32_t index, uint32_t limit) const {
+  Corrupt(std::string("shared memory references ") + what + " " + std::to_string(index) +
+          " outside 0.." + std::to_string(limit));
+}
 
 Slot& Segment::slot(uint32_t i) const {
   if (i >= kMaxSlots) OutOfBounds("slot", i, kMaxSlots);
@@ -365,12 +377,19 @@ uint8_t* Segment::page(uint32_t i) const {
   if (i >= page_count_) OutOfBounds("page", i, page_count_);
   return arena_ + uint64_t{i} * kPageSize;
 }
+bool Segment::IsValidBlock(uint32_t first_page) const {
+  if (first_page >= page_count_) return false;
+  const BlockHeader& b = *reinterpret_cast<const BlockHeader*>(arena_ + uint64_t{first_page} * kPageSize);
+  return b.magic == kBlockMagic && b.pages != 0 && b.pages <= page_count_ - first_page &&
+         uint64_t{b.length} + sizeof(BlockHeader) <= uint64_t{b.pages} * kPageSize &&
+         b.length <= max_message_size_;
+}
+
 BlockHeader& Segment::block(uint32_t first_page) const {
   BlockHeader& b = *reinterpret_cast<BlockHeader*>(page(first_page));
   if (b.magic != kBlockMagic || b.pages == 0 || b.pages > page_count_ - first_page ||
       uint64_t{b.length} + sizeof(BlockHeader) > uint64_t{b.pages} * kPageSize) {
-    throw Error(ErrorCode::kCorrupt,
-                "message block at page " + std::to_string(first_page) + " is damaged");
+    Corrupt("message block at page " + std::to_string(first_page) + " is damaged");
   }
   return b;
 }

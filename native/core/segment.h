@@ -74,6 +74,18 @@ class Segment {
   void UnlockSlotByte(uint32_t index);
   bool IsSlotHeld(uint32_t index) const;
 
+  // Whether a block header at `first_page` is well-formed; never throws.
+  bool IsValidBlock(uint32_t first_page) const;
+
+  // Throws Error kCorrupt and remembers that corruption was seen, so the lock holder repairs the
+  // derived state before it lets anyone else in.
+  [[noreturn]] void Corrupt(const std::string& what) const;
+  bool TakeCorruptionSeen() {
+    bool seen = corruption_seen_;
+    corruption_seen_ = false;
+    return seen;
+  }
+
   // True when the name now refers to another segment or to nothing (someone unlinked ours).
   bool IsUnlinked() const;
 
@@ -82,6 +94,7 @@ class Segment {
   void ValidateLocked(const SegmentConfig& config);
   void Map(uint64_t size);
   void ComputeRegions(const Header& h);
+  [[noreturn]] void OutOfBounds(const char* what, uint32_t index, uint32_t limit) const;
 
   std::string object_name_;
   int fd_ = -1;
@@ -104,6 +117,7 @@ class Segment {
   uint32_t max_members_ = 0, member_buckets_count_ = 0, max_nodes_ = 0, page_count_ = 0;
   uint32_t max_message_size_ = 0;
   uint64_t dev_ = 0, ino_ = 0;
+  mutable bool corruption_seen_ = false;
 };
 
 }  // namespace shmch

@@ -41,7 +41,7 @@ class NameTable {
     uint32_t hash = HashName(name);
     uint32_t i = access_.bucket(hash & bucket_mask_);
     for (uint32_t steps = 0; i != kNil; ++steps) {
-      if (steps > records_) throw Error(ErrorCode::kCorrupt, "hash chain loops");
+      if (steps > records_) access_.s->Corrupt("hash chain loops");
       Record& r = access_.record(i);
       if (r.in_use == 1 && r.hash == hash && r.name_length == name.size() &&
           std::memcmp(r.name, name.data(), name.size()) == 0) {
@@ -79,7 +79,7 @@ class NameTable {
     Record& r = access_.record(index);
     uint32_t* link = &access_.bucket(r.hash & bucket_mask_);
     for (uint32_t steps = 0; *link != kNil; ++steps) {
-      if (steps > records_) throw Error(ErrorCode::kCorrupt, "hash chain loops");
+      if (steps > records_) access_.s->Corrupt("hash chain loops");
       if (*link == index) {
         *link = r.next_in_bucket;
         break;

@@ -490,11 +490,12 @@ TEST(queue_doorbell_rings_a_waiting_instance) {
 
 TEST(arena_pages_for) {
   using shmch::Arena;
+  constexpr uint32_t header = sizeof(shmch::BlockHeader);
   CHECK_EQ(Arena::PagesFor(0), 1u);
-  CHECK_EQ(Arena::PagesFor(48), 1u);
-  CHECK_EQ(Arena::PagesFor(49), 2u);
-  CHECK_EQ(Arena::PagesFor(112), 2u);
-  CHECK_EQ(Arena::PagesFor(113), 3u);
+  CHECK_EQ(Arena::PagesFor(shmch::kPageSize - header), 1u);
+  CHECK_EQ(Arena::PagesFor(shmch::kPageSize - header + 1), 2u);
+  CHECK_EQ(Arena::PagesFor(2 * shmch::kPageSize - header), 2u);
+  CHECK_EQ(Arena::PagesFor(2 * shmch::kPageSize - header + 1), 3u);
 }
 
 TEST(arena_allocate_free_many_sizes_without_overlap) {
