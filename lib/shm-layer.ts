@@ -252,7 +252,11 @@ export class ShmChannelLayer implements ChannelLayer {
       // from now on would never see our messages. Refuse to go on silently split in two.
       this.unlinked = true;
       this.pending.rejectAll(this.unlinkedError());
+      return;
     }
+    // Safety net for one window no lock can cover: a sender killed after publishing a message
+    // but before ringing our doorbell. Looking again every few seconds bounds that wait.
+    if (this.pending.size > 0) this.scheduleDrain();
   }
 
   private unlinkedError(): ShmError {
