@@ -1,0 +1,215 @@
+// One measurement (one workload x one backend) in a fresh process, forked by bench/run.mjs. It is
+// the node:cluster primary of the measurement's workers (and, for the cluster backend, the relay
+// that routes their messages), runs the workload's `coordinate(ctx)`, sends the result back and
+// exits. Whatever happens, its workers are killed and its shm segments destroyed on the way out.
+import cluster from 'node:cluster';
+import { fileURLToPath } from 'node:url';
+import { ShmChannelLayer } from '../dist/esm/index.mjs';
+import { IpcRelay } from './backends.mjs';
+import { maxRssMB, now } from './lib.mjs';
+import { redisFlushAll, redisInfo } from './redis-server.mjs';
+
+const workers = new Set();
+const shmNames = new Set();
+
+function cleanup() {
+  for (const w of workers) {
+    try {
+      w.process.kill('SIGKILL');
+    } catch {}
+  }
+  workers.clear();
+  for (const name of shmNames) {
+    try {
+      ShmChannelLayer.destroy(name);
+    } catch {}
+  }
+  shmNames.clear();
+}
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(1);
+  });
+}
+process.on('disconnect', () => {
+  // The orchestrator went away (or killed us): nothing left to report to.
+  cleanup();
+  process.exit(1);
+});
+
+const job = await new Promise((resolve) => process.once('message', resolve));
+const { workload, backend, params, redisUrl, tag, ipcSerialization } = job;
+const module = await import(new URL(`./workloads/${workload}.mjs`, import.meta.url));
+
+cluster.setupPrimary({
+  exec: fileURLToPath(new URL('./worker.mjs', import.meta.url)),
+  // Node's default ('json'), as cluster adapters use it, unless the workload needs Buffer values
+  // to survive (W4: 'advanced', the V8 structured clone). BENCH_IPC_SERIALIZATION overrides.
+  serialization: process.env.BENCH_IPC_SERIALIZATION ?? ipcSerialization ?? 'json',
+  silent: false,
+  // W5b measures heap growth after gc(). BENCH_CPU_PROF=<dir>: a V8 CPU profile of every worker.
+  execArgv: [
+    '--expose-gc',
+    ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []),
+  ],
+});
+
+let relays = [];
+let spawnCount = 0;
+let callId = 1;
+
+class Handle {
+  constructor(physical, vid) {
+    this.physical = physical;
+    this.vid = vid;
+  }
+  get pid() {
+    return this.physical.worker.process.pid;
+  }
+  call(fn, args = {}) {
+    return this.physical.call(this.vid, fn, args);
+  }
+}
+
+class Physical {
+  constructor(worker) {
+    this.worker = worker;
+    this.pending = new Map();
+    this.relay = undefined; // the cluster backend's relay of this worker's spawn
+    this.exited = false;
+    worker.on('message', (m) => {
+      if (m === null || typeof m !== 'object') return;
+      if (m.ipc !== undefined) {
+        this.relay?.handle(worker, m);
+        return;
+      }
+      if (m.bench === 'reply') {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (!p) return;
+        if (m.error !== undefined) p.reject(new Error(`worker ${worker.process.pid}: ${m.error}`));
+        else p.resolve(m.value);
+      }
+    });
+    worker.on('exit', (code, signal) => {
+      this.exited = true;
+      workers.delete(worker);
+      for (const p of this.pending.values()) p.reject(new Error(`worker ${worker.process.pid} exited (${code ?? signal})`));
+      this.pending.clear();
+    });
+  }
+  call(vid, fn, args) {
+    const id = callId++;
+    if (this.exited || !this.worker.isConnected()) {
+      return Promise.reject(new Error(`worker ${this.worker.process.pid} is gone (call ${fn})`));
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.send({ bench: 'call', id, vid, fn, args });
+    });
+  }
+}
+
+function forkWorker() {
+  const worker = cluster.fork({ BENCH_WORKLOAD: workload });
+  workers.add(worker);
+  // A send to a worker the host has just stopped fails with ERR_IPC_CHANNEL_CLOSED: harmless.
+  worker.on('error', (error) => {
+    if (error?.code !== 'ERR_IPC_CHANNEL_CLOSED') ctx.log(`worker ${worker.process.pid}: ${error}`);
+  });
+  const physical = new Physical(worker);
+  return new Promise((resolve, reject) => {
+    const onExit = (code, signal) => reject(new Error(`worker exited during start (${code ?? signal})`));
+    worker.once('exit', onExit);
+    worker.on('message', function ready(m) {
+      if (m?.bench !== 'ready') return;
+      worker.off('message', ready);
+      worker.off('exit', onExit);
+      resolve(physical);
+    });
+  });
+}
+
+const ctx = {
+  backend,
+  params,
+  now,
+  log(text) {
+    process.send({ progress: text });
+  },
+  /**
+   * Starts `count` role processes sharing one fresh layer (for inmemory: one process running
+   * `count` roles). `layer`: {capacity, shm: {size, maxChannels, ...}}. Returns handles with
+   * `.call(role, args)` and `.pid`.
+   */
+  async spawn(count, layer = {}) {
+    const n = ++spawnCount;
+    const layerOptions = { capacity: layer.capacity ?? 10000 };
+    if (backend === 'shm') {
+      const name = `bench-${tag}-${n}`;
+      ShmChannelLayer.destroy(name);
+      shmNames.add(name);
+      layerOptions.shm = { name, ...(layer.shm ?? {}) };
+    }
+    if (backend === 'redis') layerOptions.redis = { url: redisUrl, prefix: `bench${tag}.${n}:` };
+    const physicalCount = backend === 'inmemory' ? 1 : count;
+    const physicals = await Promise.all(Array.from({ length: physicalCount }, forkWorker));
+    if (backend === 'cluster') {
+      // A fresh relay for every spawn, as every spawn has a fresh layer.
+      const relay = new IpcRelay({ capacity: layerOptions.capacity });
+      relays.push(relay);
+      for (const p of physicals) {
+        p.relay = relay;
+        relay.attach(p.worker);
+      }
+    }
+    // One after the other: the first creates the shm segment, the others attach.
+    for (const p of physicals) await p.call(0, 'init', { backend, layerOptions });
+    return Array.from({ length: count }, (_, i) =>
+      backend === 'inmemory' ? new Handle(physicals[0], i) : new Handle(physicals[i], 0),
+    );
+  },
+  /** Closes the layers of `handles` and stops their processes; returns their peak RSS (MB). */
+  async stop(handles) {
+    const seen = new Set();
+    const rss = [];
+    for (const h of handles) {
+      if (seen.has(h.physical)) continue;
+      seen.add(h.physical);
+      const { maxRssMB } = await h.call('close');
+      rss.push(maxRssMB);
+      if (process.env.BENCH_CPU_PROF && !h.physical.exited) {
+        await new Promise((resolve) => {
+          h.physical.worker.once('exit', resolve);
+          setTimeout(resolve, 10_000);
+        });
+      }
+      h.physical.worker.process.kill('SIGKILL');
+      workers.delete(h.physical.worker);
+    }
+    if (backend === 'redis') await redisFlushAll(redisUrl);
+    return rss;
+  },
+  async redisInfo() {
+    return backend === 'redis' ? redisInfo(redisUrl) : undefined;
+  },
+  relayStats() {
+    if (relays.length === 0) return undefined;
+    return {
+      dropped: relays.reduce((sum, r) => sum + r.dropped, 0),
+      routed: relays.reduce((sum, r) => sum + r.routed, 0),
+    };
+  },
+  hostMaxRssMB: maxRssMB,
+};
+
+let reply;
+try {
+  reply = { result: await module.coordinate(ctx) };
+} catch (error) {
+  reply = { error: String(error?.stack ?? error) };
+}
+cleanup();
+process.send(reply, () => process.exit(0));

@@ -1,0 +1,359 @@
+// Medians, the terminal table and the SVG chart, all computed from the results object (the same
+// object that is written to bench/results.json), so `node bench/report.mjs results.json` can
+// redraw both from a saved run.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { BACKENDS, LABELS } from './backends.mjs';
+import { median } from './lib.mjs';
+
+/** Flattens a sample to { 'a.b': number }. */
+export function flatten(object, prefix = '', out = {}) {
+  for (const [key, value] of Object.entries(object ?? {})) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (typeof value === 'number') out[path] = value;
+    else if (value && typeof value === 'object' && !Array.isArray(value)) flatten(value, path, out);
+  }
+  return out;
+}
+
+/** For every workload, backend and numeric field: the median over the repetitions. */
+export function computeMedians(samples) {
+  const medians = {};
+  for (const [workload, byBackend] of Object.entries(samples)) {
+    for (const [backend, list] of Object.entries(byBackend)) {
+      const flat = list.map((s) => flatten(s));
+      const keys = new Set(flat.flatMap((f) => Object.keys(f)));
+      keys.delete('rep');
+      const m = {};
+      for (const key of [...keys].sort()) m[key] = median(flat.map((f) => f[key]));
+      (medians[workload] ??= {})[backend] = m;
+    }
+  }
+  return medians;
+}
+
+// The rows of the table. `better`: which direction is good. `target`: the goal for shm, checked
+// on a ratio (shm value / other backend's value) or on shm's own value.
+export const ROWS = [
+  { section: 'W1 throughput, 1 producer -> 1 consumer process' },
+  { label: 'messages', w: 'w1', key: 'msgsPerSec', unit: 'msg/s', better: 'higher',
+    targets: [{ vs: 'redis', op: '>=', value: 20 }, { vs: 'cluster', op: '>=', value: 4 }] },
+  { section: 'W2 latency, ping-pong round trip' },
+  { label: 'RTT p50', w: 'w2', key: 'p50us', unit: 'µs', better: 'lower',
+    targets: [{ vs: 'redis', op: '<=', value: 0.5 }, { vs: 'cluster', op: '<', value: 1 }] },
+  { label: 'RTT p99', w: 'w2', key: 'p99us', unit: 'µs', better: 'lower' },
+  { section: 'W3 fan-out, 4 processes x 25 channels, groupSend loop' },
+  { label: 'deliveries', w: 'w3-fanout', key: 'deliveriesPerSec', unit: '/s', better: 'higher',
+    targets: [{ vs: 'redis', op: '>=', value: 20 }] },
+  { label: 'groupSends by the sender', w: 'w3-fanout', key: 'groupSendsPerSec', unit: '/s', better: 'higher', noRatio: true },
+  { section: 'W3 cost of one groupSend (members idle), µs' },
+  ...[1, 10, 100, 1000, 10000].map((n) => ({
+    label: `${n} member${n > 1 ? 's' : ''}${n > 1 ? ` in ${Math.min(4, n)} proc` : ''}`,
+    w: 'w3-groupcost', key: `usPerGroupSend.${n}`, unit: 'µs', better: 'lower',
+  })),
+  { label: '1000 members in 1 process', w: 'w3-groupcost', key: 'members1000.1proc', unit: 'µs', better: 'lower' },
+  { label: '1000 members in 4 processes', w: 'w3-groupcost', key: 'members1000.4proc', unit: 'µs', better: 'lower' },
+  { label: 'cost 10000 / cost 100 members', derived: (m) => ratioOf(m, 'usPerGroupSend.10000', 'usPerGroupSend.100'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
+  { label: 'cost 4 proc / 1 proc, 1000 members', derived: (m) => ratioOf(m, 'members1000.4proc', 'members1000.1proc'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
+  { section: 'W4 large messages, end to end' },
+  { label: '1 MB payloads', w: 'w4', key: 'MBps.1MB', unit: 'MB/s', better: 'higher' },
+  { label: '5 MB payloads', w: 'w4', key: 'MBps.5MB', unit: 'MB/s', better: 'higher',
+    targets: [{ vs: 'self', op: '>=', value: 1000, text: '>= 1 GB/s' }] },
+  { section: 'W5 scale: N producer processes -> 1 consumer, msg/s' },
+  ...[1, 2, 4, 8].map((n) => ({ label: `${n} producer${n > 1 ? 's' : ''}`, w: 'w5-producers', key: `msgsPerSec.${n}p`, unit: 'msg/s', better: 'higher' })),
+  { section: 'W5 100k channels resident (one message each)' },
+  { label: 'time to create', w: 'w5-channels', key: 'createSeconds', unit: 's', better: 'lower' },
+  { label: 'bytes used (see README)', w: 'w5-channels', key: 'bytesUsed', unit: 'MB', scale: 1e-6, better: 'lower' },
+  { label: 'receive after (1000 probes)', w: 'w5-channels', key: 'usPerReceive', unit: 'µs', better: 'lower' },
+  { label: 'receives correct', w: 'w5-channels', key: 'receivedOk', unit: '', better: 'higher', noRatio: true },
+  { section: 'Memory (W1 processes)' },
+  { label: 'consumer peak RSS', w: 'w1', key: 'consumerMaxRssMB', unit: 'MB', better: 'lower' },
+  { label: 'producer peak RSS', w: 'w1', key: 'producerMaxRssMB', unit: 'MB', better: 'lower' },
+  { label: 'relay (primary) peak RSS', w: 'w1', key: 'relayMaxRssMB', unit: 'MB', better: 'lower', noRatio: true },
+  { label: 'redis-server RSS after W1', w: 'w1', key: 'redisRssMB', unit: 'MB', better: 'lower', noRatio: true },
+  { label: 'shm segment size', w: 'w1', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  { label: 'shm segment size, W5 100k', w: 'w5-channels', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+];
+
+function ratioOf(m, a, b) {
+  return m && typeof m[a] === 'number' && typeof m[b] === 'number' && m[b] !== 0 ? m[a] / m[b] : undefined;
+}
+
+/** The median of a row for one backend (undefined if not measured). */
+export function valueOf(results, row, backend) {
+  const m = results.medians?.[row.w]?.[backend];
+  if (!m) return undefined;
+  const v = row.derived ? row.derived(m) : m[row.key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) return undefined;
+  return v * (row.scale ?? 1);
+}
+
+export function fmt(v) {
+  if (v === undefined || v === null) return '-';
+  const a = Math.abs(v);
+  if (a >= 100) return Math.round(v).toLocaleString('en-US');
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  if (a === 0) return '0';
+  return v.toPrecision(2);
+}
+
+function fmtRatio(r) {
+  if (r === undefined) return '-';
+  return `${r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2)}x`;
+}
+
+function checkTarget(results, row, target) {
+  const shm = valueOf(results, row, 'shm');
+  const other = target.vs === 'self' ? 1 : valueOf(results, row, target.vs);
+  if (shm === undefined || other === undefined || other === 0) return { text: `${describe(target)} ?`, ok: undefined };
+  const x = shm / other;
+  const ok = target.op === '>=' ? x >= target.value : target.op === '<=' ? x <= target.value : x < target.value;
+  return { text: `${describe(target)} ${ok ? 'met' : 'MISSED'}`, ok };
+}
+
+function describe(target) {
+  if (target.text) return target.text;
+  return `${target.op}${target.value}x ${target.vs}`;
+}
+
+export function renderTable(results) {
+  const backends = BACKENDS.filter((b) => results.options?.backends?.includes(b) ?? true);
+  const header = ['', ...backends.map((b) => b), 'shm/redis', 'shm/cluster', 'target (shm)'];
+  const lines = [];
+  for (const row of ROWS) {
+    if (row.section) {
+      lines.push({ section: row.section });
+      continue;
+    }
+    if (!results.medians?.[row.w]) continue;
+    const values = backends.map((b) => valueOf(results, row, b));
+    if (values.every((v) => v === undefined)) continue;
+    const shm = valueOf(results, row, 'shm');
+    const ratio = (b) => {
+      const o = valueOf(results, row, b);
+      return row.noRatio || shm === undefined || o === undefined || o === 0 ? undefined : shm / o;
+    };
+    const targets = (row.targets ?? []).map((t) => checkTarget(results, row, t).text).join('; ');
+    lines.push({
+      cells: [
+        `${row.label}${row.unit ? ` (${row.unit})` : ''}`,
+        ...values.map(fmt),
+        fmtRatio(ratio('redis')),
+        fmtRatio(ratio('cluster')),
+        targets,
+      ],
+    });
+  }
+  const rows = lines.filter((l) => l.cells).map((l) => l.cells);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const pad = (cells) =>
+    cells.map((c, i) => (i === 0 || i === cells.length - 1 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ').trimEnd();
+  const out = [];
+  const title =
+    `shm-channels bench — ${results.options?.quick ? 'QUICK run (1 short repetition: indicative only)' : `medians of ${results.options?.reps} repetitions`}` +
+    ` — node ${results.node}, ${results.machine?.cpus} CPUs, ${results.date}`;
+  out.push(title);
+  out.push(pad(header));
+  out.push(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const l of lines) {
+    if (l.section) {
+      // Only print a section if one of its rows follows.
+      out.push(`[${l.section}]`);
+    } else out.push(pad(l.cells));
+  }
+  // Drop sections with no rows.
+  const cleaned = out.filter((line, i) => !(line.startsWith('[') && (out[i + 1] === undefined || out[i + 1].startsWith('['))));
+  cleaned.push('');
+  cleaned.push('Ratios are shm value / other backend value: for msg/s and MB/s above 1x means shm is faster,');
+  cleaned.push('for µs, s, MB and RSS below 1x means shm is cheaper. Columns: ' + backends.map((b) => `${b} = ${LABELS[b]}`).join(', ') + '.');
+  const failed = results.errors?.length ?? 0;
+  if (failed) cleaned.push(`${failed} measurement(s) FAILED: see "errors" in results.json.`);
+  return cleaned.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG: one panel per concern, grouped bars (one bar per backend), log scale.
+
+const COLORS = { shm: '#1f77b4', redis: '#d62728', inmemory: '#8c8c8c', cluster: '#2ca02c' };
+
+function panels(results) {
+  const row = (w, key, extra = {}) => ({ w, key, ...extra });
+  return [
+    {
+      title: 'Throughput, 128-byte messages (msg/s, higher is better)',
+      groups: [
+        ['W1\n1 -> 1', row('w1', 'msgsPerSec')],
+        ['W3 fan-out\ndeliveries/s', row('w3-fanout', 'deliveriesPerSec')],
+        ['W5\n1 -> 1', row('w5-producers', 'msgsPerSec.1p')],
+        ['W5\n2 -> 1', row('w5-producers', 'msgsPerSec.2p')],
+        ['W5\n4 -> 1', row('w5-producers', 'msgsPerSec.4p')],
+        ['W5\n8 -> 1', row('w5-producers', 'msgsPerSec.8p')],
+      ],
+    },
+    {
+      title: 'W2 round-trip latency (µs, lower is better)',
+      groups: [
+        ['p50', row('w2', 'p50us')],
+        ['p90', row('w2', 'p90us')],
+        ['p99', row('w2', 'p99us')],
+      ],
+    },
+    {
+      title: 'W3 cost of one groupSend (µs, lower is better)',
+      groups: [
+        ...[1, 10, 100, 1000, 10000].map((n) => [`${n}\nmember${n > 1 ? 's' : ''}`, row('w3-groupcost', `usPerGroupSend.${n}`)]),
+        ['1000 in\n1 process', row('w3-groupcost', 'members1000.1proc')],
+        ['1000 in\n4 processes', row('w3-groupcost', 'members1000.4proc')],
+      ],
+    },
+    {
+      title: 'W4 large messages (MB/s, higher is better)',
+      groups: [
+        ['1 MB', row('w4', 'MBps.1MB')],
+        ['5 MB', row('w4', 'MBps.5MB')],
+      ],
+    },
+    {
+      title: 'W5 100k channels (lower is better)',
+      groups: [
+        ['create (s)', row('w5-channels', 'createSeconds')],
+        ['MB used', row('w5-channels', 'bytesUsed', { scale: 1e-6 })],
+        ['µs/receive', row('w5-channels', 'usPerReceive')],
+      ],
+    },
+    {
+      title: 'W1 memory: peak RSS (MB, lower is better)',
+      groups: [
+        ['consumer', row('w1', 'consumerMaxRssMB')],
+        ['producer', row('w1', 'producerMaxRssMB')],
+        ['relay (cluster) /\nredis-server (RSS)', row('w1', 'relayMaxRssMB', { alt: 'redisRssMB' })],
+      ],
+    },
+  ];
+}
+
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function compact(v) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${(v / 1e6).toFixed(a >= 1e7 ? 0 : 1)}M`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
+  if (a >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  return v.toPrecision(2);
+}
+
+export function renderSvg(results) {
+  const backends = BACKENDS.filter((b) => results.options?.backends?.includes(b) ?? true);
+  const W = 620;
+  const H = 330;
+  const cols = 2;
+  const list = panels(results);
+  const top = 92;
+  const width = W * cols + 20;
+  const height = top + Math.ceil(list.length / cols) * H + 40;
+  const parts = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, Helvetica, sans-serif">`,
+  );
+  parts.push(`<rect width="100%" height="100%" fill="white"/>`);
+  const kind = results.options?.quick ? 'QUICK run, 1 short repetition — indicative only' : `medians of ${results.options?.reps} repetitions`;
+  parts.push(`<text x="20" y="30" font-size="20" font-weight="bold">shm-channels benchmark</text>`);
+  parts.push(
+    `<text x="20" y="52" font-size="13" fill="#444">${esc(kind)} · node ${esc(results.node)} · ${esc(results.machine?.cpus)} CPUs (${esc(results.machine?.cpuModel ?? '')}) · ${esc(results.date)} · log scales</text>`,
+  );
+  let lx = 20;
+  for (const b of backends) {
+    parts.push(`<rect x="${lx}" y="64" width="14" height="14" fill="${COLORS[b]}"/>`);
+    parts.push(`<text x="${lx + 20}" y="76" font-size="13">${esc(LABELS[b])}</text>`);
+    lx += 40 + LABELS[b].length * 8;
+  }
+  list.forEach((panel, index) => {
+    const x0 = 10 + (index % cols) * W;
+    const y0 = top + Math.floor(index / cols) * H;
+    parts.push(...drawPanel(results, backends, panel, x0, y0, W - 20, H - 20));
+  });
+  const failed = results.errors?.length ?? 0;
+  parts.push(
+    `<text x="20" y="${height - 14}" font-size="12" fill="#444">${esc(
+      `Method and caveats: bench/README.md. Raw samples and medians: bench/results.json.${failed ? ` ${failed} measurement(s) failed.` : ''}`,
+    )}</text>`,
+  );
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}
+
+function drawPanel(results, backends, panel, x0, y0, w, h) {
+  const out = [];
+  out.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fafafa" stroke="#ddd"/>`);
+  out.push(`<text x="${x0 + 10}" y="${y0 + 22}" font-size="14" font-weight="bold">${esc(panel.title)}</text>`);
+  const plot = { x: x0 + 62, y: y0 + 44, w: w - 80, h: h - 84 };
+  const values = panel.groups.map(([, r]) =>
+    backends.map((b) => {
+      const m = results.medians?.[r.w]?.[b];
+      let v = m?.[r.key];
+      if (typeof v !== 'number' && r.alt) v = m?.[r.alt];
+      return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v * (r.scale ?? 1) : undefined;
+    }),
+  );
+  const all = values.flat().filter((v) => v !== undefined);
+  if (all.length === 0) {
+    out.push(`<text x="${x0 + w / 2}" y="${y0 + h / 2}" font-size="13" text-anchor="middle" fill="#888">not measured</text>`);
+    return out;
+  }
+  let lo = Math.floor(Math.log10(Math.min(...all)));
+  let hi = Math.ceil(Math.log10(Math.max(...all)));
+  if (hi === lo) hi = lo + 1;
+  const yOf = (v) => plot.y + plot.h - ((Math.log10(v) - lo) / (hi - lo)) * plot.h;
+  for (let e = lo; e <= hi; e++) {
+    const y = yOf(10 ** e);
+    out.push(`<line x1="${plot.x}" y1="${y}" x2="${plot.x + plot.w}" y2="${y}" stroke="#ccc" stroke-width="1"/>`);
+    out.push(`<text x="${plot.x - 6}" y="${y + 4}" font-size="11" text-anchor="end" fill="#555">${esc(compact(10 ** e))}</text>`);
+    if (e < hi) {
+      for (const k of [2, 5]) {
+        const ym = yOf(k * 10 ** e);
+        out.push(`<line x1="${plot.x}" y1="${ym}" x2="${plot.x + plot.w}" y2="${ym}" stroke="#eee" stroke-width="1"/>`);
+      }
+    }
+  }
+  out.push(`<line x1="${plot.x}" y1="${plot.y + plot.h}" x2="${plot.x + plot.w}" y2="${plot.y + plot.h}" stroke="#333"/>`);
+  out.push(`<line x1="${plot.x}" y1="${plot.y}" x2="${plot.x}" y2="${plot.y + plot.h}" stroke="#333"/>`);
+  const groupW = plot.w / panel.groups.length;
+  const barW = Math.min(28, (groupW * 0.8) / backends.length);
+  panel.groups.forEach(([label], g) => {
+    const gx = plot.x + g * groupW + (groupW - barW * backends.length) / 2;
+    backends.forEach((b, i) => {
+      const v = values[g][i];
+      const bx = gx + i * barW;
+      if (v === undefined) {
+        out.push(`<text x="${bx + barW / 2}" y="${plot.y + plot.h - 4}" font-size="9" text-anchor="middle" fill="#999">n/a</text>`);
+        return;
+      }
+      const y = yOf(v);
+      out.push(`<rect x="${bx.toFixed(1)}" y="${y.toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(plot.y + plot.h - y).toFixed(1)}" fill="${COLORS[b]}"><title>${esc(`${LABELS[b]}: ${v}`)}</title></rect>`);
+      const tx = bx + barW / 2 - 1;
+      const ty = y - 4;
+      out.push(`<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" font-size="9" text-anchor="start" transform="rotate(-60 ${tx.toFixed(1)} ${ty.toFixed(1)})" fill="#222">${esc(compact(v))}</text>`);
+    });
+    const cx = plot.x + g * groupW + groupW / 2;
+    label.split('\n').forEach((line, k) => {
+      out.push(`<text x="${cx}" y="${plot.y + plot.h + 16 + k * 13}" font-size="11" text-anchor="middle">${esc(line)}</text>`);
+    });
+  });
+  return out;
+}
+
+// node bench/report.mjs [results.json]: prints the table and rewrites the SVG next to the JSON.
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const file = process.argv[2] ?? fileURLToPath(new URL('./results.json', import.meta.url));
+  const results = JSON.parse(readFileSync(file, 'utf8'));
+  results.medians = computeMedians(results.samples);
+  console.log(renderTable(results));
+  const svg = file.replace(/\.json$/, '.svg');
+  writeFileSync(svg, renderSvg(results));
+  console.log(`wrote ${svg}`);
+}

@@ -1,0 +1,35 @@
+// W1 throughput: 1 producer process -> 1 consumer process, one named channel, capacity 10000.
+// Also the memory figures: peak RSS of both processes (and of the relay / redis-server), and
+// the shm segment's size and arena use.
+import { MS, sleepUntil } from '../lib.mjs';
+import { commonRoles, window } from './common.mjs';
+
+export const roles = { ...commonRoles };
+
+export async function coordinate(ctx) {
+  const { duration } = ctx.params;
+  const [consumer, producer] = await ctx.spawn(2, { capacity: 10000 });
+  const channel = 'bench.w1';
+  const { start, winStart, winEnd } = window(ctx.params);
+  await consumer.call('listen', { channels: [channel], winStart, winEnd });
+  const produced = await producer.call('produce', { channel, start, until: winEnd });
+  await sleepUntil(winEnd + 100 * MS);
+  const { count, after } = await consumer.call('counted');
+  const segment = await consumer.call('layerStats');
+  const redis = await ctx.redisInfo();
+  const rss = await ctx.stop([consumer, producer]);
+  return {
+    msgsPerSec: count / duration,
+    received: count,
+    receivedAfterWindow: after,
+    sent: produced.sent,
+    fullRetries: produced.fullRetries,
+    consumerMaxRssMB: rss[0],
+    producerMaxRssMB: rss[1] ?? rss[0],
+    relayMaxRssMB: ctx.backend === 'cluster' ? ctx.hostMaxRssMB() : undefined,
+    relay: ctx.relayStats(),
+    redisRssMB: redis ? redis.usedMemoryRss / 1e6 : undefined,
+    segmentBytes: segment?.segmentBytes,
+    arenaUsedBytes: segment?.arenaUsedBytes,
+  };
+}
