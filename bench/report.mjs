@@ -53,8 +53,11 @@ export const ROWS = [
   })),
   { label: '1000 members in 1 process', w: 'w3-groupcost', key: 'members1000.1proc', unit: 'µs', better: 'lower' },
   { label: '1000 members in 4 processes', w: 'w3-groupcost', key: 'members1000.4proc', unit: 'µs', better: 'lower' },
+  { label: '1000 live members in 1 process', w: 'w3-groupcost', key: 'members1000live.1proc', unit: 'µs', better: 'lower' },
+  { label: '1000 live members in 4 processes', w: 'w3-groupcost', key: 'members1000live.4proc', unit: 'µs', better: 'lower' },
   { label: 'cost 10000 / cost 100 members', derived: (m) => ratioOf(m, 'usPerGroupSend.10000', 'usPerGroupSend.100'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
   { label: 'cost 4 proc / 1 proc, 1000 members', derived: (m) => ratioOf(m, 'members1000.4proc', 'members1000.1proc'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
+  { label: 'cost 4 proc / 1 proc, 1000 live members', derived: (m) => ratioOf(m, 'members1000live.4proc', 'members1000live.1proc'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
   { section: 'W4 large messages, end to end' },
   { label: '1 MB payloads', w: 'w4', key: 'MBps.1MB', unit: 'MB/s', better: 'higher' },
   { label: '5 MB payloads', w: 'w4', key: 'MBps.5MB', unit: 'MB/s', better: 'higher',
@@ -200,11 +203,14 @@ function panels(results) {
       ],
     },
     {
-      title: 'W3 cost of one groupSend (µs, lower is better)',
+      title: 'W3 cost of one groupSend (µs per groupSend, lower is better; members idle unless "live")',
+      wide: true,
       groups: [
         ...[1, 10, 100, 1000, 10000].map((n) => [`${n}\nmember${n > 1 ? 's' : ''}`, row('w3-groupcost', `usPerGroupSend.${n}`)]),
-        ['1000 in\n1 process', row('w3-groupcost', 'members1000.1proc')],
-        ['1000 in\n4 processes', row('w3-groupcost', 'members1000.4proc')],
+        ['1000 members\nin 1 process', row('w3-groupcost', 'members1000.1proc')],
+        ['1000 members\nin 4 processes', row('w3-groupcost', 'members1000.4proc')],
+        ['1000 live members\nin 1 process', row('w3-groupcost', 'members1000live.1proc')],
+        ['1000 live members\nin 4 processes', row('w3-groupcost', 'members1000live.4proc')],
       ],
     },
     {
@@ -222,6 +228,7 @@ function panels(results) {
         ['µs/receive', row('w5-channels', 'usPerReceive')],
       ],
     },
+    { title: 'Goals for ShmChannelLayer (checked on the medians)', targets: true },
     {
       title: 'W1 memory: peak RSS (MB, lower is better)',
       groups: [
@@ -251,11 +258,25 @@ export function renderSvg(results) {
   const backends = BACKENDS.filter((b) => results.options?.backends?.includes(b) ?? true);
   const W = 620;
   const H = 330;
-  const cols = 2;
   const list = panels(results);
+  // Lay the panels out two per row; a `wide` panel takes a row of its own.
+  const placed = [];
+  let col = 0;
+  let rowIndex = 0;
+  for (const panel of list) {
+    if (panel.wide) {
+      if (col) (rowIndex++, (col = 0));
+      placed.push({ panel, col: 0, row: rowIndex, span: 2 });
+      rowIndex++;
+    } else {
+      placed.push({ panel, col, row: rowIndex, span: 1 });
+      if (++col === 2) (rowIndex++, (col = 0));
+    }
+  }
+  const rows = rowIndex + (col ? 1 : 0);
   const top = 92;
-  const width = W * cols + 20;
-  const height = top + Math.ceil(list.length / cols) * H + 40;
+  const width = W * 2 + 20;
+  const height = top + rows * H + 40;
   const parts = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, Helvetica, sans-serif">`,
@@ -272,11 +293,11 @@ export function renderSvg(results) {
     parts.push(`<text x="${lx + 20}" y="76" font-size="13">${esc(LABELS[b])}</text>`);
     lx += 40 + LABELS[b].length * 8;
   }
-  list.forEach((panel, index) => {
-    const x0 = 10 + (index % cols) * W;
-    const y0 = top + Math.floor(index / cols) * H;
-    parts.push(...drawPanel(results, backends, panel, x0, y0, W - 20, H - 20));
-  });
+  for (const { panel, col: c, row: r, span } of placed) {
+    const x0 = 10 + c * W;
+    const y0 = top + r * H;
+    parts.push(...drawPanel(results, backends, panel, x0, y0, W * span - 20, H - 20));
+  }
   const failed = results.errors?.length ?? 0;
   parts.push(
     `<text x="20" y="${height - 14}" font-size="12" fill="#444">${esc(
@@ -291,6 +312,28 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
   const out = [];
   out.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fafafa" stroke="#ddd"/>`);
   out.push(`<text x="${x0 + 10}" y="${y0 + 22}" font-size="14" font-weight="bold">${esc(panel.title)}</text>`);
+  if (panel.targets) {
+    let y = y0 + 52;
+    for (const row of ROWS) {
+      for (const target of row.targets ?? []) {
+        const { text, ok } = checkTarget(results, row, target);
+        const shm = valueOf(results, row, 'shm');
+        const other = target.vs === 'self' ? undefined : valueOf(results, row, target.vs);
+        const ratio = shm !== undefined && other ? ` (${fmtRatio(shm / other)})` : shm !== undefined && target.vs === 'self' ? ` (${fmt(shm)} ${row.unit})` : '';
+        const color = ok === undefined ? '#888' : ok ? '#1a7f37' : '#c62828';
+        out.push(`<text x="${x0 + 14}" y="${y}" font-size="12" fill="${color}">${esc(`${ok === undefined ? '?' : ok ? '✔' : '✘'} ${row.w.slice(0, 2).toUpperCase()} ${row.label}: ${text}${ratio}`)}</text>`);
+        y += 22;
+      }
+    }
+    const rows = ROWS.filter((r) => r.w === 'w3-groupcost' && r.derived);
+    for (const row of rows) {
+      const shm = valueOf(results, row, 'shm');
+      out.push(`<text x="${x0 + 14}" y="${y}" font-size="12" fill="#333">${esc(`· W3 shm ${row.label}: ${shm === undefined ? '-' : fmtRatio(shm)}`)}</text>`);
+      y += 22;
+    }
+    out.push(`<text x="${x0 + 14}" y="${y + 6}" font-size="11" fill="#666">${esc('groupSend goal: cost should follow processes, not member count (see README).')}</text>`);
+    return out;
+  }
   const plot = { x: x0 + 62, y: y0 + 44, w: w - 80, h: h - 84 };
   const values = panel.groups.map(([, r]) =>
     backends.map((b) => {

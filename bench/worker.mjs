@@ -2,6 +2,7 @@
 // measurement's backend and runs the roles of the workload (bench/workloads/<name>.mjs) that the
 // host calls. With the inmemory backend one worker runs every role of the measurement ("virtual"
 // workers vid 0..n-1 sharing its one layer).
+import cluster from 'node:cluster';
 import { createLayer, settle } from './backends.mjs';
 import { maxRssMB } from './lib.mjs';
 
@@ -40,11 +41,16 @@ async function call(vid, fn, args) {
   }
 }
 
+function reply(message) {
+  if (process.connected) process.send(message);
+}
+// A reply racing the host's exit (^C, a killed host) fails with EPIPE: nobody is left to tell.
+cluster.worker?.on('error', () => {});
 process.on('message', (m) => {
   if (m === null || typeof m !== 'object' || m.bench !== 'call') return;
   call(m.vid, m.fn, m.args).then(
-    (value) => process.send({ bench: 'reply', id: m.id, value }),
-    (error) => process.send({ bench: 'reply', id: m.id, error: String(error?.stack ?? error) }),
+    (value) => reply({ bench: 'reply', id: m.id, value }),
+    (error) => reply({ bench: 'reply', id: m.id, error: String(error?.stack ?? error) }),
   );
 });
 process.on('unhandledRejection', (error) => {
