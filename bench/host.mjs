@@ -152,6 +152,7 @@ const ctx = {
       ShmChannelLayer.destroy(name);
       shmNames.add(name);
       layerOptions.shm = { name, ...(layer.shm ?? {}) };
+      ctx.shmName = name;
     }
     if (backend === 'redis') layerOptions.redis = { url: redisUrl, prefix: `bench${tag}.${n}:` };
     const physicalCount = backend === 'inmemory' ? 1 : count;
@@ -194,6 +195,26 @@ const ctx = {
   },
   async redisInfo() {
     return backend === 'redis' ? redisInfo(redisUrl) : undefined;
+  },
+  /**
+   * shm only: attaches to the segment of the last spawn and samples its use every `ms` until the
+   * returned function is called, which resolves to the peaks (arena bytes in use, messages queued).
+   */
+  shmSampler(ms = 100) {
+    if (backend !== 'shm') return async () => undefined;
+    const layer = new ShmChannelLayer({ name: ctx.shmName, create: false });
+    const peak = { arenaUsedBytes: 0, queued: 0, samples: 0 };
+    const timer = setInterval(() => {
+      const s = layer.stats(1);
+      peak.arenaUsedBytes = Math.max(peak.arenaUsedBytes, s.arenaUsedBytes);
+      peak.queued = Math.max(peak.queued, s.queued);
+      peak.samples++;
+    }, ms);
+    return async () => {
+      clearInterval(timer);
+      await layer.close();
+      return peak;
+    };
   },
   relayStats() {
     if (relays.length === 0) return undefined;

@@ -75,6 +75,8 @@ export const ROWS = [
   { label: 'relay (primary) peak RSS', w: 'w1', key: 'relayMaxRssMB', unit: 'MB', better: 'lower', noRatio: true },
   { label: 'redis-server RSS after W1', w: 'w1', key: 'redisRssMB', unit: 'MB', better: 'lower', noRatio: true },
   { label: 'shm segment size', w: 'w1', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  { label: 'shm arena in use, peak during W1', w: 'w1', key: 'peakArenaUsedBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  { label: 'shm messages queued, peak during W1', w: 'w1', key: 'peakQueued', unit: '', better: 'lower', noRatio: true },
   { label: 'shm segment size, W5 100k', w: 'w5-channels', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
 ];
 

@@ -12,7 +12,10 @@ export async function coordinate(ctx) {
   const channel = 'bench.w1';
   const { start, winStart, winEnd } = window(ctx.params);
   await consumer.call('listen', { channels: [channel], winStart, winEnd });
+  // shm: the host attaches too and samples the segment's use (every 100 ms) during the run.
+  const stopSampling = ctx.shmSampler(100);
   const produced = await producer.call('produce', { channel, start, until: winEnd });
+  const peak = await stopSampling();
   await sleepUntil(winEnd + 100 * MS);
   const { count, after } = await consumer.call('counted');
   const segment = await consumer.call('layerStats');
@@ -30,6 +33,8 @@ export async function coordinate(ctx) {
     relay: ctx.relayStats(),
     redisRssMB: redis ? redis.usedMemoryRss / 1e6 : undefined,
     segmentBytes: segment?.segmentBytes,
-    arenaUsedBytes: segment?.arenaUsedBytes,
+    arenaUsedBytesAfter: segment?.arenaUsedBytes,
+    peakArenaUsedBytes: peak?.arenaUsedBytes,
+    peakQueued: peak?.queued,
   };
 }
