@@ -351,7 +351,8 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
     return out;
   }
   let lo = Math.floor(Math.log10(Math.min(...all)));
-  let hi = Math.ceil(Math.log10(Math.max(...all)));
+  // Headroom above the tallest bar for its rotated value label.
+  let hi = Math.ceil(Math.log10(Math.max(...all)) + 0.35);
   if (hi === lo) hi = lo + 1;
   const yOf = (v) => plot.y + plot.h - ((Math.log10(v) - lo) / (hi - lo)) * plot.h;
   for (let e = lo; e <= hi; e++) {
