@@ -54,6 +54,10 @@ export interface NativeLayer {
   flush(): void;
   /** Housekeeping; false once the segment's name was removed or taken by another segment. */
   maintain(): boolean;
+  /** Channels that rang this instance since the last call; null: look at every waiting one. */
+  ready(): string[] | null;
+  /** Withdraws this instance's wait on channels nobody here receives from any more. */
+  unwait(channels: string[]): void;
   setWaiting(waiting: boolean): void;
   stats(): NativeStats;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;

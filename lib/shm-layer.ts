@@ -79,6 +79,10 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly pending: PendingReceives;
   private readonly maintenance: NodeJS.Timeout;
   private drainScheduled = false;
+  /** Channels to look at on the next drain: new receives, and channels that rang our doorbell. */
+  private readonly dirty = new Set<string>();
+  /** Look at every waiting channel on the next drain (after flush, overflowed ready lists...). */
+  private drainAll = false;
   private waiting = false;
   private closed = false;
   private unlinked = false;
@@ -104,7 +108,7 @@ export class ShmChannelLayer implements ChannelLayer {
           spinMicros: options.spinMicros,
           clientId: this.clientPrefix,
         },
-        () => this.drain(),
+        () => this.onWake(),
       );
     } catch (error) {
       throw translate(error);
@@ -149,6 +153,7 @@ export class ShmChannelLayer implements ChannelLayer {
       return Promise.reject(error);
     }
     const promise = this.pending.add(channel, options.signal) as Promise<T>;
+    this.dirty.add(channel);
     this.scheduleDrain();
     return promise;
   }
@@ -203,7 +208,7 @@ export class ShmChannelLayer implements ChannelLayer {
       throw translate(error);
     }
     // Our own waiters lost their registrations with the records flush removed.
-    if (this.pending.size) this.scheduleDrain();
+    if (this.pending.size) this.scheduleDrain(true);
   }
 
   async close(): Promise<void> {
@@ -256,7 +261,7 @@ export class ShmChannelLayer implements ChannelLayer {
     }
     // Safety net for one window no lock can cover: a sender killed after publishing a message
     // but before ringing our doorbell. Looking again every few seconds bounds that wait.
-    if (this.pending.size > 0) this.scheduleDrain();
+    if (this.pending.size > 0) this.scheduleDrain(true);
   }
 
   private unlinkedError(): ShmError {
@@ -267,7 +272,36 @@ export class ShmChannelLayer implements ChannelLayer {
     );
   }
 
-  private scheduleDrain(): void {
+  /** Our doorbell rang: look at the channels that became ready (all of them if too many did). */
+  private onWake(): void {
+    if (this.closed) return;
+    let ready: string[] | null;
+    try {
+      ready = this.handle.ready();
+    } catch {
+      ready = null; // a damaged segment: the full drain will surface the error to the receivers
+    }
+    if (ready === null) {
+      this.drainAll = true;
+    } else {
+      let abandoned: string[] | undefined;
+      for (const channel of ready) {
+        if (this.pending.count(channel) > 0) this.dirty.add(channel);
+        else (abandoned ??= []).push(channel); // its receives were cancelled
+      }
+      if (abandoned) {
+        try {
+          this.handle.unwait(abandoned);
+        } catch {
+          // only an optimisation: a stale wait costs a spurious wake, nothing more
+        }
+      }
+    }
+    this.drain();
+  }
+
+  private scheduleDrain(all = false): void {
+    if (all) this.drainAll = true;
     if (this.drainScheduled) return;
     this.drainScheduled = true;
     queueMicrotask(() => {
@@ -278,8 +312,24 @@ export class ShmChannelLayer implements ChannelLayer {
 
   /** One native call takes what every waiting receive can use; short channels register a wake. */
   private drain(): void {
-    if (this.closed || this.pending.size === 0) return;
-    const wanted = this.pending.wanted();
+    if (this.closed || this.pending.size === 0) {
+      this.dirty.clear();
+      this.drainAll = false;
+      return;
+    }
+    let wanted: Array<[string, number]>;
+    if (this.drainAll) {
+      wanted = this.pending.wanted();
+    } else {
+      wanted = [];
+      for (const channel of this.dirty) {
+        const count = this.pending.count(channel);
+        if (count > 0) wanted.push([channel, count]);
+      }
+    }
+    this.dirty.clear();
+    this.drainAll = false;
+    if (wanted.length === 0) return;
     let batch: Buffer | null;
     try {
       batch =

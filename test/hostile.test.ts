@@ -20,7 +20,7 @@ afterEach(() => {
 const victim = (name: string, seed: number) => `
 import { ShmChannelLayer } from ${JSON.stringify(entry)};
 import { createRequire } from 'node:module';
-import { openSync, writeSync, fstatSync } from 'node:fs';
+import { openSync, readSync, writeSync, fstatSync } from 'node:fs';
 const { native } = createRequire(import.meta.url)(${JSON.stringify(nativeEntry)});
 const { lockOffset, lockBytes } = native();
 let state = ${seed};
@@ -28,6 +28,11 @@ const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
 const layer = new ShmChannelLayer({ name: '${name}', size: 2 << 20, maxChannels: 64, maxGroups: 16, maxMembers: 128, maxNodes: 512 });
 const fd = openSync('/dev/shm/shmch.' + process.getuid() + '.${name}', 'r+');
 const size = fstatSync(fd).size;
+// Header fields (layout.h): the channel table starts at offset 80, the arena at 144.
+const header = Buffer.alloc(152);
+readSync(fd, header, 0, 152, 0);
+const tablesStart = Number(header.readBigUInt64LE(80));
+const tablesEnd = Number(header.readBigUInt64LE(144)) + 65536;
 const outcomes = {};
 const note = (e) => { const k = e ? (e.code ?? e.name) : 'ok'; outcomes[k] = (outcomes[k] ?? 0) + 1; };
 const attempt = async (f) => { try { await f(); note(); } catch (e) {
@@ -44,8 +49,10 @@ for (let round = 0; round < 150; round++) {
   // The hostile writes: a few random bytes at random places, and now and then a whole run.
   const writes = 1 + Math.floor(random() * 12);
   for (let w = 0; w < writes; w++) {
-    // Mostly into the header and tables (the first ~120 KiB of this small segment), else anywhere.
-    const at = random() < 0.8 ? Math.floor(random() * 131072) : Math.floor(random() * size);
+    // Mostly into the tables and the start of the arena, sometimes anywhere (header included).
+    const at = random() < 0.8
+      ? tablesStart + Math.floor(random() * (tablesEnd - tablesStart))
+      : Math.floor(random() * size);
     const bytes = Buffer.alloc(1 + Math.floor(random() * (random() < 0.1 ? 512 : 8)));
     for (let k = 0; k < bytes.length; k++) bytes[k] = Math.floor(random() * 256);
     if (at + bytes.length > lockOffset && at < lockOffset + lockBytes) continue;

@@ -62,6 +62,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
             InstanceMethod<&NativeLayer::Flush>("flush"),
             InstanceMethod<&NativeLayer::Maintain>("maintain"),
+            InstanceMethod<&NativeLayer::Ready>("ready"),
+            InstanceMethod<&NativeLayer::Unwait>("unwait"),
             InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
             InstanceMethod<&NativeLayer::Stats>("stats"),
             InstanceMethod<&NativeLayer::Channels>("channels"),
@@ -254,6 +256,26 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Guard(env, [&] { Open(env).Flush(); });
+    return env.Undefined();
+  }
+
+  // ready(): names of the channels that rang us since the last call, or null for "look at all".
+  Napi::Value Ready(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<std::string> names;
+    bool complete = Guard(env, [&] { return Open(env).TakeReady(names); });
+    if (!complete) return env.Null();
+    Napi::Array out = Napi::Array::New(env, names.size());
+    for (uint32_t i = 0; i < names.size(); ++i) out.Set(i, names[i]);
+    return out;
+  }
+
+  Napi::Value Unwait(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto list = info[0].As<Napi::Array>();
+    std::vector<std::string> channels;
+    for (uint32_t i = 0; i < list.Length(); ++i) channels.push_back(list.Get(i).ToString().Utf8Value());
+    Guard(env, [&] { Open(env).Unwait(channels); });
     return env.Undefined();
   }
 

@@ -103,6 +103,8 @@ void Layer::ClaimSlot() {
     s.attached_at_ms = MonotonicMs();
     s.bell.store(0);
     s.sleeping.store(0);
+    s.ready_count = 0;
+    s.ready_overflow = 0;
     s.state.store(1, std::memory_order_release);
     ReclaimDeadSlots();
     return;
@@ -149,6 +151,8 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
     }
   }
   slot.client_length = 0;
+  slot.ready_count = 0;
+  slot.ready_overflow = 0;
   slot.state.store(0, std::memory_order_release);
 }
 
@@ -336,10 +340,68 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   FAULT_POINT(2);
   c.tail = index;
   ++c.count;
+  WakeWaiters(c, channel_index);
+}
+
+void Layer::WakeWaiters(Channel& c, uint32_t channel_index) {
+  // The waiter bits stay set: a receiver withdraws its own bit once it got all it waited for.
+  // So the record cannot be released while someone still waits on it, and the ready entry we
+  // leave names a live record until that receiver has looked.
   for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
-    pending_ring_[w] |= c.waiters[w];
-    c.waiters[w] = 0;
+    uint64_t bits = c.waiters[w];
+    if (!bits) continue;
+    pending_ring_[w] |= bits;
+    while (bits) {
+      uint32_t index = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      Slot& s = segment_->slot(index);
+      uint32_t n = s.ready_count < kReadyEntries ? s.ready_count : kReadyEntries;
+      bool listed = false;
+      for (uint32_t i = 0; i < n && !listed; ++i) listed = s.ready[i] == channel_index;
+      if (listed) continue;
+      if (n < kReadyEntries) {
+        s.ready[n] = channel_index;
+        s.ready_count = n + 1;
+      } else {
+        s.ready_overflow = 1;
+      }
+    }
   }
+}
+
+void Layer::MarkAllReady() {
+  for (uint32_t i = 0; i < kMaxSlots; ++i) segment_->slot(i).ready_overflow = 1;
+}
+
+void Layer::Unwait(const std::vector<std::string>& channels) {
+  CheckOpen();
+  Critical guard(*this);
+  const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
+  for (const std::string& name : channels) {
+    uint32_t index = Channels(*segment_).Find(name);
+    if (index == kNil) continue;
+    segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
+    MaybeReleaseChannel(index);
+  }
+}
+
+bool Layer::TakeReady(std::vector<std::string>& names) {
+  CheckOpen();
+  Critical guard(*this);
+  Slot& s = segment_->slot(slot_);
+  bool complete = s.ready_overflow == 0 && s.ready_count <= kReadyEntries;
+  if (complete) {
+    for (uint32_t i = 0; i < s.ready_count; ++i) {
+      uint32_t index = s.ready[i];
+      if (index >= segment_->max_channels()) continue;
+      Channel& c = segment_->channel(index);
+      if (c.in_use != 1 || c.name_length == 0 || c.name_length > kMaxNameLength) continue;
+      names.emplace_back(c.name, c.name_length);
+    }
+  }
+  s.ready_count = 0;
+  s.ready_overflow = 0;
+  return complete;
 }
 
 void Layer::RingPending() {
@@ -647,7 +709,8 @@ void Layer::Flush() {
   for (uint32_t i = 0; i < segment_->max_channels(); ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
-    // Receivers that were waiting must look again and re-register on fresh records.
+    // Receivers that were waiting must look again and re-register on fresh records (Recover
+    // below marks every slot's ready list as overflowed, so they look at everything).
     for (uint32_t w = 0; w < kSlotMaskWords; ++w) pending_ring_[w] |= c.waiters[w];
     c.in_use = 0;
   }

@@ -102,6 +102,12 @@ class Layer {
   // is cut off from processes that open the layer from now on.
   bool Maintain();
 
+  // Names of the channels that rang this instance since it last asked. False when more rang than
+  // were recorded (or state was rebuilt): then every waiting channel must be looked at.
+  bool TakeReady(std::vector<std::string>& names);
+  // Withdraws this instance's wait on channels it no longer receives from (cancelled receives).
+  void Unwait(const std::vector<std::string>& channels);
+
   // Called from the waiter thread: blocks until our doorbell rings (true) or Interrupt() (false).
   bool WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop);
   void InterruptWait();
@@ -146,6 +152,9 @@ class Layer {
   void ReleaseBlockRef(uint32_t block);
   void ReleaseUnqueuedBlock(uint32_t block);
   void RingPending();
+  // Rings every waiter of a channel that just got a message, noting the channel as ready.
+  void WakeWaiters(Channel& channel, uint32_t channel_index);
+  void MarkAllReady();
   void CheckOpen() const;
 
   LayerOptions options_;

@@ -17,6 +17,7 @@ constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at onc
 constexpr uint32_t kSlotMaskWords = kMaxSlots / 64;
 constexpr uint32_t kMaxNameLength = 200;  // channel and group names, in bytes (ASCII)
 constexpr uint32_t kMaxClientLength = 32;  // client id inside process-local channel names
+constexpr uint32_t kReadyEntries = 62;     // per-slot list of channels that became ready
 constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache line
 constexpr uint32_t kHeaderBytes = 64 * 1024;
 // Page indices are 32-bit: the arena stays below 2^32 pages of kPageSize bytes.
@@ -47,6 +48,11 @@ struct Slot {
   // The instance's newChannel() client id: its '!' channels are named '<prefix>.<client>!<rand>'
   // and are reclaimed with the slot.
   char client[kMaxClientLength];
+  // Channels whose messages rang this slot since its owner last looked, so a process with ten
+  // thousand waiting receives looks at the few that have something. Written under the lock.
+  uint32_t ready_count;
+  uint32_t ready_overflow;  // more became ready than fit: the owner looks at every channel
+  uint32_t ready[kReadyEntries];
 };
 
 struct Channel {

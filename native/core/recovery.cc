@@ -86,12 +86,7 @@ void Layer::Recover() {
     c.tail = tail;
     c.count = count;
     // The dead holder may have queued a message without ringing its waiters: ring them now.
-    if (count) {
-      for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
-        pending_ring_[w] |= c.waiters[w];
-        c.waiters[w] = 0;
-      }
-    }
+    if (count) WakeWaiters(c, ci);
   }
   for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
@@ -157,6 +152,8 @@ void Layer::Recover() {
   }
   ReclaimDeadSlots();
   for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) MaybeReleaseChannel(ci);
+  // Ready lists may name records that moved or vanished: everyone looks at everything once.
+  MarkAllReady();
 }
 
 void Layer::RepairIfCorrupted() noexcept {
