@@ -250,6 +250,22 @@ describe('limits and hostile segments', () => {
     expect(layer.verify()).toEqual([]);
   });
 
+  it('groupSend skips the members it has no room for, and throws only when it reached nobody', async () => {
+    const name = layerName();
+    const layer = open({ name, size: 2 << 20, maxNodes: 2048 });
+    for (let i = 0; i < 8; i++) await layer.groupAdd('room', `member.${i}`);
+    // Use up all but 5 nodes of the pool with plain sends.
+    for (let i = 0; i < 2048 - 5; i++) await layer.send(`filler.${i % 40}`, { i });
+    await layer.groupSend('room', { n: 1 });
+    const got = await Promise.all([...Array(8).keys()].map((i) => drain(layer, `member.${i}`)));
+    expect(got.flat()).toHaveLength(5);
+    expect(layer.verify()).toEqual([]);
+    // Pool full again: this one reaches nobody, which the sender is told.
+    for (let i = 0; i < 5; i++) await layer.send('filler.x', { i });
+    await expect(layer.groupSend('room', { n: 2 })).rejects.toBeInstanceOf(SegmentFull);
+    expect(layer.verify()).toEqual([]);
+  });
+
   it('a segment larger than /dev/shm can hold fails at open with a clear error', () => {
     const name = layerName();
     const { bavail, bsize } = statfsSync('/dev/shm');

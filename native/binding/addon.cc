@@ -219,7 +219,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Guard(env, [&] { Open(env).Receive(requests, batch); });
     size_t n = batch.request_of.size();
     if (n == 0) return env.Null();
-    std::vector<uint8_t>& bytes = batch.bytes;
+    auto& bytes = batch.bytes;
     size_t payload = bytes.size();
     bytes.resize(payload + n * 8 + 4);
     uint8_t* trailer = bytes.data() + payload;
@@ -231,10 +231,10 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::memcpy(trailer + n * 8, &count, 4);
     if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
     // Large payloads: hand the vector's memory to JS instead of copying it a second time.
-    auto* owned = new std::vector<uint8_t>(std::move(bytes));
+    using Bytes = std::remove_reference_t<decltype(bytes)>;
+    auto* owned = new Bytes(std::move(bytes));
     return Napi::Buffer<uint8_t>::New(
-        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
-        owned);
+        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
   }
 
   Napi::Value GroupAdd(const Napi::CallbackInfo& info) {

@@ -480,9 +480,12 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
       try {
         if (block == kNil) block = StoreBlock(data, length);
         Enqueue(member.channel, block, now + options_.expiry_ms);
-      } catch (...) {
+      } catch (const Error& e) {
         ReleaseUnqueuedBlock(block);
-        throw;
+        // Out of arena or nodes: the members not reached yet are skipped, as full ones are.
+        // Only a message that reached nobody is reported, so the sender knows it went nowhere.
+        if (e.code() != ErrorCode::kArenaFull || delivered == 0) throw;
+        break;
       }
       ++delivered;
     }

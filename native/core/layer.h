@@ -39,8 +39,27 @@ struct ReceiveRequest {
 // receiver is told so instead of getting garbage.
 constexpr uint32_t kDamagedMessage = 0xffffffffu;
 
+// Leaves new elements uninitialised: a receive buffer is written over at once, and zero-filling
+// megabytes first would cost as much as the copy itself.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 struct ReceivedBatch {
-  std::vector<uint8_t> bytes;
+  std::vector<uint8_t, UninitializedAllocator<uint8_t>> bytes;
   std::vector<uint32_t> request_of;
   std::vector<uint32_t> length_of;
 };
