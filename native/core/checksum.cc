@@ -42,6 +42,29 @@ __attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const ui
   return c32;
 }
 
+__attribute__((target("sse4.2"))) uint32_t CopyCrc32cHardware(uint32_t crc, uint8_t* d, const uint8_t* s,
+                                                              size_t n) {
+  uint64_t c = crc;
+  while (n >= 32) {
+    uint64_t w[4];
+    std::memcpy(w, s, 32);
+    c = __builtin_ia32_crc32di(c, w[0]);
+    c = __builtin_ia32_crc32di(c, w[1]);
+    c = __builtin_ia32_crc32di(c, w[2]);
+    c = __builtin_ia32_crc32di(c, w[3]);
+    std::memcpy(d, w, 32);
+    s += 32;
+    d += 32;
+    n -= 32;
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  while (n--) {
+    c32 = __builtin_ia32_crc32qi(c32, *s);
+    *d++ = *s++;
+  }
+  return c32;
+}
+
 bool HasSse42() {
   static const bool has = __builtin_cpu_supports("sse4.2");
   return has;
@@ -49,6 +72,14 @@ bool HasSse42() {
 #endif
 
 }  // namespace
+
+uint32_t CopyWithCrc32c(uint8_t* destination, const uint8_t* source, size_t length) {
+#if defined(__x86_64__)
+  if (HasSse42()) return ~CopyCrc32cHardware(~0u, destination, source, length);
+#endif
+  if (length) std::memcpy(destination, source, length);
+  return Crc32c(destination, length);
+}
 
 uint32_t Crc32c(const uint8_t* data, size_t length) {
 #if defined(__x86_64__)

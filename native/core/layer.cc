@@ -281,8 +281,7 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
                     " of " + std::to_string(uint64_t{segment_->page_count()} * kPageSize) +
                     " bytes in use)");
   }
-  if (length) std::memcpy(arena_->Payload(block), data, length);
-  segment_->block(block).checksum = Crc32c(data, length);
+  segment_->block(block).checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
   return block;
 }
 
@@ -534,9 +533,9 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
         uint32_t length = b.length, checksum = b.checksum;
         size_t at = out.bytes.size();
         out.bytes.resize(at + length);
-        if (length) std::memcpy(out.bytes.data() + at, arena_->Payload(node.block), length);
-        // Checked on our private copy: what we hand out is exactly what was checked.
-        if (Crc32c(out.bytes.data() + at, length) != checksum) {
+        // Checked as it is copied: what we hand out is exactly what was checked, even if a
+        // hostile writer changes the arena under us.
+        if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(node.block), length) != checksum) {
           out.bytes.resize(at);
           out.length_of.push_back(kDamagedMessage);
           continue;

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "arena.h"
+#include "checksum.h"
 #include "errors.h"
 #include "fault_points.h"
 #include "layer.h"
@@ -487,6 +488,19 @@ TEST(queue_doorbell_rings_a_waiting_instance) {
 
 // ---------------------------------------------------------------------------------------------
 // The arena.
+
+TEST(checksum_is_crc32c_and_copying_computes_the_same) {
+  const char* check = "123456789";  // the standard CRC-32C check value
+  CHECK_EQ(shmch::Crc32c(reinterpret_cast<const uint8_t*>(check), 9), 0xe3069283u);
+  std::vector<uint8_t> source(100003), copy(source.size());
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<uint8_t>(i * 131 + 7);
+  for (size_t length : {size_t{0}, size_t{1}, size_t{31}, size_t{32}, size_t{33}, source.size()}) {
+    std::fill(copy.begin(), copy.end(), 0);
+    uint32_t crc = shmch::CopyWithCrc32c(copy.data(), source.data(), length);
+    CHECK_EQ(crc, shmch::Crc32c(source.data(), length));
+    CHECK(std::equal(source.begin(), source.begin() + length, copy.begin()));
+  }
+}
 
 TEST(arena_pages_for) {
   using shmch::Arena;
