@@ -35,7 +35,8 @@ async function producer() {
   for (;;) {
     const r = Math.random();
     if (r < 0.8) {
-      const id = `${process.pid}-${seq++}`;
+      // Not the pid: thousands of processes come and go, and pids are reused (pid_max 32768).
+      const id = `${process.env.CHAOS_SPAWN}-${seq++}`;
       const size = Math.random() < 0.01 ? 100_000 : 16 + rand(2000);
       try {
         await layer.send(QUEUES[rand(QUEUES.length)], { id, pad: Buffer.alloc(size, seq & 255) });
@@ -104,7 +105,8 @@ async function main() {
   const children = new Set();
 
   const start = (kind, slot) => {
-    const env = { ...process.env, CHAOS_ROLE: kind, CHAOS_LAYER: name, CHAOS_LOG: join(dir, `${kind}-${spawned++}.log`) };
+    const spawn = spawned++;
+    const env = { ...process.env, CHAOS_ROLE: kind, CHAOS_LAYER: name, CHAOS_SPAWN: String(spawn), CHAOS_LOG: join(dir, `${kind}-${spawn}.log`) };
     delete env.SHMCH_FAULT_POINT;
     if (kind === 'producer' && Math.random() < 0.5) {
       env.SHMCH_FAULT_POINT = String(1 + rand(2)); // inside send: before or after publishing
