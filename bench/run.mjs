@@ -177,7 +177,7 @@ try {
       log(`redis-server ${info.version} on 127.0.0.1:${redis.port} (pid ${redis.pid})`);
     } catch (error) {
       // Without a server the other backends still run; the failure is in the results.
-      await redis?.stop();
+      await redis?.dispose();
       redis = undefined;
       backends.splice(backends.indexOf('redis'), 1);
       results.errors.push({ backend: 'redis', error: `redis-server: ${error.message}` });
@@ -209,7 +209,7 @@ try {
   }
 } finally {
   if (redis) {
-    await redis.stop();
+    await redis.dispose();
     redis = undefined;
   }
   killEverything();
