@@ -1,6 +1,6 @@
 import { CapacityRules, commonSettings, type CommonSettings } from './capacity.js';
 import { abortError, ChannelFull, LayerClosed } from './errors.js';
-import { validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { defaultSerializer } from './serializer.js';
@@ -21,7 +21,6 @@ export class InMemoryChannelLayer implements ChannelLayer {
   private readonly capacities: CapacityRules;
   private readonly serializer: Serializer;
   private readonly clientPrefix = randomHex(6);
-  private readonly localChannels = new Set<string>();
   private readonly queues = new Map<string, Queued[]>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly pending = new PendingReceives();
@@ -61,7 +60,6 @@ export class InMemoryChannelLayer implements ChannelLayer {
     this.checkOpen();
     const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
     validateChannelName(name);
-    this.localChannels.add(name);
     return name;
   }
 
@@ -159,7 +157,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
   }
 
   private checkLocal(channel: string): void {
-    if (channel.includes('!') && !this.localChannels.has(channel)) {
+    if (channel.includes('!') && !isOwnLocalChannel(channel, this.clientPrefix)) {
       throw new Error(
         `channel ${channel} is process-local and was not created by this layer's newChannel()`,
       );

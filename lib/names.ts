@@ -44,3 +44,15 @@ export function validateMessage(message: unknown): asserts message is Message {
 export function isProcessLocal(name: string): boolean {
   return name.includes('!');
 }
+
+/**
+ * True if `name` is a '!' channel that newChannel() of the instance with this client id made
+ * ('<prefix>.<client>!<random>'). Read from the name itself, so an instance keeps no list of the
+ * channels it handed out (a server making one per connection would grow it forever).
+ */
+export function isOwnLocalChannel(name: string, client: string): boolean {
+  const bang = name.indexOf('!');
+  if (bang === -1) return false;
+  const dot = name.lastIndexOf('.', bang);
+  return dot !== -1 && bang - dot - 1 === client.length && name.startsWith(client, dot + 1);
+}

@@ -53,7 +53,7 @@ export interface NativeLayer {
   groupDiscard(group: string, channel: string): void;
   flush(): void;
   /** Housekeeping; false once the segment's name was removed or taken by another segment. */
-  maintain(): boolean;
+  maintain(stillWaiting?: string[]): boolean;
   /** Channels that rang this instance since the last call; null: look at every waiting one. */
   ready(): string[] | null;
   /** Withdraws this instance's wait on channels nobody here receives from any more. */

@@ -15,7 +15,14 @@ export class PendingReceives {
   private readonly byChannel = new Map<string, Waiter[]>();
   private total = 0;
 
-  constructor(private readonly onEmpty: () => void = () => {}) {}
+  /**
+   * `onEmpty`: nothing waits any more. `onAbandoned(channel)`: the last receive waiting on a
+   * channel was cancelled (a backend withdraws what it registered for that channel).
+   */
+  constructor(
+    private readonly onEmpty: () => void = () => {},
+    private readonly onAbandoned: (channel: string) => void = () => {},
+  ) {}
 
   get size(): number {
     return this.total;
@@ -98,9 +105,12 @@ export class PendingReceives {
     const at = list ? list.indexOf(waiter) : -1;
     if (at === -1) return false;
     list!.splice(at, 1);
-    if (list!.length === 0) this.byChannel.delete(channel);
     this.total--;
     waiter.cleanup();
+    if (list!.length === 0) {
+      this.byChannel.delete(channel);
+      this.onAbandoned(channel);
+    }
     if (this.total === 0) this.onEmpty();
     return true;
   }

@@ -1,6 +1,6 @@
 import { commonSettings, type CommonSettings } from './capacity.js';
 import { ChannelFull, LayerClosed, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
-import { validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { native, type NativeLayer, type NativeStats } from './native.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
@@ -75,10 +75,11 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly serializer: Serializer;
   private readonly handle: NativeLayer;
   private readonly clientPrefix = randomHex(6);
-  private readonly localChannels = new Set<string>();
   private readonly pending: PendingReceives;
   private readonly maintenance: NodeJS.Timeout;
   private drainScheduled = false;
+  /** Channels whose last waiting receive was cancelled: their waits are withdrawn in one call. */
+  private readonly abandoned = new Set<string>();
   /** Channels to look at on the next drain: new receives, and channels that rang our doorbell. */
   private readonly dirty = new Set<string>();
   /** Look at every waiting channel on the next drain (after flush, overflowed ready lists...). */
@@ -91,7 +92,10 @@ export class ShmChannelLayer implements ChannelLayer {
     this.settings = commonSettings(options);
     this.serializer = options.serializer ?? defaultSerializer;
     this.name = options.name ?? 'default';
-    this.pending = new PendingReceives(() => this.setWaiting(false));
+    this.pending = new PendingReceives(
+      () => this.setWaiting(false),
+      (channel) => this.abandon(channel),
+    );
     const sizing = segmentSizing(options);
     try {
       this.handle = new (native().NativeLayer)(
@@ -144,7 +148,7 @@ export class ShmChannelLayer implements ChannelLayer {
     try {
       this.checkOpen();
       validateChannelName(channel);
-      if (channel.includes('!') && !this.localChannels.has(channel)) {
+      if (channel.includes('!') && !isOwnLocalChannel(channel, this.clientPrefix)) {
         throw new Error(
           `channel ${channel} is process-local and was not created by this layer's newChannel()`,
         );
@@ -162,7 +166,6 @@ export class ShmChannelLayer implements ChannelLayer {
     this.checkOpen();
     const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
     validateChannelName(name);
-    this.localChannels.add(name);
     return name;
   }
 
@@ -248,7 +251,8 @@ export class ShmChannelLayer implements ChannelLayer {
     if (this.closed) return;
     let attached: boolean;
     try {
-      attached = this.handle.maintain();
+      // Also drops any registration of ours on a channel no receive here waits on any more.
+      attached = this.handle.maintain(this.pending.wanted().map(([channel]) => channel));
     } catch {
       return; // a damaged segment surfaces on the next real call, with its error
     }
@@ -298,6 +302,28 @@ export class ShmChannelLayer implements ChannelLayer {
       }
     }
     this.drain();
+  }
+
+  /**
+   * The last receive waiting on `channel` was cancelled: withdraw our registration, or its record
+   * could never be freed (one leaked record per timed-out receive or closed connection). Batched:
+   * a burst of cancellations costs one native call.
+   */
+  private abandon(channel: string): void {
+    if (this.closed) return;
+    if (this.abandoned.size === 0) {
+      queueMicrotask(() => {
+        const channels = [...this.abandoned].filter((name) => this.pending.count(name) === 0);
+        this.abandoned.clear();
+        if (this.closed || channels.length === 0) return;
+        try {
+          this.handle.unwait(channels);
+        } catch {
+          // housekeeping drops what this missed (maintain() lists what we still wait on)
+        }
+      });
+    }
+    this.abandoned.add(channel);
   }
 
   private scheduleDrain(all = false): void {

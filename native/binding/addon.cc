@@ -281,7 +281,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Maintain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    bool attached = Guard(env, [&] { return Open(env).Maintain(); });
+    // maintain(stillWaiting?: string[]): the channels this instance's receives wait on.
+    std::vector<std::string> waiting;
+    bool has_list = info[0].IsArray();
+    if (has_list) {
+      auto list = info[0].As<Napi::Array>();
+      waiting.reserve(list.Length());
+      for (uint32_t i = 0; i < list.Length(); ++i) waiting.push_back(list.Get(i).ToString().Utf8Value());
+    }
+    bool attached = Guard(env, [&] { return Open(env).Maintain(has_list ? &waiting : nullptr); });
     return Napi::Boolean::New(env, attached);
   }
 

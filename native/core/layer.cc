@@ -184,7 +184,7 @@ void Layer::DropChannel(uint32_t index) {
   if (c.in_use == 1) Channels(*segment_).Remove(index, h.channels_used);
 }
 
-bool Layer::Maintain() {
+bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   CheckOpen();
   if (segment_->IsUnlinked()) return false;
   uint64_t now = MonotonicMs();
@@ -200,9 +200,23 @@ bool Layer::Maintain() {
       Groups(*segment_).Remove(group, h.groups_used);
     }
   }
+  // Our registrations on channels we no longer wait on would pin their records forever.
+  std::vector<bool> keep_wait;
+  if (still_waiting) {
+    keep_wait.assign(segment_->max_channels(), false);
+    auto table = Channels(*segment_);
+    for (const std::string& name : *still_waiting) {
+      uint32_t index = table.Find(name);
+      if (index < keep_wait.size()) keep_wait[index] = true;
+    }
+  }
+  const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
     Channel& ch = segment_->channel(c);
-    if (ch.in_use != 1 || ch.head == kNil) continue;
+    if (ch.in_use != 1) continue;
+    bool stale_wait = still_waiting && (ch.waiters[slot_ / 64] & my_bit) && !keep_wait[c];
+    if (ch.head == kNil && !stale_wait) continue;
+    if (stale_wait) ch.waiters[slot_ / 64] &= ~my_bit;
     DropHeadExpired(ch, now);
     MaybeReleaseChannel(c);
   }

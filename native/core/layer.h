@@ -119,7 +119,10 @@ class Layer {
   // memberships, and drops expired messages and memberships nobody touched.
   // Returns false if the segment's name was removed or now names another segment: this instance
   // is cut off from processes that open the layer from now on.
-  bool Maintain();
+  // `still_waiting`, when given, lists every channel this instance has receives waiting on: its
+  // waiter registrations anywhere else are stale (a cancelled receive whose withdrawal was
+  // missed) and are dropped, so their records are freed.
+  bool Maintain(const std::vector<std::string>* still_waiting = nullptr);
 
   // Names of the channels that rang this instance since it last asked. False when more rang than
   // were recorded (or state was rebuilt): then every waiting channel must be looked at.

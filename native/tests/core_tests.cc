@@ -486,6 +486,35 @@ TEST(queue_doorbell_rings_a_waiting_instance) {
   CHECK_CLEAN(sender);
 }
 
+// A receive cancelled in JS without its wait being withdrawn left the record pinned forever: the
+// next Maintain, told what this instance still waits on, drops the rest.
+TEST(maintain_drops_waits_the_instance_no_longer_has) {
+  TempName name;
+  Layer receiver(Options(name));
+  Layer other(Options(name));
+  for (int i = 0; i < 10; ++i) CHECK(ReceiveText(receiver, "w" + std::to_string(i), 1).empty());
+  CHECK(ReceiveText(other, "w0", 1).empty());  // another instance's wait is not ours to drop
+  CHECK_EQ(receiver.Stats().channels, 10u);
+  std::vector<std::string> still_waiting{"w3", "never-registered"};
+  CHECK(receiver.Maintain(&still_waiting));
+  CHECK_EQ(receiver.Stats().channels, 2u);
+  CHECK(HasChannel(receiver, "w0"));
+  CHECK(HasChannel(receiver, "w3"));
+  // The kept wait still works: a send rings the receiver.
+  SendText(other, "w3", "kept");
+  std::atomic<bool> stop{true};
+  receiver.InterruptWait();
+  CHECK(receiver.WaitForWake(0, stop));
+  CHECK_EQ(ReceiveText(receiver, "w3", 1), (std::vector<std::string>{"kept"}));
+  // Without a list Maintain leaves waits alone.
+  CHECK(other.Maintain());
+  CHECK(HasChannel(other, "w0"));
+  std::vector<std::string> none;
+  CHECK(other.Maintain(&none));
+  CHECK_EQ(other.Stats().channels, 0u);
+  CHECK_CLEAN(receiver);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The arena.
 

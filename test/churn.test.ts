@@ -1,0 +1,164 @@
+// Long-running servers (issue 14): connection churn must leave nothing behind in the shared
+// segment. Each test uses a small segment, so a leak of one record per connection fills the
+// table within the test instead of after a day of traffic.
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ShmChannelLayer, type ShmChannelLayerOptions } from './support/package.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const entry = join(root, 'dist', 'esm', 'index.mjs');
+const namePrefix = `churn-${process.pid}-`;
+let counter = 0;
+const opened: ShmChannelLayer[] = [];
+const names = new Set<string>();
+
+function open(options: ShmChannelLayerOptions): ShmChannelLayer {
+  const layer = new ShmChannelLayer(options);
+  opened.push(layer);
+  names.add(layer.name);
+  return layer;
+}
+
+const small = (): ShmChannelLayerOptions => ({
+  name: `${namePrefix}${++counter}`,
+  size: 1024 * 1024,
+  maxMessageSize: 1024,
+  maxChannels: 64,
+  maxGroups: 8,
+  maxMembers: 64,
+  maxNodes: 256,
+});
+
+afterEach(async () => {
+  for (const layer of opened.splice(0)) await layer.close();
+  for (const name of names) ShmChannelLayer.destroy(name);
+  names.clear();
+});
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function runChild(name: string, script: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, LAYER_NAME: name },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+describe('connection churn on ShmChannelLayer', () => {
+  // The issue's reproduction: one newChannel() per client, groupAdd on join, a receive loop ended
+  // by an AbortSignal, groupDiscard on leave. It used to fail at connection maxChannels + 1 with
+  // ETABLEFULL: every aborted receive left its waiter bit, and with it the channel record.
+  it('connect, join, abort the receive, leave: repeated 5x past maxChannels, no record is left', async () => {
+    const options = small();
+    const server = open(options);
+    const other = open(options);
+    for (let connection = 0; connection < 5 * 64; connection++) {
+      const channel = await server.newChannel();
+      await server.groupAdd('room', channel);
+      const controller = new AbortController();
+      const receiving = server.receive(channel, { signal: controller.signal }).catch((e: Error) => e.name);
+      await tick(); // the receive registered its wait in the segment
+      if (connection % 8 === 0) await other.groupSend('room', { type: 'chat', connection });
+      if (connection % 8 === 0) expect(await receiving).toEqual({ type: 'chat', connection });
+      // Half the clients leave before their receive is cancelled, half after.
+      const leaveFirst = connection % 2 === 1;
+      if (leaveFirst) await server.groupDiscard('room', channel);
+      controller.abort();
+      if (connection % 8 !== 0) expect(await receiving).toBe('AbortError');
+      if (!leaveFirst) await server.groupDiscard('room', channel);
+    }
+    await tick();
+    const stats = other.stats();
+    expect({ channels: stats.channels, members: stats.members, groups: stats.groups, queued: stats.queued }).toEqual({
+      channels: 0,
+      members: 0,
+      groups: 0,
+      queued: 0,
+    });
+    expect(stats.arenaUsedBytes).toBe(0);
+    expect(server.verify()).toEqual([]);
+  });
+
+  it('leaving before the receive is cancelled frees the record too', async () => {
+    const options = small();
+    const server = open(options);
+    for (let connection = 0; connection < 3 * 64; connection++) {
+      const channel = await server.newChannel();
+      await server.groupAdd('room', channel);
+      const controller = new AbortController();
+      const receiving = server.receive(channel, { signal: controller.signal }).catch((e: Error) => e.name);
+      await tick();
+      await server.groupDiscard('room', channel);
+      controller.abort();
+      expect(await receiving).toBe('AbortError');
+    }
+    await tick();
+    expect(server.stats().channels).toBe(0);
+  });
+
+  // The review's case (finding 4): 100 receives with AbortSignal.timeout on distinct channels of a
+  // 64-record table used to end with 36 ETABLEFULL rejections, and another process's send failed.
+  it('100 timed-out receives on a 64-record table: all time out, nothing is left, another process can send', async () => {
+    const options = small();
+    const layer = open(options);
+    const outcomes: Record<string, number> = {};
+    for (let round = 0; round < 4; round++) {
+      const receives = [];
+      for (let i = 0; i < 25; i++) {
+        receives.push(
+          layer
+            .receive(`rpc.reply-${round}-${i}`, { signal: AbortSignal.timeout(2) })
+            .then(
+              () => 'message',
+              (e: Error & { code?: string }) => `${e.name}${e.code ? `:${e.code}` : ''}`,
+            ),
+        );
+      }
+      for (const outcome of await Promise.all(receives)) outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    }
+    expect(outcomes).toEqual({ AbortError: 100 });
+    await tick();
+    expect(layer.stats().channels).toBe(0);
+    const child = await runChild(
+      options.name!,
+      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
+for (let i = 0; i < 60; i++) await layer.send('other.process-' + i, { i });
+console.log('sent', layer.stats().channels);
+await layer.close();`,
+    );
+    expect(child.output.trim()).toBe('sent 60');
+    expect(child.code).toBe(0);
+  });
+
+  it('a receive that got its message leaves nothing; a new receive on an abandoned channel still works', async () => {
+    const options = small();
+    const layer = open(options);
+    const other = open(options);
+    const controller = new AbortController();
+    const first = layer.receive('reuse.ch', { signal: controller.signal }).catch((e: Error) => e.name);
+    await tick();
+    controller.abort();
+    // A new receive in the same turn as the abort: the batched withdrawal must not cancel it.
+    const second = layer.receive('reuse.ch');
+    expect(await first).toBe('AbortError');
+    await tick();
+    await other.send('reuse.ch', { n: 1 });
+    expect(await second).toEqual({ n: 1 });
+    await tick();
+    expect(other.stats().channels).toBe(0);
+  });
+});
