@@ -86,6 +86,17 @@ export class InMemoryChannelLayer implements ChannelLayer {
     if (members.size === 0) this.groups.delete(group);
   }
 
+  async groupMembers(group: string): Promise<string[]> {
+    this.checkOpen();
+    validateGroupName(group);
+    const members = this.groups.get(group);
+    if (!members) return [];
+    const now = Date.now();
+    const live: string[] = [];
+    for (const [channel, expiresAt] of members) if (expiresAt > now) live.push(channel);
+    return live;
+  }
+
   async groupSend(group: string, message: Message): Promise<void> {
     this.checkOpen();
     validateGroupName(group);

@@ -51,6 +51,8 @@ export interface NativeLayer {
   receive(channels: string | string[], wanted: number | number[]): Buffer | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
+  /** Channels of the group's live, unexpired memberships. */
+  groupMembers(group: string): string[];
   flush(): void;
   /** Housekeeping; false once the segment's name was removed or taken by another segment. */
   maintain(stillWaiting?: string[]): boolean;

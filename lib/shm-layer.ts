@@ -191,6 +191,16 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
+  async groupMembers(group: string): Promise<string[]> {
+    this.checkOpen();
+    validateGroupName(group);
+    try {
+      return this.handle.groupMembers(group);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
   async groupSend(group: string, message: Message): Promise<void> {
     this.checkOpen();
     validateGroupName(group);

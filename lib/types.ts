@@ -36,6 +36,12 @@ export interface ChannelLayer {
   newChannel(prefix?: string): Promise<string>;
   groupAdd(group: string, channel: string): Promise<void>;
   groupDiscard(group: string, channel: string): Promise<void>;
+  /**
+   * The channels currently in the group, as any process sees them: live, unexpired memberships
+   * only (a membership lives `groupExpiry` seconds from its last `groupAdd`); [] for an unknown
+   * group. No order is promised.
+   */
+  groupMembers(group: string): Promise<string[]>;
   groupSend(group: string, message: Message): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;

@@ -265,6 +265,52 @@ describe('ShmChannelLayer only', () => {
     expect(() => layer.verify()).toThrow(LayerClosed);
   });
 
+  it("groupMembers: a SIGKILLed process's '!' channels leave every group within 10 s; other members stay", async () => {
+    const name = uniqueName();
+    const layer = openShm({ name });
+    await layer.groupAdd('killed-a', 'killed.plain');
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `${childHeader}
+const mine = await layer.newChannel();
+await layer.groupAdd('killed-a', mine);
+await layer.groupAdd('killed-b', mine);
+await layer.groupAdd('killed-a', 'killed.from-child');
+console.log(mine);
+setInterval(() => {}, 1000);`,
+      ],
+      { env: { ...process.env, LAYER_NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const mine = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes('\n')) resolve(out.trim());
+        });
+        child.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
+      });
+      expect((await layer.groupMembers('killed-a')).sort()).toEqual([mine, 'killed.from-child', 'killed.plain'].sort());
+      expect(await layer.groupMembers('killed-b')).toEqual([mine]);
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      const killedAt = Date.now();
+      while ((await layer.groupMembers('killed-a')).includes(mine) || (await layer.groupMembers('killed-b')).length) {
+        expect(Date.now() - killedAt, "the dead process's channel is still listed").toBeLessThan(10_000);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Only the dead process's own '!' channel went: named channels it added stay members.
+      expect((await layer.groupMembers('killed-a')).sort()).toEqual(['killed.from-child', 'killed.plain']);
+      expect(layer.verify()).toEqual([]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('a process with an open but idle layer exits by itself', async () => {
     const header = childHeader;
     const sendOnly = uniqueName();

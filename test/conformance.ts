@@ -425,6 +425,37 @@ export function describeConformance(
         expect(await within(layer.receive('conf.full-member'))).toEqual({ type: 'group', n: 2 });
       });
 
+      it('groupMembers lists the channels in a group; [] for an unknown or emptied group', async () => {
+        const layer = await open();
+        const local = await layer.newChannel();
+        expect(await layer.groupMembers('conf-members-unknown')).toEqual([]);
+        for (const channel of ['conf.m-a', 'conf.m-b', local, 'conf.m-a']) await layer.groupAdd('conf-members', channel);
+        await layer.groupAdd('conf-members-other', 'conf.m-c');
+        expect((await layer.groupMembers('conf-members')).sort()).toEqual(['conf.m-a', 'conf.m-b', local].sort());
+        expect(await layer.groupMembers('conf-members-other')).toEqual(['conf.m-c']);
+        await layer.groupDiscard('conf-members', 'conf.m-b');
+        expect((await layer.groupMembers('conf-members')).sort()).toEqual(['conf.m-a', local].sort());
+        await layer.groupDiscard('conf-members', 'conf.m-a');
+        await layer.groupDiscard('conf-members', local);
+        expect(await layer.groupMembers('conf-members')).toEqual([]);
+        // Listing changes nothing: the other group still delivers.
+        await layer.groupSend('conf-members-other', { type: 'still' });
+        expect(await within(layer.receive('conf.m-c'))).toEqual({ type: 'still' });
+      });
+
+      it('groupMembers sees memberships added and discarded by another instance', async () => {
+        const layer = await open();
+        const other = await peerOf(layer);
+        const mine = await layer.newChannel();
+        await layer.groupAdd('conf-members-shared', mine);
+        await other.groupAdd('conf-members-shared', 'conf.members-plain');
+        const expected = [mine, 'conf.members-plain'].sort();
+        expect((await layer.groupMembers('conf-members-shared')).sort()).toEqual(expected);
+        expect((await other.groupMembers('conf-members-shared')).sort()).toEqual(expected);
+        await other.groupDiscard('conf-members-shared', mine);
+        expect(await layer.groupMembers('conf-members-shared')).toEqual(['conf.members-plain']);
+      });
+
       it('membership and groupSend are shared between instances', async () => {
         const layer = await open();
         const other = await peerOf(layer);
@@ -546,10 +577,25 @@ export function describeConformance(
         await layer.groupAdd('conf-gexp', 'conf.gexp-renewed');
         await layer.groupAdd('conf-gexp', 'conf.gexp-late');
         await sleepUntil(start + 1300);
+        expect((await layer.groupMembers('conf-gexp')).sort()).toEqual(['conf.gexp-late', 'conf.gexp-renewed']);
         await layer.groupSend('conf-gexp', { type: 'late' });
         expect(await within(layer.receive('conf.gexp-renewed'))).toEqual({ type: 'late' });
         expect(await within(layer.receive('conf.gexp-late'))).toEqual({ type: 'late' });
         await expectEmpty(layer, 'conf.gexp-stale');
+      });
+
+      it('groupMembers leaves out a membership older than groupExpiry, seen from another instance too', async () => {
+        const layer = await open({ groupExpiry: 1 });
+        const other = await peerOf(layer);
+        const start = Date.now();
+        await layer.groupAdd('conf-gexp-list', 'conf.gexp-list-old');
+        expect(await other.groupMembers('conf-gexp-list')).toEqual(['conf.gexp-list-old']);
+        await sleepUntil(start + 1300);
+        expect(await other.groupMembers('conf-gexp-list')).toEqual([]);
+        expect(await layer.groupMembers('conf-gexp-list')).toEqual([]);
+        // A later groupAdd makes it a member again.
+        await other.groupAdd('conf-gexp-list', 'conf.gexp-list-old');
+        expect(await layer.groupMembers('conf-gexp-list')).toEqual(['conf.gexp-list-old']);
       });
     });
 
@@ -563,6 +609,7 @@ export function describeConformance(
         await layer.send(local, { n: 4 });
         await layer.groupAdd('conf-flush', 'conf.flush-member');
         await layer.flush();
+        expect(await layer.groupMembers('conf-flush')).toEqual([]);
         await expectEmpty(layer, 'conf.flush-a');
         await expectEmpty(layer, 'conf.flush-b');
         await expectEmpty(layer, local);
@@ -636,6 +683,7 @@ export function describeConformance(
           await expectTypeError(() => layer.groupAdd(n, 'conf.valid'), `groupAdd(${show(name)})`);
           await expectTypeError(() => layer.groupDiscard(n, 'conf.valid'), `groupDiscard(${show(name)})`);
           await expectTypeError(() => layer.groupSend(n, { type: 'x' }), `groupSend(${show(name)})`);
+          await expectTypeError(() => layer.groupMembers(n), `groupMembers(${show(name)})`);
         }
         await layer.groupSend('conf-valid', { type: 'x' });
         await expectEmpty(layer, 'conf.valid');
@@ -652,6 +700,7 @@ export function describeConformance(
           await expectTypeError(() => layer.groupDiscard(n, 'conf.valid'), `groupDiscard(${show(name)}, _)`);
           await expectTypeError(() => layer.groupDiscard('conf-valid', n), `groupDiscard(_, ${show(name)})`);
           await expectTypeError(() => layer.groupSend(n, { type: 'x' }), `groupSend(${show(name)})`);
+          await expectTypeError(() => layer.groupMembers(n), `groupMembers(${show(name)})`);
         }
       });
 
@@ -919,6 +968,7 @@ export function describeConformance(
           ['groupAdd', () => layer.groupAdd('conf-closed', 'conf.closed')],
           ['groupDiscard', () => layer.groupDiscard('conf-closed', 'conf.closed')],
           ['groupSend', () => layer.groupSend('conf-closed', { type: 'x' })],
+          ['groupMembers', () => layer.groupMembers('conf-closed')],
           ['flush', () => layer.flush()],
         ];
         for (const [what, call] of calls) {

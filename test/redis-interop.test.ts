@@ -257,6 +257,33 @@ describe.skipIf(!RUN).each([
     expect(await python.receive(pyChannel)).toEqual({ type: 'marker' });
   });
 
+  it("groupMembers lists channels_redis's group_add members, with Python's expiry rule", async () => {
+    await open();
+    const pyChannel = (await python.call('new_channel')) as string;
+    const nodeChannel = await node.newChannel();
+    expect(await node.groupMembers('members-room')).toEqual([]);
+    await python.call('group_add', { group: 'members-room', channel: pyChannel });
+    await python.call('group_add', { group: 'members-room', channel: 'plain-member' });
+    await node.groupAdd('members-room', nodeChannel);
+    expect((await node.groupMembers('members-room')).sort()).toEqual([pyChannel, 'plain-member', nodeChannel].sort());
+    await python.call('group_discard', { group: 'members-room', channel: 'plain-member' });
+    expect((await node.groupMembers('members-room')).sort()).toEqual([pyChannel, nodeChannel].sort());
+    // The score of a member is the time of its last group_add; it counts as expired group_expiry
+    // seconds later, whichever side reads it. Listing removes nothing: Python still reaches it.
+    const added = Date.now();
+    const strict = new RedisChannelLayer({ hosts, prefix, groupExpiry: 1 });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, added + 1200 - Date.now())));
+      expect(await strict.groupMembers('members-room')).toEqual([]);
+      await python.call('group_add', { group: 'members-room', channel: pyChannel });
+      expect(await strict.groupMembers('members-room')).toEqual([pyChannel]);
+    } finally {
+      await strict.close();
+    }
+    await python.call('group_send', { group: 'members-room', message: { type: 'still.member' } });
+    expect(await node.receive(nodeChannel)).toEqual({ type: 'still.member' });
+  });
+
   it('binary and rich values round-trip both ways', async () => {
     await open();
     await node.send('rich', RICH);

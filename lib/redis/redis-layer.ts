@@ -205,6 +205,23 @@ export class RedisChannelLayer implements ChannelLayer {
     await this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel);
   }
 
+  /**
+   * Reads channels_redis's group sorted set (member: channel, score: time of its last group_add)
+   * without changing it: the members group_send would still reach, oldest membership first.
+   */
+  async groupMembers(group: string): Promise<string[]> {
+    this.checkOpen();
+    validateGroupName(group);
+    const cutoff = Date.now() / 1000 - this.settings.groupExpirySeconds;
+    const members = (await this.command(this.groupHost(group)).call(
+      'ZRANGEBYSCORE',
+      this.groupKey(group),
+      `(${cutoff}`,
+      '+inf',
+    )) as Buffer[];
+    return members.map((member) => member.toString('utf8'));
+  }
+
   async groupSend(group: string, message: Message): Promise<void> {
     this.checkOpen();
     validateGroupName(group);

@@ -60,6 +60,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::Receive>("receive"),
             InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
             InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
+            InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
             InstanceMethod<&NativeLayer::Flush>("flush"),
             InstanceMethod<&NativeLayer::Maintain>("maintain"),
             InstanceMethod<&NativeLayer::Ready>("ready"),
@@ -251,6 +252,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::string channel = info[1].ToString().Utf8Value();
     Guard(env, [&] { Open(env).GroupDiscard(group, channel); });
     return env.Undefined();
+  }
+
+  Napi::Value GroupMembers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string group = info[0].ToString().Utf8Value();
+    auto names = Guard(env, [&] { return Open(env).GroupMembers(group); });
+    Napi::Array out = Napi::Array::New(env, names.size());
+    for (uint32_t i = 0; i < names.size(); ++i) out.Set(i, names[i]);
+    return out;
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {

@@ -715,6 +715,29 @@ void Layer::GroupDiscard(std::string_view group, std::string_view channel) {
   }
 }
 
+std::vector<std::string> Layer::GroupMembers(std::string_view group) {
+  CheckOpen();
+  ValidateName(group, false, "group");
+  uint64_t now = MonotonicMs();
+  std::vector<std::string> names;
+  Critical guard(*this);
+  uint32_t g = FindGroup(group);
+  if (g == kNil) return names;
+  uint32_t m = segment_->group(g).first_member;
+  for (uint32_t steps = 0; m != kNil; ++steps) {
+    if (steps > segment_->max_members()) segment_->Corrupt("group member list loops");
+    // Copied once: what is checked is what is used, whatever another process writes meanwhile.
+    const Member member = segment_->member(m);
+    m = member.next_in_group;
+    if (member.in_use != 1 || member.group != g || member.expires_at_ms <= now) continue;
+    const Channel& channel = segment_->channel(member.channel);
+    const uint32_t length = channel.name_length;
+    if (channel.in_use != 1 || length == 0 || length > kMaxNameLength) continue;
+    names.emplace_back(channel.name, length);
+  }
+  return names;
+}
+
 void Layer::Flush() {
   CheckOpen();
   Critical guard(*this);

@@ -112,6 +112,9 @@ class Layer {
   void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out);
   void GroupAdd(std::string_view group, std::string_view channel);
   void GroupDiscard(std::string_view group, std::string_view channel);
+  // The channels of a group's live, unexpired memberships (none for an unknown group). Reads
+  // only: expired memberships are left for GroupSend and Maintain to remove.
+  std::vector<std::string> GroupMembers(std::string_view group);
   // Empties every channel and group of the segment.
   void Flush();
 
