@@ -10,6 +10,7 @@
 //     (e.g. to remove the test's segment, keys or files).
 // Nothing here may depend on one backend: backend-specific checks belong in that backend's file.
 import { randomBytes, randomUUID } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { ChannelFull, LayerClosed } from './support/package.js';
 import type { ChannelLayer, ChannelLayerOptions, Message } from './support/package.js';
@@ -871,6 +872,55 @@ export function describeConformance(
         controller.abort();
         await layer.send('conf.abort-late', { n: 2 });
         expect(await within(layer.receive('conf.abort-late', { signal: new AbortController().signal }))).toEqual({ n: 2 });
+      });
+
+      it('10,000 receives on one AbortSignal add one abort listener and no leak warning', async () => {
+        const layer = await open();
+        const controller = new AbortController();
+        const warnings: Error[] = [];
+        const onWarning = (warning: Error): void => void warnings.push(warning);
+        process.on('warning', onWarning);
+        try {
+          const channels = Array.from({ length: 10 }, (_, i) => `conf.one-signal.${i}`);
+          const outcomes = Array.from({ length: 10_000 }, (_, i) =>
+            layer.receive(channels[i % channels.length]!, { signal: controller.signal }).then(
+              (message) => ({ ok: true as const, message }),
+              (error: unknown) => ({ ok: false as const, error }),
+            ),
+          );
+          expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+          // Deliveries in between leave the one listener in place for the receives still waiting.
+          await layer.send(channels[0]!, { n: 1 });
+          await layer.send(channels[1]!, { n: 2 });
+          const first = await within(outcomes[0]!);
+          const second = await within(outcomes[1]!);
+          expect(first).toEqual({ ok: true, message: { n: 1 } });
+          expect(second).toEqual({ ok: true, message: { n: 2 } });
+          expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+          controller.abort();
+          const settled = await within(Promise.all(outcomes), 20_000, 'the aborted receives');
+          const aborted = settled.filter((o) => !o.ok && errorName(o.error) === 'AbortError');
+          expect(aborted).toHaveLength(10_000 - 2);
+          expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+          await sleep(10); // warnings are emitted on a later tick
+          expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+          // The aborts lost nothing: the next message sent still arrives.
+          await layer.send(channels[3]!, { n: 3 });
+          expect(await within(layer.receive(channels[3]!))).toEqual({ n: 3 });
+        } finally {
+          process.off('warning', onWarning);
+        }
+      }, 60_000);
+
+      it('a signal shared by receives that all completed keeps no listener', async () => {
+        const layer = await open();
+        const controller = new AbortController();
+        const waiting = Array.from({ length: 20 }, () => layer.receive('conf.signal-done', { signal: controller.signal }));
+        for (let i = 0; i < 20; i++) await layer.send('conf.signal-done', { i });
+        expect((await within(Promise.all(waiting))).map((m) => m.i).sort((a, b) => (a as number) - (b as number))).toEqual(
+          Array.from({ length: 20 }, (_, i) => i),
+        );
+        expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
       });
     });
 
