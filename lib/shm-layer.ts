@@ -40,6 +40,25 @@ export interface ShmLayerStats extends NativeStats {
 }
 
 const MAINTENANCE_INTERVAL_MS = 2000;
+
+/**
+ * A layer dropped without close() gives back its slot, waiter thread and doorbell when it is
+ * collected. The native wake callback and the housekeeping timer reach the layer only through a
+ * WeakRef, so they do not keep it alive; what they need to shut down is held here instead.
+ */
+const unclosed = new FinalizationRegistry<{ handle: NativeLayer; maintenance: NodeJS.Timeout }>(
+  ({ handle, maintenance }) => {
+    clearInterval(maintenance);
+    try {
+      handle.close();
+    } catch {
+      // nothing left to tell anyone
+    }
+  },
+);
+
+/** Layers with receives waiting: a pending receive keeps its layer (and the process) alive. */
+const waitingLayers = new Set<ShmChannelLayer>();
 /** Length the native receive reports for a message whose bytes failed their checksum. */
 const DAMAGED_MESSAGE = 0xffffffff;
 
@@ -112,15 +131,22 @@ export class ShmChannelLayer implements ChannelLayer {
           spinMicros: options.spinMicros,
           clientId: this.clientPrefix,
         },
-        () => this.onWake(),
+        ShmChannelLayer.weakly(this).wake,
       );
     } catch (error) {
       throw translate(error);
     }
     // Reclaims dead processes' slots and channels, drops expired messages nobody received.
     // Unref'd: housekeeping never keeps the process alive.
-    this.maintenance = setInterval(() => this.maintain(), MAINTENANCE_INTERVAL_MS);
+    this.maintenance = setInterval(ShmChannelLayer.weakly(this).maintain, MAINTENANCE_INTERVAL_MS);
     this.maintenance.unref();
+    unclosed.register(this, { handle: this.handle, maintenance: this.maintenance }, this);
+  }
+
+  /** Callbacks that reach `layer` through a WeakRef (made here, where no closure holds `this`). */
+  private static weakly(layer: ShmChannelLayer): { wake: () => void; maintain: () => void } {
+    const ref = new WeakRef(layer);
+    return { wake: () => ref.deref()?.onWake(), maintain: () => ref.deref()?.maintain() };
   }
 
   /** Removes a layer's segment and doorbells. Processes still attached keep working on their copy. */
@@ -228,6 +254,8 @@ export class ShmChannelLayer implements ChannelLayer {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.maintenance);
+    unclosed.unregister(this);
+    waitingLayers.delete(this);
     this.pending.rejectAll(new LayerClosed());
     this.handle.close();
   }
@@ -414,6 +442,8 @@ export class ShmChannelLayer implements ChannelLayer {
   private setWaiting(waiting: boolean): void {
     if (waiting === this.waiting || this.closed) return;
     this.waiting = waiting;
+    if (waiting) waitingLayers.add(this);
+    else waitingLayers.delete(this);
     this.handle.setWaiting(waiting);
   }
 

@@ -39,9 +39,13 @@ afterEach(async () => {
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function runChild(name: string, script: string): Promise<{ code: number | null; output: string }> {
+function runChild(
+  name: string,
+  script: string,
+  flags: string[] = [],
+): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    const child = spawn(process.execPath, [...flags, '--input-type=module', '-e', script], {
       env: { ...process.env, LAYER_NAME: name },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -160,5 +164,75 @@ await layer.close();`,
     expect(await second).toEqual({ n: 1 });
     await tick();
     expect(other.stats().channels).toBe(0);
+  });
+});
+
+// Review finding 10: the native wake callback and the housekeeping timer held the layer, so a
+// layer dropped without close() kept its slot (one of 256 per segment), its waiter thread and its
+// doorbell until the process exited: 0 of 20 were collected.
+describe('a layer dropped without close()', () => {
+  const script = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+const name = process.env.LAYER_NAME;
+const threads = () => readdirSync('/proc/self/task').length;
+const doorbells = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('/dev/shm/sem.')).length;
+const observer = new ShmChannelLayer({ name });
+const before = { processes: observer.stats().processes, threads: threads(), doorbells: doorbells() };
+await (async () => {
+  for (let i = 0; i < 20; i++) {
+    const layer = new ShmChannelLayer({ name });
+    // Used the way a server uses one: a delivered receive, a cancelled one, a group.
+    const channel = await layer.newChannel();
+    await layer.groupAdd('room', channel);
+    const got = layer.receive(channel);
+    await observer.groupSend('room', { i });
+    await got;
+    await layer.receive(channel, { signal: AbortSignal.timeout(1) }).catch(() => {});
+    await layer.groupDiscard('room', channel);
+  }
+})();
+const dropped = { processes: observer.stats().processes, threads: threads(), doorbells: doorbells() };
+for (let i = 0; i < 100 && observer.stats().processes > before.processes; i++) {
+  globalThis.gc();
+  await sleep(20);
+}
+const after = { processes: observer.stats().processes, threads: threads(), doorbells: doorbells() };
+console.log(JSON.stringify({ before, dropped, after }));
+await observer.close();`;
+
+  it('is collected and gives back its slot, waiter thread and doorbell', async () => {
+    const name = `${namePrefix}${++counter}`;
+    names.add(name);
+    const child = await runChild(name, script, ['--expose-gc']);
+    expect(child.code, child.output).toBe(0);
+    const { before, dropped, after } = JSON.parse(child.output.trim()) as Record<
+      string,
+      { processes: number; threads: number; doorbells: number }
+    >;
+    expect(dropped!.processes).toBe(before!.processes + 20); // the layers were really open
+    expect(dropped!.threads).toBeGreaterThanOrEqual(before!.threads + 20);
+    expect(after).toEqual(before);
+  });
+
+  it('is kept while a receive waits on it, and that receive still gets its message', async () => {
+    const name = `${namePrefix}${++counter}`;
+    names.add(name);
+    const child = await runChild(
+      name,
+      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+import { setTimeout as sleep } from 'node:timers/promises';
+const name = process.env.LAYER_NAME;
+const received = (() => new ShmChannelLayer({ name }).receive('kept.ch'))();
+for (let i = 0; i < 5; i++) { globalThis.gc(); await sleep(10); }
+const sender = new ShmChannelLayer({ name });
+await sender.send('kept.ch', { type: 'late' });
+console.log((await received).type);
+await sender.close();`,
+      ['--expose-gc'],
+    );
+    // The receiving layer is never closed: the process exits because, once its receive is
+    // done, an idle layer does not keep it alive.
+    expect({ code: child.code, output: child.output.trim() }).toEqual({ code: 0, output: 'late' });
   });
 });

@@ -236,6 +236,9 @@ void Layer::Close() {
   if (closed_) return;
   closed_ = true;
   ReleaseSlot();
+  // The semaphores go now, not when the owner of this object gets round to destroying it (a
+  // garbage-collected JS handle may live on for a long time after close()).
+  doorbells_.reset();
 }
 
 uint32_t Layer::CapacityOf(std::string_view channel) const {
@@ -759,10 +762,13 @@ void Layer::Flush() {
 }
 
 bool Layer::WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop) {
+  if (!doorbells_) return false;  // closed
   return doorbells_->Wait(segment_->slot(slot_), slot_, spin_ns, stop);
 }
 
-void Layer::InterruptWait() { doorbells_->Interrupt(slot_); }
+void Layer::InterruptWait() {
+  if (doorbells_) doorbells_->Interrupt(slot_);
+}
 
 LayerStats Layer::Stats() {
   CheckOpen();
