@@ -6,7 +6,8 @@ import { ShmChannelLayer } from './shm-layer.js';
 const USAGE = `usage: shm-channels <command> [name] [--json]
 
   list              layers of this user in /dev/shm
-  stats <name>      processes attached, channels, groups, queued messages, arena use
+  stats <name>      processes attached, channels, groups, queued messages, arena use,
+                    and the deliveries not made (full members, refused, expired, orphaned)
   inspect <name>    stats plus every channel with its depth and every group with its size
   verify <name>     walk every shared structure; exit status 1 if anything is inconsistent
   destroy <name>    remove the layer's segment and doorbells (attached processes notice)`;
@@ -58,6 +59,9 @@ function main(argv: string[]): number {
         `  channels ${report.channels}, groups ${report.groups}, memberships ${report.members}, queued ${report.queued}`,
         `  arena ${bytes(report.arenaUsedBytes)} used of ${bytes(report.arenaBytes)} (segment ${bytes(report.segmentBytes)})`,
         `  sent ${report.messagesSent}, received ${report.messagesReceived}, expired ${report.messagesExpired}, lock recoveries ${report.lockRecoveries}`,
+        // Where undelivered messages went: an operator's first question after a lossy burst.
+        `  not delivered: group members full ${report.deliveriesSkippedFull}, sends refused (channel full) ${report.sendsRefusedFull}, ` +
+          `expired ${report.messagesExpired}, orphaned ('!' channel of a gone process) ${report.messagesOrphaned}, damaged ${report.messagesDamaged}`,
       ];
       if (command === 'inspect') {
         lines.push('channels (depth, groups):');

@@ -32,6 +32,14 @@ export class ShmError extends Error {
   }
 }
 
+/** A receive waiting on a '!' channel that `releaseChannel()` ended. */
+export class ChannelReleased extends Error {
+  constructor(channel: string) {
+    super(`channel ${channel} was released by releaseChannel()`);
+    this.name = 'ChannelReleased';
+  }
+}
+
 /** Operation on a layer after `close()`. */
 export class LayerClosed extends Error {
   constructor() {

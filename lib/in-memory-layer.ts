@@ -1,6 +1,6 @@
 import { CapacityRules, commonSettings, type CommonSettings } from './capacity.js';
-import { abortError, ChannelFull, LayerClosed } from './errors.js';
-import { isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
+import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { defaultSerializer } from './serializer.js';
@@ -97,15 +97,16 @@ export class InMemoryChannelLayer implements ChannelLayer {
     return live;
   }
 
-  async groupSend(group: string, message: Message): Promise<void> {
+  async groupSend(group: string, message: Message): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);
     const members = this.groups.get(group);
-    if (!members) return;
+    if (!members) return 0;
     const bytes = this.serializer.serialize(message);
     const now = Date.now();
     let handedOut = false;
+    let reached = 0;
     for (const [channel, expiresAt] of members) {
       if (expiresAt <= now) {
         members.delete(channel);
@@ -113,10 +114,22 @@ export class InMemoryChannelLayer implements ChannelLayer {
       }
       // Each member gets its own bytes: deserialized binary values are views into them, so
       // shared bytes would let one receiver's changes show in another's message.
-      this.enqueue(channel, handedOut ? Buffer.from(bytes) : bytes, false);
+      if (this.enqueue(channel, handedOut ? Buffer.from(bytes) : bytes, false)) reached++;
       handedOut = true;
     }
     if (members.size === 0) this.groups.delete(group);
+    return reached;
+  }
+
+  async releaseChannel(channel: string): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    checkReleasable(channel, this.clientPrefix);
+    this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    this.queues.delete(channel);
+    for (const [group, members] of this.groups) {
+      if (members.delete(channel) && members.size === 0) this.groups.delete(group);
+    }
   }
 
   async flush(): Promise<void> {
@@ -133,13 +146,14 @@ export class InMemoryChannelLayer implements ChannelLayer {
     this.pending.rejectAll(new LayerClosed());
   }
 
-  private enqueue(channel: string, bytes: Uint8Array, throwWhenFull: boolean): void {
+  /** False if the channel was full (and `throwWhenFull` is false). */
+  private enqueue(channel: string, bytes: Uint8Array, throwWhenFull: boolean): boolean {
     let queue = this.queues.get(channel);
     if (queue) this.dropExpired(channel, queue);
     queue = this.queues.get(channel);
     if ((queue?.length ?? 0) >= this.capacities.capacityOf(channel)) {
       if (throwWhenFull) throw new ChannelFull(`channel ${channel} is full`);
-      return;
+      return false;
     }
     if (!queue && this.pending.count(channel) > 0) {
       let message: Message;
@@ -147,16 +161,17 @@ export class InMemoryChannelLayer implements ChannelLayer {
         message = this.serializer.deserialize(bytes);
       } catch (error) {
         this.pending.fail(channel, error);
-        return;
+        return true;
       }
       this.pending.deliver(channel, message);
-      return;
+      return true;
     }
     if (!queue) {
       queue = [];
       this.queues.set(channel, queue);
     }
     queue.push({ bytes, expiresAt: Date.now() + this.settings.expirySeconds * 1000 });
+    return true;
   }
 
   private dropExpired(channel: string, queue: Queued[]): void {

@@ -56,3 +56,12 @@ export function isOwnLocalChannel(name: string, client: string): boolean {
   const dot = name.lastIndexOf('.', bang);
   return dot !== -1 && bang - dot - 1 === client.length && name.startsWith(client, dot + 1);
 }
+
+/** releaseChannel() ends only a '!' channel this instance made. */
+export function checkReleasable(channel: string, client: string): void {
+  if (!isOwnLocalChannel(channel, client)) {
+    throw new TypeError(
+      `releaseChannel(${JSON.stringify(channel)}): only a '!' channel made by this layer's newChannel() can be released`,
+    );
+  }
+}

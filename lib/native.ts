@@ -18,6 +18,12 @@ export interface NativeStats {
   messagesExpired: number;
   /** Messages dropped at receive because their stored bytes failed the checksum. */
   messagesDamaged: number;
+  /** groupSend deliveries skipped because the member channel (or the segment) was full. */
+  deliveriesSkippedFull: number;
+  /** Sends refused with ChannelFull (the sender got the error). */
+  sendsRefusedFull: number;
+  /** Messages for '!' channels whose instance had gone or released them: dropped. */
+  messagesOrphaned: number;
   lockRecoveries: number;
 }
 
@@ -42,7 +48,10 @@ export interface NativeLayerOptions {
 
 export interface NativeLayer {
   readonly slot: number;
-  send(channel: string, payload: Uint8Array): void;
+  /** False: the channel is a '!' channel of an instance that is gone; dropped and counted. */
+  send(channel: string, payload: Uint8Array): boolean;
+  /** Drops a '!' channel's queue, memberships and record; returns the messages dropped. */
+  releaseChannel(channel: string): number;
   groupSend(group: string, payload: Uint8Array): number;
   /**
    * Takes up to `wanted` messages per channel. Returns null or one Buffer: payloads back to back,

@@ -83,6 +83,17 @@ export class PendingReceives {
     return true;
   }
 
+  /** Rejects every receive waiting on `channel` (it was released). */
+  rejectChannel(channel: string, error: unknown): void {
+    let waiter: Waiter | undefined;
+    let rejected = false;
+    while ((waiter = this.takeOldest(channel))) {
+      waiter.reject(error);
+      rejected = true;
+    }
+    if (rejected && this.total === 0) this.onEmpty();
+  }
+
   rejectAll(error: unknown): void {
     const lists = [...this.byChannel.values()];
     this.byChannel.clear();

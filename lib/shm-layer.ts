@@ -1,6 +1,6 @@
 import { commonSettings, type CommonSettings } from './capacity.js';
-import { ChannelFull, LayerClosed, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
-import { isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
+import { ChannelFull, ChannelReleased, LayerClosed, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
+import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { native, type NativeLayer, type NativeStats } from './native.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
@@ -227,13 +227,25 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  async groupSend(group: string, message: Message): Promise<void> {
+  async groupSend(group: string, message: Message): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);
     const bytes = this.serializer.serialize(message);
     try {
-      this.handle.groupSend(group, bytes);
+      return this.handle.groupSend(group, bytes);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async releaseChannel(channel: string): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    checkReleasable(channel, this.clientPrefix);
+    this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    try {
+      this.handle.releaseChannel(channel);
     } catch (error) {
       throw translate(error);
     }

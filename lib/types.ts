@@ -42,7 +42,13 @@ export interface ChannelLayer {
    * group. No order is promised.
    */
   groupMembers(group: string): Promise<string[]>;
-  groupSend(group: string, message: Message): Promise<void>;
+  /** Resolves to how many member channels got the message (full ones are skipped). */
+  groupSend(group: string, message: Message): Promise<number>;
+  /**
+   * Ends a '!' channel from this instance's newChannel() (a client disconnected): drops its
+   * queued messages and group memberships; receives waiting on it reject with ChannelReleased.
+   */
+  releaseChannel(channel: string): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 // Long-running servers (issue 14): connection churn must leave nothing behind in the shared
 // segment. Each test uses a small segment, so a leak of one record per connection fills the
 // table within the test instead of after a day of traffic.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -164,6 +164,54 @@ await layer.close();`,
     expect(await second).toEqual({ n: 1 });
     await tick();
     expect(other.stats().channels).toBe(0);
+  });
+});
+
+// Issue 14: a killed process's '!' channel accepted sends until it was full, and nothing counted
+// the deliveries groupSend skipped.
+describe('deliveries not made are counted', () => {
+  it("a send to a '!' channel of a process that is gone is dropped and counted, never queued", async () => {
+    const options = { ...small(), capacity: 5 };
+    const server = open(options);
+    const child = await runChild(
+      options.name!,
+      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
+const inbox = await layer.newChannel();
+await layer.groupAdd('room', inbox);
+console.log(inbox);
+process.exit(0); // no close(): as if it had crashed`,
+    );
+    expect(child.code).toBe(0);
+    const inbox = child.output.trim();
+    // The next instance to attach reclaims the dead slot (housekeeping does so every 2 s too).
+    const observer = open(options);
+    for (let i = 0; i < 20; i++) await server.send(inbox, { i });
+    expect(await server.groupSend('room', { type: 'fan' })).toBe(0);
+    const stats = observer.stats();
+    expect({ queued: stats.queued, channels: stats.channels, orphaned: stats.messagesOrphaned }).toEqual({
+      queued: 0,
+      channels: 0,
+      orphaned: 20,
+    });
+  });
+
+  it('stats() and the CLI show members skipped as full and sends refused as full', async () => {
+    const options = { ...small(), capacity: 1 };
+    const layer = open(options);
+    await layer.groupAdd('room', 'member.a');
+    await layer.groupAdd('room', 'member.b');
+    await layer.send('member.a', { fills: true });
+    expect(await layer.groupSend('room', { n: 1 })).toBe(1);
+    expect(await layer.groupSend('room', { n: 2 })).toBe(0);
+    await expect(layer.send('member.b', { n: 3 })).rejects.toThrow(/full/);
+    const stats = layer.stats();
+    expect({ skipped: stats.deliveriesSkippedFull, refused: stats.sendsRefusedFull }).toEqual({ skipped: 3, refused: 1 });
+    const cli = spawnSync(process.execPath, [join(root, 'dist', 'cjs', 'cli.js'), 'stats', options.name!], {
+      encoding: 'utf8',
+    });
+    expect(cli.status).toBe(0);
+    expect(cli.stdout).toContain('not delivered: group members full 3, sends refused (channel full) 1');
   });
 });
 

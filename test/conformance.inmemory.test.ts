@@ -2,4 +2,19 @@
 import { describeConformance } from './conformance.js';
 import { InMemoryChannelLayer } from './support/package.js';
 
-describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options));
+/** The layer's own maps (private: read here only to prove that churn leaves them as they were). */
+function footprint(layer: unknown): Record<string, number> {
+  const inner = layer as {
+    queues: Map<string, unknown>;
+    groups: Map<string, unknown>;
+    pending: { size: number; signalCount: number };
+  };
+  return {
+    queues: inner.queues.size,
+    groups: inner.groups.size,
+    pending: inner.pending.size,
+    signals: inner.pending.signalCount,
+  };
+}
+
+describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), { footprint });

@@ -55,5 +55,32 @@ describe.skipIf(!enabled)('RedisChannelLayer on redis-server', () => {
     prefixes.clear();
   }
 
-  describeConformance('RedisChannelLayer', makeLayer, { peer, afterEach: cleanup });
+  /** Keys under the layer's prefix, and the layer's own maps (private, read for the churn test). */
+  async function footprint(layer: ChannelLayer): Promise<Record<string, number>> {
+    const inner = layer as unknown as {
+      prefix: string;
+      command(index: number): { call(...args: unknown[]): Promise<unknown> };
+      pending: { size: number; signalCount: number };
+      keyChannels: Map<string, unknown>;
+      pollers: Map<string, unknown>;
+      buffers: Map<string, unknown>;
+      localGroups: Map<string, unknown>;
+      blocked: Map<string, unknown>;
+    };
+    // Receive loops of cancelled receives end once their BZPOPMIN is unblocked.
+    for (let i = 0; i < 100 && inner.pollers.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    const keys = (await inner.command(0).call('KEYS', `${inner.prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) as unknown[];
+    return {
+      keys: keys.length,
+      pending: inner.pending.size,
+      signals: inner.pending.signalCount,
+      keyChannels: inner.keyChannels.size,
+      pollers: inner.pollers.size,
+      buffers: inner.buffers.size,
+      localGroups: inner.localGroups.size,
+      blocked: inner.blocked.size,
+    };
+  }
+
+  describeConformance('RedisChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint });
 });

@@ -91,7 +91,22 @@ function runChild(name: string, script: string): Promise<{ code: number | null; 
 const childHeader = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
 const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });`;
 
-describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup });
+/** Records of the segment, and this instance's own bookkeeping (private, read for the churn test). */
+function footprint(layer: ChannelLayer): Record<string, number> {
+  const stats = (layer as ShmChannelLayer).stats(0);
+  const inner = layer as unknown as { pending: { size: number; signalCount: number }; dirty: Set<string> };
+  return {
+    channels: stats.channels,
+    groups: stats.groups,
+    members: stats.members,
+    queued: stats.queued,
+    arenaUsedBytes: stats.arenaUsedBytes,
+    pending: inner.pending.size,
+    signals: inner.pending.signalCount,
+  };
+}
+
+describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint });
 
 describe('ShmChannelLayer only', () => {
   afterEach(cleanup);

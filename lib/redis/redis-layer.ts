@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapacityRules, commonSettings, type CommonSettings } from '../capacity.js';
-import { ChannelFull, LayerClosed } from '../errors.js';
-import { validateChannelName, validateGroupName, validateMessage } from '../names.js';
+import { ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
+import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from '../names.js';
 import { PendingReceives } from '../pending.js';
 import { randomHex } from '../random.js';
 import { defaultSerializer } from '../serializer.js';
@@ -85,6 +85,10 @@ export class RedisChannelLayer implements ChannelLayer {
   /** Messages for our '!' channels that arrived with nobody waiting, as channels_redis buffers them. */
   private readonly buffers = new Map<string, Buffered[]>();
   private buffersSwept = Date.now();
+  /** Groups our own '!' channels were added to here, so releaseChannel() can leave them. */
+  private readonly localGroups = new Map<string, Set<string>>();
+  /** '!' channels released less than `expiry` ago: messages still arriving for them are dropped. */
+  private readonly released = new Map<string, number>();
   private readonly closing = new AbortController();
   private closed_: Promise<void> | undefined;
   /** BZPOPMINs in flight, by poller id: their host and Redis client id (for CLIENT UNBLOCK). */
@@ -187,6 +191,14 @@ export class RedisChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateGroupName(group);
     validateChannelName(channel);
+    if (isOwnLocalChannel(channel, this.clientPrefix)) {
+      let groups = this.localGroups.get(channel);
+      if (!groups) {
+        groups = new Set();
+        this.localGroups.set(channel, groups);
+      }
+      groups.add(group);
+    }
     await this.command(this.groupHost(group)).call(
       'EVAL',
       GROUP_ADD,
@@ -202,7 +214,32 @@ export class RedisChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateGroupName(group);
     validateChannelName(channel);
+    const groups = this.localGroups.get(channel);
+    if (groups?.delete(group) && groups.size === 0) this.localGroups.delete(channel);
     await this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel);
+  }
+
+  async releaseChannel(channel: string): Promise<void> {
+    this.checkOpen();
+    validateChannelName(channel);
+    checkReleasable(channel, this.clientPrefix);
+    this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    this.buffers.delete(channel);
+    // Our '!' channels share one Redis key: its messages for this channel are dropped as they
+    // come, for as long as they could still be delivered.
+    const now = Date.now();
+    for (const [name, until] of this.released) {
+      if (until > now) break; // in release order, and every entry lives `expiry` long
+      this.released.delete(name);
+    }
+    this.released.set(channel, now + this.expiryMs());
+    const groups = this.localGroups.get(channel);
+    this.localGroups.delete(channel);
+    if (groups) {
+      await Promise.all(
+        [...groups].map((group) => this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel)),
+      );
+    }
   }
 
   /**
@@ -222,7 +259,7 @@ export class RedisChannelLayer implements ChannelLayer {
     return members.map((member) => member.toString('utf8'));
   }
 
-  async groupSend(group: string, message: Message): Promise<void> {
+  async groupSend(group: string, message: Message): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);
@@ -235,7 +272,7 @@ export class RedisChannelLayer implements ChannelLayer {
       this.groupKey(group),
       Date.now() / 1000 - this.settings.groupExpirySeconds,
     )) as Buffer[];
-    if (members.length === 0) return;
+    if (members.length === 0) return 0;
     // One message per Redis key, naming every member channel that shares the key.
     const byKey = new Map<string, { channels: string[]; index: number; capacity: number }>();
     for (const raw of members) {
@@ -277,6 +314,16 @@ export class RedisChannelLayer implements ChannelLayer {
     const results = await Promise.allSettled(calls);
     const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failed) throw failed.reason;
+    // A key that was full skips every member channel stored under it.
+    let reached = 0;
+    const hostKeys = [...byHost.values()];
+    results.forEach((result, call) => {
+      const added = (result as PromiseFulfilledResult<unknown>).value as number[];
+      hostKeys[call]!.forEach((key, i) => {
+        if (added[i] === 1) reached += byKey.get(key)!.channels.length;
+      });
+    });
+    return reached;
   }
 
   async flush(): Promise<void> {
@@ -442,6 +489,7 @@ export class RedisChannelLayer implements ChannelLayer {
     if (!targets) return;
     for (let i = 0; i < targets.length; i++) {
       const target = targets[i]!;
+      if (this.released.has(target)) continue;
       if (i > 0) message = decodeMessage(this.serializer, member).message; // a copy per channel
       if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
     }
@@ -482,6 +530,7 @@ export class RedisChannelLayer implements ChannelLayer {
         while (entries.length && entries[0]!.expiresAt <= now) entries.shift();
         if (entries.length === 0) this.buffers.delete(name);
       }
+      for (const [name, until] of this.released) if (until <= now) this.released.delete(name);
     }
   }
 

@@ -22,24 +22,25 @@ return 1
 /**
  * group_send, one call per host. KEYS: channel keys on this host. ARGV: one message per key, one
  * capacity per key, then now, expiry cutoff, key TTL in ms. Full channels are skipped silently.
- * Returns how many were full.
+ * Returns one flag per key: 1 added, 0 full.
  */
 export const GROUP_SEND = `
 local n = #KEYS
 local now = ARGV[2 * n + 1]
 local cutoff = ARGV[2 * n + 2]
 local ttl = ARGV[2 * n + 3]
-local full = 0
+local added = {}
 for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', cutoff)
   if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[n + i]) then
     redis.call('ZADD', KEYS[i], now, ARGV[i])
     redis.call('PEXPIRE', KEYS[i], ttl)
+    added[i] = 1
   else
-    full = full + 1
+    added[i] = 0
   end
 end
-return full
+return added
 `;
 
 /** group members. KEYS[1] group key. ARGV[1] cutoff: memberships added at or before it expired. */

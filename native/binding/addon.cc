@@ -62,6 +62,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
             InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
             InstanceMethod<&NativeLayer::Flush>("flush"),
+            InstanceMethod<&NativeLayer::ReleaseChannel>("releaseChannel"),
             InstanceMethod<&NativeLayer::Maintain>("maintain"),
             InstanceMethod<&NativeLayer::Ready>("ready"),
             InstanceMethod<&NativeLayer::Unwait>("unwait"),
@@ -186,8 +187,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Env env = info.Env();
     std::string channel = info[0].ToString().Utf8Value();
     auto [data, length] = BytesOf(info[1]);
-    Guard(env, [&] { Open(env).Send(channel, data, length); });
-    return env.Undefined();
+    bool queued = Guard(env, [&] { return Open(env).Send(channel, data, length); });
+    return Napi::Boolean::New(env, queued);
   }
 
   Napi::Value GroupSend(const Napi::CallbackInfo& info) {
@@ -269,6 +270,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return env.Undefined();
   }
 
+  Napi::Value ReleaseChannel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string channel = info[0].ToString().Utf8Value();
+    uint32_t dropped = Guard(env, [&] { return Open(env).ReleaseChannel(channel); });
+    return Napi::Number::New(env, dropped);
+  }
+
   // ready(): names of the channels that rang us since the last call, or null for "look at all".
   Napi::Value Ready(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -336,6 +344,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("messagesReceived", static_cast<double>(s.messages_received));
     o.Set("messagesExpired", static_cast<double>(s.messages_expired));
     o.Set("messagesDamaged", static_cast<double>(s.messages_damaged));
+    o.Set("deliveriesSkippedFull", static_cast<double>(s.deliveries_skipped_full));
+    o.Set("sendsRefusedFull", static_cast<double>(s.sends_refused_full));
+    o.Set("messagesOrphaned", static_cast<double>(s.messages_orphaned));
     o.Set("lockRecoveries", s.lock_recoveries);
     return o;
   }

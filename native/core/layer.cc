@@ -145,7 +145,7 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
     ch.waiters[index / 64] &= mask;
     std::string_view name(ch.name, ch.name_length <= kMaxNameLength ? ch.name_length : 0);
     if (!client.empty() && ClientOf(name) == client) {
-      DropChannel(c);
+      segment_->header().messages_orphaned += DropChannel(c);
     } else {
       MaybeReleaseChannel(c);
     }
@@ -156,8 +156,19 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
   slot.state.store(0, std::memory_order_release);
 }
 
-void Layer::DropChannel(uint32_t index) {
+bool Layer::IsClientAttached(std::string_view client) const {
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    const Slot& s = segment_->slot(i);
+    if (s.state.load(std::memory_order_acquire) == 0) continue;
+    uint32_t length = s.client_length <= kMaxClientLength ? s.client_length : 0;
+    if (std::string_view(s.client, length) == client && IsSlotAlive(i)) return true;
+  }
+  return false;
+}
+
+uint32_t Layer::DropChannel(uint32_t index) {
   Header& h = segment_->header();
+  uint32_t dropped = 0;
   Channel& c = segment_->channel(index);
   if (c.memberships) {
     for (uint32_t m = 0; m < segment_->max_members() && c.memberships; ++m) {
@@ -177,11 +188,13 @@ void Layer::DropChannel(uint32_t index) {
     c.head = segment_->node(n).next;
     ReleaseBlockRef(block);
     FreeNode(n);
+    ++dropped;
   }
   c.tail = kNil;
   c.count = 0;
   for (uint64_t& w : c.waiters) w = 0;
   if (c.in_use == 1) Channels(*segment_).Remove(index, h.channels_used);
+  return dropped;
 }
 
 bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
@@ -432,7 +445,7 @@ void Layer::RingPending() {
   }
 }
 
-void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length) {
+bool Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length) {
   CheckOpen();
   ValidateName(channel, true, "channel");
   Header& h = segment_->header();
@@ -444,11 +457,22 @@ void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
   uint32_t capacity = CapacityOf(channel);
   uint64_t now = MonotonicMs();
   Critical guard(*this);
-  uint32_t index = EnsureChannel(channel);
+  uint32_t index = Channels(*segment_).Find(channel);
+  if (index == kNil) {
+    // No record: for a '!' channel of an instance that is gone, nobody could ever receive it (an
+    // existing record of one is reclaimed, messages and all, by the next housekeeping).
+    std::string_view client = ClientOf(channel);
+    if (!client.empty() && !IsClientAttached(client)) {
+      ++h.messages_orphaned;
+      return false;
+    }
+    index = EnsureChannel(channel);
+  }
   Channel& c = segment_->channel(index);
   DropHeadExpired(c, now);
   if (c.count >= capacity) {
     MaybeReleaseChannel(index);
+    ++h.sends_refused_full;
     throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
                                              std::to_string(capacity) + ")");
   }
@@ -462,6 +486,7 @@ void Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
     throw;
   }
   ++h.messages_sent;
+  return true;
 }
 
 uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t length) {
@@ -479,6 +504,7 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   if (g == kNil) return 0;
   uint32_t block = kNil;
   uint32_t delivered = 0;
+  bool out_of_space = false;  // the arena or node pool ran out: the rest are skipped too
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
     if (steps > segment_->max_members()) segment_->Corrupt("group member list loops");
@@ -492,18 +518,21 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
     Channel& c = segment_->channel(member.channel);
     DropHeadExpired(c, now);
     std::string_view name(c.name, c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength);
-    if (c.count < CapacityOf(name)) {
+    if (!out_of_space && c.count < CapacityOf(name)) {
       try {
         if (block == kNil) block = StoreBlock(data, length);
         Enqueue(member.channel, block, now + options_.expiry_ms);
+        ++delivered;
       } catch (const Error& e) {
         ReleaseUnqueuedBlock(block);
         // Out of arena or nodes: the members not reached yet are skipped, as full ones are.
         // Only a message that reached nobody is reported, so the sender knows it went nowhere.
         if (e.code() != ErrorCode::kArenaFull || delivered == 0) throw;
-        break;
+        out_of_space = true;
+        ++h.deliveries_skipped_full;
       }
-      ++delivered;
+    } else {
+      ++h.deliveries_skipped_full;
     }
     m = next;
   }
@@ -761,6 +790,18 @@ void Layer::Flush() {
   ++h.flush_epoch;
 }
 
+uint32_t Layer::ReleaseChannel(std::string_view channel) {
+  CheckOpen();
+  ValidateName(channel, true, "channel");
+  Critical guard(*this);
+  Header& h = segment_->header();
+  uint32_t index = Channels(*segment_).Find(channel);
+  if (index == kNil) return 0;
+  uint32_t dropped = DropChannel(index);
+  h.messages_orphaned += dropped;
+  return dropped;
+}
+
 bool Layer::WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop) {
   if (!doorbells_) return false;  // closed
   return doorbells_->Wait(segment_->slot(slot_), slot_, spin_ns, stop);
@@ -790,6 +831,9 @@ LayerStats Layer::Stats() {
   s.messages_received = h.messages_received;
   s.messages_expired = h.messages_expired;
   s.messages_damaged = h.messages_damaged;
+  s.deliveries_skipped_full = h.deliveries_skipped_full;
+  s.sends_refused_full = h.sends_refused_full;
+  s.messages_orphaned = h.messages_orphaned;
   s.lock_recoveries = h.lock.recoveries.load();
   return s;
 }

@@ -78,6 +78,9 @@ struct LayerStats {
   uint64_t messages_received;
   uint64_t messages_expired;
   uint64_t messages_damaged;
+  uint64_t deliveries_skipped_full;
+  uint64_t sends_refused_full;
+  uint64_t messages_orphaned;
   uint32_t lock_recoveries;
 };
 
@@ -104,7 +107,9 @@ class Layer {
   static void ValidateName(std::string_view name, bool allow_bang, const char* what);
 
   // Queues one message. Throws Error kChannelFull / kArenaFull / kTooLarge; never blocks on space.
-  void Send(std::string_view channel, const uint8_t* data, uint32_t length);
+  // A message for a '!' channel whose instance is no longer attached is dropped and counted
+  // (nobody could ever receive it): returns false then.
+  bool Send(std::string_view channel, const uint8_t* data, uint32_t length);
   // Sends to every live member with room; returns how many received it. The payload is stored once.
   uint32_t GroupSend(std::string_view group, const uint8_t* data, uint32_t length);
   // Pops messages for each request; a request left short registers this slot as a waiter on its
@@ -117,6 +122,9 @@ class Layer {
   std::vector<std::string> GroupMembers(std::string_view group);
   // Empties every channel and group of the segment.
   void Flush();
+  // The owner is finished with a '!' channel: drops its queued messages (counted as orphaned),
+  // its group memberships, waiter registrations and record. Returns the messages dropped.
+  uint32_t ReleaseChannel(std::string_view channel);
 
   // Housekeeping, called every few seconds: reclaims dead instances' slots, '!' channels and
   // memberships, and drops expired messages and memberships nobody touched.
@@ -159,7 +167,10 @@ class Layer {
   void RepairIfCorrupted() noexcept;
   void ReclaimDeadSlots();
   void ReclaimSlotLocked(uint32_t index);
-  void DropChannel(uint32_t index);
+  // Returns the messages that were still queued.
+  uint32_t DropChannel(uint32_t index);
+  // True if an attached, live instance made '!' channels with this client id.
+  bool IsClientAttached(std::string_view client) const;
   bool IsSlotAlive(uint32_t index) const;
 
   uint32_t CapacityOf(std::string_view channel) const;

@@ -10,7 +10,7 @@
 namespace shmch {
 
 constexpr uint64_t kMagic = 0x4e414843'4d485353ull;  // "SSHMCHAN" little-endian
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;
 
 constexpr uint32_t kNil = 0xffffffffu;  // "no index" in every linked structure
 constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at once
@@ -160,6 +160,11 @@ struct Header {
   uint64_t messages_received;
   uint64_t messages_expired;
   uint64_t messages_damaged;  // dropped at receive: bad block header or checksum
+
+  // Deliveries the layer did not make, so an operator can tell where messages went.
+  uint64_t deliveries_skipped_full;  // groupSend members passed over: channel or segment full
+  uint64_t sends_refused_full;       // send() refused with ChannelFull (the caller was told)
+  uint64_t messages_orphaned;        // for a '!' channel whose instance is gone or released it
 };
 
 // Changes whenever a shared struct changes size, so two builds that disagree on the layout refuse

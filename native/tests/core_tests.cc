@@ -515,6 +515,60 @@ TEST(maintain_drops_waits_the_instance_no_longer_has) {
   CHECK_CLEAN(receiver);
 }
 
+// Issue 14: every delivery the layer does not make is counted where an operator can see it.
+TEST(stats_count_skipped_refused_and_orphaned_deliveries) {
+  TempName name;
+  LayerOptions options = Options(name);
+  options.capacity = 1;
+  Layer layer(options);
+  LayerOptions owner_options = Options(name);
+  owner_options.client_id = "owner1";
+  auto owner = std::make_unique<Layer>(owner_options);
+  layer.GroupAdd("room", "a");
+  layer.GroupAdd("room", "b");
+  SendText(layer, "a", "fills a");
+  CHECK_EQ(GroupSendText(layer, "room", "g"), 1u);  // b only: a is full
+  CHECK_THROWS(SendText(layer, "a", "refused"), ErrorCode::kChannelFull);
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.deliveries_skipped_full, 1u);
+  CHECK_EQ(s.sends_refused_full, 1u);
+  CHECK_EQ(s.messages_orphaned, 0u);
+  // A live instance's '!' channel queues; one of no attached instance drops and counts.
+  CHECK(layer.Send("reply.owner1!abc", reinterpret_cast<const uint8_t*>("x"), 1));
+  CHECK(!layer.Send("reply.nobody9!abc", reinterpret_cast<const uint8_t*>("x"), 1));
+  CHECK(!HasChannel(layer, "reply.nobody9!abc"));
+  CHECK_EQ(layer.Stats().messages_orphaned, 1u);
+  // The owner goes away with a message queued: reclaiming its channel counts that message.
+  owner->Close();
+  owner.reset();
+  CHECK_EQ(layer.Stats().messages_orphaned, 2u);
+  CHECK(!HasChannel(layer, "reply.owner1!abc"));
+  CHECK(!layer.Send("reply.owner1!abc", reinterpret_cast<const uint8_t*>("y"), 1));
+  CHECK_EQ(layer.Stats().messages_orphaned, 3u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(release_channel_drops_messages_memberships_and_record) {
+  TempName name;
+  LayerOptions options = Options(name);
+  options.client_id = "me1";
+  Layer layer(options);
+  layer.GroupAdd("room", "inbox.me1!x");
+  layer.GroupAdd("lobby", "inbox.me1!x");
+  SendText(layer, "inbox.me1!x", "one");
+  CHECK_EQ(GroupSendText(layer, "room", "two"), 1u);
+  CHECK_EQ(layer.ReleaseChannel("inbox.me1!x"), 2u);
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.channels, 0u);
+  CHECK_EQ(s.members, 0u);
+  CHECK_EQ(s.groups, 0u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(s.arena_used_bytes, 0u);
+  CHECK_EQ(s.messages_orphaned, 2u);
+  CHECK_EQ(layer.ReleaseChannel("inbox.me1!x"), 0u);  // twice is harmless
+  CHECK_CLEAN(layer);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The arena.
 
