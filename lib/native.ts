@@ -25,6 +25,8 @@ export interface NativeStats {
   /** Messages for '!' channels whose instance had gone or released them: dropped. */
   messagesOrphaned: number;
   lockRecoveries: number;
+  /** This instance's doorbell rings that could not be delivered (they cost only latency). */
+  ringFailures: number;
 }
 
 export interface NativeLayerOptions {
@@ -42,7 +44,6 @@ export interface NativeLayerOptions {
   channelCapacity: Array<[string, number]>;
   expiryMs: number;
   groupExpiryMs: number;
-  spinMicros?: number;
   clientId?: string;
 }
 
@@ -57,7 +58,7 @@ export interface NativeLayer {
    * Takes up to `wanted` messages per channel. Returns null or one Buffer: payloads back to back,
    * then a (request index, length) u32 pair per message, then the message count (u32 LE).
    */
-  receive(channels: string | string[], wanted: number | number[]): Buffer | null;
+  receive(channels: string | string[], wanted: number | number[], coversAllWaits?: boolean): Buffer | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   /** Channels of the group's live, unexpired memberships. */
@@ -70,6 +71,11 @@ export interface NativeLayer {
   /** Withdraws this instance's wait on channels nobody here receives from any more. */
   unwait(channels: string[]): void;
   setWaiting(waiting: boolean): void;
+  /** True: armed (a ring writes to the doorbell FIFO); false: a ring came in, look now. */
+  arm(): boolean;
+  bellRung(): boolean;
+  /** [slot state, bell, armed] of this instance's slot in shared memory, or null. */
+  bellView(): Int32Array | null;
   stats(): NativeStats;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;
   groups(limit?: number): Array<{ name: string; members: number }>;

@@ -39,6 +39,11 @@ export class PendingReceives {
     return this.bySignal.size;
   }
 
+  /** How many channels have waiting receives. */
+  get channels(): number {
+    return this.byChannel.size;
+  }
+
   add(channel: string, signal?: AbortSignal): Promise<Message> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise<Message>((resolve, reject) => {

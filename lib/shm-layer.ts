@@ -29,7 +29,12 @@ export interface ShmChannelLayerOptions extends ChannelLayerOptions {
   allowForeign?: boolean;
   /** Create the segment if it does not exist. Default true; false attaches or fails (tools). */
   create?: boolean;
-  /** How long the waiter thread spins before sleeping while receives wait (µs). Default 50. */
+  /**
+   * Longest window (µs) in which the event loop keeps polling the doorbell word in shared memory
+   * (once per event-loop turn) while receives wait, before it sleeps on the doorbell. The window
+   * adapts below this bound: it grows while polling catches replies and shrinks while it does
+   * not. 0: never poll, always sleep. Default 200.
+   */
   spinMicros?: number;
 }
 
@@ -42,7 +47,7 @@ export interface ShmLayerStats extends NativeStats {
 const MAINTENANCE_INTERVAL_MS = 2000;
 
 /**
- * A layer dropped without close() gives back its slot, waiter thread and doorbell when it is
+ * A layer dropped without close() gives back its slot and doorbell when it is
  * collected. The native wake callback and the housekeeping timer reach the layer only through a
  * WeakRef, so they do not keep it alive; what they need to shut down is held here instead.
  */
@@ -59,6 +64,19 @@ const unclosed = new FinalizationRegistry<{ handle: NativeLayer; maintenance: No
 
 /** Layers with receives waiting: a pending receive keeps its layer (and the process) alive. */
 const waitingLayers = new Set<ShmChannelLayer>();
+/** Poll window bounds and start (µs); see `spinMicros`. */
+const POLL_MIN_US = 8;
+const POLL_START_US = 50;
+const DEFAULT_POLL_MAX_US = 200;
+/**
+ * Up to this many channels with waiting receives, every drain names them all, and the same native
+ * call answers the doorbell (one call and one lock per wake-up). Beyond, the doorbell's ready list
+ * names the few channels that rang.
+ */
+const COVER_ALL_CHANNELS = 32;
+/** Indices in the native bellView(): [slot state, bell (rung since we looked), armed (we sleep)]. */
+const BELL = 1;
+const ARMED = 2;
 /** Length the native receive reports for a message whose bytes failed their checksum. */
 const DAMAGED_MESSAGE = 0xffffffff;
 
@@ -106,6 +124,15 @@ export class ShmChannelLayer implements ChannelLayer {
   private waiting = false;
   private closed = false;
   private unlinked = false;
+  /** Our slot's doorbell words in shared memory; null where external buffers are refused. */
+  private readonly bell: Int32Array | null;
+  private readonly pollMaxUs: number;
+  private pollWindowUs: number;
+  private pollScheduled = false;
+  private pollStartedAt = 0;
+  /** We sleep on the doorbell FIFO: senders write to it. */
+  private armed = false;
+  private readonly pollTick = (): void => this.poll();
 
   constructor(options: ShmChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -115,6 +142,8 @@ export class ShmChannelLayer implements ChannelLayer {
       () => this.setWaiting(false),
       (channel) => this.abandon(channel),
     );
+    this.pollMaxUs = Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US);
+    this.pollWindowUs = Math.min(this.pollMaxUs, POLL_START_US);
     const sizing = segmentSizing(options);
     try {
       this.handle = new (native().NativeLayer)(
@@ -128,11 +157,11 @@ export class ShmChannelLayer implements ChannelLayer {
           channelCapacity: this.settings.channelCapacity,
           expiryMs: Math.round(this.settings.expirySeconds * 1000),
           groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
-          spinMicros: options.spinMicros,
           clientId: this.clientPrefix,
         },
         ShmChannelLayer.weakly(this).wake,
       );
+      this.bell = this.handle.bellView();
     } catch (error) {
       throw translate(error);
     }
@@ -326,9 +355,19 @@ export class ShmChannelLayer implements ChannelLayer {
     );
   }
 
-  /** Our doorbell rang: look at the channels that became ready (all of them if too many did). */
+  /** The event loop woke on our doorbell FIFO (the native side disarmed us already). */
   private onWake(): void {
+    this.armed = false;
     if (this.closed) return;
+    this.answerBell();
+  }
+
+  /** Our bell rang: look at the channels that became ready (all of them if too many did). */
+  private answerBell(): void {
+    if (this.pending.channels <= COVER_ALL_CHANNELS) {
+      this.drain(); // names every waiting channel: the same call consumes the bell
+      return;
+    }
     let ready: string[] | null;
     try {
       ready = this.handle.ready();
@@ -376,6 +415,67 @@ export class ShmChannelLayer implements ChannelLayer {
     this.abandoned.add(channel);
   }
 
+  /**
+   * Receives wait and nothing is there: poll the bell word in shared memory once per event-loop
+   * turn for a short window (a reply is often microseconds away, and sleeping costs a wake-up
+   * of ~30 µs), then arm the doorbell and sleep. No native call and no syscall per poll.
+   */
+  private startPolling(): void {
+    if (this.pollScheduled || this.closed) return;
+    const bell = this.bell;
+    if (bell === null || this.pollWindowUs === 0) {
+      this.sleep();
+      return;
+    }
+    if (this.armed) {
+      // Awake again (a new receive): senders need not write to the FIFO while we poll.
+      Atomics.store(bell, ARMED, 0);
+      this.armed = false;
+    }
+    this.pollScheduled = true;
+    this.pollStartedAt = performance.now();
+    setImmediate(this.pollTick);
+  }
+
+  private poll(): void {
+    this.pollScheduled = false;
+    if (this.closed || this.pending.size === 0) return;
+    const bell = this.bell!;
+    const waitedUs = (performance.now() - this.pollStartedAt) * 1000;
+    if (Atomics.load(bell, BELL) !== 0) {
+      // Polling paid off: allow a longer window next time, up to the bound.
+      this.pollWindowUs = Math.min(this.pollMaxUs, this.pollWindowUs * 2);
+      this.answerBell();
+      return;
+    }
+    if (waitedUs < this.pollWindowUs) {
+      this.pollScheduled = true;
+      setImmediate(this.pollTick);
+      return;
+    }
+    // It did not: a shorter window next time, so idle receivers stop costing CPU.
+    this.pollWindowUs = Math.min(this.pollMaxUs, Math.max(POLL_MIN_US, this.pollWindowUs / 2));
+    this.sleep();
+  }
+
+  /** Arms the doorbell (senders will write to its FIFO) unless a ring came in meanwhile. */
+  private sleep(): void {
+    if (this.armed || this.closed) return;
+    const bell = this.bell;
+    let armed: boolean;
+    if (bell !== null) {
+      // Dekker handshake with the sender (seq_cst on both sides): publish "armed", then look
+      // at the bell; a sender publishes the bell, then looks at "armed".
+      Atomics.store(bell, ARMED, 1);
+      armed = Atomics.load(bell, BELL) === 0;
+      if (!armed) Atomics.store(bell, ARMED, 0);
+    } else {
+      armed = this.handle.arm();
+    }
+    if (armed) this.armed = true;
+    else this.answerBell();
+  }
+
   private scheduleDrain(all = false): void {
     if (all) this.drainAll = true;
     if (this.drainScheduled) return;
@@ -394,7 +494,9 @@ export class ShmChannelLayer implements ChannelLayer {
       return;
     }
     let wanted: Array<[string, number]>;
-    if (this.drainAll) {
+    // Naming every waiting channel lets the same call answer the doorbell.
+    const coversAll = this.drainAll || this.pending.channels <= COVER_ALL_CHANNELS;
+    if (coversAll) {
       wanted = this.pending.wanted();
     } else {
       wanted = [];
@@ -410,10 +512,11 @@ export class ShmChannelLayer implements ChannelLayer {
     try {
       batch =
         wanted.length === 1
-          ? this.handle.receive(wanted[0]![0], wanted[0]![1])
+          ? this.handle.receive(wanted[0]![0], wanted[0]![1], coversAll)
           : this.handle.receive(
               wanted.map(([channel]) => channel),
               wanted.map(([, count]) => count),
+              coversAll,
             );
     } catch (error) {
       const failure = translate(error);
@@ -448,7 +551,9 @@ export class ShmChannelLayer implements ChannelLayer {
         this.pending.deliver(channel, message);
       }
     }
-    this.setWaiting(this.pending.size > 0);
+    const waiting = this.pending.size > 0;
+    this.setWaiting(waiting);
+    if (waiting) this.startPolling();
   }
 
   private setWaiting(waiting: boolean): void {
@@ -457,6 +562,11 @@ export class ShmChannelLayer implements ChannelLayer {
     if (waiting) waitingLayers.add(this);
     else waitingLayers.delete(this);
     this.handle.setWaiting(waiting);
+    if (!waiting && this.armed && this.bell !== null) {
+      // Nobody waits: senders need not write to the FIFO any more.
+      Atomics.store(this.bell, ARMED, 0);
+      this.armed = false;
+    }
   }
 
   private checkOpen(): void {

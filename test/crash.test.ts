@@ -309,7 +309,8 @@ describe('limits and hostile segments', () => {
     const waiting = layer.receive('ring');
     await waiting;
     expect(statSync(`/dev/shm/shmch.${uid}.${name}`).mode & 0o777).toBe(0o600);
-    const bell = `/dev/shm/sem.shmch.${uid}.${name}.bell${layer.stats().slot}`;
+    const bell = `/dev/shm/shmch-bell.${uid}.${name}.${layer.stats().slot}`;
+    expect(statSync(bell).isFIFO()).toBe(true);
     expect(statSync(bell).mode & 0o077).toBe(0);
 
     const loose = layerName();
@@ -321,9 +322,11 @@ describe('limits and hostile segments', () => {
 
   it('refuses a doorbell planted by someone else or with a looser mode', () => {
     const name = layerName();
-    const planted = `/dev/shm/sem.shmch.${uid}.${name}.bell0`;
+    const planted = `/dev/shm/shmch-bell.${uid}.${name}.0`;
     writeFileSync(planted, Buffer.alloc(32));
     try {
+      chmodSync(planted, 0o600);
+      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/doorbell .* is not a FIFO; refusing it/);
       chmodSync(planted, 0o666);
       expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/doorbell .* mode 0666; refusing it/);
       if (uid === 0) {
@@ -337,6 +340,7 @@ describe('limits and hostile segments', () => {
     // Without the planted file the layer opens, and its doorbell is its own.
     const layer = open({ name, size: 4 << 20 });
     expect(statSync(planted).uid).toBe(uid);
+    expect(statSync(planted).isFIFO()).toBe(true);
   });
 
   it('concurrent first opens from many processes create one segment', async () => {

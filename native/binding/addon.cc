@@ -1,12 +1,15 @@
-// Node-API binding: a thin wrapper over shmch::Layer plus the waiter thread that turns doorbell
-// rings into one JS callback per wake (never one per message).
+// Node-API binding: a thin wrapper over shmch::Layer. The layer's doorbell FIFO is polled by this
+// thread's own libuv loop (uv_poll_t), so a ring is one wake-up of the JS thread and one JS
+// callback per wake (never one per message); no waiter thread, no cross-thread hop.
+#include <fcntl.h>
 #include <napi.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <uv.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <memory>
-#include <thread>
 
 #include "../core/errors.h"
 #include "../core/fault_points.h"
@@ -67,6 +70,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::Ready>("ready"),
             InstanceMethod<&NativeLayer::Unwait>("unwait"),
             InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
+            InstanceMethod<&NativeLayer::Arm>("arm"),
+            InstanceMethod<&NativeLayer::BellRung>("bellRung"),
+            InstanceMethod<&NativeLayer::BellView>("bellView"),
             InstanceMethod<&NativeLayer::Stats>("stats"),
             InstanceMethod<&NativeLayer::Channels>("channels"),
             InstanceMethod<&NativeLayer::Groups>("groups"),
@@ -101,7 +107,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     options.expiry_ms = OptionalUint64(o, "expiryMs", options.expiry_ms);
     options.group_expiry_ms = OptionalUint64(o, "groupExpiryMs", options.group_expiry_ms);
     if (o.Get("clientId").IsString()) options.client_id = o.Get("clientId").ToString().Utf8Value();
-    spin_ns_ = OptionalUint64(o, "spinMicros", 50) * 1000;
     Napi::Value patterns = o.Get("channelCapacity");
     if (patterns.IsArray()) {
       auto list = patterns.As<Napi::Array>();
@@ -112,69 +117,97 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       }
     }
     layer_ = Guard(env, [&] { return std::make_unique<shmch::Layer>(options); });
-    wake_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "shm-channels wake",
-                                          0, 1);
-    wake_.Unref(env);
-    waiter_ = std::thread([this] { WaitLoop(); });
-    napi_add_env_cleanup_hook(env, &NativeLayer::OnEnvCleanup, this);
-    cleanup_hook_added_ = true;
+    wake_ = Napi::Persistent(info[1].As<Napi::Function>());
+    wake_context_ = std::make_unique<Napi::AsyncContext>(env, "shm-channels wake");
+    StartDoorbell(env);
   }
 
   ~NativeLayer() override { Shutdown(); }
 
  private:
-  static void OnEnvCleanup(void* data) {
-    auto* self = static_cast<NativeLayer*>(data);
-    self->cleanup_hook_added_ = false;  // the hook is being run: nothing to remove any more
-    self->Shutdown();
+  // Lives until libuv has closed the poll handle, which may be after this object is gone.
+  struct Doorbell {
+    uv_poll_t poll;
+    int fd = -1;  // our own duplicate of the layer's FIFO: libuv may poll it until the close
+    NativeLayer* owner = nullptr;
+    napi_async_cleanup_hook_handle teardown_hook = nullptr;
+  };
+
+  void StartDoorbell(Napi::Env env) {
+    uv_loop_t* loop = nullptr;
+    auto doorbell = std::make_unique<Doorbell>();
+    doorbell->fd = fcntl(layer_->doorbell_fd(), F_DUPFD_CLOEXEC, 0);
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr || doorbell->fd < 0 ||
+        uv_poll_init(loop, &doorbell->poll, doorbell->fd) != 0) {
+      if (doorbell->fd >= 0) close(doorbell->fd);
+      layer_->Close();
+      throw Napi::Error::New(env, "shm-channels: cannot poll the layer's doorbell on the event loop");
+    }
+    doorbell->poll.data = doorbell.get();
+    doorbell->owner = this;
+    uv_poll_start(&doorbell->poll, UV_READABLE, &NativeLayer::OnDoorbell);
+    // Only pending receives keep the process alive (SetWaiting).
+    uv_unref(reinterpret_cast<uv_handle_t*>(&doorbell->poll));
+    // A worker's environment waits for this hook to finish (the handle closed) before it tears
+    // its loop down; a plain cleanup hook could leave the handle open on a closed loop.
+    napi_add_async_cleanup_hook(env, &NativeLayer::OnEnvTeardown, doorbell.get(),
+                                &doorbell->teardown_hook);
+    doorbell_ = doorbell.release();
   }
 
-  void WaitLoop() {
-    while (!stop_.load(std::memory_order_acquire)) {
-      uint64_t spin = waiting_.load(std::memory_order_relaxed) ? spin_ns_ : 0;
-      bool rung = layer_->WaitForWake(spin, stop_);
-      if (stop_.load(std::memory_order_acquire)) break;
-      // One JS callback in flight at a time; the callback drains everything that is there.
-      if (rung && !wake_pending_.exchange(true, std::memory_order_acq_rel)) {
-        auto status = wake_.NonBlockingCall([this](Napi::Env env, Napi::Function callback) {
-          wake_pending_.store(false, std::memory_order_release);
-          // During environment teardown the call arrives with no env and no function.
-          if (env == nullptr || callback.IsEmpty()) return;
-          try {
-            callback.Call({});
-          } catch (const Napi::Error& e) {
-            // A C++ exception must not leave a thread-safe-function callback (std::terminate).
-            // Hand it back to JS as the exception it was; while the environment shuts down JS
-            // cannot run any more and even that throw fails, so there is nothing left to tell.
-            try {
-              e.ThrowAsJavaScriptException();
-            } catch (...) {
-            }
-          }
-        });
-        if (status != napi_ok) wake_pending_.store(false);
-      }
+  static void OnDoorbell(uv_poll_t* handle, int status, int /*events*/) {
+    auto* doorbell = static_cast<Doorbell*>(handle->data);
+    if (status < 0 || doorbell->owner == nullptr) return;
+    doorbell->owner->Woken();
+  }
+
+  void Woken() {
+    if (shut_down_) return;
+    layer_->Disarm();
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    try {
+      // MakeCallback: runs the microtasks the callback queued (its promise resolutions) at once.
+      wake_.MakeCallback(env.Global(), {}, *wake_context_);
+    } catch (const Napi::Error& e) {
+      // Not ours to swallow: surface it as an uncaught exception of the process.
+      napi_fatal_exception(env, e.Value());
     }
   }
 
-  // Stops the waiter thread and releases the slot. Safe to call more than once, from close(),
-  // the environment's cleanup (worker exit) or the destructor.
+  static void OnEnvTeardown(napi_async_cleanup_hook_handle, void* data) {
+    auto* doorbell = static_cast<Doorbell*>(data);
+    // With an owner: close everything now (the handle's close callback removes this hook).
+    // Without one the handle is being closed already and its callback removes the hook.
+    if (doorbell->owner) doorbell->owner->Shutdown();
+  }
+
+  static void OnDoorbellClosed(uv_handle_t* handle) {
+    auto* doorbell = static_cast<Doorbell*>(handle->data);
+    if (doorbell->fd >= 0) close(doorbell->fd);
+    if (doorbell->teardown_hook) napi_remove_async_cleanup_hook(doorbell->teardown_hook);
+    delete doorbell;
+  }
+
+  void StopDoorbell() {
+    if (!doorbell_) return;
+    doorbell_->owner = nullptr;
+    uv_poll_stop(&doorbell_->poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&doorbell_->poll), &NativeLayer::OnDoorbellClosed);
+    doorbell_ = nullptr;
+  }
+
+  // Stops polling the doorbell and releases the slot. Safe to call more than once, from close(),
+  // the environment's teardown (worker exit) or the destructor (a layer collected unclosed).
   void Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
-    stop_.store(true, std::memory_order_release);
-    if (layer_) layer_->InterruptWait();
-    if (waiter_.joinable()) waiter_.join();
-    wake_.Release();
+    StopDoorbell();
     if (layer_) {
       try {
         layer_->Close();
       } catch (...) {
       }
-    }
-    if (cleanup_hook_added_) {
-      napi_remove_env_cleanup_hook(Env(), &NativeLayer::OnEnvCleanup, this);
-      cleanup_hook_added_ = false;
     }
   }
 
@@ -203,8 +236,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // Returns null, or one Buffer: the payloads back to back, then per message (request index,
   // length) as u32 pairs, then the message count as u32, all little-endian. One JS object per
   // batch keeps the per-call cost of the hot path low.
+  // A third argument `true`: the channels are every channel this instance waits on, so the same
+  // call also answers the doorbell (consumes the bell and the ready list): one lock per wake-up.
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    bool covers_all = info.Length() > 2 && info[2].ToBoolean().Value();
     std::vector<shmch::ReceiveRequest> requests;
     if (info[0].IsString()) {
       requests.push_back({info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Uint32Value()});
@@ -218,7 +254,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       }
     }
     shmch::ReceivedBatch batch;
-    Guard(env, [&] { Open(env).Receive(requests, batch); });
+    Guard(env, [&] { Open(env).Receive(requests, batch, covers_all); });
     size_t n = batch.request_of.size();
     if (n == 0) return env.Null();
     auto& bytes = batch.bytes;
@@ -311,19 +347,71 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return Napi::Boolean::New(env, attached);
   }
 
-  // While JS has receives pending, the wake callback keeps the event loop alive and the waiter
-  // thread spins briefly before sleeping; otherwise neither.
+  // While JS has receives pending, the doorbell keeps the event loop alive; otherwise not.
   Napi::Value SetWaiting(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     bool waiting = info[0].ToBoolean().Value();
-    if (waiting == waiting_.load() || shut_down_) return env.Undefined();
-    waiting_.store(waiting);
+    if (waiting == waiting_ || shut_down_ || !doorbell_) return env.Undefined();
+    waiting_ = waiting;
+    auto* handle = reinterpret_cast<uv_handle_t*>(&doorbell_->poll);
     if (waiting) {
-      wake_.Ref(env);
+      uv_ref(handle);
     } else {
-      wake_.Unref(env);
+      uv_unref(handle);
     }
     return env.Undefined();
+  }
+
+  // Before the event loop may sleep on the doorbell: true when armed (a ring will write to the
+  // FIFO), false when a ring came in already (look now instead of sleeping).
+  Napi::Value Arm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Napi::Boolean::New(env, Open(env).Arm());
+  }
+
+  // Whether someone rang since we last looked (fallback when bellView() is not available).
+  Napi::Value BellRung(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return Napi::Boolean::New(env, Open(env).BellRung());
+  }
+
+  // An Int32Array over this instance's Slot words [state, bell, sleeping] in shared memory, so the
+  // event loop can poll the bell and arm with Atomics, with no native call and no syscall. A mapping
+  // of its own (unmapped when the view is collected) keeps it valid whatever happens to the layer.
+  // null where external buffers are not allowed (then: bellRung() and arm()).
+  Napi::Value BellView(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    shmch::Layer& layer = Open(env);
+    uint64_t offset = layer.slot_offset();
+    uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    uint64_t base = offset & ~(page - 1);
+    size_t length = static_cast<size_t>(offset - base + sizeof(shmch::Slot) + page - 1) & ~(page - 1);
+    void* map = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, layer.segment_fd(),
+                     static_cast<off_t>(base));
+    if (map == MAP_FAILED) return env.Null();
+    napi_value buffer;
+    auto* hint = new size_t(length);
+    napi_status status = napi_create_external_arraybuffer(
+        env, map, length,
+        [](napi_env, void* data, void* h) {
+          munmap(data, *static_cast<size_t*>(h));
+          delete static_cast<size_t*>(h);
+        },
+        hint, &buffer);
+    if (status != napi_ok) {
+      munmap(map, length);
+      delete hint;
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value ignored;
+        napi_get_and_clear_last_exception(env, &ignored);
+      }
+      return env.Null();
+    }
+    static_assert(offsetof(shmch::Slot, bell) == 4 && offsetof(shmch::Slot, sleeping) == 8,
+                  "lib/shm-layer.ts reads the bell and the armed word at these indices");
+    return Napi::Int32Array::New(env, 3, Napi::ArrayBuffer(env, buffer), offset - base);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -348,6 +436,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("sendsRefusedFull", static_cast<double>(s.sends_refused_full));
     o.Set("messagesOrphaned", static_cast<double>(s.messages_orphaned));
     o.Set("lockRecoveries", s.lock_recoveries);
+    o.Set("ringFailures", static_cast<double>(s.ring_failures));
     return o;
   }
 
@@ -409,14 +498,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   std::unique_ptr<shmch::Layer> layer_;
-  Napi::ThreadSafeFunction wake_;
-  std::thread waiter_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> waiting_{false};
-  std::atomic<bool> wake_pending_{false};
-  uint64_t spin_ns_ = 50'000;
+  Napi::FunctionReference wake_;
+  std::unique_ptr<Napi::AsyncContext> wake_context_;
+  Doorbell* doorbell_ = nullptr;
+  bool waiting_ = false;
   bool shut_down_ = false;
-  bool cleanup_hook_added_ = false;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -4,6 +4,7 @@
 // met on the way is repaired (derived state rebuilt, broken queues cut) before the lock is let go.
 #pragma once
 
+#include "fault_points.h"
 #include "layer.h"
 
 namespace shmch {
@@ -14,6 +15,9 @@ class Critical {
   ~Critical() {
     layer_.RepairIfCorrupted();
     layer_.UnlockSegment();
+    // A sender killed here published without ringing: receivers look again on their next
+    // housekeeping tick. Ringing never throws (a destructor must not).
+    FAULT_POINT(20);
     layer_.RingPending();
   }
   Critical(const Critical&) = delete;

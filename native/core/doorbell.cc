@@ -1,6 +1,8 @@
 #include "doorbell.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,94 +10,144 @@
 #include <cerrno>
 #include <cstdio>
 
-#include "clock.h"
-#include "cpu_relax.h"
 #include "errors.h"
 
 namespace shmch {
 
 Doorbells::Doorbells(std::string layer_name, uint32_t mode, bool allow_foreign)
     : layer_name_(std::move(layer_name)), mode_(mode), allow_foreign_(allow_foreign) {
-  for (auto& s : sems_) s.store(nullptr, std::memory_order_relaxed);
+  for (int& fd : writers_) fd = -1;
+  // Node ignores SIGPIPE; a plain C++ host may not, and a write to a FIFO whose reader died
+  // must not kill the sender.
+  struct sigaction current;
+  sigpipe_ignored_ = sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
 }
 
 Doorbells::~Doorbells() {
-  for (auto& s : sems_) {
-    sem_t* sem = s.load(std::memory_order_relaxed);
-    if (sem) sem_close(sem);
+  for (int& fd : writers_) {
+    if (fd >= 0) close(fd);
+    fd = -1;
   }
+  CloseOwn();
 }
 
-std::string Doorbells::SemaphoreName(const std::string& layer_name, uint32_t slot) {
-  return "/shmch." + std::to_string(geteuid()) + "." + layer_name + ".bell" + std::to_string(slot);
+std::string Doorbells::FifoPath(const std::string& layer_name, uint32_t slot) {
+  return "/dev/shm/shmch-bell." + std::to_string(geteuid()) + "." + layer_name + "." +
+         std::to_string(slot);
 }
 
 void Doorbells::UnlinkAll(const std::string& layer_name) {
-  for (uint32_t i = 0; i < kMaxSlots; ++i) sem_unlink(SemaphoreName(layer_name, i).c_str());
+  for (uint32_t i = 0; i < kMaxSlots; ++i) unlink(FifoPath(layer_name, i).c_str());
 }
 
-sem_t* Doorbells::Open(uint32_t index) {
-  sem_t* sem = sems_[index].load(std::memory_order_acquire);
-  if (sem) return sem;
-  std::string name = SemaphoreName(layer_name_, index);
-  sem = sem_open(name.c_str(), O_CREAT | O_EXCL, mode_ & 0777, 0);
-  if (sem == SEM_FAILED && errno == EEXIST) {
-    // It exists already: normally a doorbell an earlier instance in this slot made. Only use it
-    // if it is ours, as the segment is: another user could have planted it to ring or mute us.
-    struct stat st;
-    std::string path = "/dev/shm/sem." + name.substr(1);
-    if (!allow_foreign_ && stat(path.c_str(), &st) == 0 &&
-        (st.st_uid != geteuid() || (st.st_mode & 0777 & ~mode_) != 0)) {
-      char buf[256];
-      std::snprintf(buf, sizeof buf, "doorbell %s belongs to uid %u with mode %04o; refusing it",
-                    path.c_str(), static_cast<unsigned>(st.st_uid), st.st_mode & 0777);
-      throw Error(ErrorCode::kPermission, buf);
+void Doorbells::OpenOwn(uint32_t index) {
+  CloseOwn();
+  std::string path = FifoPath(layer_name_, index);
+  // An existing FIFO is normally the one an earlier instance in this slot made; it is checked
+  // below like one someone else planted.
+  if (mkfifo(path.c_str(), mode_ & 0777) != 0 && errno != EEXIST) {
+    ThrowSystemError("mkfifo(" + path + ")", errno);
+  }
+  // O_RDWR: the FIFO never reports end-of-file while we hold it, and opening never blocks.
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) ThrowSystemError("open(" + path + ")", errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowSystemError("fstat(" + path + ")", e);
+  }
+  char buf[320];
+  if (!allow_foreign_ && (st.st_uid != geteuid() || (st.st_mode & 0777 & ~mode_) != 0)) {
+    // Another user could have planted it to ring or mute us, as with the segment itself.
+    std::snprintf(buf, sizeof buf, "doorbell %s belongs to uid %u with mode %04o; refusing it",
+                  path.c_str(), static_cast<unsigned>(st.st_uid), st.st_mode & 0777);
+    close(fd);
+    throw Error(ErrorCode::kPermission, buf);
+  }
+  if (!S_ISFIFO(st.st_mode)) {
+    std::snprintf(buf, sizeof buf, "doorbell %s is not a FIFO; refusing it (remove it)", path.c_str());
+    close(fd);
+    throw Error(ErrorCode::kPermission, buf);
+  }
+  own_fd_ = fd;
+}
+
+void Doorbells::CloseOwn() {
+  if (own_fd_ >= 0) close(own_fd_);
+  own_fd_ = -1;
+}
+
+void Doorbells::DrainOwn() {
+  if (own_fd_ < 0) return;
+  char buf[256];
+  while (read(own_fd_, buf, sizeof buf) == static_cast<ssize_t>(sizeof buf)) {
+  }
+}
+
+int Doorbells::WriterFor(uint32_t index) noexcept {
+  if (index >= kMaxSlots) return -1;
+  if (writers_[index] >= 0) return writers_[index];
+  std::string path;
+  try {
+    path = FifoPath(layer_name_, index);
+  } catch (...) {
+    return -1;
+  }
+  // ENXIO: nobody has it open for reading (its owner is gone); nothing to wake.
+  int fd = open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    close(fd);
+    return -1;
+  }
+  writers_[index] = fd;
+  return fd;
+}
+
+void Doorbells::DropWriter(uint32_t index) noexcept {
+  if (index < kMaxSlots && writers_[index] >= 0) {
+    close(writers_[index]);
+    writers_[index] = -1;
+  }
+}
+
+void Doorbells::Ring(Slot& slot, uint32_t index) noexcept {
+  // Dekker handshake with the receiver's arming (seq_cst on both sides): it publishes `sleeping`
+  // then looks at the bell; we publish the bell then look at `sleeping`. One of us sees the other.
+  if (slot.bell.exchange(1, std::memory_order_seq_cst) != 0) return;  // rung already, not yet seen
+  if (slot.sleeping.load(std::memory_order_seq_cst) == 0) return;     // it polls the bell itself
+  int fd = WriterFor(index);
+  if (fd < 0) {
+    ring_failures_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const char byte = 1;
+  ssize_t n;
+  int error = 0;
+  if (sigpipe_ignored_) {
+    n = write(fd, &byte, 1);
+    if (n < 0) error = errno;
+  } else {
+    // Block SIGPIPE around the write and consume the one it may raise.
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    n = write(fd, &byte, 1);
+    if (n < 0) error = errno;
+    if (error == EPIPE) {
+      struct timespec zero = {0, 0};
+      sigtimedwait(&pipe_set, nullptr, &zero);
     }
-    sem = sem_open(name.c_str(), 0);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
-  if (sem == SEM_FAILED) ThrowSystemError("sem_open(" + name + ")", errno);
-  sem_t* expected = nullptr;
-  if (!sems_[index].compare_exchange_strong(expected, sem, std::memory_order_acq_rel)) {
-    sem_close(sem);
-    return expected;
-  }
-  return sem;
+  // EAGAIN: the FIFO is full of earlier rings, so it is readable already.
+  if (n == 1 || error == EAGAIN) return;
+  ring_failures_.fetch_add(1, std::memory_order_relaxed);
+  // EPIPE: its reader is gone (the slot's owner died); a later owner opens it afresh.
+  DropWriter(index);
 }
-
-void Doorbells::Ring(Slot& slot, uint32_t index) {
-  if (slot.bell.exchange(1, std::memory_order_seq_cst) != 0) return;  // already rung, not yet seen
-  if (slot.sleeping.load(std::memory_order_seq_cst) != 0) sem_post(Open(index));
-}
-
-bool Doorbells::Wait(Slot& slot, uint32_t index, uint64_t spin_ns, const std::atomic<bool>& stop) {
-  sem_t* sem = Open(index);
-  if (spin_ns > 0) {
-    uint64_t deadline = MonotonicNs() + spin_ns;
-    do {
-      for (int i = 0; i < 64; ++i) {
-        if (slot.bell.load(std::memory_order_relaxed) != 0) {
-          slot.bell.exchange(0, std::memory_order_acq_rel);
-          return true;
-        }
-        CpuRelax();
-      }
-      if (stop.load(std::memory_order_relaxed)) return false;
-    } while (MonotonicNs() < deadline);
-  }
-  // Dekker-style handshake with Ring(): we publish `sleeping` then look at the bell; a sender
-  // publishes the bell then looks at `sleeping`. At least one of us sees the other.
-  slot.sleeping.store(1, std::memory_order_seq_cst);
-  if (slot.bell.exchange(0, std::memory_order_seq_cst) != 0) {
-    slot.sleeping.store(0, std::memory_order_relaxed);
-    return true;
-  }
-  while (sem_wait(sem) != 0 && errno == EINTR) {
-  }
-  slot.sleeping.store(0, std::memory_order_relaxed);
-  bool rung = slot.bell.exchange(0, std::memory_order_acq_rel) != 0;
-  return rung || !stop.load(std::memory_order_acquire);
-}
-
-void Doorbells::Interrupt(uint32_t index) { sem_post(Open(index)); }
 
 }  // namespace shmch

@@ -1,10 +1,16 @@
-// Per-slot doorbells: one named POSIX semaphore per attached layer instance. A doorbell only wakes
-// a sleeping waiter thread; it never guards data. `Slot::bell` coalesces rings, so a burst of sends
-// costs the receiver one wake, and `Slot::sleeping` lets senders skip the syscall while the waiter
-// is awake or spinning.
+// Per-slot doorbells: one named FIFO per attached layer instance, beside the segment in /dev/shm.
+// A doorbell only wakes a sleeping receiver; it never guards data.
+//
+// The receiver's own event loop polls the FIFO's read end (no waiter thread): a ring is one byte
+// written by the sender and one epoll wake-up of the receiver. Two words of the receiver's Slot
+// keep that syscall rare: `bell` coalesces rings (only the first ring since the receiver last
+// looked does anything) and `sleeping` ("armed") says the receiver stopped polling `bell` from
+// shared memory and waits on the FIFO, so only then is the byte written.
+//
+// Ringing never throws and never blocks: a ring that cannot be delivered (no reader, descriptor
+// limit, a refused file) is counted and costs only latency, because every waiting receiver looks
+// again on its housekeeping tick.
 #pragma once
-
-#include <semaphore.h>
 
 #include <atomic>
 #include <cstdint>
@@ -22,25 +28,35 @@ class Doorbells {
   Doorbells(const Doorbells&) = delete;
   Doorbells& operator=(const Doorbells&) = delete;
 
-  static std::string SemaphoreName(const std::string& layer_name, uint32_t slot);
+  // /dev/shm/shmch-bell.<uid>.<layer>.<slot>: a prefix no segment name ("shmch.<uid>.<layer>")
+  // can produce, whatever the layer name.
+  static std::string FifoPath(const std::string& layer_name, uint32_t slot);
   static void UnlinkAll(const std::string& layer_name);
 
-  // Sender side: marks the slot's bell and posts its semaphore if its waiter sleeps.
-  void Ring(Slot& slot, uint32_t index);
+  // Receiver side: creates (or takes over its own earlier) FIFO for `index` and opens its read
+  // end, non-blocking. Throws on failure: this happens at attach, where an error can be reported.
+  void OpenOwn(uint32_t index);
+  void CloseOwn();
+  int own_fd() const { return own_fd_; }
+  // Empties the FIFO after a wake-up (the bytes carry no information).
+  void DrainOwn();
 
-  // Waiter side, on its own thread. Spins up to `spin_ns` watching the bell, then sleeps.
-  // Returns false when woken by Interrupt() with no ring pending.
-  bool Wait(Slot& slot, uint32_t index, uint64_t spin_ns, const std::atomic<bool>& stop);
-  void Interrupt(uint32_t index);
-  // Opens (creating if needed) a slot's semaphore; done for our own slot at attach, so a failure
-  // is reported by the constructor rather than lost on the waiter thread.
-  sem_t* Open(uint32_t index);
+  // Sender side, after the segment lock is released: marks the slot's bell and, if its owner is
+  // armed, writes one byte to its FIFO. Never throws.
+  void Ring(Slot& slot, uint32_t index) noexcept;
+  uint64_t ring_failures() const { return ring_failures_.load(std::memory_order_relaxed); }
 
  private:
+  int WriterFor(uint32_t index) noexcept;
+  void DropWriter(uint32_t index) noexcept;
+
   std::string layer_name_;
   uint32_t mode_;
   bool allow_foreign_;
-  std::atomic<sem_t*> sems_[kMaxSlots];
+  int own_fd_ = -1;
+  bool sigpipe_ignored_ = false;
+  int writers_[kMaxSlots];  // cached write ends of slots' FIFOs, -1 if none (one thread per layer)
+  std::atomic<uint64_t> ring_failures_{0};
 };
 
 }  // namespace shmch

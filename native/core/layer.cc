@@ -48,7 +48,7 @@ Layer::Layer(const LayerOptions& options) : options_(options) {
                                            options_.segment.allow_foreign);
   ClaimSlot();
   try {
-    doorbells_->Open(slot_);
+    doorbells_->OpenOwn(slot_);
   } catch (...) {
     Close();
     throw;
@@ -142,11 +142,14 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
   for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
+    bool was_waiting = (ch.waiters[index / 64] & ~mask) != 0;
     ch.waiters[index / 64] &= mask;
     std::string_view name(ch.name, ch.name_length <= kMaxNameLength ? ch.name_length : 0);
     if (!client.empty() && ClientOf(name) == client) {
       segment_->header().messages_orphaned += DropChannel(c);
     } else {
+      // It may have been handed this channel's wake-up and never taken the message: pass it on.
+      if (was_waiting && ch.head != kNil && HasWaiters(ch)) WakeWaiters(ch, c, false, index);
       MaybeReleaseChannel(c);
     }
   }
@@ -231,6 +234,8 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
     if (ch.head == kNil && !stale_wait) continue;
     if (stale_wait) ch.waiters[slot_ / 64] &= ~my_bit;
     DropHeadExpired(ch, now);
+    // A wake-up we were given for it goes to another waiter.
+    if (stale_wait && ch.head != kNil && HasWaiters(ch)) WakeWaiters(ch, c, false, slot_);
     MaybeReleaseChannel(c);
   }
   return true;
@@ -249,8 +254,9 @@ void Layer::Close() {
   if (closed_) return;
   closed_ = true;
   ReleaseSlot();
-  // The semaphores go now, not when the owner of this object gets round to destroying it (a
-  // garbage-collected JS handle may live on for a long time after close()).
+  // The doorbell's descriptors go now, not when the owner of this object gets round to
+  // destroying it (a garbage-collected JS handle may live on for a long time after close()).
+  // Senders that still ring us get "no reader" and count a failed ring, nothing worse.
   doorbells_.reset();
 }
 
@@ -372,28 +378,43 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   WakeWaiters(c, channel_index);
 }
 
-void Layer::WakeWaiters(Channel& c, uint32_t channel_index) {
+void Layer::NoteReady(uint32_t slot_index, uint32_t channel_index) {
+  pending_ring_[slot_index / 64] |= uint64_t{1} << (slot_index % 64);
+  Slot& s = segment_->slot(slot_index);
+  uint32_t n = s.ready_count < kReadyEntries ? s.ready_count : kReadyEntries;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (s.ready[i] == channel_index) return;
+  }
+  if (n < kReadyEntries) {
+    s.ready[n] = channel_index;
+    s.ready_count = n + 1;
+  } else {
+    s.ready_overflow = 1;
+  }
+}
+
+void Layer::WakeWaiters(Channel& c, uint32_t channel_index, bool all, uint32_t except) {
   // The waiter bits stay set: a receiver withdraws its own bit once it got all it waited for.
   // So the record cannot be released while someone still waits on it, and the ready entry we
   // leave names a live record until that receiver has looked.
-  for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
-    uint64_t bits = c.waiters[w];
-    if (!bits) continue;
-    pending_ring_[w] |= bits;
-    while (bits) {
-      uint32_t index = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
-      bits &= bits - 1;
-      Slot& s = segment_->slot(index);
-      uint32_t n = s.ready_count < kReadyEntries ? s.ready_count : kReadyEntries;
-      bool listed = false;
-      for (uint32_t i = 0; i < n && !listed; ++i) listed = s.ready[i] == channel_index;
-      if (listed) continue;
-      if (n < kReadyEntries) {
-        s.ready[n] = channel_index;
-        s.ready_count = n + 1;
-      } else {
-        s.ready_overflow = 1;
+  if (all) {
+    for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
+      for (uint64_t bits = c.waiters[w]; bits; bits &= bits - 1) {
+        NoteReady(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits)), channel_index);
       }
+    }
+    return;
+  }
+  // One waiter per message, not the herd: the next set bit after the one woken last. Whoever
+  // takes the message and leaves more behind wakes the next (Receive), so none is stranded.
+  uint32_t last = c.wake_rover < kMaxSlots ? c.wake_rover : kMaxSlots - 1;
+  for (uint32_t step = 1; step <= kMaxSlots; ++step) {
+    uint32_t index = (last + step) % kMaxSlots;
+    if (index == except) continue;
+    if (c.waiters[index / 64] & (uint64_t{1} << (index % 64))) {
+      c.wake_rover = index;
+      NoteReady(index, channel_index);
+      return;
     }
   }
 }
@@ -409,7 +430,10 @@ void Layer::Unwait(const std::vector<std::string>& channels) {
   for (const std::string& name : channels) {
     uint32_t index = Channels(*segment_).Find(name);
     if (index == kNil) continue;
-    segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
+    Channel& c = segment_->channel(index);
+    c.waiters[slot_ / 64] &= ~my_bit;
+    // We may have been the one woken for what it holds.
+    if (c.head != kNil && HasWaiters(c)) WakeWaiters(c, index, false, slot_);
     MaybeReleaseChannel(index);
   }
 }
@@ -418,6 +442,8 @@ bool Layer::TakeReady(std::vector<std::string>& names) {
   CheckOpen();
   Critical guard(*this);
   Slot& s = segment_->slot(slot_);
+  // Consumed before the list is read: a ring after this point sets it again.
+  s.bell.store(0, std::memory_order_seq_cst);
   bool complete = s.ready_overflow == 0 && s.ready_count <= kReadyEntries;
   if (complete) {
     for (uint32_t i = 0; i < s.ready_count; ++i) {
@@ -433,7 +459,8 @@ bool Layer::TakeReady(std::vector<std::string>& names) {
   return complete;
 }
 
-void Layer::RingPending() {
+void Layer::RingPending() noexcept {
+  if (!doorbells_) return;  // closed: nothing of ours is rung any more
   for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
     uint64_t bits = pending_ring_[w];
     pending_ring_[w] = 0;
@@ -542,16 +569,21 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   return delivered;
 }
 
-void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out) {
+void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
+                    bool covers_all_waits) {
   CheckOpen();
   uint64_t now = MonotonicMs();
   Critical guard(*this);
   Header& h = segment_->header();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
+  Slot& me = segment_->slot(slot_);
+  // Consumed before any queue is looked at: a message queued after this point rings again.
+  if (covers_all_waits) me.bell.store(0, std::memory_order_seq_cst);
   // Phase 1 copies payloads out and registers us as a waiter where we are left short; nothing is
   // popped yet, so an error or our death here takes no message with it.
   std::vector<std::pair<uint32_t, uint32_t>> pops;  // (channel, nodes to pop from its head)
   bool damaged_blocks = false;
+  std::vector<uint32_t> asked;  // channel of each request, when the ready list is answered too
   pops.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
@@ -596,6 +628,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     } else {
       segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
     }
+    if (covers_all_waits) asked.push_back(index);
   }
   FAULT_POINT(3);
   // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
@@ -613,7 +646,29 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       FreeNode(node_index);
       if (expired) ++h.messages_expired; else ++h.messages_received;
     }
+    // We leave messages behind (we wanted fewer): wake another waiter for them.
+    if (c.head != kNil && HasWaiters(c)) WakeWaiters(c, index, false, slot_);
     MaybeReleaseChannel(index);
+  }
+  if (covers_all_waits) {
+    // Every channel we still wait on was asked for above, so the ready list is answered, except
+    // for ready channels we no longer wait on (cancelled receives): withdraw those waits and pass
+    // their wake-up on, or another waiter would sleep beside a queued message.
+    uint32_t n = me.ready_count < kReadyEntries ? me.ready_count : kReadyEntries;
+    for (uint32_t i = 0; i < n; ++i) {
+      uint32_t index = me.ready[i];
+      if (index >= segment_->max_channels()) continue;
+      Channel& c = segment_->channel(index);
+      if (c.in_use != 1 || !(c.waiters[slot_ / 64] & my_bit)) continue;
+      bool found = false;
+      for (uint32_t k : asked) found = found || k == index;
+      if (found) continue;
+      c.waiters[slot_ / 64] &= ~my_bit;
+      if (c.head != kNil && HasWaiters(c)) WakeWaiters(c, index, false, slot_);
+      MaybeReleaseChannel(index);
+    }
+    me.ready_count = 0;
+    me.ready_overflow = 0;
   }
   for (uint32_t length : out.length_of) {
     if (length == kDamagedMessage) ++h.messages_damaged;
@@ -802,13 +857,24 @@ uint32_t Layer::ReleaseChannel(std::string_view channel) {
   return dropped;
 }
 
-bool Layer::WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop) {
-  if (!doorbells_) return false;  // closed
-  return doorbells_->Wait(segment_->slot(slot_), slot_, spin_ns, stop);
+bool Layer::Arm() {
+  Slot& s = segment_->slot(slot_);
+  // Dekker handshake with Doorbells::Ring: publish `sleeping`, then look at the bell.
+  s.sleeping.store(1, std::memory_order_seq_cst);
+  if (s.bell.load(std::memory_order_seq_cst) == 0) return true;
+  s.sleeping.store(0, std::memory_order_seq_cst);
+  return false;
 }
 
-void Layer::InterruptWait() {
-  if (doorbells_) doorbells_->Interrupt(slot_);
+void Layer::Disarm() {
+  segment_->slot(slot_).sleeping.store(0, std::memory_order_seq_cst);
+  if (doorbells_) doorbells_->DrainOwn();
+}
+
+bool Layer::TakeBell() { return segment_->slot(slot_).bell.exchange(0, std::memory_order_seq_cst) != 0; }
+
+uint64_t Layer::slot_offset() const {
+  return static_cast<uint64_t>(reinterpret_cast<uint8_t*>(&segment_->slot(slot_)) - segment_->base());
 }
 
 LayerStats Layer::Stats() {
@@ -835,6 +901,7 @@ LayerStats Layer::Stats() {
   s.sends_refused_full = h.sends_refused_full;
   s.messages_orphaned = h.messages_orphaned;
   s.lock_recoveries = h.lock.recoveries.load();
+  s.ring_failures = doorbells_ ? doorbells_->ring_failures() : 0;
   return s;
 }
 

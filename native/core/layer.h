@@ -82,6 +82,7 @@ struct LayerStats {
   uint64_t sends_refused_full;
   uint64_t messages_orphaned;
   uint32_t lock_recoveries;
+  uint64_t ring_failures;  // this instance's rings that could not be delivered (cost: latency)
 };
 
 struct ChannelInfo {
@@ -114,7 +115,11 @@ class Layer {
   uint32_t GroupSend(std::string_view group, const uint8_t* data, uint32_t length);
   // Pops messages for each request; a request left short registers this slot as a waiter on its
   // channel, so the next send rings our doorbell.
-  void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out);
+  // `covers_all_waits`: the requests name every channel this instance waits on. Then the same
+  // critical section also consumes the bell and the ready list (one lock per wake-up), and withdraws
+  // stale waits on ready channels the requests do not name, passing their wake-up on.
+  void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
+               bool covers_all_waits = false);
   void GroupAdd(std::string_view group, std::string_view channel);
   void GroupDiscard(std::string_view group, std::string_view channel);
   // The channels of a group's live, unexpired memberships (none for an unknown group). Reads
@@ -139,11 +144,20 @@ class Layer {
   // were recorded (or state was rebuilt): then every waiting channel must be looked at.
   bool TakeReady(std::vector<std::string>& names);
   // Withdraws this instance's wait on channels it no longer receives from (cancelled receives).
+  // A wake-up it was given for a channel that still holds messages goes to another waiter.
   void Unwait(const std::vector<std::string>& channels);
 
-  // Called from the waiter thread: blocks until our doorbell rings (true) or Interrupt() (false).
-  bool WaitForWake(uint64_t spin_ns, const std::atomic<bool>& stop);
-  void InterruptWait();
+  // The doorbell, for the receiver's event loop: poll doorbell_fd() for reading. Before sleeping
+  // on it, Arm(); it returns false (stay awake, look now) when a ring came in already. After a
+  // wake-up, Disarm() (empties the FIFO too). TakeBell() consumes a ring without the lock.
+  int doorbell_fd() const { return doorbells_ ? doorbells_->own_fd() : -1; }
+  bool Arm();
+  void Disarm();
+  bool TakeBell();
+  bool BellRung() const { return segment_->slot(slot_).bell.load(std::memory_order_seq_cst) != 0; }
+  int segment_fd() const { return segment_->fd(); }
+  // Where this instance's Slot lies in the segment file, so a view of its bell can be mapped.
+  uint64_t slot_offset() const;
 
   LayerStats Stats();
   std::vector<ChannelInfo> ListChannels(uint32_t limit);
@@ -187,9 +201,12 @@ class Layer {
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
   void ReleaseBlockRef(uint32_t block);
   void ReleaseUnqueuedBlock(uint32_t block);
-  void RingPending();
-  // Rings every waiter of a channel that just got a message, noting the channel as ready.
-  void WakeWaiters(Channel& channel, uint32_t channel_index);
+  void RingPending() noexcept;
+  // Wakes a waiter of a channel that just got a message, noting the channel as ready in its slot:
+  // one waiter, round robin (whoever takes a message and leaves some passes the wake-up on), or
+  // every waiter when `all` (recovery). `except`: a slot not to pick (the caller's own).
+  void WakeWaiters(Channel& channel, uint32_t channel_index, bool all = false, uint32_t except = kNil);
+  void NoteReady(uint32_t slot_index, uint32_t channel_index);
   void MarkAllReady();
   void CheckOpen() const;
 

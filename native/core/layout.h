@@ -40,7 +40,7 @@ struct SharedLock {
 struct Slot {
   std::atomic<uint32_t> state;     // 0 free, 1 attached
   std::atomic<uint32_t> bell;      // 1 when someone rang since the owner last looked
-  std::atomic<uint32_t> sleeping;  // 1 while the owner's waiter thread sleeps on its doorbell
+  std::atomic<uint32_t> sleeping;  // 1 while the owner sleeps on its doorbell FIFO ("armed")
   uint32_t generation;             // bumped on every claim, so stale references are visible
   int32_t pid;                     // informational only: liveness never relies on it
   uint32_t client_length;
@@ -66,7 +66,8 @@ struct Channel {
   uint32_t memberships;     // derived: group members that reference this channel
   uint64_t waiters[kSlotMaskWords];  // slots whose receivers sleep until this channel gets a message
   char name[kMaxNameLength];
-  uint8_t pad[8];
+  uint32_t wake_rover;  // the waiter woken last: the next message wakes the one after it
+  uint8_t pad[4];
 };
 
 struct Group {

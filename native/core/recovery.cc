@@ -86,7 +86,7 @@ void Layer::Recover() {
     c.tail = tail;
     c.count = count;
     // The dead holder may have queued a message without ringing its waiters: ring them now.
-    if (count) WakeWaiters(c, ci);
+    if (count) WakeWaiters(c, ci, true);
   }
   for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];

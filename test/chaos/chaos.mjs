@@ -109,7 +109,8 @@ async function main() {
     const env = { ...process.env, CHAOS_ROLE: kind, CHAOS_LAYER: name, CHAOS_SPAWN: String(spawn), CHAOS_LOG: join(dir, `${kind}-${spawn}.log`) };
     delete env.SHMCH_FAULT_POINT;
     if (kind === 'producer' && Math.random() < 0.5) {
-      env.SHMCH_FAULT_POINT = String(1 + rand(2)); // inside send: before or after publishing
+      // inside send: before or after publishing; or after publishing, before ringing (20)
+      env.SHMCH_FAULT_POINT = String([1, 2, 20][rand(3)]);
       env.SHMCH_FAULT_SKIP = String(rand(3000));
     }
     if (kind === 'consumer' && Math.random() < 0.6) {

@@ -1,0 +1,267 @@
+// The wake-up protocol across real processes: a receiver's event loop polls its bell word in shared
+// memory for a short window, then arms its doorbell FIFO and sleeps; a sender writes to the FIFO
+// only when the receiver is armed. A lost wake-up is the worst bug here, so these tests drive every
+// transition (polling, armed, woken) with real processes, kill receivers while armed and senders
+// between publishing and ringing, and check that an idle receiver really is idle.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ShmChannelLayer as ShmChannelLayerType, ShmChannelLayerOptions } from '../lib/index.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
+const DIST_CJS = join(ROOT, 'dist/cjs/index.js');
+const { ShmChannelLayer } = createRequire(import.meta.url)(DIST_CJS) as {
+  ShmChannelLayer: typeof ShmChannelLayerType;
+};
+
+const OPTIONS: ShmChannelLayerOptions = { size: 8 << 20, maxChannels: 512, maxNodes: 8192, capacity: 1000 };
+
+const children = new Set<ChildProcess>();
+const layers: ShmChannelLayerType[] = [];
+const names: string[] = [];
+let counter = 0;
+
+function layerName(): string {
+  const name = `wake-${process.pid}-${++counter}`;
+  names.push(name);
+  return name;
+}
+
+function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayerType {
+  const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
+  layers.push(layer);
+  return layer;
+}
+
+afterEach(async () => {
+  for (const layer of layers.splice(0)) await layer.close().catch(() => {});
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  children.clear();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+interface Child {
+  process: ChildProcess;
+  /** Resolves with the next line the child prints. */
+  line(): Promise<string>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs an ES module in a child Node process with `layer` open on `name` (OPTIONS). */
+function child(name: string, body: string, env: Record<string, string> = {}): Child {
+  const script = `import { ShmChannelLayer } from ${JSON.stringify(DIST_ESM)};
+const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)} });
+const say = (line) => process.stdout.write(line + '\\n');
+${body}`;
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.add(proc);
+  const lines: string[] = [];
+  const waiting: Array<(line: string) => void> = [];
+  let buffered = '';
+  proc.stdout!.setEncoding('utf8');
+  proc.stdout!.on('data', (chunk: string) => {
+    buffered += chunk;
+    let at: number;
+    while ((at = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, at);
+      buffered = buffered.slice(at + 1);
+      const next = waiting.shift();
+      if (next) next(line);
+      else lines.push(line);
+    }
+  });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    proc.once('exit', (code, signal) => done({ code, signal })),
+  );
+  return {
+    process: proc,
+    line: () => {
+      const ready = lines.shift();
+      if (ready !== undefined) return Promise.resolve(ready);
+      return new Promise<string>((done, fail) => {
+        waiting.push(done);
+        exit.then(({ code, signal }) => fail(new Error(`child exited (${code ?? signal}) before printing`)));
+      });
+    },
+    exit,
+  };
+}
+
+describe('wake-ups across processes', () => {
+  it('a receiver with pending receives and no traffic is idle once its poll window ends', async () => {
+    const name = layerName();
+    const receiver = child(
+      name,
+      `const pending = [];
+for (let i = 0; i < 20; i++) pending.push(layer.receive('idle.' + i));
+pending.push(layer.receive(await layer.newChannel('idle')));
+await new Promise((r) => setTimeout(r, 300)); // past any poll window
+const before = process.cpuUsage();
+const started = process.hrtime.bigint();
+await new Promise((r) => setTimeout(r, 2000));
+const used = process.cpuUsage(before);
+const wall = Number(process.hrtime.bigint() - started) / 1000;
+say(JSON.stringify({ share: (used.user + used.system) / wall }));
+// Still awake to a message after the idle stretch: the doorbell works.
+say('waiting');
+const message = await pending[7];
+say(JSON.stringify(message));
+process.exit(0);`,
+    );
+    const { share } = JSON.parse(await receiver.line()) as { share: number };
+    // Generous: housekeeping and timers cost a little; a poll that never stops costs ~100%.
+    expect(share).toBeLessThan(0.05);
+    expect(await receiver.line()).toBe('waiting');
+    const sender = openLayer(name);
+    await sender.send('idle.7', { n: 7 });
+    expect(JSON.parse(await receiver.line())).toEqual({ n: 7 });
+    expect((await receiver.exit).code).toBe(0);
+  }, 20_000);
+
+  it('replies that come while the receiver polls, arms or sleeps are all delivered promptly', async () => {
+    const name = layerName();
+    // The echo answers after a random delay from none to 3 ms: the pinger is caught polling,
+    // between polling and arming, armed, and woken.
+    const echo = child(
+      name,
+      `say('ready');
+for (;;) {
+  const ping = await layer.receive('echo.in');
+  if (ping.stop) break;
+  const delay = ping.seq % 4 === 0 ? 0 : Math.random() * 3;
+  if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+  await layer.send(ping.reply, { seq: ping.seq });
+}
+process.exit(0);`,
+    );
+    expect(await echo.line()).toBe('ready');
+    const layer = openLayer(name);
+    const reply = await layer.newChannel('echo');
+    let slowest = 0;
+    for (let seq = 0; seq < 300; seq++) {
+      const started = performance.now();
+      await layer.send('echo.in', { seq, reply });
+      const answer = (await layer.receive(reply)) as { seq: number };
+      expect(answer.seq).toBe(seq);
+      slowest = Math.max(slowest, performance.now() - started);
+      if (seq % 50 === 0) await sleep(Math.random() * 5); // and the echo side arms and sleeps
+    }
+    await layer.send('echo.in', { stop: true });
+    expect((await echo.exit).code).toBe(0);
+    // A lost wake-up shows as a reply found only by the 2 s housekeeping tick.
+    expect(slowest).toBeLessThan(1000);
+  }, 30_000);
+
+  it('a receiver killed while armed: senders survive, and a live waiter of the same channel gets every message', async () => {
+    const name = layerName();
+    const doomed = child(
+      name,
+      `layer.receive('shared.work').then(() => say('took one'));
+await new Promise((r) => setTimeout(r, 500)); // armed by now
+say('armed');`,
+    );
+    expect(await doomed.line()).toBe('armed');
+    const survivor = openLayer(name);
+    const got = survivor.receive('shared.work');
+    await sleep(300); // the survivor is armed too
+    doomed.process.kill('SIGKILL');
+    await doomed.exit;
+    const sender = openLayer(name);
+    const started = Date.now();
+    // The wake-up may go to the dead receiver (its wait is still registered until its slot is
+    // reclaimed); reclaiming passes it on.
+    await sender.send('shared.work', { n: 1 });
+    expect(await got).toEqual({ n: 1 });
+    expect(Date.now() - started).toBeLessThan(5000);
+    await sender.send('shared.work', { n: 2 });
+    expect(await survivor.receive('shared.work')).toEqual({ n: 2 });
+    // Nobody took a message twice and nothing is left behind.
+    expect(sender.stats().queued).toBe(0);
+    expect(sender.verify()).toEqual([]);
+  }, 20_000);
+
+  it('a sender killed between publishing and ringing (fault point 20): the armed receiver still gets the message', async () => {
+    const name = layerName();
+    const layer = openLayer(name);
+    const got = layer.receive('unrung.ch');
+    await sleep(300); // armed: only a byte on the FIFO or the housekeeping tick can wake it
+    const started = Date.now();
+    const sender = child(name, `await layer.send('unrung.ch', { from: 'dead sender' });\nsay('not reached');`, {
+      SHMCH_FAULT_POINT: '20',
+      SHMCH_FAULT_SKIP: '1', // the first critical section is the child's attach
+    });
+    expect((await sender.exit).signal).toBe('SIGKILL');
+    expect(layer.stats().queued).toBe(1); // published before the kill
+    expect(await got).toEqual({ from: 'dead sender' });
+    // Found by the housekeeping tick (every 2 s), not by a ring.
+    expect(Date.now() - started).toBeLessThan(4500);
+    expect(layer.verify()).toEqual([]);
+  }, 20_000);
+
+  it('a message to a channel several processes wait on is taken once, and the rest follow', async () => {
+    const name = layerName();
+    const takers = Array.from({ length: 3 }, () =>
+      child(
+        name,
+        `say('ready');
+let n = 0;
+for (;;) {
+  const m = await layer.receive('herd.ch');
+  if (m.stop) break;
+  say('got ' + m.n);
+}
+process.exit(0);`,
+      ),
+    );
+    for (const taker of takers) expect(await taker.line()).toBe('ready');
+    await sleep(300); // all armed
+    const sender = openLayer(name);
+    const seen: number[] = [];
+    const collect = takers.map(async (taker) => {
+      for (;;) {
+        const line = await taker.line().catch(() => null);
+        if (line === null) return;
+        seen.push(Number(line.slice(4)));
+      }
+    });
+    for (let n = 0; n < 60; n++) {
+      await sender.send('herd.ch', { n });
+      if (n % 10 === 0) await sleep(20);
+    }
+    const deadline = Date.now() + 5000;
+    while (seen.length < 60 && Date.now() < deadline) await sleep(20);
+    for (let i = 0; i < 3; i++) await sender.send('herd.ch', { stop: true });
+    await Promise.all(takers.map((t) => t.exit));
+    await Promise.all(collect);
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, n) => n));
+  }, 20_000);
+
+  it('a worker thread with a sleeping receive terminates promptly and cleanly', async () => {
+    const name = layerName();
+    const worker = new Worker(
+      `const { ShmChannelLayer } = require(${JSON.stringify(DIST_CJS)});
+const { parentPort } = require('node:worker_threads');
+const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)} });
+layer.receive('worker.never').catch(() => {});
+setTimeout(() => parentPort.postMessage('armed'), 300);`,
+      { eval: true },
+    );
+    await new Promise((done) => worker.once('message', done));
+    const started = Date.now();
+    const code = await worker.terminate();
+    expect(code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(2000);
+    // Its slot was released: a sender sees one process (itself) attached.
+    const sender = openLayer(name);
+    expect(sender.stats().processes).toBe(1);
+    await sender.send('worker.never', { late: true }); // rings nobody, throws nothing
+  }, 20_000);
+});
