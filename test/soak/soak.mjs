@@ -1,0 +1,264 @@
+#!/usr/bin/env node
+// Connection-churn soak (issue 14): several processes each play a WebSocket server whose clients
+// come and go. Per connection: newChannel(), groupAdd() to a room, a receive loop ended by an
+// AbortSignal, then leaving (half groupDiscard + abort, the way the README's first example
+// ends a client; half abort + releaseChannel). Every cycle also sends to a random room, so the
+// receive loops get real traffic while others are torn down.
+//
+// Sampled throughout: the segment's tables (channels, memberships, groups, queued), its arena,
+// and each process's JS heap (after gc) and RSS. Flat means: the tables stay within what the live
+// connections need and end empty, and heap and RSS stop growing once warm.
+//
+//   node test/soak/soak.mjs [--cycles 1000000] [--processes 4] [--window 64] [--json]
+import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { ShmChannelLayer } = await import(join(here, '..', '..', 'dist', 'esm', 'index.mjs'));
+
+function option(name, fallback) {
+  const at = process.argv.indexOf(`--${name}`);
+  return at === -1 ? fallback : Number(process.argv[at + 1]);
+}
+
+const ROOMS = 16;
+const EXPIRY_SECONDS = 2;
+const layerOptions = (name) => ({ name, expiry: EXPIRY_SECONDS });
+
+if (process.argv.includes('--worker')) await worker();
+else await primary();
+
+/** RSS split: the process's own memory, and the shared segment's pages it has touched so far. */
+function rssParts() {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const kib = (field) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kib('VmRSS'), rssAnon: kib('RssAnon'), rssShmem: kib('RssShmem') };
+}
+
+async function worker() {
+  const layer = new ShmChannelLayer(layerOptions(process.env.SOAK_LAYER));
+  const cycles = Number(process.env.SOAK_CYCLES);
+  const window = Number(process.env.SOAK_WINDOW);
+  const samples = Number(process.env.SOAK_SAMPLES);
+  const counts = { connections: 0, sent: 0, reached: 0, received: 0 };
+  const live = [];
+  let random = Number(process.env.SOAK_SEED) >>> 0 || 1;
+  const next = (n) => {
+    random = (Math.imul(random, 1103515245) + 12345) >>> 0;
+    return random % n;
+  };
+
+  async function connect() {
+    const channel = await layer.newChannel('client');
+    const room = `soak-room-${next(ROOMS)}`;
+    await layer.groupAdd(room, channel);
+    const controller = new AbortController();
+    const loop = (async () => {
+      for (;;) {
+        try {
+          await layer.receive(channel, { signal: controller.signal });
+          counts.received++;
+        } catch (error) {
+          if (error.name === 'AbortError' || error.name === 'ChannelReleased') return;
+          throw error;
+        }
+      }
+    })();
+    return { channel, room, controller, loop };
+  }
+
+  async function disconnect(connection, viaRelease) {
+    if (viaRelease) {
+      connection.controller.abort();
+      await layer.releaseChannel(connection.channel);
+    } else {
+      await layer.groupDiscard(connection.room, connection.channel);
+      connection.controller.abort();
+    }
+    await connection.loop;
+  }
+
+  const sampleEvery = Math.max(1, Math.floor(cycles / samples));
+  for (let cycle = 0; cycle < cycles; cycle++) {
+    if (live.length >= window) await disconnect(live.shift(), cycle % 2 === 0);
+    live.push(await connect());
+    counts.connections++;
+    counts.reached += await layer.groupSend(`soak-room-${next(ROOMS)}`, { type: 'chat', cycle, pid: process.pid });
+    counts.sent++;
+    // Let the receive loops run now and then, as a server's event loop would between frames.
+    if (cycle % 8 === 7) await new Promise((resolve) => setImmediate(resolve));
+    if (cycle % sampleEvery === sampleEvery - 1) {
+      globalThis.gc();
+      process.send({ sample: { cycle: cycle + 1, heapUsed: process.memoryUsage().heapUsed, ...rssParts() } });
+    }
+  }
+  for (const [i, connection] of live.splice(0).entries()) await disconnect(connection, i % 2 === 0);
+  process.send({ done: counts });
+  await layer.close();
+}
+
+async function primary() {
+  const cycles = option('cycles', 1_000_000);
+  const processes = option('processes', 4);
+  const window = option('window', 64);
+  const samplesPerProcess = option('samples', 20);
+  const json = process.argv.includes('--json');
+  const name = `soak-${process.pid}`;
+  const layer = new ShmChannelLayer(layerOptions(name));
+  const started = Date.now();
+  const tables = [];
+  const sampleTables = () => {
+    const s = layer.stats(0);
+    tables.push({
+      ms: Date.now() - started,
+      channels: s.channels,
+      members: s.members,
+      groups: s.groups,
+      queued: s.queued,
+      arenaUsedBytes: s.arenaUsedBytes,
+    });
+    return s;
+  };
+  const problems = [];
+  const workers = [];
+  const memory = new Map();
+  const done = [];
+  try {
+    const perProcess = Math.ceil(cycles / processes);
+    for (let i = 0; i < processes; i++) {
+      const child = fork(fileURLToPath(import.meta.url), ['--worker'], {
+        execArgv: ['--expose-gc'],
+        env: {
+          ...process.env,
+          SOAK_LAYER: name,
+          SOAK_CYCLES: String(perProcess),
+          SOAK_WINDOW: String(window),
+          SOAK_SAMPLES: String(samplesPerProcess),
+          SOAK_SEED: String(i + 1),
+        },
+      });
+      memory.set(child.pid, []);
+      child.on('message', (message) => {
+        if (message.sample) memory.get(child.pid).push(message.sample);
+        if (message.done) done.push(message.done);
+      });
+      workers.push(
+        new Promise((resolve) => {
+          child.on('exit', (code, signal) => {
+            if (code !== 0) problems.push(`worker ${i} exited with ${code ?? signal}`);
+            resolve();
+          });
+        }),
+      );
+    }
+    let finished = false;
+    const all = Promise.all(workers).then(() => (finished = true));
+    while (!finished) {
+      sampleTables();
+      await Promise.race([all, sleep(500)]);
+    }
+    // What is left: messages that reached a channel after its receive loop ended (left to
+    // expire, as any undelivered message is) and nothing else. Housekeeping drops them.
+    const deadline = Date.now() + (EXPIRY_SECONDS + 5) * 1000;
+    let last = sampleTables();
+    while (Date.now() < deadline && (last.channels || last.members || last.groups || last.queued)) {
+      await sleep(250);
+      last = sampleTables();
+    }
+    const end = sampleTables();
+    const elapsed = (Date.now() - started) / 1000;
+    const peak = (key) => Math.max(...tables.map((t) => t[key]));
+    const totals = done.reduce(
+      (sum, counts) => {
+        for (const key of Object.keys(counts)) sum[key] = (sum[key] ?? 0) + counts[key];
+        return sum;
+      },
+      {},
+    );
+    // Heap and RSS: the median of the second quarter of each process's samples (warm) against
+    // the median of its last quarter.
+    const median = (values) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      return sorted[Math.floor(sorted.length / 2)] ?? 0;
+    };
+    const growth = [...memory.values()].map((samples) => {
+      const quarter = Math.max(1, Math.floor(samples.length / 4));
+      const warm = samples.slice(quarter, 2 * quarter);
+      const late = samples.slice(-quarter);
+      return {
+        heapWarmMiB: median(warm.map((s) => s.heapUsed)) / 2 ** 20,
+        heapLateMiB: median(late.map((s) => s.heapUsed)) / 2 ** 20,
+        rssWarmMiB: median(warm.map((s) => s.rss)) / 2 ** 20,
+        rssLateMiB: median(late.map((s) => s.rss)) / 2 ** 20,
+        anonWarmMiB: median(warm.map((s) => s.rssAnon)) / 2 ** 20,
+        anonLateMiB: median(late.map((s) => s.rssAnon)) / 2 ** 20,
+      };
+    });
+    const liveConnections = processes * window;
+    if (end.channels || end.members || end.groups || end.queued || end.arenaUsedBytes) {
+      problems.push(`tables not empty at the end: ${JSON.stringify(end)}`);
+    }
+    // Live connections each hold a record and a membership. Records of clients that left with
+    // messages still queued stay until those expire (EXPIRY_SECONDS): bounded by the send rate,
+    // not by how long the soak runs. So: the late half of the run needs no more than the early.
+    const during = tables.filter((t) => t.ms <= tables.at(-1).ms - (EXPIRY_SECONDS + 5) * 1000 || t === tables[0]);
+    const half = Math.floor(during.length / 2);
+    const peakOf = (list, key) => Math.max(0, ...list.map((t) => t[key]));
+    const early = during.slice(0, half);
+    const late = during.slice(half);
+    if (early.length >= 2 && peakOf(late, 'channels') > peakOf(early, 'channels') * 1.5 + 64) {
+      problems.push(`channel records grow: peak ${peakOf(early, 'channels')} early, ${peakOf(late, 'channels')} late`);
+    }
+    if (peak('members') > liveConnections + 16) problems.push(`memberships peaked at ${peak('members')}`);
+    for (const [i, g] of growth.entries()) {
+      if (g.heapLateMiB - g.heapWarmMiB > 4) problems.push(`process ${i}: JS heap grew ${g.heapWarmMiB.toFixed(1)} -> ${g.heapLateMiB.toFixed(1)} MiB`);
+      // The segment's pages count in RSS as they are first touched (up to its size): only the
+      // process's own memory must stay flat.
+      if (g.anonLateMiB - g.anonWarmMiB > 32) problems.push(`process ${i}: private RSS grew ${g.anonWarmMiB.toFixed(1)} -> ${g.anonLateMiB.toFixed(1)} MiB`);
+    }
+    if ((totals.connections ?? 0) < cycles) problems.push(`only ${totals.connections} connections ran`);
+    const stats = layer.stats(0);
+    const result = {
+      cycles: totals.connections ?? 0,
+      processes,
+      window,
+      seconds: Number(elapsed.toFixed(1)),
+      cyclesPerSecond: Math.round((totals.connections ?? 0) / elapsed),
+      groupSends: totals.sent ?? 0,
+      deliveries: totals.reached ?? 0,
+      received: totals.received ?? 0,
+      orphaned: stats.messagesOrphaned,
+      expired: stats.messagesExpired,
+      skippedFull: stats.deliveriesSkippedFull,
+      peak: { channels: peak('channels'), members: peak('members'), queued: peak('queued'), arenaUsedBytes: peak('arenaUsedBytes') },
+      end: { channels: end.channels, members: end.members, groups: end.groups, queued: end.queued, arenaUsedBytes: end.arenaUsedBytes },
+      memory: growth.map((g) => Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Number(v.toFixed(1))]))),
+      problems,
+    };
+    // Every delivery is accounted for: received, or dropped for a reason the stats name.
+    const unaccounted = result.deliveries - result.received - result.orphaned - result.expired;
+    if (unaccounted !== 0) problems.push(`${unaccounted} deliveries neither received, orphaned nor expired`);
+    if (json) {
+      console.log(JSON.stringify(result));
+    } else {
+      console.log(`soak: ${result.cycles} connection cycles in ${result.processes} processes, ${result.seconds} s (${result.cyclesPerSecond}/s)`);
+      console.log(`  deliveries ${result.deliveries}: received ${result.received}, orphaned ${result.orphaned}, expired ${result.expired}`);
+      console.log(`  peak: ${JSON.stringify(result.peak)}`);
+      console.log(`  end:  ${JSON.stringify(result.end)}`);
+      for (const [i, g] of result.memory.entries()) {
+        console.log(
+          `  process ${i}: JS heap ${g.heapWarmMiB} -> ${g.heapLateMiB} MiB, private RSS ${g.anonWarmMiB} -> ${g.anonLateMiB} MiB, ` +
+            `RSS ${g.rssWarmMiB} -> ${g.rssLateMiB} MiB (includes segment pages touched)`,
+        );
+      }
+      console.log(problems.length ? `PROBLEMS:\n  ${problems.join('\n  ')}` : 'flat: no problems');
+    }
+    process.exitCode = problems.length ? 1 : 0;
+  } finally {
+    await layer.close();
+    ShmChannelLayer.destroy(name);
+  }
+}
