@@ -1,8 +1,11 @@
+import { MessageTooLarge } from './errors.js';
 import type { ChannelLayerOptions } from './types.js';
 
 export const DEFAULT_CAPACITY = 100;
 export const DEFAULT_EXPIRY_SECONDS = 60;
 export const DEFAULT_GROUP_EXPIRY_SECONDS = 86400;
+/** Largest serialized message by default, the same on every backend. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
 
 /** The options every backend shares, checked and with defaults filled in. */
 export interface CommonSettings {
@@ -10,6 +13,7 @@ export interface CommonSettings {
   channelCapacity: Array<[pattern: string, capacity: number]>;
   expirySeconds: number;
   groupExpirySeconds: number;
+  maxMessageSize: number;
 }
 
 function positiveInteger(value: unknown, name: string, fallback: number): number {
@@ -43,7 +47,18 @@ export function commonSettings(options: ChannelLayerOptions): CommonSettings {
     channelCapacity,
     expirySeconds: positiveSeconds(options.expiry, 'expiry', DEFAULT_EXPIRY_SECONDS),
     groupExpirySeconds: positiveSeconds(options.groupExpiry, 'groupExpiry', DEFAULT_GROUP_EXPIRY_SECONDS),
+    maxMessageSize: positiveInteger(options.maxMessageSize, 'maxMessageSize', DEFAULT_MAX_MESSAGE_SIZE),
   };
+}
+
+/** A serialized message over the layer's limit: MessageTooLarge, as every backend reports it. */
+export function checkMessageSize(bytes: number, settings: CommonSettings): void {
+  if (bytes > settings.maxMessageSize) {
+    throw new MessageTooLarge(
+      `message of ${bytes} bytes exceeds maxMessageSize ${settings.maxMessageSize}: send large data another way ` +
+        '(a file or object store) and put its reference in the message, or raise maxMessageSize',
+    );
+  }
 }
 
 /** fnmatch-style glob (as Python's fnmatch.fnmatchcase) to an anchored RegExp. */

@@ -1,4 +1,4 @@
-import { CapacityRules, commonSettings, type CommonSettings } from './capacity.js';
+import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from './capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
 import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { PendingReceives } from './pending.js';
@@ -23,7 +23,9 @@ export class InMemoryChannelLayer implements ChannelLayer {
   private readonly clientPrefix = randomHex(6);
   private readonly queues = new Map<string, Queued[]>();
   private readonly groups = new Map<string, Map<string, number>>();
-  private readonly pending = new PendingReceives();
+  private readonly pending = new PendingReceives(() => this.keepAlive(false));
+  /** Ref'd while receives wait: a pending receive keeps the process alive, as on every backend. */
+  private alive: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(options: ChannelLayerOptions = {}) {
@@ -37,6 +39,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
     validateChannelName(channel);
     validateMessage(message);
     const bytes = this.serializer.serialize(message);
+    checkMessageSize(bytes.length, this.settings);
     this.enqueue(channel, bytes, true);
   }
 
@@ -53,7 +56,9 @@ export class InMemoryChannelLayer implements ChannelLayer {
       if (queue.length === 0) this.queues.delete(channel);
       if (item) return this.serializer.deserialize(item.bytes) as T;
     }
-    return (await this.pending.add(channel, options.signal)) as T;
+    const waiting = this.pending.add(channel, options.signal);
+    this.keepAlive(true);
+    return (await waiting) as T;
   }
 
   async newChannel(prefix = 'specific'): Promise<string> {
@@ -102,8 +107,9 @@ export class InMemoryChannelLayer implements ChannelLayer {
     validateGroupName(group);
     validateMessage(message);
     const members = this.groups.get(group);
-    if (!members) return 0;
     const bytes = this.serializer.serialize(message);
+    checkMessageSize(bytes.length, this.settings);
+    if (!members) return 0;
     const now = Date.now();
     let handedOut = false;
     let reached = 0;
@@ -180,6 +186,14 @@ export class InMemoryChannelLayer implements ChannelLayer {
     while (drop < queue.length && queue[drop]!.expiresAt <= now) drop++;
     if (drop) queue.splice(0, drop);
     if (queue.length === 0) this.queues.delete(channel);
+  }
+
+  private keepAlive(on: boolean): void {
+    if (on && this.pending.size > 0) this.alive ??= setInterval(() => {}, 2 ** 31 - 1);
+    else if (!on && this.alive) {
+      clearInterval(this.alive);
+      this.alive = undefined;
+    }
   }
 
   private checkLocal(channel: string): void {

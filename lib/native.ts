@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
+import type { SegmentSizing } from './shm-sizing.js';
 
 export interface NativeStats {
   slot: number;
@@ -77,6 +78,8 @@ export interface NativeLayer {
   /** [slot state, bell, armed] of this instance's slot in shared memory, or null. */
   bellView(): Int32Array | null;
   stats(): NativeStats;
+  /** The sizes the segment was created with. */
+  config(): SegmentSizing;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;
   groups(limit?: number): Array<{ name: string; members: number }>;
   verify(): string[];

@@ -36,14 +36,28 @@ function assertSerializable(value: unknown, path: string, depth = 0): void {
     case 'bigint':
       throw new TypeError(`message is not serializable: ${path} is a ${typeof value}`);
     case 'object': {
-      if (value === null || ArrayBuffer.isView(value) || value instanceof Date) return;
+      if (value === null || value instanceof Uint8Array || value instanceof Date) return;
+      if (ArrayBuffer.isView(value)) {
+        // msgpack bin carries bytes: other views would come back as garbled Uint8Arrays.
+        throw new TypeError(
+          `message is not serializable: ${path} is ${describeInstance(value)}; send its bytes as a Uint8Array ` +
+            `(new Uint8Array(view.buffer, view.byteOffset, view.byteLength))`,
+        );
+      }
       if (depth > MAX_DEPTH) throw new TypeError(`message is nested deeper than ${MAX_DEPTH} levels`);
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) assertSerializable(value[i], `${path}[${i}]`, depth + 1);
         return;
       }
-      if (value instanceof Map || value instanceof Set) {
-        throw new TypeError(`message is not serializable: ${path} is a ${value.constructor.name}`);
+      // Only plain objects nest: msgpack would flatten a class instance to its fields (or, for
+      // a Map, Set, Error or Promise, to something else entirely) and the receiver would get a
+      // different value than was sent.
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) {
+        throw new TypeError(
+          `message is not serializable: ${path} is ${describeInstance(value)}; ` +
+            'send plain objects, arrays, strings, numbers, booleans, null, Dates and Buffers/Uint8Arrays',
+        );
       }
       for (const key of Object.keys(value)) {
         assertSerializable((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
@@ -53,6 +67,14 @@ function assertSerializable(value: unknown, path: string, depth = 0): void {
     default:
       return;
   }
+}
+
+function describeInstance(value: object): string {
+  if (value instanceof Error) return 'an Error';
+  if (value instanceof Promise) return 'a Promise';
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  if (typeof name !== 'string' || !name) return 'an object with a custom prototype';
+  return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
 }
 
 export const defaultSerializer: Serializer = new MsgpackSerializer();

@@ -4,7 +4,7 @@ import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupN
 import { native, type NativeLayer, type NativeStats } from './native.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
-import { segmentSizing } from './shm-sizing.js';
+import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
 import { defaultSerializer } from './serializer.js';
 import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
 
@@ -79,6 +79,16 @@ const BELL = 1;
 const ARMED = 2;
 /** Length the native receive reports for a message whose bytes failed their checksum. */
 const DAMAGED_MESSAGE = 0xffffffff;
+
+/** The sizes given explicitly in `options` that the (existing) segment does not have, or null. */
+function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing): string | null {
+  const differing: string[] = [];
+  for (const key of ['size', 'maxMessageSize', 'maxChannels', 'maxGroups', 'maxMembers', 'maxNodes'] as const) {
+    const given = options[key];
+    if (given !== undefined && given !== actual[key]) differing.push(`${key} ${actual[key]} (not ${given})`);
+  }
+  return differing.length ? differing.join(', ') : null;
+}
 
 /** Maps a native error (with `code`) to the package's error classes. */
 function translate(error: unknown): unknown {
@@ -164,6 +174,16 @@ export class ShmChannelLayer implements ChannelLayer {
       this.bell = this.handle.bellView();
     } catch (error) {
       throw translate(error);
+    }
+    const mismatch = differingSizes(options, this.handle.config());
+    if (mismatch) {
+      this.handle.close();
+      throw new ShmError(
+        `layer '${this.name}' already exists with ${mismatch}: a segment's sizes are fixed when it is created. ` +
+          'Leave the option out to use the existing segment, or destroy it first (ShmChannelLayer.destroy(name), ' +
+          '`npx shm-channels destroy <name>`) when no process uses it',
+        'EOPTIONS',
+      );
     }
     // Reclaims dead processes' slots and channels, drops expired messages nobody received.
     // Unref'd: housekeeping never keeps the process alive.

@@ -19,6 +19,12 @@ export interface ChannelLayerOptions {
   expiry?: number;
   /** Seconds a group membership lives unless renewed by another `groupAdd`. Default 86400. */
   groupExpiry?: number;
+  /**
+   * Largest serialized message in bytes; a larger one rejects with MessageTooLarge. Default
+   * 16 MiB on every backend (ShmChannelLayer: a quarter of a segment smaller than 64 MiB, and
+   * fixed when the segment is created).
+   */
+  maxMessageSize?: number;
   /** Turns messages into bytes and back. Default: msgpack (msgpackr). */
   serializer?: Serializer;
 }

@@ -1,4 +1,6 @@
 // The conformance suite against InMemoryChannelLayer: one process, so a "peer" is the layer itself.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describeConformance } from './conformance.js';
 import { InMemoryChannelLayer } from './support/package.js';
 
@@ -17,4 +19,8 @@ function footprint(layer: unknown): Record<string, number> {
   };
 }
 
-describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), { footprint });
+const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
+const childLayer = (): string =>
+  `import { InMemoryChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new InMemoryChannelLayer();`;
+
+describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), { footprint, childLayer });

@@ -106,7 +106,10 @@ function footprint(layer: ChannelLayer): Record<string, number> {
   };
 }
 
-describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint });
+const childLayer = (): string =>
+  `import { ShmChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new ShmChannelLayer({ name: ${JSON.stringify(uniqueName())} });`;
+
+describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint, childLayer });
 
 describe('ShmChannelLayer only', () => {
   afterEach(cleanup);
@@ -239,6 +242,29 @@ describe('ShmChannelLayer only', () => {
     // Emptied channels give their records back.
     for (let i = 0; i < created; i++) await layer.receive(`limit.ch-${i}`);
     for (let i = 0; i < created; i++) await layer.send(`limit.other-${i}`, { i });
+  });
+
+  // Issue 14: opening an existing segment with other sizes silently kept the old ones.
+  it("sizes given to an existing segment that differ from its own are an error naming them; left out, the segment's own apply", async () => {
+    const first = makeLayer({ size: 2 * 1024 * 1024, maxChannels: 256, maxMessageSize: 64 * 1024 });
+    let error: unknown;
+    try {
+      openShm({ name: first.name, size: 4 * 1024 * 1024, maxChannels: 256, maxNodes: 999 });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ShmError);
+    expect((error as ShmError).code).toBe('EOPTIONS');
+    expect((error as Error).message).toContain('size 2097152 (not 4194304)');
+    expect((error as Error).message).toMatch(/maxNodes \d+ \(not 999\)/);
+    expect((error as Error).message).toContain('destroy');
+    expect(first.stats().processes).toBe(1); // the refused open left no slot behind
+    // The same sizes, or none, attach.
+    const same = openShm({ name: first.name, size: 2 * 1024 * 1024, maxChannels: 256 });
+    const none = openShm({ name: first.name });
+    expect(first.stats().processes).toBe(3);
+    await same.send('opts.ch', { type: 'x', data: Buffer.alloc(60 * 1024) });
+    expect(await none.receive('opts.ch')).toMatchObject({ type: 'x' });
   });
 
   it('segment options that cannot fit are rejected when the segment is created', () => {

@@ -9,10 +9,11 @@
 //   - hooks.afterEach runs after each test, once the suite has closed every layer it opened
 //     (e.g. to remove the test's segment, keys or files).
 // Nothing here may depend on one backend: backend-specific checks belong in that backend's file.
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
-import { ChannelFull, LayerClosed } from './support/package.js';
+import { ChannelFull, LayerClosed, MessageTooLarge } from './support/package.js';
 import type { ChannelLayer, ChannelLayerOptions, Message } from './support/package.js';
 
 export type LayerFactory = (
@@ -29,6 +30,31 @@ export interface ConformanceHooks {
    * each kind, by name). Connection churn must bring every count back to where it started.
    */
   footprint?: (layer: ChannelLayer) => Record<string, number> | Promise<Record<string, number>>;
+  /**
+   * ES module source that imports the package and declares `const layer`, a fresh layer of this
+   * backend, for a child Node process (process-lifetime tests). Default: those tests are skipped.
+   */
+  childLayer?: () => string;
+}
+
+/** Runs ES module source in a child Node process; kills it after `ms` (then `killed` is true). */
+function runNode(source: string, ms = 8000): Promise<{ code: number | null; output: string; killed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let killed = false;
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, ms);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output: output.trim(), killed });
+    });
+  });
 }
 
 /** How long a receive that should succeed may take before the test fails (instead of hanging). */
@@ -259,6 +285,29 @@ export function describeConformance(
         expect(received.type).toBe('large');
         expect(bytesOf(received.payload).equals(payload)).toBe(true);
         expect(received.text).toBe(text);
+      });
+
+      // Issue 14: a 20 MB message failed on shm only; InMemory and Redis took anything.
+      it('the largest message is 16 MiB by default on every backend; beyond it MessageTooLarge (a RangeError), nothing sent', async () => {
+        const layer = await open();
+        await layer.groupAdd('conf-big', 'conf.big-member');
+        const tooBig = { type: 'big', payload: Buffer.alloc(16 * 1024 * 1024 + 1024) };
+        const sent = await rejection(() => layer.send('conf.big', tooBig), 'send(17 MB)');
+        expect(sent).toBeInstanceOf(MessageTooLarge);
+        expect(sent).toBeInstanceOf(RangeError);
+        expect(await rejection(() => layer.groupSend('conf-big', tooBig), 'groupSend(17 MB)')).toBeInstanceOf(MessageTooLarge);
+        const fits = { type: 'fits', payload: Buffer.alloc(16 * 1024 * 1024 - 1024, 7) };
+        await layer.send('conf.big', fits);
+        expect(bytesOf((await within(layer.receive('conf.big'))).payload).equals(fits.payload)).toBe(true);
+        await expectEmpty(layer, 'conf.big-member');
+      });
+
+      it('the maxMessageSize option lowers the limit', async () => {
+        const layer = await open({ maxMessageSize: 64 * 1024 });
+        const error = await rejection(() => layer.send('conf.small-limit', { type: 'x', payload: Buffer.alloc(70 * 1024) }), 'send');
+        expect(error).toBeInstanceOf(MessageTooLarge);
+        await layer.send('conf.small-limit', { type: 'x', payload: Buffer.alloc(60 * 1024) });
+        expect(await within(layer.receive('conf.small-limit'))).toMatchObject({ type: 'x' });
       });
 
       it('sends between two instances of one layer', async () => {
@@ -558,6 +607,31 @@ export function describeConformance(
       });
     });
 
+    describe.skipIf(!hooks.childLayer)('process lifetime', () => {
+      it('a waiting receive keeps the process alive until its message comes', async () => {
+        const child = await runNode(`${hooks.childLayer!()}
+// Unref'd: only the waiting receive may keep this process alive until the send.
+setTimeout(() => { layer.send('conf.lifetime', { type: 'late' }); }, 300).unref();
+console.log((await layer.receive('conf.lifetime')).type);
+await layer.close();`);
+        expect(child).toEqual({ code: 0, output: 'late', killed: false });
+      });
+
+      it('an idle layer does not keep the process alive, even without close()', async () => {
+        const started = Date.now();
+        const child = await runNode(`${hooks.childLayer!()}
+const channel = await layer.newChannel();
+await layer.groupAdd('conf-lifetime', channel);
+await layer.send('conf.lifetime-idle', { type: 'x' });
+await layer.receive('conf.lifetime-idle');
+await layer.receive(channel, { signal: AbortSignal.timeout(20) }).catch((e) => e.name);
+await layer.groupDiscard('conf-lifetime', channel);
+console.log('idle');`);
+        expect(child).toEqual({ code: 0, output: 'idle', killed: false });
+        expect(Date.now() - started).toBeLessThan(6000);
+      });
+    });
+
     describe('capacity', () => {
       it('holds 100 messages by default; the 101st send rejects with ChannelFull', async () => {
         const layer = await open();
@@ -844,6 +918,16 @@ export function describeConformance(
         ['a nested function', { type: 'x', deep: { list: [1, { f() {} }] } }],
         ['a nested bigint', { type: 'x', deep: [[1n]] }],
       ];
+      // Issue 14: msgpack silently flattened these ({p: Point} arrived as {p: {x, y}}, an Error as
+      // an array, a Promise as {}). Each must be a TypeError that names where it is.
+      const nestedInstances: Array<[string, Message, RegExp]> = [
+        ['a nested class instance', { type: 'x', p: new Point() }, /message\.p is a Point/],
+        ['an Error in an array', { type: 'x', list: [1, new Error('boom')] }, /message\.list\[1\] is an Error/],
+        ['a Promise deep inside', { type: 'x', a: { b: { c: Promise.resolve(1) } } }, /message\.a\.b\.c is a Promise/],
+        ['a nested Map', { type: 'x', m: new Map([['k', 1]]) }, /message\.m is a Map/],
+        ['a nested Set', { type: 'x', s: [new Set([1])] }, /message\.s\[0\] is a Set/],
+        ['a Float64Array', { type: 'x', f: new Float64Array([1.5]) }, /message\.f is a Float64Array/],
+      ];
 
       it('rejects a message that is not a plain object with TypeError', async () => {
         const layer = await open();
@@ -866,6 +950,32 @@ export function describeConformance(
         }
         await expectEmpty(layer, 'conf.msg');
         await expectEmpty(layer, 'conf.msg-member');
+      });
+
+      it('rejects class instances, Errors, Promises, Maps and Sets nested anywhere with a TypeError naming the path', async () => {
+        const layer = await open();
+        await layer.groupAdd('conf-msg', 'conf.msg-member');
+        for (const [what, message, path] of nestedInstances) {
+          const sent = await rejection(() => layer.send('conf.msg', message), `send(${what})`);
+          expect(sent, what).toBeInstanceOf(TypeError);
+          expect((sent as Error).message, what).toMatch(path);
+          const grouped = await rejection(() => layer.groupSend('conf-msg', message), `groupSend(${what})`);
+          expect(grouped, what).toBeInstanceOf(TypeError);
+        }
+        await expectEmpty(layer, 'conf.msg');
+        await expectEmpty(layer, 'conf.msg-member');
+      });
+
+      it('nested Dates round-trip as Dates; Buffers and Uint8Arrays as Buffers (Uint8Array instances)', async () => {
+        const layer = await open();
+        const when = new Date(Date.UTC(2024, 1, 29, 12, 0, 0, 123));
+        await layer.send('conf.dates', { type: 'x', at: { when }, bytes: new Uint8Array([1, 2, 3]) });
+        const received = await within(layer.receive('conf.dates'));
+        const at = (received.at as { when: unknown }).when;
+        expect(at).toBeInstanceOf(Date);
+        expect((at as Date).getTime()).toBe(when.getTime());
+        expect(received.bytes).toBeInstanceOf(Uint8Array);
+        expect([...(received.bytes as Uint8Array)]).toEqual([1, 2, 3]);
       });
 
       it('accepts an object without a prototype', async () => {

@@ -79,6 +79,8 @@ interface IoredisClient {
   callBuffer(command: string, ...args: RedisArg[]): Promise<unknown>;
   on(event: string, listener: (...args: unknown[]) => void): unknown;
   disconnect(): void;
+  /** The current socket (replaced on every reconnect). */
+  stream?: { ref(): unknown; unref(): unknown };
 }
 type IoredisConstructor = new (...args: unknown[]) => IoredisClient;
 
@@ -131,11 +133,27 @@ export class IoredisConnector implements RedisConnector {
       typeof host === 'string' ? new this.Redis(host, options) : new this.Redis({ ...host, ...options });
     // Connection errors surface on the commands that fail; without a listener ioredis logs them.
     client.on('error', () => {});
+    // The socket keeps the process alive only while a command is in flight (a blocked BZPOPMIN
+    // is a waiting receive): an idle layer never does, as on every other backend.
+    let inFlight = 0;
+    const applyRef = (): void => {
+      if (inFlight > 0) client.stream?.ref();
+      else client.stream?.unref();
+    };
+    client.on('connect', applyRef);
+    applyRef();
     return {
-      call: (command, ...args) =>
-        client.callBuffer(command, ...args).catch((error: unknown) => {
-          throw translateConnectionError(error, host);
-        }),
+      call: (command, ...args) => {
+        if (inFlight++ === 0) applyRef();
+        return client
+          .callBuffer(command, ...args)
+          .catch((error: unknown) => {
+            throw translateConnectionError(error, host);
+          })
+          .finally(() => {
+            if (--inFlight === 0) applyRef();
+          });
+      },
       close: () => client.disconnect(),
     };
   }

@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CapacityRules, commonSettings, type CommonSettings } from '../capacity.js';
+import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from '../capacity.js';
 import { ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
 import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from '../names.js';
 import { PendingReceives } from '../pending.js';
 import { randomHex } from '../random.js';
 import { defaultSerializer } from '../serializer.js';
 import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from '../types.js';
-import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage } from './codec.js';
+import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from './codec.js';
 import {
   IoredisConnector,
   validateHosts,
@@ -126,6 +126,7 @@ export class RedisChannelLayer implements ChannelLayer {
     // receiver reads); normal channels go round-robin (their receivers read every host).
     const index = local ? consistentHash(nonLocal, this.hosts.length) : this.nextSendIndex();
     const payload = encodeMessage(this.serializer, message, local ? channel : undefined);
+    checkMessageSize(payload.length - RANDOM_PREFIX_BYTES, this.settings);
     const now = nextScore();
     const added = await this.command(index).call(
       'EVAL',
@@ -264,7 +265,8 @@ export class RedisChannelLayer implements ChannelLayer {
     validateGroupName(group);
     validateMessage(message);
     checkReserved(message);
-    this.serializer.serialize(message); // fail on an unserializable message before touching Redis
+    // Fails on an unserializable or too large message before touching Redis.
+    checkMessageSize(this.serializer.serialize(message).length, this.settings);
     const members = (await this.command(this.groupHost(group)).call(
       'EVAL',
       GROUP_MEMBERS,

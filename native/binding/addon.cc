@@ -74,6 +74,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::BellRung>("bellRung"),
             InstanceMethod<&NativeLayer::BellView>("bellView"),
             InstanceMethod<&NativeLayer::Stats>("stats"),
+            InstanceMethod<&NativeLayer::Config>("config"),
             InstanceMethod<&NativeLayer::Channels>("channels"),
             InstanceMethod<&NativeLayer::Groups>("groups"),
             InstanceMethod<&NativeLayer::Verify>("verify"),
@@ -437,6 +438,19 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("messagesOrphaned", static_cast<double>(s.messages_orphaned));
     o.Set("lockRecoveries", s.lock_recoveries);
     o.Set("ringFailures", static_cast<double>(s.ring_failures));
+    return o;
+  }
+
+  Napi::Value Config(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    shmch::SegmentConfig c = layer_->Config();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("size", static_cast<double>(c.size));
+    o.Set("maxChannels", c.max_channels);
+    o.Set("maxGroups", c.max_groups);
+    o.Set("maxMembers", c.max_members);
+    o.Set("maxNodes", c.max_nodes);
+    o.Set("maxMessageSize", c.max_message_size);
     return o;
   }
 

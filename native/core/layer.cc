@@ -877,6 +877,17 @@ uint64_t Layer::slot_offset() const {
   return static_cast<uint64_t>(reinterpret_cast<uint8_t*>(&segment_->slot(slot_)) - segment_->base());
 }
 
+SegmentConfig Layer::Config() const {
+  SegmentConfig c = options_.segment;
+  c.size = segment_->size();
+  c.max_channels = segment_->max_channels();
+  c.max_groups = segment_->max_groups();
+  c.max_members = segment_->max_members();
+  c.max_nodes = segment_->max_nodes();
+  c.max_message_size = segment_->max_message_size();
+  return c;
+}
+
 LayerStats Layer::Stats() {
   CheckOpen();
   Critical guard(*this);

@@ -165,6 +165,8 @@ class Layer {
   // Walks every structure and returns the problems found (empty when consistent).
   std::vector<std::string> Verify();
 
+  // The sizes the segment was created with (an attach takes them from the segment, not options).
+  SegmentConfig Config() const;
   uint32_t slot_index() const { return slot_; }
   uint32_t slot_generation() const { return generation_; }
   bool IsUnlinked() const { return segment_->IsUnlinked(); }
