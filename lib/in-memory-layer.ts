@@ -4,7 +4,7 @@ import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupN
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { defaultSerializer } from './serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from './types.js';
 
 interface Queued {
   bytes: Uint8Array;
@@ -34,7 +34,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
     this.serializer = options.serializer ?? defaultSerializer;
   }
 
-  async send(channel: string, message: Message): Promise<void> {
+  async send(channel: string, message: MessageInput): Promise<void> {
     this.checkOpen();
     validateChannelName(channel);
     validateMessage(message);
@@ -102,7 +102,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
     return live;
   }
 
-  async groupSend(group: string, message: Message): Promise<number> {
+  async groupSend(group: string, message: MessageInput): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);

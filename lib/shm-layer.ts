@@ -6,7 +6,7 @@ import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
 import { defaultSerializer } from './serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from './types.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from './types.js';
 
 export interface ShmChannelLayerOptions extends ChannelLayerOptions {
   /** Layer name: every process that opens the same name shares one segment. Default 'default'. */
@@ -207,7 +207,7 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  async send(channel: string, message: Message): Promise<void> {
+  async send(channel: string, message: MessageInput): Promise<void> {
     this.checkOpen();
     validateChannelName(channel);
     validateMessage(message);
@@ -276,7 +276,7 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  async groupSend(group: string, message: Message): Promise<number> {
+  async groupSend(group: string, message: MessageInput): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);

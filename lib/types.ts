@@ -1,5 +1,16 @@
-/** A message: a plain object, conventionally with a `type` field (as in Django Channels). */
-export type Message = Record<string, unknown>;
+/**
+ * A message: a plain object, conventionally with a `type` field (as in Django Channels). `any`
+ * values (not `unknown`) so that a message type declared as an `interface` satisfies it: declare
+ * yours and receive with `receive<YourMessage>()` for typed fields.
+ */
+export type Message = Record<string, any>;
+
+/**
+ * What `send` and `groupSend` take: any object type, so a message declared as an `interface`
+ * (which has no index signature, so is not a `Record<string, unknown>`) type-checks. Checked at
+ * run time: a plain object of serializable values, else a TypeError.
+ */
+export type MessageInput = object;
 
 export interface ReceiveOptions {
   /** Cancels the receive: it rejects with an AbortError and no message is lost. */
@@ -37,7 +48,8 @@ export interface Serializer {
 /** The channel-layer interface, as in the ASGI channel-layer spec and Django Channels. */
 export interface ChannelLayer {
   readonly extensions: readonly string[];
-  send(channel: string, message: Message): Promise<void>;
+  send(channel: string, message: MessageInput): Promise<void>;
+  /** `T`: the message type the caller expects (not checked at run time), an interface or a type. */
   receive<T extends Message = Message>(channel: string, options?: ReceiveOptions): Promise<T>;
   newChannel(prefix?: string): Promise<string>;
   groupAdd(group: string, channel: string): Promise<void>;
@@ -49,7 +61,7 @@ export interface ChannelLayer {
    */
   groupMembers(group: string): Promise<string[]>;
   /** Resolves to how many member channels got the message (full ones are skipped). */
-  groupSend(group: string, message: Message): Promise<number>;
+  groupSend(group: string, message: MessageInput): Promise<number>;
   /**
    * Ends a '!' channel from this instance's newChannel() (a client disconnected): drops its
    * queued messages and group memberships; receives waiting on it reject with ChannelReleased.

@@ -94,6 +94,58 @@ describe('packed tarball', () => {
     expect(result.full).toBe('function');
   });
 
+  // Issue 14: a message declared as an interface was rejected ("Index signature for type 'string'
+  // is missing"), and the declarations needed @types/node without saying so. A consumer with
+  // `"types": []` (nothing included implicitly) and full checking of the package's .d.ts.
+  it('type-checks a TypeScript consumer: interface messages, receive<T>, Node types from the package itself', () => {
+    writeFileSync(
+      join(installDir, 'consumer.ts'),
+      `import { ShmChannelLayer, InMemoryChannelLayer, type ChannelLayer, type Message } from 'shm-channels';
+interface Chat {
+  type: 'chat.message';
+  text: string;
+  at: Date;
+  attachments?: Uint8Array[];
+}
+async function use(layer: ChannelLayer, signal: AbortSignal): Promise<number> {
+  const message: Chat = { type: 'chat.message', text: 'hi', at: new Date() };
+  await layer.send('room.inbox', message);
+  const reached: number = await layer.groupSend('room', message);
+  const chat = await layer.receive<Chat>('room.inbox', { signal });
+  const text: string = chat.text;
+  const plain: Message = await layer.receive('room.inbox');
+  const channel = await layer.newChannel();
+  await layer.releaseChannel(channel);
+  return reached + text.length + Object.keys(plain).length;
+}
+void use(new InMemoryChannelLayer(), new AbortController().signal);
+void use(new ShmChannelLayer({ name: 'typecheck' }), AbortSignal.timeout(10));
+// @ts-expect-error a message is an object, not a string
+void new InMemoryChannelLayer().send('x', 'not an object');
+`,
+    );
+    writeFileSync(
+      join(installDir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'Node16',
+          moduleResolution: 'Node16',
+          lib: ['ES2022'],
+          types: [],
+          strict: true,
+          noEmit: true,
+          skipLibCheck: false,
+        },
+        files: ['consumer.ts'],
+      }),
+    );
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    const result = spawnSync(process.execPath, [tsc, '-p', installDir], { cwd: installDir, encoding: 'utf8' });
+    expect(result.stdout + result.stderr).toBe('');
+    expect(result.status).toBe(0);
+  });
+
   it('loads through ESM import with the same classes as require', () => {
     const script = `
       import { createRequire } from 'node:module';

@@ -5,7 +5,7 @@ import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupN
 import { PendingReceives } from '../pending.js';
 import { randomHex } from '../random.js';
 import { defaultSerializer } from '../serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, ReceiveOptions, Serializer } from '../types.js';
+import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from '../types.js';
 import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from './codec.js';
 import {
   IoredisConnector,
@@ -115,7 +115,7 @@ export class RedisChannelLayer implements ChannelLayer {
     this.backoff = this.hosts.map(() => 0);
   }
 
-  async send(channel: string, message: Message): Promise<void> {
+  async send(channel: string, message: MessageInput): Promise<void> {
     this.checkOpen();
     validateChannelName(channel);
     validateMessage(message);
@@ -260,7 +260,7 @@ export class RedisChannelLayer implements ChannelLayer {
     return members.map((member) => member.toString('utf8'));
   }
 
-  async groupSend(group: string, message: Message): Promise<number> {
+  async groupSend(group: string, message: MessageInput): Promise<number> {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);
