@@ -1,14 +1,32 @@
 import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from './capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
-import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
+import {
+  checkReleasable,
+  isOwnLocalChannel,
+  validateChannelName,
+  validateGroupName,
+  validateMessage,
+  validateReceivable,
+} from './names.js';
 import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { defaultSerializer } from './serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from './types.js';
+import type {
+  ChannelLayer,
+  ChannelLayerOptions,
+  Message,
+  MessageInput,
+  ReceiveAnyOptions,
+  ReceivedFrom,
+  ReceiveOptions,
+  Serializer,
+} from './types.js';
 
 interface Queued {
   bytes: Uint8Array;
   expiresAt: number;
+  /** Enqueue order across all channels: receiveAny() takes the oldest head first. */
+  seq: number;
 }
 
 /**
@@ -27,6 +45,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
   /** Ref'd while receives wait: a pending receive keeps the process alive, as on every backend. */
   private alive: NodeJS.Timeout | undefined;
   private closed = false;
+  private enqueued = 0;
 
   constructor(options: ChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -59,6 +78,41 @@ export class InMemoryChannelLayer implements ChannelLayer {
     const waiting = this.pending.add(channel, options.signal);
     this.keepAlive(true);
     return (await waiting) as T;
+  }
+
+  async receiveAny<T extends Message = Message>(
+    channels: readonly string[],
+    options: ReceiveAnyOptions = {},
+  ): Promise<ReceivedFrom<T> | null> {
+    this.checkOpen();
+    const set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+    if (options.signal?.aborted) throw abortError(options.signal);
+    // The oldest head among the set's non-empty queues. Only non-empty channels have a queue, so
+    // walk whichever is shorter: the set's channels or the queues.
+    let best: { channel: string; queue: Queued[] } | undefined;
+    const consider = (channel: string, queue: Queued[]): void => {
+      this.dropExpired(channel, queue);
+      const head = queue[0];
+      if (head && (!best || head.seq < best.queue[0]!.seq)) best = { channel, queue };
+    };
+    if (this.queues.size < set.channels.length) {
+      for (const [channel, queue] of this.queues) if (set.has(channel)) consider(channel, queue);
+    } else {
+      for (const channel of set.channels) {
+        const queue = this.queues.get(channel);
+        if (queue) consider(channel, queue);
+      }
+    }
+    if (best) {
+      const { channel, queue } = best;
+      const item = queue.shift()!;
+      if (queue.length === 0) this.queues.delete(channel);
+      return { channel, message: this.serializer.deserialize(item.bytes) as T };
+    }
+    if (options.wait === false) return null;
+    const waiting = this.pending.addAny(set, options.signal);
+    this.keepAlive(true);
+    return (await waiting) as ReceivedFrom<T>;
   }
 
   async newChannel(prefix = 'specific'): Promise<string> {
@@ -161,7 +215,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
       if (throwWhenFull) throw new ChannelFull(`channel ${channel} is full`);
       return false;
     }
-    if (!queue && this.pending.count(channel) > 0) {
+    if (!queue && this.pending.waits(channel)) {
       let message: Message;
       try {
         message = this.serializer.deserialize(bytes);
@@ -176,7 +230,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
       queue = [];
       this.queues.set(channel, queue);
     }
-    queue.push({ bytes, expiresAt: Date.now() + this.settings.expirySeconds * 1000 });
+    queue.push({ bytes, expiresAt: Date.now() + this.settings.expirySeconds * 1000, seq: this.enqueued++ });
     return true;
   }
 

@@ -7,4 +7,13 @@ export { RedisChannelLayer, RedisUnavailable, type RedisChannelLayerOptions, typ
 export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed, ChannelReleased } from './errors.js';
 export { MsgpackSerializer, defaultSerializer } from './serializer.js';
 export { MAX_NAME_LENGTH } from './names.js';
-export type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from './types.js';
+export type {
+  ChannelLayer,
+  ChannelLayerOptions,
+  Message,
+  MessageInput,
+  ReceiveAnyOptions,
+  ReceivedFrom,
+  ReceiveOptions,
+  Serializer,
+} from './types.js';

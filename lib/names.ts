@@ -65,3 +65,14 @@ export function checkReleasable(channel: string, client: string): void {
     );
   }
 }
+
+/** A channel a receiveAny() of the instance with this client id may name. */
+export function validateReceivable(channel: unknown, client: string): asserts channel is string {
+  validateChannelName(channel);
+  if (channel.includes('!') && !isOwnLocalChannel(channel, client)) {
+    throw new TypeError(
+      `receiveAny(): channel ${channel} is process-local and was not created by this layer's ` +
+        `newChannel(); only the instance that made a '!' channel can receive from it`,
+    );
+  }
+}

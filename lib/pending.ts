@@ -1,16 +1,53 @@
 import { abortError } from './errors.js';
-import type { Message } from './types.js';
+import type { Message, ReceivedFrom } from './types.js';
 
-interface Waiter {
-  channel: string;
-  resolve(message: Message): void;
+export interface Waiter {
+  /** The channel of a receive(); undefined for a receiveAny() (which waits on `set`). */
+  channel: string | undefined;
+  set: ChannelSet | undefined;
+  /** Arrival order across all waiters, so a message goes to the oldest receive that wants it. */
+  seq: number;
+  resolve(channel: string, message: Message): void;
   reject(error: unknown): void;
   signal: AbortSignal | undefined;
 }
 
+/** Sets without waiters are swept when more than this many exist (a new set is being made). */
+const IDLE_SETS_KEPT = 32;
+/** A set unused for this long is dropped by the sweep (its backend state goes with it). */
+const IDLE_SET_MS = 10_000;
+
 /**
- * Receives waiting in this process, per channel, in arrival order. A message is only ever taken
- * from a queue for a waiter that is still here, so cancelling a receive cannot lose a message.
+ * The channels of a receiveAny() list, made once per distinct list (keyed by its contents) and
+ * reused by every call with the same list, so a loop over 100 channels does not pay for 100
+ * channels per message. Backends keep what they need per set in `state`.
+ */
+export class ChannelSet {
+  /** Receives waiting on any of the channels, oldest first. */
+  waiters: Waiter[] = [];
+  /** For the backend (native set id, which channels may hold messages...). */
+  state: unknown;
+  lastUsed = Date.now();
+  private readonly members: Set<string>;
+
+  constructor(
+    readonly key: string,
+    /** Distinct, validated names, in the order the caller gave them. */
+    readonly channels: readonly string[],
+  ) {
+    this.members = new Set(channels);
+  }
+
+  has(channel: string): boolean {
+    return this.members.has(channel);
+  }
+}
+
+/**
+ * Receives waiting in this process, per channel, in arrival order, and receiveAny()s waiting per
+ * channel set. A message is only ever taken from a queue for a waiter that is still here, so
+ * cancelling a receive cannot lose a message. A message for a channel goes to the oldest receive
+ * that wants it, whether that is a receive() of the channel or a receiveAny() naming it.
  *
  * Each AbortSignal gets one 'abort' listener however many receives share it (a long-lived
  * shutdown signal passed to thousands of receives must not trip Node's listener-leak warning);
@@ -19,15 +56,23 @@ interface Waiter {
 export class PendingReceives {
   private readonly byChannel = new Map<string, Waiter[]>();
   private readonly bySignal = new Map<AbortSignal, { waiters: Set<Waiter>; onAbort: () => void }>();
+  /** Every channel set in use, by key, and the sets naming each channel. */
+  private readonly sets = new Map<string, ChannelSet>();
+  private readonly setsOf = new Map<string, ChannelSet[]>();
+  /** The set last resolved for a caller's array, with the names it held then. */
+  private readonly setOfArray = new WeakMap<readonly string[], { names: string[]; set: ChannelSet }>();
   private total = 0;
+  private seq = 0;
 
   /**
    * `onEmpty`: nothing waits any more. `onAbandoned(channel)`: the last receive waiting on a
    * channel was cancelled (a backend withdraws what it registered for that channel).
+   * `onSetDropped(set)`: an idle set was forgotten (a backend frees what it keeps for it).
    */
   constructor(
     private readonly onEmpty: () => void = () => {},
     private readonly onAbandoned: (channel: string) => void = () => {},
+    private readonly onSetDropped: (set: ChannelSet) => void = () => {},
   ) {}
 
   get size(): number {
@@ -39,9 +84,14 @@ export class PendingReceives {
     return this.bySignal.size;
   }
 
-  /** How many channels have waiting receives. */
+  /** How many channels have waiting receive()s (receiveAny()s not counted). */
   get channels(): number {
     return this.byChannel.size;
+  }
+
+  /** Channel sets kept for receiveAny() (with or without waiters). */
+  get setCount(): number {
+    return this.sets.size;
   }
 
   add(channel: string, signal?: AbortSignal): Promise<Message> {
@@ -52,34 +102,142 @@ export class PendingReceives {
         list = [];
         this.byChannel.set(channel, list);
       }
-      const waiter: Waiter = { channel, resolve, reject, signal };
+      const waiter: Waiter = {
+        channel,
+        set: undefined,
+        seq: this.seq++,
+        resolve: (_, message) => resolve(message),
+        reject,
+        signal,
+      };
       if (signal) this.watch(signal, waiter);
       list.push(waiter);
       this.total++;
     });
   }
 
-  /** Channels with waiters and how many wait on each. */
+  /**
+   * The set for a receiveAny() list: validates the names (with `validate`, once per distinct
+   * list) and reuses the set a list with the same contents got before. Throws TypeError for an
+   * empty list or a list that is not an array.
+   */
+  setFor(channels: readonly string[], validate: (channel: string) => void): ChannelSet {
+    if (!Array.isArray(channels)) {
+      throw new TypeError(`receiveAny() takes an array of channel names, got ${typeof channels}`);
+    }
+    if (channels.length === 0) throw new TypeError('receiveAny() needs at least one channel name');
+    // The same array object again with the same contents: no string work at all.
+    const cached = this.setOfArray.get(channels);
+    if (cached && cached.names.length === channels.length && this.sets.get(cached.set.key) === cached.set) {
+      let same = true;
+      for (let i = 0; i < channels.length && same; i++) same = cached.names[i] === channels[i];
+      if (same) {
+        cached.set.lastUsed = Date.now();
+        return cached.set;
+      }
+    }
+    for (const channel of channels) validate(channel);
+    const distinct = [...new Set(channels)];
+    const key = distinct.join(',');
+    let set = this.sets.get(key);
+    if (!set) {
+      if (this.sets.size >= IDLE_SETS_KEPT) this.sweepSets();
+      set = new ChannelSet(key, distinct);
+      this.sets.set(key, set);
+      for (const channel of distinct) {
+        const list = this.setsOf.get(channel);
+        if (list) list.push(set);
+        else this.setsOf.set(channel, [set]);
+      }
+    }
+    set.lastUsed = Date.now();
+    this.setOfArray.set(channels, { names: [...channels], set });
+    return set;
+  }
+
+  /** Waits for a message on any channel of `set`. */
+  addAny(set: ChannelSet, signal?: AbortSignal): Promise<ReceivedFrom> {
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise<ReceivedFrom>((resolve, reject) => {
+      const waiter: Waiter = {
+        channel: undefined,
+        set,
+        seq: this.seq++,
+        resolve: (channel, message) => resolve({ channel, message }),
+        reject,
+        signal,
+      };
+      if (signal) this.watch(signal, waiter);
+      set.waiters.push(waiter);
+      this.total++;
+    });
+  }
+
+  /** Channels with receive() waiters and how many wait on each (receiveAny()s not included). */
   wanted(): Array<[channel: string, count: number]> {
     const out: Array<[string, number]> = [];
     for (const [channel, list] of this.byChannel) out.push([channel, list.length]);
     return out;
   }
 
+  /** Every channel some receive or receiveAny waits on. */
+  waitedChannels(): Set<string> {
+    const out = new Set(this.byChannel.keys());
+    for (const set of this.sets.values()) {
+      if (set.waiters.length) for (const channel of set.channels) out.add(channel);
+    }
+    return out;
+  }
+
+  /** Sets with receiveAny()s waiting. */
+  activeSets(): ChannelSet[] {
+    const out: ChannelSet[] = [];
+    for (const set of this.sets.values()) if (set.waiters.length) out.push(set);
+    return out;
+  }
+
+  /** Every set kept (with or without waiters). */
+  allSets(): IterableIterator<ChannelSet> {
+    return this.sets.values();
+  }
+
+  /** Sets that name `channel`. */
+  setsNaming(channel: string): readonly ChannelSet[] {
+    return this.setsOf.get(channel) ?? [];
+  }
+
+  /** receive() waiters on the channel (receiveAny()s not included). */
   count(channel: string): number {
     return this.byChannel.get(channel)?.length ?? 0;
   }
 
-  /** Hands a message to the oldest waiter of the channel; false if none waits. */
+  /** True if a receive() or a receiveAny() waits for a message of `channel`. */
+  waits(channel: string): boolean {
+    if (this.byChannel.has(channel)) return true;
+    const sets = this.setsOf.get(channel);
+    if (sets) for (const set of sets) if (set.waiters.length) return true;
+    return false;
+  }
+
+  /** Hands a message to the oldest receive that wants the channel's messages; false if none. */
   deliver(channel: string, message: Message): boolean {
     const waiter = this.takeOldest(channel);
     if (!waiter) return false;
-    waiter.resolve(message);
+    waiter.resolve(channel, message);
     if (this.total === 0) this.onEmpty();
     return true;
   }
 
-  /** Fails the oldest waiter of the channel (its message could not be decoded). */
+  /** Hands a message of `channel` (one of the set's) to the set's oldest receiveAny(). */
+  deliverToSet(set: ChannelSet, channel: string, message: Message): boolean {
+    const waiter = this.takeFromSet(set);
+    if (!waiter) return false;
+    waiter.resolve(channel, message);
+    if (this.total === 0) this.onEmpty();
+    return true;
+  }
+
+  /** Fails the oldest receive of the channel (its message could not be decoded). */
   fail(channel: string, error: unknown): boolean {
     const waiter = this.takeOldest(channel);
     if (!waiter) return false;
@@ -88,7 +246,16 @@ export class PendingReceives {
     return true;
   }
 
-  /** Rejects every receive waiting on `channel` (it was released). */
+  /** Fails the set's oldest receiveAny(). */
+  failSet(set: ChannelSet, error: unknown): boolean {
+    const waiter = this.takeFromSet(set);
+    if (!waiter) return false;
+    waiter.reject(error);
+    if (this.total === 0) this.onEmpty();
+    return true;
+  }
+
+  /** Rejects every receive waiting on `channel`, receiveAny()s naming it too (it was released). */
   rejectChannel(channel: string, error: unknown): void {
     let waiter: Waiter | undefined;
     let rejected = false;
@@ -102,6 +269,7 @@ export class PendingReceives {
   rejectAll(error: unknown): void {
     const lists = [...this.byChannel.values()];
     this.byChannel.clear();
+    for (const set of this.sets.values()) lists.push(set.waiters.splice(0));
     this.total = 0;
     for (const [signal, { onAbort }] of this.bySignal) signal.removeEventListener('abort', onAbort);
     this.bySignal.clear();
@@ -111,14 +279,53 @@ export class PendingReceives {
     this.onEmpty();
   }
 
+  /** The oldest of the channel's receive() and the receiveAny()s of sets naming it. */
   private takeOldest(channel: string): Waiter | undefined {
     const list = this.byChannel.get(channel);
-    const waiter = list?.shift();
-    if (!waiter) return undefined;
+    let best: Waiter | undefined = list?.[0];
+    let bestSet: ChannelSet | undefined;
+    const sets = this.setsOf.get(channel);
+    if (sets) {
+      for (const set of sets) {
+        const head = set.waiters[0];
+        if (head && (!best || head.seq < best.seq)) {
+          best = head;
+          bestSet = set;
+        }
+      }
+    }
+    if (!best) return undefined;
+    if (bestSet) return this.takeFromSet(bestSet);
+    list!.shift();
     if (list!.length === 0) this.byChannel.delete(channel);
+    this.total--;
+    this.unwatch(best);
+    return best;
+  }
+
+  private takeFromSet(set: ChannelSet): Waiter | undefined {
+    const waiter = set.waiters.shift();
+    if (!waiter) return undefined;
     this.total--;
     this.unwatch(waiter);
     return waiter;
+  }
+
+  /** Forgets sets nobody waits on that were not used for a while. */
+  private sweepSets(): void {
+    const cutoff = Date.now() - IDLE_SET_MS;
+    for (const [key, set] of this.sets) {
+      if (set.waiters.length || set.lastUsed > cutoff) continue;
+      this.sets.delete(key);
+      for (const channel of set.channels) {
+        const list = this.setsOf.get(channel);
+        if (!list) continue;
+        const at = list.indexOf(set);
+        if (at !== -1) list.splice(at, 1);
+        if (list.length === 0) this.setsOf.delete(channel);
+      }
+      this.onSetDropped(set);
+    }
   }
 
   private watch(signal: AbortSignal, waiter: Waiter): void {
@@ -150,9 +357,14 @@ export class PendingReceives {
     if (this.bySignal.get(signal)?.waiters !== waiters) return;
     this.bySignal.delete(signal);
     const error = abortError(signal);
-    // One pass per channel touched, so aborting thousands of receives stays linear.
+    // One pass per channel or set touched, so aborting thousands of receives stays linear.
     const channels = new Set<string>();
-    for (const waiter of waiters) channels.add(waiter.channel);
+    const sets = new Set<ChannelSet>();
+    for (const waiter of waiters) {
+      if (waiter.set) sets.add(waiter.set);
+      else channels.add(waiter.channel!);
+    }
+    const maybeAbandoned = new Set<string>();
     for (const channel of channels) {
       const list = this.byChannel.get(channel);
       if (!list) continue;
@@ -162,9 +374,16 @@ export class PendingReceives {
         this.byChannel.set(channel, kept);
       } else {
         this.byChannel.delete(channel);
-        this.onAbandoned(channel);
+        maybeAbandoned.add(channel);
       }
     }
+    for (const set of sets) {
+      const kept = set.waiters.filter((waiter) => !waiters.has(waiter));
+      this.total -= set.waiters.length - kept.length;
+      set.waiters = kept;
+      if (kept.length === 0) for (const channel of set.channels) maybeAbandoned.add(channel);
+    }
+    for (const channel of maybeAbandoned) if (!this.waits(channel)) this.onAbandoned(channel);
     for (const waiter of waiters) waiter.reject(error);
     waiters.clear();
     if (this.total === 0) this.onEmpty();

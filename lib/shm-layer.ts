@@ -6,7 +6,16 @@ import { PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
 import { defaultSerializer } from './serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from './types.js';
+import type {
+  ChannelLayer,
+  ChannelLayerOptions,
+  Message,
+  MessageInput,
+  ReceiveAnyOptions,
+  ReceivedFrom,
+  ReceiveOptions,
+  Serializer,
+} from './types.js';
 
 export interface ShmChannelLayerOptions extends ChannelLayerOptions {
   /** Layer name: every process that opens the same name shares one segment. Default 'default'. */
@@ -235,6 +244,15 @@ export class ShmChannelLayer implements ChannelLayer {
     this.dirty.add(channel);
     this.scheduleDrain();
     return promise;
+  }
+
+  /** Not on shared memory yet (its native half is under way): rejects, taking nothing. */
+  async receiveAny<T extends Message = Message>(
+    _channels: readonly string[],
+    _options: ReceiveAnyOptions = {},
+  ): Promise<ReceivedFrom<T> | null> {
+    this.checkOpen();
+    throw new Error('receiveAny() is not available on ShmChannelLayer yet; use receive() per channel');
   }
 
   async newChannel(prefix = 'specific'): Promise<string> {

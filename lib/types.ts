@@ -17,6 +17,17 @@ export interface ReceiveOptions {
   signal?: AbortSignal;
 }
 
+export interface ReceiveAnyOptions extends ReceiveOptions {
+  /** false: resolve at once with null when none of the channels holds a message. Default true. */
+  wait?: boolean;
+}
+
+/** What receiveAny() resolves to: the message and the channel it came from. */
+export interface ReceivedFrom<T extends Message = Message> {
+  channel: string;
+  message: T;
+}
+
 /** Options every backend accepts, with the meanings channels_redis gives them. */
 export interface ChannelLayerOptions {
   /** Messages a channel holds before `send` throws `ChannelFull`. Default 100. */
@@ -51,6 +62,16 @@ export interface ChannelLayer {
   send(channel: string, message: MessageInput): Promise<void>;
   /** `T`: the message type the caller expects (not checked at run time), an interface or a type. */
   receive<T extends Message = Message>(channel: string, options?: ReceiveOptions): Promise<T>;
+  /**
+   * One message from whichever of `channels` has one (Django Channels' receive_many): among the
+   * channels holding messages, the oldest message (by send time) comes first; each channel's own
+   * order holds. Waits for a send unless `wait: false`, which resolves with null at once when no
+   * channel has a message. Cancelled by `signal` like receive(), losing no message.
+   */
+  receiveAny<T extends Message = Message>(
+    channels: readonly string[],
+    options?: ReceiveAnyOptions,
+  ): Promise<ReceivedFrom<T> | null>;
   newChannel(prefix?: string): Promise<string>;
   groupAdd(group: string, channel: string): Promise<void>;
   groupDiscard(group: string, channel: string): Promise<void>;

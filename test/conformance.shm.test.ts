@@ -109,7 +109,8 @@ function footprint(layer: ChannelLayer): Record<string, number> {
 const childLayer = (): string =>
   `import { ShmChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new ShmChannelLayer({ name: ${JSON.stringify(uniqueName())} });`;
 
-describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint, childLayer });
+// receiveAnyPending: until ShmChannelLayer.receiveAny lands (its native half is under way).
+describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint, childLayer, receiveAnyPending: true });
 
 describe('ShmChannelLayer only', () => {
   afterEach(cleanup);

@@ -219,6 +219,29 @@ describe.skipIf(!RUN).each([
     }
   });
 
+  it('receiveAny takes what Python sends to several channels, oldest first', async () => {
+    await open();
+    const mine = await node.newChannel();
+    const channels = ['any-py-a', 'any-py-b', mine];
+    const sends: Array<[string, number]> = [['any-py-b', 1], [mine, 2], ['any-py-a', 3], ['any-py-b', 4], [mine, 5]];
+    for (const [channel, n] of sends) {
+      await python.send(channel, { type: 'from.python', n });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const got: Array<[string, number]> = [];
+    for (let i = 0; i < sends.length; i++) {
+      const { channel, message } = (await node.receiveAny(channels))!;
+      got.push([channel, message.n as number]);
+    }
+    // channels_redis spreads a normal channel over the hosts: the global order holds per host.
+    if (hostCount === 1) expect(got).toEqual(sends);
+    else expect([...got].sort((x, y) => x[1] - y[1])).toEqual(sends);
+    const waiting = node.receiveAny(channels);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await python.send('any-py-a', { type: 'late' });
+    expect(await waiting).toEqual({ channel: 'any-py-a', message: { type: 'late' } });
+  });
+
   it('groups: Python group_add + Node groupSend, Node groupAdd + Python group_send', async () => {
     await open();
     const pyChannel = (await python.call('new_channel')) as string;

@@ -212,6 +212,71 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     }
   });
 
+  it('receiveAny: one blocking connection for all its channels, one BZPOPMIN over all keys', async () => {
+    const prefix = uniquePrefix();
+    const layer = new RedisChannelLayer({ hosts: [a.url], prefix });
+    const sender = new RedisChannelLayer({ hosts: [a.url], prefix });
+    try {
+      const channels = Array.from({ length: 50 }, (_, i) => `any-${i}`);
+      const waiting = layer.receiveAny(channels);
+      await sleep(100);
+      const clients = (await rawA.client('LIST')) as string;
+      const blocked = clients.split('\n').filter((line) => line.includes('name=shm-channels:receive'));
+      expect(blocked).toHaveLength(1);
+      expect(blocked[0]).toMatch(/cmd=bzpopmin/);
+      await sender.send('any-37', { type: 'x' });
+      expect(await waiting).toEqual({ channel: 'any-37', message: { type: 'x' } });
+    } finally {
+      await Promise.all([layer.close(), sender.close()]);
+    }
+  });
+
+  it('receiveAny: a cancelled one blocked in Redis loses no message', async () => {
+    const prefix = uniquePrefix();
+    const first = new RedisChannelLayer({ hosts: [a.url], prefix });
+    const second = new RedisChannelLayer({ hosts: [a.url], prefix });
+    try {
+      for (let round = 0; round < 5; round++) {
+        const controller = new AbortController();
+        const cancelled = expect(first.receiveAny(['jobs-a', 'jobs-b'], { signal: controller.signal })).rejects.toMatchObject({
+          name: 'AbortError',
+        });
+        await sleep(50); // its BZPOPMIN is now blocked in Redis
+        controller.abort();
+        await first.send('jobs-b', { type: 'one', round });
+        await cancelled;
+        // Taken by the orphaned pop or not, it is back in its channel: the other layer gets it.
+        expect(await second.receiveAny(['jobs-a', 'jobs-b'])).toEqual({ channel: 'jobs-b', message: { type: 'one', round } });
+      }
+      expect(await rawA.exists(`${prefix}jobs-b`)).toBe(0);
+    } finally {
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
+  it('receiveAny over two servers: reads every host; order is kept per host', async () => {
+    const prefix = uniquePrefix();
+    const hosts = [a.url, b.host];
+    const sender = new RedisChannelLayer({ hosts, prefix });
+    const receiver = new RedisChannelLayer({ hosts, prefix });
+    try {
+      const local = await receiver.newChannel();
+      // Round-robin puts these on both hosts.
+      for (let i = 0; i < 6; i++) await sender.send(i % 2 ? 'two-a' : 'two-b', { i });
+      await sender.send(local, { i: 6 });
+      const got: number[] = [];
+      for (let i = 0; i < 7; i++) got.push((await receiver.receiveAny(['two-a', 'two-b', local]))!.message.i as number);
+      expect(got.sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+      expect(await receiver.receiveAny(['two-a', 'two-b', local], { wait: false })).toBeNull();
+      const waiting = receiver.receiveAny(['two-a', 'two-b', local]);
+      await sleep(100);
+      await sender.send('two-a', { i: 7 });
+      expect(await waiting).toEqual({ channel: 'two-a', message: { i: 7 } });
+    } finally {
+      await Promise.all([sender.close(), receiver.close()]);
+    }
+  });
+
   it('moves back messages a channels_redis receiver left in <key>$inflight', async () => {
     const prefix = uniquePrefix();
     class QuickLayer extends RedisChannelLayer {

@@ -1,11 +1,27 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from '../capacity.js';
-import { ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
-import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from '../names.js';
-import { PendingReceives } from '../pending.js';
+import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
+import {
+  checkReleasable,
+  isOwnLocalChannel,
+  validateChannelName,
+  validateGroupName,
+  validateMessage,
+  validateReceivable,
+} from '../names.js';
+import { ChannelSet, PendingReceives } from '../pending.js';
 import { randomHex } from '../random.js';
 import { defaultSerializer } from '../serializer.js';
-import type { ChannelLayer, ChannelLayerOptions, Message, MessageInput, ReceiveOptions, Serializer } from '../types.js';
+import type {
+  ChannelLayer,
+  ChannelLayerOptions,
+  Message,
+  MessageInput,
+  ReceiveAnyOptions,
+  ReceivedFrom,
+  ReceiveOptions,
+  Serializer,
+} from '../types.js';
 import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from './codec.js';
 import {
   IoredisConnector,
@@ -14,7 +30,7 @@ import {
   type RedisConnector,
   type RedisHost,
 } from './connection.js';
-import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, PUT_BACK, RESTORE_PARKED, SEND } from './scripts.js';
+import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, POP_OLDEST, PUT_BACK, RESTORE_PARKED, SEND } from './scripts.js';
 import { consistentHash } from './sharding.js';
 
 export { RedisUnavailable, type RedisConnection, type RedisConnector, type RedisHost } from './connection.js';
@@ -38,6 +54,15 @@ const MAX_IDLE_BLOCKING = 4;
 interface Buffered {
   message: Message;
   expiresAt: number;
+}
+
+/** What a receiveAny() channel set needs here: its distinct Redis keys. */
+interface SetKeys {
+  keys: string[];
+  /** Per key: holds '!' channels (messages name their channel inside). */
+  local: boolean[];
+  /** The set's '!' channels (their messages may be buffered here already). */
+  locals: string[];
 }
 
 /** Send-time scores (seconds), strictly increasing within this process so FIFO order holds. */
@@ -178,6 +203,35 @@ export class RedisChannelLayer implements ChannelLayer {
     // Normal channels: channels_redis's senders spread them over all hosts. '!' channels: also
     // every host, since channels_redis 4's send() picks the host by the full name.
     for (let index = 0; index < this.hosts.length; index++) this.ensurePoller(index, key, local);
+    return promise;
+  }
+
+  /**
+   * Buffered messages of our '!' channels first (popped already, so older than what Redis still
+   * holds), then one atomic oldest-first pick over the channels' keys (POP_OLDEST); only when
+   * every key is empty, one BZPOPMIN over all of them on one connection per host.
+   */
+  async receiveAny<T extends Message = Message>(
+    channels: readonly string[],
+    options: ReceiveAnyOptions = {},
+  ): Promise<ReceivedFrom<T> | null> {
+    this.checkOpen();
+    const set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+    if (options.signal?.aborted) throw abortError(options.signal);
+    const keys = this.keysOf(set);
+    const buffered = this.takeBufferedAny(keys.locals);
+    if (buffered) return buffered as ReceivedFrom<T>;
+    if (options.wait === false) return (await this.pickAny(set, keys)) as ReceivedFrom<T> | null;
+    const promise = this.pending.addAny(set, options.signal) as Promise<ReceivedFrom<T>>;
+    if (options.signal) {
+      promise.catch(() => {
+        if (!this.closed && set.waiters.length === 0) this.unblockSet(set);
+      });
+    }
+    for (let index = 0; index < this.hosts.length; index++) {
+      const id = `${index} any ${set.key}`;
+      if (!this.pollers.has(id)) this.pollers.set(id, this.pollSet(index, set, id));
+    }
     return promise;
   }
 
@@ -462,7 +516,7 @@ export class RedisChannelLayer implements ChannelLayer {
     if (expiresAt <= Date.now()) return;
     if (!local) {
       const channel = key.slice(this.prefix.length);
-      if (this.pending.count(channel) === 0) {
+      if (!this.pending.waits(channel)) {
         // Its receive was cancelled: back in the queue, in its place, for the next receiver.
         const putBack = this.command(index)
           .call('EVAL', PUT_BACK, 1, key, this.expiryMs(), score, member)
@@ -513,6 +567,179 @@ export class RedisChannelLayer implements ChannelLayer {
     else this.parkedSeen.delete(key);
     const stale = members.filter((member) => seen?.has(member.toString('base64')));
     if (stale.length) await this.command(index).call('EVAL', RESTORE_PARKED, 2, key, backup, this.expiryMs(), ...stale);
+  }
+
+  private keysOf(set: ChannelSet): SetKeys {
+    if (set.state) return set.state as SetKeys;
+    const keys: string[] = [];
+    const local: boolean[] = [];
+    const locals: string[] = [];
+    for (const channel of set.channels) {
+      const nonLocal = nonLocalName(channel);
+      const key = this.prefix + nonLocal;
+      if (channel.includes('!')) locals.push(channel);
+      if (keys.includes(key)) continue;
+      keys.push(key);
+      local.push(nonLocal.endsWith('!'));
+    }
+    const state: SetKeys = { keys, local, locals };
+    set.state = state;
+    return state;
+  }
+
+  /** receiveAny(wait: false): one pick per host in turn, until one gives a message of the set. */
+  private async pickAny(set: ChannelSet, { keys, local }: SetKeys): Promise<ReceivedFrom | null> {
+    for (let index = 0; index < this.hosts.length; index++) {
+      for (;;) {
+        const reply = (await this.command(index).call('EVAL', POP_OLDEST, keys.length, ...keys)) as
+          | [number, Buffer, Buffer]
+          | null;
+        if (!reply) break;
+        const at = Number(reply[0]) - 1;
+        const key = keys[at]!;
+        const score = Number(reply[2].toString());
+        const expiresAt = (score + this.settings.expirySeconds) * 1000;
+        if (expiresAt <= Date.now()) continue;
+        if (!local[at]) {
+          // A message this call took: if it cannot be decoded, the caller hears why.
+          return { channel: key.slice(this.prefix.length), message: decodeMessage(this.serializer, reply[1]).message };
+        }
+        // A '!' key holds all our '!' channels: hand over or buffer what is not for this set.
+        let decoded;
+        try {
+          decoded = decodeMessage(this.serializer, reply[1]);
+        } catch {
+          continue;
+        }
+        const targets = decoded.channels ?? [];
+        let mine: ReceivedFrom | undefined;
+        for (let i = 0; i < targets.length; i++) {
+          const target = targets[i]!;
+          if (this.released.has(target)) continue;
+          const message = i === 0 ? decoded.message : decodeMessage(this.serializer, reply[1]).message;
+          if (!mine && set.has(target)) mine = { channel: target, message };
+          else if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
+        }
+        if (mine) return mine;
+      }
+    }
+    return null;
+  }
+
+  /** The oldest buffered message of the given '!' channels. */
+  private takeBufferedAny(channels: readonly string[]): ReceivedFrom | undefined {
+    let best: string | undefined;
+    let bestExpiry = Infinity;
+    for (const channel of channels) {
+      const list = this.buffers.get(channel);
+      if (!list) continue;
+      const now = Date.now();
+      while (list.length && list[0]!.expiresAt <= now) list.shift();
+      if (list.length === 0) {
+        this.buffers.delete(channel);
+        continue;
+      }
+      if (list[0]!.expiresAt < bestExpiry) {
+        best = channel;
+        bestExpiry = list[0]!.expiresAt;
+      }
+    }
+    if (best === undefined) return undefined;
+    const message = this.takeBuffered(best);
+    return message ? { channel: best, message } : undefined;
+  }
+
+  /** Wakes this layer's pops for `set` (its last receiveAny was cancelled). */
+  private unblockSet(set: ChannelSet): void {
+    for (let index = 0; index < this.hosts.length; index++) {
+      const entry = this.blocked.get(`${index} any ${set.key}`);
+      if (entry?.clientId === undefined) continue;
+      this.command(index)
+        .call('CLIENT', 'UNBLOCK', entry.clientId)
+        .catch(() => {});
+    }
+  }
+
+  /**
+   * The receive loop of a receiveAny() channel set on one host, while receiveAny()s wait on it:
+   * an oldest-first pick over all the set's keys, and when they are all empty one BZPOPMIN over
+   * all of them, on one connection. What it takes goes to the oldest receive that wants that
+   * channel (or back into the channel when nobody does any more), as in `poll`.
+   */
+  private async pollSet(index: number, set: ChannelSet, id: string): Promise<void> {
+    await null; // registered in `pollers` before the loop can end
+    let connection: RedisConnection | undefined;
+    let backoff = this.backoff[index]!;
+    const { keys, local } = this.keysOf(set);
+    try {
+      while (!this.closed && set.waiters.length > 0) {
+        if (backoff) {
+          try {
+            await sleep(backoff, undefined, { signal: this.closing.signal });
+          } catch {
+            break;
+          }
+          if (this.closed || set.waiters.length === 0) break;
+        }
+        connection ??= this.acquireBlocking(index);
+        let key: string | undefined;
+        let member: Buffer | undefined;
+        let score = 0;
+        try {
+          const picked = (await connection.call('EVAL', POP_OLDEST, keys.length, ...keys)) as
+            | [number, Buffer, Buffer]
+            | null;
+          if (picked) {
+            key = keys[Number(picked[0]) - 1];
+            member = picked[1];
+            score = Number(picked[2].toString());
+          } else if (!this.closed && set.waiters.length > 0) {
+            const entry: { index: number; clientId?: number } = { index };
+            this.blocked.set(id, entry);
+            try {
+              connection.call('CLIENT', 'ID').then(
+                (clientId) => (entry.clientId = Number(clientId)),
+                () => {},
+              );
+              const popped = (await connection.call('BZPOPMIN', ...keys, this.blockSeconds)) as
+                | [Buffer, Buffer, Buffer]
+                | null;
+              if (popped) {
+                key = popped[0].toString('utf8');
+                member = popped[1];
+                score = Number(popped[2].toString());
+              }
+            } finally {
+              this.blocked.delete(id);
+            }
+            const at = key === undefined ? -1 : keys.indexOf(key);
+            if (at !== -1 && keys.length > 1) {
+              // Woken by the first key to get a message; another may have got an older one since
+              // the empty pick. Back in, and the oldest out, in one step.
+              // If this fails the message may be back in Redis: not delivered too (at most once).
+              const picked = (await connection.call(
+                'EVAL', POP_OLDEST, keys.length, ...keys, at + 1, score, member!, this.expiryMs(),
+              )) as [number, Buffer, Buffer] | null;
+              key = picked ? keys[Number(picked[0]) - 1] : undefined;
+              member = picked?.[1];
+              score = picked ? Number(picked[2].toString()) : 0;
+            }
+          }
+          backoff = this.backoff[index] = 0;
+        } catch (error) {
+          if (this.closed) break;
+          while (this.pending.failSet(set, error));
+          backoff = this.backoff[index] = backoff ? Math.min(backoff * 2, 2000) : 100;
+          continue;
+        }
+        if (key === undefined || member === undefined) continue;
+        const at = keys.indexOf(key);
+        this.dispatch(index, key, at === -1 ? key.endsWith('!') : local[at]!, member, score);
+      }
+    } finally {
+      this.pollers.delete(id);
+      if (connection) this.releaseBlocking(index, connection);
+    }
   }
 
   private buffer(channel: string, message: Message, expiresAt: number): void {

@@ -99,3 +99,37 @@ for i = 1, #keys, 1000 do
 end
 return #keys
 `;
+
+/**
+ * receiveAny's oldest-first pick. KEYS: channel keys. ARGV: empty, or (a message a BZPOPMIN over
+ * the keys just took) key index (1-based), score, member, key TTL in ms: that message goes back
+ * first, so that of two messages that arrived while the pop was blocked the older one comes out.
+ * Pops the lowest-scored (oldest) message among the keys' heads and returns {key index, member,
+ * score}, or nil when every key is empty. One atomic step, so two receivers never take the same
+ * message; BZPOPMIN alone takes from the first non-empty key in argument order, not the oldest.
+ */
+export const POP_OLDEST = `
+if ARGV[1] then
+  local back = KEYS[tonumber(ARGV[1])]
+  redis.call('ZADD', back, ARGV[2], ARGV[3])
+  if redis.call('PTTL', back) == -1 then
+    redis.call('PEXPIRE', back, ARGV[4])
+  end
+end
+local best, bestScore
+for i = 1, #KEYS do
+  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  if head[2] then
+    local score = tonumber(head[2])
+    if not bestScore or score < bestScore then
+      best = i
+      bestScore = score
+    end
+  end
+end
+if not best then
+  return false
+end
+local popped = redis.call('ZPOPMIN', KEYS[best])
+return {best, popped[1], popped[2]}
+`;
