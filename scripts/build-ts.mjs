@@ -1,5 +1,6 @@
-// Compiles lib/ to CommonJS in dist/cjs, then writes a thin ESM entry that re-exports it, so
-// `import` and `require` share one copy of every class (instanceof ChannelFull works in both).
+// Compiles lib/ to CommonJS in dist/cjs, then writes a thin ESM entry per entry point that
+// re-exports it, so `import` and `require` share one copy of every class (instanceof ChannelFull
+// works in both).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -12,10 +13,17 @@ execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', joi
   stdio: 'inherit',
 });
 writeFileSync(join(root, 'dist/cjs/package.json'), '{ "type": "commonjs" }\n');
-const names = Object.keys(require(join(root, 'dist/cjs/index.js'))).filter((n) => n !== 'default');
 mkdirSync(join(root, 'dist/esm'), { recursive: true });
-writeFileSync(
-  join(root, 'dist/esm/index.mjs'),
-  `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,
-);
-writeFileSync(join(root, 'dist/esm/index.d.mts'), `export * from '../cjs/index.js';\n`);
+// Entry points: package.json `exports` subpath -> compiled CommonJS module (relative to dist/cjs).
+const entries = [
+  ['index', 'index.js'],
+  ['socket.io', 'socket.io/index.js'], // needs the socket.io-adapter peer dependency when loaded
+];
+for (const [name, cjsPath] of entries) {
+  const names = Object.keys(require(join(root, 'dist/cjs', cjsPath))).filter((n) => n !== 'default');
+  writeFileSync(
+    join(root, `dist/esm/${name}.mjs`),
+    `import cjs from '../cjs/${cjsPath}';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,
+  );
+  writeFileSync(join(root, `dist/esm/${name}.d.mts`), `export * from '../cjs/${cjsPath}';\n`);
+}
