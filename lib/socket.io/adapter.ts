@@ -41,8 +41,10 @@ interface AdapterStats {
   received: number;
   /** Envelopes handed to the outbox for other servers. */
   sent: number;
-  /** Envelopes waiting for room at a full destination. */
+  /** Envelopes not yet handed to the layer (waiting behind a send in flight or a full channel). */
   waiting: number;
+  /** Sends retried because the destination's channel was full. */
+  retries: number;
 }
 
 function encodeOptions(opts: BroadcastOptions): WireOptions {
@@ -128,7 +130,7 @@ export class LayerAdapter extends Adapter {
 
   /** Counters of this adapter's traffic with other servers. */
   stats(): AdapterStats {
-    return { ...this.counters, waiting: this.outbox.waiting() };
+    return { ...this.counters, waiting: this.outbox.waiting(), retries: this.outbox.retries };
   }
 
   override async serverCount(): Promise<number> {
@@ -518,14 +520,17 @@ export class LayerAdapter extends Adapter {
    */
   private async targets(rooms: Set<Room>): Promise<Set<string>> {
     await this.ready;
-    if (rooms.size === 0) return this.liveServers();
-    const targets = new Set<string>();
+    let targets = new Set<string>();
     for (const room of rooms) {
       if (this.sids.has(room)) continue;
       const members = await this.layer.groupMembers(this.names.room(room));
-      if (members.length === 0) return this.liveServers();
+      if (members.length === 0) {
+        targets = await this.liveServers();
+        break;
+      }
       for (const member of members) targets.add(member);
     }
+    if (rooms.size === 0) targets = await this.liveServers();
     targets.delete(this.uid);
     return targets;
   }

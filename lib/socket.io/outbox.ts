@@ -22,6 +22,8 @@ interface Queue {
 export class Outbox {
   private readonly queues = new Map<string, Queue>();
   private closed = false;
+  /** Sends that found their destination full and were retried. */
+  retries = 0;
 
   /**
    * @param onError a send failed for another reason than a full channel; that batch is dropped
@@ -96,6 +98,7 @@ export class Outbox {
             this.forget(destination);
             return;
           }
+          this.retries++;
           // Wait for the receiver to make room; everything queued keeps its place.
           await new Promise<void>((resolve) => {
             queue.timer = setTimeout(resolve, queue.delayMs);

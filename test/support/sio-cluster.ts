@@ -16,6 +16,8 @@ export interface ServerOptions {
   recoveryMs?: number;
   adapter?: Record<string, unknown>;
   groupExpiry?: number;
+  /** Capacity of the adapter's channels in its shm layer. */
+  channelCapacity?: number;
 }
 
 export class SioServer {
@@ -55,6 +57,7 @@ export class SioServer {
       SIO_ADAPTER: JSON.stringify(options.adapter ?? {}),
       ...(options.recoveryMs ? { SIO_RECOVERY: String(options.recoveryMs) } : {}),
       ...(options.groupExpiry ? { SIO_GROUP_EXPIRY: String(options.groupExpiry) } : {}),
+      ...(options.channelCapacity ? { SIO_CHANNEL_CAPACITY: String(options.channelCapacity) } : {}),
     });
     const { port, pid } = await new Promise<{ port: number; pid: number }>((resolve, reject) => {
       const onMessage = (message: { ready?: boolean; port: number; pid: number }) => {

@@ -5,7 +5,8 @@
 //   server -> test (once): { ready: true, port, pid }
 // Environment: SHMCH_ROOT (the package root: the BUILT package is imported from its dist/),
 // SIO_LAYER ('shm:<name>' or 'redis:<url>|<prefix>'), SIO_NAME (a label), SIO_RECOVERY (ms of
-// connection-state recovery, unset: off), SIO_ADAPTER (JSON adapter options).
+// connection-state recovery, unset: off), SIO_ADAPTER (JSON adapter options), SIO_CHANNEL_CAPACITY
+// (capacity of the adapter's channels), SIO_GROUP_EXPIRY (Redis layer's groupExpiry).
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -25,7 +26,9 @@ const adapterOptions = JSON.parse(process.env.SIO_ADAPTER ?? '{}');
 let layer;
 let adapterFactory;
 if (layerSpec.startsWith('shm:')) {
-  adapterFactory = createAdapter({ name: layerSpec.slice(4) }, adapterOptions);
+  const capacity = process.env.SIO_CHANNEL_CAPACITY;
+  const channelCapacity = capacity ? { 'sio.*': Number(capacity) } : undefined;
+  adapterFactory = createAdapter({ name: layerSpec.slice(4), channelCapacity }, adapterOptions);
 } else {
   const [url, prefix] = layerSpec.slice(6).split('|');
   layer = new RedisChannelLayer({ hosts: [url], prefix, groupExpiry: Number(process.env.SIO_GROUP_EXPIRY ?? 86400) });
@@ -95,6 +98,10 @@ const ops = {
       const payload = args.count ? [...args.args, i] : args.args;
       target(args.nsp, args).emit(args.event, ...payload);
     }
+  },
+  async emitBinary(args) {
+    const bytes = Buffer.from(args.bytes, 'base64');
+    target(args.nsp, args).emit(args.event, { n: bytes.length }, bytes);
   },
   async emitDynamic(args) {
     // A broadcast from the parent namespace reaches the matching child namespaces.

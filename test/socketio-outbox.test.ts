@@ -1,0 +1,51 @@
+// The adapter's outbox on its own: a full destination channel makes sends wait and retry, in
+// order, and nothing is dropped. InMemoryChannelLayer with capacity 1 makes "full" certain.
+import { describe, expect, it } from 'vitest';
+import { InMemoryChannelLayer } from '../lib/in-memory-layer.js';
+import { Outbox } from '../lib/socket.io/outbox.js';
+
+describe('socket.io adapter outbox', () => {
+  it('retries a full destination and delivers every entry once, in order', async () => {
+    const layer = new InMemoryChannelLayer({ capacity: 1 });
+    const errors: unknown[] = [];
+    const outbox = new Outbox(
+      (channel, message) => layer.send(channel, message),
+      (error) => errors.push(error),
+      async () => true,
+    );
+    // Sent one by one with the destination never read until all were handed over: only the
+    // first layer message fits, so every later batch meets ChannelFull until the reader drains.
+    for (let i = 0; i < 500; i++) {
+      outbox.send('dest', Uint8Array.of(i % 256, i >> 8));
+      await Promise.resolve();
+    }
+    const got: number[] = [];
+    while (got.length < 500) {
+      const message = await layer.receive<{ type: string; b: Uint8Array[] }>('dest', { signal: AbortSignal.timeout(10_000) });
+      for (const entry of message.b) got.push(entry[0]! + (entry[1]! << 8));
+    }
+    expect(got).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    expect(outbox.retries).toBeGreaterThan(0);
+    expect(outbox.waiting()).toBe(0);
+    expect(errors).toEqual([]);
+    outbox.close();
+    await layer.close();
+  });
+
+  it('drops the queue of a destination that is no longer alive', async () => {
+    const layer = new InMemoryChannelLayer({ capacity: 1 });
+    let alive = true;
+    const outbox = new Outbox((channel, message) => layer.send(channel, message), () => {}, async () => alive);
+    outbox.send('gone', Uint8Array.of(1));
+    await Promise.resolve();
+    outbox.send('gone', Uint8Array.of(2));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(outbox.waiting('gone')).toBe(1);
+    alive = false;
+    const until = Date.now() + 5000;
+    while (outbox.waiting('gone') > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(outbox.waiting('gone')).toBe(0);
+    outbox.close();
+    await layer.close();
+  });
+});
