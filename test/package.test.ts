@@ -57,6 +57,10 @@ describe('packed tarball', () => {
     expect(files).toContain('dist/cjs/index.js');
     expect(files).toContain('dist/cjs/index.d.ts');
     expect(files).toContain('dist/esm/index.mjs');
+    expect(files).toContain('dist/cjs/socket.io/index.js');
+    expect(files).toContain('dist/cjs/socket.io/index.d.ts');
+    expect(files).toContain('dist/esm/socket.io.mjs');
+    expect(files).toContain('dist/esm/socket.io.d.mts');
     expect(files).toContain('binding.gyp');
     expect(files.some((f) => f.startsWith('native/core/'))).toBe(true);
     expect(files.some((f) => f.startsWith('build/'))).toBe(false);
@@ -156,6 +160,23 @@ void new InMemoryChannelLayer().send('x', 'not an object');
       await layer.close();
       ShmChannelLayer.destroy('pack-esm-${process.pid}');
       console.log(String(cjs.ChannelFull === ChannelFull && cjs.ShmChannelLayer === ShmChannelLayer));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: installDir,
+      env: bareEnv,
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('true');
+  });
+
+  it('serves shm-channels/socket.io through require and import (with its peer socket.io-adapter)', () => {
+    // The peer dependency, as the application would have it installed (linked from ours).
+    symlinkSync(join(root, 'node_modules', 'socket.io-adapter'), join(installDir, 'node_modules', 'socket.io-adapter'), 'dir');
+    const script = `
+      import { createRequire } from 'node:module';
+      import { createAdapter } from 'shm-channels/socket.io';
+      const require = createRequire(import.meta.url);
+      const cjs = require('shm-channels/socket.io');
+      console.log(String(typeof createAdapter === 'function' && cjs.createAdapter === createAdapter));`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
       cwd: installDir,
       env: bareEnv,

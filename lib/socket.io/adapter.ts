@@ -7,6 +7,7 @@
 // - A dead process's '!' channels leave every group (shm: within seconds, from the kernel's view
 //   of the process), so a SIGKILLed server stops being counted and requests stop waiting for it.
 // - Sends never drop silently: see Outbox.
+import { randomBytes } from 'node:crypto';
 import { Adapter, type BroadcastOptions, type Room, type Session, type SocketId } from 'socket.io-adapter';
 import { LayerClosed } from '../errors.js';
 import type { ChannelLayer, Message } from '../types.js';
@@ -202,7 +203,7 @@ export class LayerAdapter extends Adapter {
     ack: (...args: any[]) => void,
   ): void {
     if (!opts.flags?.local) {
-      const requestId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+      const requestId = randomBytes(8).toString('hex');
       const request: AckRequest = {
         clientCount: clientCountCallback,
         ack,
