@@ -120,6 +120,8 @@ export class LayerAdapter extends Adapter {
       const leaving = [...this.joinedRooms].map((room) => this.layer.groupDiscard(this.names.room(room), this.uid));
       leaving.push(this.layer.groupDiscard(this.names.servers, this.uid));
       await Promise.allSettled(leaving);
+      // Ends our channel: what other servers still send to it is dropped, not queued.
+      await this.layer.releaseChannel(this.uid).catch(() => {});
     } catch {
       // never started: nothing to leave
     } finally {

@@ -14,7 +14,7 @@ export interface LayerSource {
 export function isChannelLayer(value: unknown): value is ChannelLayer {
   if (typeof value !== 'object' || value === null) return false;
   const layer = value as Record<string, unknown>;
-  return ['send', 'receive', 'newChannel', 'groupAdd', 'groupDiscard', 'groupMembers'].every(
+  return ['send', 'receive', 'newChannel', 'groupAdd', 'groupDiscard', 'groupMembers', 'releaseChannel'].every(
     (method) => typeof layer[method] === 'function',
   );
 }
