@@ -14,6 +14,8 @@ export interface NativeStats {
   arenaBytes: number;
   arenaUsedBytes: number;
   segmentBytes: number;
+  /** Bytes of /dev/shm the segment occupies now: memory is reserved as needed and given back. */
+  shmBytes: number;
   messagesSent: number;
   messagesReceived: number;
   messagesExpired: number;
@@ -84,6 +86,8 @@ export interface NativeLayer {
   groups(limit?: number): Array<{ name: string; members: number }>;
   verify(): string[];
   isUnlinked(): boolean;
+  /** Removes the layer when no other process is attached and no unexpired message waits (then closes). */
+  prune(): boolean;
   close(): void;
 }
 

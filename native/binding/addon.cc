@@ -79,6 +79,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::Groups>("groups"),
             InstanceMethod<&NativeLayer::Verify>("verify"),
             InstanceMethod<&NativeLayer::IsUnlinked>("isUnlinked"),
+            InstanceMethod<&NativeLayer::Prune>("prune"),
             InstanceMethod<&NativeLayer::Close>("close"),
             InstanceAccessor<&NativeLayer::Slot>("slot"),
             StaticMethod<&NativeLayer::Destroy>("destroy"),
@@ -429,6 +430,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("arenaBytes", static_cast<double>(s.arena_bytes));
     o.Set("arenaUsedBytes", static_cast<double>(s.arena_used_bytes));
     o.Set("segmentBytes", static_cast<double>(s.segment_bytes));
+    o.Set("shmBytes", static_cast<double>(s.shm_bytes));
     o.Set("messagesSent", static_cast<double>(s.messages_sent));
     o.Set("messagesReceived", static_cast<double>(s.messages_received));
     o.Set("messagesExpired", static_cast<double>(s.messages_expired));
@@ -495,6 +497,13 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return Napi::Boolean::New(info.Env(), layer_->IsUnlinked());
   }
 
+  // Removes the layer if no other process uses it and no unexpired message waits; closes us then.
+  Napi::Value Prune(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool removed = Guard(env, [&] { return Open(env).PruneIfUnused(); });
+    if (removed) Shutdown();
+    return Napi::Boolean::New(env, removed);
+  }
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Shutdown();
     return info.Env().Undefined();

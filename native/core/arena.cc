@@ -1,7 +1,10 @@
 #include "arena.h"
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 
+#include "errors.h"
 #include "fault_points.h"
 
 namespace shmch {
@@ -53,15 +56,52 @@ void Arena::SetRange(uint32_t first, uint32_t count, bool value) {
   }
 }
 
+uint32_t Arena::FindReservedRun(uint32_t from, uint32_t to, uint32_t pages) const {
+  // Looks only inside spans of consecutive reserved chunks, so a busy layer reuses its memory.
+  const uint32_t chunks = seg_.chunk_count();
+  const uint32_t page_count = seg_.page_count();
+  for (uint32_t c = from / kChunkPages; c < chunks && uint64_t{c} * kChunkPages < to;) {
+    if (seg_.chunk(c).committed != 1) {
+      ++c;
+      continue;
+    }
+    uint32_t d = c + 1;
+    while (d < chunks && seg_.chunk(d).committed == 1) ++d;
+    uint64_t span_end = uint64_t{d} * kChunkPages;
+    uint32_t lo = from > c * kChunkPages ? from : c * kChunkPages;
+    uint32_t hi = static_cast<uint32_t>(span_end < page_count ? span_end : page_count);
+    if (hi > to) hi = to;
+    if (hi > lo && hi - lo >= pages) {
+      uint32_t first = FindRun(lo, hi, pages);
+      if (first != kNil) return first;
+    }
+    c = d;
+  }
+  return kNil;
+}
+
 uint32_t Arena::Allocate(uint32_t length) {
   Header& h = seg_.header();
+  const uint32_t page_count = seg_.page_count();
   uint32_t pages = PagesFor(length);
-  if (pages > seg_.page_count() - h.used_pages) return kNil;
-  uint32_t rover = h.page_rover < seg_.page_count() ? h.page_rover : 0;
-  uint32_t first = FindRun(rover, seg_.page_count(), pages);
-  if (first == kNil) first = FindRun(0, rover + pages < seg_.page_count() ? rover + pages : seg_.page_count(), pages);
-  if (first == kNil) return kNil;
+  uint32_t used = h.used_pages < page_count ? h.used_pages : page_count;
+  if (pages > page_count - used) return kNil;
+  uint32_t rover = h.page_rover < page_count ? h.page_rover : 0;
+  uint32_t wrap_end = rover + pages < page_count ? rover + pages : page_count;
+  uint32_t first = kNil;
+  uint64_t reserved_pages = uint64_t{h.committed_chunks} * kChunkPages;
+  if (reserved_pages >= uint64_t{used} + pages) {
+    first = FindReservedRun(rover, page_count, pages);
+    if (first == kNil) first = FindReservedRun(0, wrap_end, pages);
+  }
+  if (first == kNil) {
+    first = FindRun(rover, page_count, pages);
+    if (first == kNil) first = FindRun(0, wrap_end, pages);
+    if (first == kNil) return kNil;
+    Reserve(first, pages);
+  }
   SetRange(first, pages, true);
+  CountUsed(first, pages, true);
   FAULT_POINT(8);
   h.used_pages += pages;
   h.page_rover = first + pages;
@@ -73,6 +113,105 @@ uint32_t Arena::Allocate(uint32_t length) {
   return first;
 }
 
+void Arena::Reserve(uint32_t first, uint32_t pages) {
+  Header& h = seg_.header();
+  const uint32_t c0 = first / kChunkPages, c1 = (first + pages - 1) / kChunkPages;
+  bool trimmed = false;
+  for (uint32_t c = c0; c <= c1;) {
+    if (seg_.chunk(c).committed == 1) {
+      ++c;
+      continue;
+    }
+    uint32_t d = c;
+    while (d <= c1 && seg_.chunk(d).committed != 1) ++d;
+    uint64_t offset = seg_.chunk_offset(c);
+    uint64_t bytes = seg_.chunk_offset(d - 1) + seg_.chunk_bytes(d - 1) - offset;
+    int err = seg_.Reserve(offset, bytes);
+    if (err == ENOSPC && !trimmed) {
+      // This layer's own empty chunks may be what fills /dev/shm: give them back and retry.
+      trimmed = true;
+      for (uint32_t k = 0; k < seg_.chunk_count(); ++k) {
+        if (k < c0 || k > c1) {
+          if (seg_.chunk(k).committed == 1 && seg_.chunk(k).used_pages == 0) ReleaseChunk(k);
+        }
+      }
+      err = seg_.Reserve(offset, bytes);
+    }
+    if (err != 0) {
+      if (err != ENOSPC) ThrowSystemError("fallocate(" + seg_.object_name() + ")", err);
+      char numbers[160];
+      std::snprintf(numbers, sizeof numbers,
+                    "no room in /dev/shm for a message of %u bytes (%.1f MiB more of the layer's "
+                    "%.1f MiB had to be reserved): ",
+                    pages * kPageSize - static_cast<uint32_t>(sizeof(BlockHeader)),
+                    static_cast<double>(bytes) / (1 << 20),
+                    static_cast<double>(seg_.size()) / (1 << 20));
+      throw Error(ErrorCode::kArenaFull, numbers + seg_.SpaceReport() +
+                                             ". Receive what is queued, or: " + Segment::SpaceAdvice());
+    }
+    FAULT_POINT(12);  // chunks reserved in /dev/shm, not yet marked committed
+    for (uint32_t k = c; k < d; ++k) {
+      ArenaChunk& chunk = seg_.chunk(k);
+      chunk.used_pages = 0;
+      chunk.committed = 1;
+      ++h.committed_chunks;
+      ++h.empty_chunks;
+    }
+    c = d;
+  }
+}
+
+void Arena::CountUsed(uint32_t first, uint32_t pages, bool add) {
+  Header& h = seg_.header();
+  const uint32_t end = first + pages;
+  for (uint32_t p = first; p < end;) {
+    uint32_t c = p / kChunkPages;
+    uint32_t chunk_end = (c + 1) * kChunkPages < end ? (c + 1) * kChunkPages : end;
+    uint32_t n = chunk_end - p;
+    ArenaChunk& chunk = seg_.chunk(c);
+    if (add) {
+      if (chunk.used_pages == 0 && chunk.committed == 1 && h.empty_chunks) --h.empty_chunks;
+      chunk.used_pages += n;
+    } else {
+      chunk.used_pages = chunk.used_pages > n ? chunk.used_pages - n : 0;
+      if (chunk.used_pages == 0 && chunk.committed == 1) {
+        ++h.empty_chunks;
+        if (uint64_t{h.empty_chunks} * kChunkBytes > kKeepEmptyBytes) ReleaseChunk(c);
+      }
+    }
+    p = chunk_end;
+  }
+}
+
+bool Arena::ChunkBitsClear(uint32_t c) const {
+  const uint64_t* bits = seg_.page_bitmap();
+  uint32_t from = c * kChunkPages;
+  uint32_t to = static_cast<uint32_t>(from + seg_.chunk_bytes(c) / kPageSize);
+  for (uint32_t w = from / 64; w < to / 64; ++w) {
+    if (bits[w]) return false;
+  }
+  return true;
+}
+
+void Arena::ReleaseChunk(uint32_t c) {
+  Header& h = seg_.header();
+  ArenaChunk& chunk = seg_.chunk(c);
+  // The bitmap is the primary record of live pages: a count gone wrong never punches live data.
+  if (chunk.committed != 1 || !ChunkBitsClear(c)) return;
+  chunk.committed = 0;
+  if (h.committed_chunks) --h.committed_chunks;
+  if (h.empty_chunks) --h.empty_chunks;
+  FAULT_POINT(13);  // chunk no longer marked committed, not yet given back
+  seg_.Release(seg_.chunk_offset(c), seg_.chunk_bytes(c));
+}
+
+void Arena::Trim() {
+  for (uint32_t c = 0; c < seg_.chunk_count(); ++c) {
+    const ArenaChunk& chunk = seg_.chunk(c);
+    if (chunk.committed == 1 && chunk.used_pages == 0) ReleaseChunk(c);
+  }
+}
+
 void Arena::Free(uint32_t first_page) {
   BlockHeader& block = seg_.block(first_page);
   uint32_t pages = block.pages;
@@ -80,6 +219,7 @@ void Arena::Free(uint32_t first_page) {
   SetRange(first_page, pages, false);
   Header& h = seg_.header();
   h.used_pages = h.used_pages >= pages ? h.used_pages - pages : 0;
+  CountUsed(first_page, pages, false);
 }
 
 void Arena::ClearAll() {
@@ -87,11 +227,79 @@ void Arena::ClearAll() {
   std::memset(seg_.page_bitmap(), 0, seg_.page_count() / 8);
   h.used_pages = 0;
   h.page_rover = 0;
+  for (uint32_t c = 0; c < seg_.chunk_count(); ++c) seg_.chunk(c).used_pages = 0;
 }
 
 void Arena::MarkLive(uint32_t first_page, uint32_t pages) {
   SetRange(first_page, pages, true);
   seg_.header().used_pages += pages;
+  const uint32_t end = first_page + pages;
+  for (uint32_t p = first_page; p < end;) {
+    uint32_t c = p / kChunkPages;
+    uint32_t chunk_end = (c + 1) * kChunkPages < end ? (c + 1) * kChunkPages : end;
+    seg_.chunk(c).used_pages += chunk_end - p;
+    p = chunk_end;
+  }
+}
+
+void Arena::Rebuild() {
+  Header& h = seg_.header();
+  const uint32_t chunks = seg_.chunk_count();
+  uint32_t committed = 0, empty = 0;
+  for (uint32_t c = 0; c < chunks; ++c) {
+    ArenaChunk& chunk = seg_.chunk(c);
+    if (chunk.used_pages > 0 && chunk.committed != 1) {
+      // Live pages in a chunk not marked reserved: only a scribble does that. Back them now.
+      seg_.Reserve(seg_.chunk_offset(c), seg_.chunk_bytes(c));
+      chunk.committed = 1;
+    }
+    if (chunk.committed != 1) chunk.committed = 0;
+    if (chunk.committed) {
+      ++committed;
+      if (chunk.used_pages == 0) ++empty;
+    }
+  }
+  h.committed_chunks = committed;
+  h.empty_chunks = empty;
+  // A holder that died between reserving chunks and marking them left reservations nobody
+  // knows of: punch every span of unmarked chunks (where nothing is reserved this costs nothing).
+  for (uint32_t c = 0; c < chunks;) {
+    if (seg_.chunk(c).committed) {
+      ++c;
+      continue;
+    }
+    uint32_t d = c;
+    while (d < chunks && !seg_.chunk(d).committed) ++d;
+    seg_.Release(seg_.chunk_offset(c), seg_.chunk_offset(d - 1) + seg_.chunk_bytes(d - 1) - seg_.chunk_offset(c));
+    c = d;
+  }
+  for (uint32_t c = 0; c < chunks && uint64_t{h.empty_chunks} * kChunkBytes > kKeepEmptyBytes; ++c) {
+    if (seg_.chunk(c).committed == 1 && seg_.chunk(c).used_pages == 0) ReleaseChunk(c);
+  }
+}
+
+void Arena::Check(std::vector<std::string>& problems) const {
+  const Header& h = seg_.header();
+  uint32_t committed = 0, empty = 0;
+  for (uint32_t c = 0; c < seg_.chunk_count(); ++c) {
+    const ArenaChunk& chunk = seg_.chunk(c);
+    uint32_t from = c * kChunkPages;
+    uint32_t to = static_cast<uint32_t>(from + seg_.chunk_bytes(c) / kPageSize);
+    uint32_t marked = 0;
+    for (uint32_t p = from; p < to; ++p) marked += IsMarked(p) ? 1 : 0;
+    std::string label = "arena chunk " + std::to_string(c);
+    if (marked != chunk.used_pages) {
+      problems.push_back(label + " counts " + std::to_string(chunk.used_pages) + " used pages, the bitmap " +
+                         std::to_string(marked));
+    }
+    if (marked && chunk.committed != 1) problems.push_back(label + " holds live pages but is not reserved");
+    if (chunk.committed == 1) {
+      ++committed;
+      if (chunk.used_pages == 0) ++empty;
+    }
+  }
+  if (committed != h.committed_chunks) problems.push_back("committed_chunks disagrees with the chunk table");
+  if (empty != h.empty_chunks) problems.push_back("empty_chunks disagrees with the chunk table");
 }
 
 }  // namespace shmch

@@ -1,9 +1,17 @@
 // The message arena: variable-size blocks made of whole 64-byte pages, tracked by one bit a page.
 // A block is written once by its sender and read (copied out) by its receivers; group sends share
 // one block between many queued nodes through its refcount.
+//
+// Memory on demand: the arena is split into chunks of kChunkBytes. A chunk is reserved in
+// /dev/shm (fallocate) when a block first needs it, so a full /dev/shm is an error at the send,
+// never a SIGBUS at a page fault; a chunk left empty is given back (punched) once more than
+// kKeepEmptyBytes sit empty, and every empty chunk is given back by Trim() (an idle layer, the
+// last process out, prune). Allocation prefers chunks already reserved.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "segment.h"
 
@@ -11,6 +19,10 @@ namespace shmch {
 
 class Arena {
  public:
+  // Empty chunks a busy layer keeps reserved, so a steady flow of large messages does not
+  // reserve and punch on every send.
+  static constexpr uint64_t kKeepEmptyBytes = 8u << 20;
+
   explicit Arena(Segment& segment) : seg_(segment) {}
 
   static uint32_t PagesFor(uint32_t payload_bytes) {
@@ -19,17 +31,29 @@ class Arena {
   }
 
   // Allocates a block for `length` payload bytes with refcount 0; kNil when no run of pages fits.
+  // Throws kArenaFull (naming /dev/shm's numbers) when the run's memory cannot be reserved.
   uint32_t Allocate(uint32_t length);
   void Free(uint32_t first_page);
   uint8_t* Payload(uint32_t first_page) { return seg_.page(first_page) + sizeof(BlockHeader); }
+  // Gives every empty reserved chunk back to /dev/shm.
+  void Trim();
 
-  // Recovery: forget every allocation, then re-mark the blocks found live.
+  // Recovery: forget every allocation, re-mark the blocks found live, then Rebuild() the chunk
+  // accounting from the bitmap and give back what no live block needs.
   void ClearAll();
   void MarkLive(uint32_t first_page, uint32_t pages);
+  void Rebuild();
   bool IsMarked(uint32_t page) const;
+  // Consistency of the chunk accounting with the bitmap (Verify); appends what is wrong.
+  void Check(std::vector<std::string>& problems) const;
 
  private:
   uint32_t FindRun(uint32_t from, uint32_t to, uint32_t pages) const;
+  uint32_t FindReservedRun(uint32_t from, uint32_t to, uint32_t pages) const;
+  void Reserve(uint32_t first, uint32_t pages);
+  void CountUsed(uint32_t first, uint32_t pages, bool add);
+  void ReleaseChunk(uint32_t chunk);
+  bool ChunkBitsClear(uint32_t chunk) const;
   void SetRange(uint32_t first, uint32_t count, bool value);
 
   Segment& seg_;

@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "checksum.h"
@@ -42,17 +43,88 @@ void Layer::ValidateName(std::string_view name, bool allow_bang, const char* wha
 }
 
 Layer::Layer(const LayerOptions& options) : options_(options) {
-  segment_ = std::make_unique<Segment>(options_.segment);
+  segment_ = std::make_unique<Segment>(options_.segment);  // cleans up after itself on failure
   arena_ = std::make_unique<Arena>(*segment_);
   doorbells_ = std::make_unique<Doorbells>(options_.segment.name, options_.segment.mode,
                                            options_.segment.allow_foreign);
-  ClaimSlot();
   try {
+    ClaimSlot();
     doorbells_->OpenOwn(slot_);
+  } catch (const Error& e) {
+    AbandonFailedOpen();
+    if (e.code() != ErrorCode::kNoSpace) throw;
+    char size[64];
+    std::snprintf(size, sizeof size, " (size %.1f MiB)",
+                  static_cast<double>(options_.segment.size) / (1 << 20));
+    throw Error(ErrorCode::kNoSpace, "cannot open layer '" + options_.segment.name + "'" + size + ": " +
+                                         e.what() + "; " + segment_->SpaceReport() + ". " +
+                                         Segment::SpaceAdvice());
   } catch (...) {
-    Close();
+    AbandonFailedOpen();
     throw;
   }
+}
+
+void Layer::AbandonFailedOpen() noexcept {
+  // A failed open leaves nothing behind: a segment this open created goes, unless another
+  // process attached to it meanwhile.
+  bool alone = false;
+  try {
+    if (slot_ != kNil) {
+      Critical guard(*this);
+      alone = !AnyOtherSlotAlive();
+    } else {
+      alone = !AnyOtherSlotAlive();  // no slot of ours: look at the others' liveness locks only
+    }
+  } catch (...) {
+  }
+  try {
+    Close();
+  } catch (...) {
+  }
+  // Only what this open made: doorbells it did not create (another instance's, or one planted by
+  // someone else) are not ours to remove.
+  if (alone && segment_->created() && !segment_->IsUnlinked()) {
+    try {
+      Segment::Unlink(options_.segment.name);
+    } catch (...) {
+    }
+  }
+}
+
+bool Layer::AnyOtherSlotAlive() const {
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    if (i != slot_ && segment_->slot(i).state.load(std::memory_order_acquire) != 0 && IsSlotAlive(i)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Layer::DropAllExpired(uint64_t now) {
+  for (uint32_t c = 0; c < segment_->channel_records(); ++c) {
+    Channel& ch = segment_->channel(c);
+    if (ch.in_use != 1 || ch.head == kNil) continue;
+    DropHeadExpired(ch, now);
+    MaybeReleaseChannel(c);
+  }
+}
+
+bool Layer::PruneIfUnused() {
+  CheckOpen();
+  bool unused = false;
+  {
+    Critical guard(*this);
+    ReclaimDeadSlots();
+    DropAllExpired(MonotonicMs());
+    Header& h = segment_->header();
+    unused = !AnyOtherSlotAlive() && h.free_nodes == segment_->node_records();
+    if (!unused) arena_->Trim();
+  }
+  if (!unused) return false;
+  Close();
+  if (!segment_->IsUnlinked()) Destroy(options_.segment.name);
+  return true;
 }
 
 Layer::~Layer() {
@@ -80,6 +152,12 @@ bool Layer::IsSlotAlive(uint32_t index) const {
 void Layer::LockSegment() {
   Header& h = segment_->header();
   LockResult r = SharedLockOps::Lock(h.lock, slot_, [this](uint32_t s) { return IsSlotAlive(s); });
+  try {
+    segment_->SyncRecords();  // records other processes added since we last held the lock
+  } catch (...) {
+    UnlockSegment();
+    throw;
+  }
   if (r == LockResult::kOwnerDied) Recover();
 }
 
@@ -139,7 +217,7 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
   uint32_t client_length = slot.client_length <= kMaxClientLength ? slot.client_length : 0;
   std::string_view client(slot.client, client_length);
   uint64_t mask = ~(uint64_t{1} << (index % 64));
-  for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
+  for (uint32_t c = 0; c < segment_->channel_records(); ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
     bool was_waiting = (ch.waiters[index / 64] & ~mask) != 0;
@@ -174,7 +252,7 @@ uint32_t Layer::DropChannel(uint32_t index) {
   uint32_t dropped = 0;
   Channel& c = segment_->channel(index);
   if (c.memberships) {
-    for (uint32_t m = 0; m < segment_->max_members() && c.memberships; ++m) {
+    for (uint32_t m = 0; m < segment_->member_records() && c.memberships; ++m) {
       Member& member = segment_->member(m);
       if (member.in_use != 1 || member.channel != index) continue;
       uint32_t group = member.group;
@@ -185,7 +263,7 @@ uint32_t Layer::DropChannel(uint32_t index) {
     }
   }
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > segment_->max_nodes()) segment_->Corrupt("queue loops");
+    if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
     uint32_t n = c.head;
     uint32_t block = segment_->node(n).block;
     c.head = segment_->node(n).next;
@@ -207,7 +285,7 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   Critical guard(*this);
   Header& h = segment_->header();
   ReclaimDeadSlots();
-  for (uint32_t m = 0; m < segment_->max_members(); ++m) {
+  for (uint32_t m = 0; m < segment_->member_records(); ++m) {
     Member& member = segment_->member(m);
     if (member.in_use != 1 || member.expires_at_ms > now) continue;
     uint32_t group = member.group;
@@ -219,7 +297,7 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   // Our registrations on channels we no longer wait on would pin their records forever.
   std::vector<bool> keep_wait;
   if (still_waiting) {
-    keep_wait.assign(segment_->max_channels(), false);
+    keep_wait.assign(segment_->channel_records(), false);
     auto table = Channels(*segment_);
     for (const std::string& name : *still_waiting) {
       uint32_t index = table.Find(name);
@@ -227,7 +305,7 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
     }
   }
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
-  for (uint32_t c = 0; c < segment_->max_channels(); ++c) {
+  for (uint32_t c = 0; c < segment_->channel_records(); ++c) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
     bool stale_wait = still_waiting && (ch.waiters[slot_ / 64] & my_bit) && !keep_wait[c];
@@ -238,6 +316,9 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
     if (stale_wait && ch.head != kNil && HasWaiters(ch)) WakeWaiters(ch, c, false, slot_);
     MaybeReleaseChannel(c);
   }
+  // Nothing sent since our last round: the layer is idle, give its empty arena chunks back.
+  if (h.messages_sent == sent_at_last_maintain_) arena_->Trim();
+  sent_at_last_maintain_ = h.messages_sent;
   return true;
 }
 
@@ -246,6 +327,11 @@ void Layer::ReleaseSlot() {
   {
     Critical guard(*this);
     ReclaimSlotLocked(slot_);
+    // The last process out gives back the memory no queued message needs.
+    if (!AnyOtherSlotAlive()) {
+      DropAllExpired(MonotonicMs());
+      arena_->Trim();
+    }
   }
   segment_->UnlockSlotByte(slot_);
 }
@@ -275,9 +361,13 @@ uint32_t Layer::EnsureChannel(std::string_view name) {
   if (index != kNil) return index;
   Header& h = segment_->header();
   index = table.Insert(name, h.channel_rover, h.channels_used);
+  // Every existing record is taken: the table grows by a step, reserved in /dev/shm first.
+  while (index == kNil && segment_->GrowTable(Segment::Table::kChannels) != kNil) {
+    index = Channels(*segment_).Insert(name, h.channel_rover, h.channels_used);
+  }
   if (index == kNil) {
     throw Error(ErrorCode::kTableFull,
-                "no free channel record (maxChannels " + std::to_string(segment_->max_channels()) + ")");
+                "no free channel record (maxChannels " + std::to_string(segment_->channel_limit()) + ")");
   }
   return index;
 }
@@ -291,6 +381,12 @@ void Layer::MaybeReleaseChannel(uint32_t index) {
 
 uint32_t Layer::AllocateNode() {
   Header& h = segment_->header();
+  if (h.free_node == kNil) {
+    uint32_t first = segment_->GrowTable(Segment::Table::kNodes);
+    if (first == kNil) return kNil;
+    // The new nodes join the free list (derived: recovery rebuilds it from node_records).
+    for (uint32_t n = segment_->node_records(); n-- > first;) FreeNode(n);
+  }
   uint32_t index = h.free_node;
   if (index == kNil) return kNil;
   Node& n = segment_->node(index);
@@ -338,7 +434,7 @@ void Layer::ReleaseBlockRef(uint32_t block) {
 void Layer::DropHeadExpired(Channel& c, uint64_t now) {
   Header& h = segment_->header();
   for (uint32_t steps = 0; c.head != kNil; ++steps) {
-    if (steps > segment_->max_nodes()) segment_->Corrupt("queue loops");
+    if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
     Node& n = segment_->node(c.head);
     if (n.expires_at_ms > now) break;
     uint32_t index = c.head;
@@ -358,7 +454,7 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   uint32_t index = AllocateNode();
   if (index == kNil) {
     throw Error(ErrorCode::kArenaFull, "the segment's node pool is exhausted (maxNodes " +
-                                           std::to_string(segment_->max_nodes()) + ")");
+                                           std::to_string(segment_->node_limit()) + ")");
   }
   Node& n = segment_->node(index);
   n.block = block;
@@ -448,7 +544,7 @@ bool Layer::TakeReady(std::vector<std::string>& names) {
   if (complete) {
     for (uint32_t i = 0; i < s.ready_count; ++i) {
       uint32_t index = s.ready[i];
-      if (index >= segment_->max_channels()) continue;
+      if (index >= segment_->channel_records()) continue;
       Channel& c = segment_->channel(index);
       if (c.in_use != 1 || c.name_length == 0 || c.name_length > kMaxNameLength) continue;
       names.emplace_back(c.name, c.name_length);
@@ -534,7 +630,7 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   bool out_of_space = false;  // the arena or node pool ran out: the rest are skipped too
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->max_members()) segment_->Corrupt("group member list loops");
+    if (steps > segment_->member_records()) segment_->Corrupt("group member list loops");
     Member& member = segment_->member(m);
     uint32_t next = member.next_in_group;
     if (member.expires_at_ms <= now) {
@@ -597,7 +693,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     if (index != kNil) {
       Channel& c = segment_->channel(index);
       for (uint32_t n = c.head; got < req.wanted && n != kNil; n = segment_->node(n).next) {
-        if (++walked > segment_->max_nodes()) segment_->Corrupt("queue loops");
+        if (++walked > segment_->node_records()) segment_->Corrupt("queue loops");
         Node& node = segment_->node(n);
         if (node.expires_at_ms <= now) continue;
         ++got;
@@ -682,7 +778,7 @@ uint32_t Layer::FindGroup(std::string_view name) const { return Groups(*segment_
 uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
   uint32_t m = segment_->member_bucket(HashPair(group, channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->max_members()) segment_->Corrupt("member hash chain loops");
+    if (steps > segment_->member_records()) segment_->Corrupt("member hash chain loops");
     Member& member = segment_->member(m);
     if (member.in_use == 1 && member.group == group && member.channel == channel) return m;
     m = member.next_in_hash;
@@ -706,7 +802,7 @@ void Layer::RemoveMember(uint32_t index) {
   // Unlink from the hash chain.
   uint32_t* link = &segment_->member_bucket(HashPair(m.group, m.channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; *link != kNil; ++steps) {
-    if (steps > segment_->max_members()) segment_->Corrupt("member hash chain loops");
+    if (steps > segment_->member_records()) segment_->Corrupt("member hash chain loops");
     if (*link == index) {
       *link = m.next_in_hash;
       break;
@@ -732,9 +828,12 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   bool new_group = g == kNil;
   if (new_group) {
     g = groups.Insert(group, h.group_rover, h.groups_used);
+    while (g == kNil && segment_->GrowTable(Segment::Table::kGroups) != kNil) {
+      g = Groups(*segment_).Insert(group, h.group_rover, h.groups_used);
+    }
     if (g == kNil) {
       throw Error(ErrorCode::kTableFull,
-                  "no free group record (maxGroups " + std::to_string(segment_->max_groups()) + ")");
+                  "no free group record (maxGroups " + std::to_string(segment_->group_limit()) + ")");
     }
   }
   uint32_t c;
@@ -750,9 +849,9 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     return;
   }
   uint32_t m = kNil;
-  if (h.members_used < segment_->max_members()) {
-    for (uint32_t n = 0; n < segment_->max_members(); ++n) {
-      uint32_t i = (h.member_rover + n) % segment_->max_members();
+  if (h.members_used < segment_->member_records()) {
+    for (uint32_t n = 0; n < segment_->member_records(); ++n) {
+      uint32_t i = (h.member_rover + n) % segment_->member_records();
       if (segment_->member(i).in_use == 0) {
         m = i;
         break;
@@ -760,10 +859,19 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     }
   }
   if (m == kNil) {
+    try {
+      m = segment_->GrowTable(Segment::Table::kMembers);  // the first record of the new step
+    } catch (...) {
+      MaybeReleaseChannel(c);
+      if (new_group) groups.Remove(g, h.groups_used);
+      throw;
+    }
+  }
+  if (m == kNil) {
     MaybeReleaseChannel(c);
     if (new_group) groups.Remove(g, h.groups_used);
     throw Error(ErrorCode::kTableFull,
-                "no free group membership record (maxMembers " + std::to_string(segment_->max_members()) + ")");
+                "no free group membership record (maxMembers " + std::to_string(segment_->member_limit()) + ")");
   }
   h.member_rover = m + 1;
   Member& member = segment_->member(m);
@@ -812,7 +920,7 @@ std::vector<std::string> Layer::GroupMembers(std::string_view group) {
   if (g == kNil) return names;
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->max_members()) segment_->Corrupt("group member list loops");
+    if (steps > segment_->member_records()) segment_->Corrupt("group member list loops");
     // Copied once: what is checked is what is used, whatever another process writes meanwhile.
     const Member member = segment_->member(m);
     m = member.next_in_group;
@@ -829,10 +937,10 @@ void Layer::Flush() {
   CheckOpen();
   Critical guard(*this);
   Header& h = segment_->header();
-  for (uint32_t i = 0; i < segment_->max_members(); ++i) segment_->member(i).in_use = 0;
-  for (uint32_t i = 0; i < segment_->max_groups(); ++i) segment_->group(i).in_use = 0;
+  for (uint32_t i = 0; i < segment_->member_records(); ++i) segment_->member(i).in_use = 0;
+  for (uint32_t i = 0; i < segment_->group_records(); ++i) segment_->group(i).in_use = 0;
   FAULT_POINT(6);
-  for (uint32_t i = 0; i < segment_->max_channels(); ++i) {
+  for (uint32_t i = 0; i < segment_->channel_records(); ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
     // Receivers that were waiting must look again and re-register on fresh records (Recover
@@ -899,11 +1007,12 @@ LayerStats Layer::Stats() {
   s.channels = h.channels_used;
   s.groups = h.groups_used;
   s.members = h.members_used;
-  s.nodes_free = h.free_nodes;
-  s.queued = segment_->max_nodes() - h.free_nodes;
+  s.queued = segment_->node_records() - h.free_nodes;
+  s.nodes_free = segment_->node_limit() - s.queued;  // how many more may queue (records grow)
   s.arena_bytes = uint64_t{segment_->page_count()} * kPageSize;
   s.arena_used_bytes = uint64_t{h.used_pages} * kPageSize;
   s.segment_bytes = h.segment_size;
+  s.shm_bytes = segment_->ShmBytes();
   s.messages_sent = h.messages_sent;
   s.messages_received = h.messages_received;
   s.messages_expired = h.messages_expired;
@@ -920,7 +1029,7 @@ std::vector<ChannelInfo> Layer::ListChannels(uint32_t limit) {
   CheckOpen();
   Critical guard(*this);
   std::vector<ChannelInfo> out;
-  for (uint32_t i = 0; i < segment_->max_channels() && out.size() < limit; ++i) {
+  for (uint32_t i = 0; i < segment_->channel_records() && out.size() < limit; ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
     uint32_t len = c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength;
@@ -933,7 +1042,7 @@ std::vector<GroupInfo> Layer::ListGroups(uint32_t limit) {
   CheckOpen();
   Critical guard(*this);
   std::vector<GroupInfo> out;
-  for (uint32_t i = 0; i < segment_->max_groups() && out.size() < limit; ++i) {
+  for (uint32_t i = 0; i < segment_->group_records() && out.size() < limit; ++i) {
     Group& g = segment_->group(i);
     if (g.in_use != 1) continue;
     uint32_t len = g.name_length < kMaxNameLength ? g.name_length : kMaxNameLength;

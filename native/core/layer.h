@@ -74,6 +74,7 @@ struct LayerStats {
   uint64_t arena_bytes;
   uint64_t arena_used_bytes;
   uint64_t segment_bytes;
+  uint64_t shm_bytes;  // of /dev/shm the segment occupies now (memory on demand)
   uint64_t messages_sent;
   uint64_t messages_received;
   uint64_t messages_expired;
@@ -160,6 +161,10 @@ class Layer {
   uint64_t slot_offset() const;
 
   LayerStats Stats();
+  // For `prune`: when no other process is attached and no unexpired message is queued, removes
+  // the layer (segment and doorbells) and closes this instance; true if it did. Otherwise it
+  // only gives back the layer's empty memory.
+  bool PruneIfUnused();
   std::vector<ChannelInfo> ListChannels(uint32_t limit);
   std::vector<GroupInfo> ListGroups(uint32_t limit);
   // Walks every structure and returns the problems found (empty when consistent).
@@ -188,6 +193,9 @@ class Layer {
   // True if an attached, live instance made '!' channels with this client id.
   bool IsClientAttached(std::string_view client) const;
   bool IsSlotAlive(uint32_t index) const;
+  bool AnyOtherSlotAlive() const;
+  void AbandonFailedOpen() noexcept;
+  void DropAllExpired(uint64_t now);
 
   uint32_t CapacityOf(std::string_view channel) const;
   uint32_t EnsureChannel(std::string_view name);
@@ -220,6 +228,7 @@ class Layer {
   uint32_t generation_ = 0;
   bool closed_ = false;
   uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
+  uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping
 };
 
 }  // namespace shmch

@@ -22,6 +22,14 @@ constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache li
 constexpr uint32_t kHeaderBytes = 64 * 1024;
 // Page indices are 32-bit: the arena stays below 2^32 pages of kPageSize bytes.
 constexpr uint64_t kMaxSegmentSize = 200ull << 30;
+// Shared memory is reserved (fallocate) as it is needed and given back (punched) when freed:
+// the arena in chunks of this many bytes, the record tables in steps of about kTableStepBytes.
+constexpr uint32_t kChunkBytes = 1u << 20;
+constexpr uint32_t kChunkPages = kChunkBytes / kPageSize;
+constexpr uint32_t kTableStepBytes = 256u << 10;
+// Regions that are reserved in steps start on this boundary, so reserving or punching one never
+// touches a neighbour's pages (64 KiB covers every Linux page size on x64 and arm64).
+constexpr uint64_t kRegionAlign = 64u << 10;
 
 // State of the segment as a whole (Header::state).
 enum SegmentState : uint32_t { kInitializing = 0, kReady = 1 };
@@ -99,6 +107,15 @@ struct Node {
   uint64_t expires_at_ms;
 };
 
+// One arena chunk (kChunkPages pages). `committed` is 1 while the chunk's bytes are reserved in
+// /dev/shm: set only after fallocate succeeded, cleared before the hole is punched, so a chunk
+// marked committed is always backed (a crash in between leaks a reservation, never a SIGBUS).
+// `used_pages` is derived from the page bitmap and rebuilt by recovery.
+struct ArenaChunk {
+  uint32_t used_pages;
+  uint32_t committed;
+};
+
 // The first bytes of a message block in the arena; the payload follows.
 struct BlockHeader {
   uint32_t magic;     // kBlockMagic while allocated
@@ -140,7 +157,17 @@ struct Header {
   uint64_t member_buckets_offset;
   uint64_t nodes_offset;
   uint64_t page_bitmap_offset;
+  uint64_t chunks_offset;
   uint64_t arena_offset;
+  uint64_t fixed_bytes;  // [0, fixed_bytes) is reserved at creation; tables and arena grow after
+
+  // Records that exist (reserved and initialised) in each table; they only grow, each step
+  // reserved before it is published here. Records past these counts are never touched.
+  uint32_t channel_records;
+  uint32_t group_records;
+  uint32_t member_records;
+  uint32_t node_records;
+  uint32_t chunk_count;
 
   SharedLock lock;
 
@@ -156,6 +183,8 @@ struct Header {
   uint32_t group_rover;
   uint32_t member_rover;
   uint64_t flush_epoch;  // bumped by flush(), so sleeping receivers re-register
+  uint32_t committed_chunks;  // derived: chunks with committed == 1
+  uint32_t empty_chunks;      // derived: committed chunks with no used page
 
   uint64_t messages_sent;
   uint64_t messages_received;
@@ -173,7 +202,8 @@ struct Header {
 constexpr uint32_t kAbiTag =
     static_cast<uint32_t>(sizeof(Header) * 1u + sizeof(Slot) * 3u + sizeof(Channel) * 7u +
                           sizeof(Group) * 11u + sizeof(Member) * 13u + sizeof(Node) * 17u +
-                          sizeof(BlockHeader) * 19u + kMaxSlots * 23u + kPageSize * 29u) ^
+                          sizeof(BlockHeader) * 19u + kMaxSlots * 23u + kPageSize * 29u +
+                          sizeof(ArenaChunk) * 31u + kChunkBytes / 4096u * 37u) ^
     0x5c0ffee5u;
 
 static_assert(sizeof(Header) <= kHeaderBytes, "header must fit its reserved area");

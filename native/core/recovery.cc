@@ -38,7 +38,7 @@ uint32_t BlockPages(Segment& seg, uint32_t page) {
 void Layer::Recover() {
   Segment& seg = *segment_;
   Header& h = seg.header();
-  std::vector<uint8_t> node_live(seg.max_nodes(), 0);
+  std::vector<uint8_t> node_live(seg.node_records(), 0);
   std::vector<uint32_t> refs(seg.page_count(), 0);  // first page of a live block -> queued references
   arena_->ClearAll();
 
@@ -46,7 +46,7 @@ void Layer::Recover() {
   auto channels = Channels(seg);
   channels.ClearBuckets();
   h.channels_used = 0;
-  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
+  for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
       c.in_use = 0;
@@ -65,7 +65,7 @@ void Layer::Recover() {
     uint32_t tail = kNil, count = 0;
     while (*link != kNil) {
       uint32_t n = *link;
-      bool ok = n < seg.max_nodes() && !node_live[n];
+      bool ok = n < seg.node_records() && !node_live[n];
       uint32_t block = ok ? seg.node(n).block : kNil;
       ok = ok && seg.IsValidBlock(block);
       if (ok && refs[block] == 0) {
@@ -91,9 +91,10 @@ void Layer::Recover() {
   for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
   }
+  arena_->Rebuild();  // chunk accounting from the bitmap; reservations a crash left are punched
   h.free_node = kNil;
   h.free_nodes = 0;
-  for (uint32_t n = seg.max_nodes(); n-- > 0;) {
+  for (uint32_t n = seg.node_records(); n-- > 0;) {
     if (!node_live[n]) FreeNode(n);
   }
 
@@ -101,7 +102,7 @@ void Layer::Recover() {
   auto groups = Groups(seg);
   groups.ClearBuckets();
   h.groups_used = 0;
-  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
+  for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     Group& g = seg.group(gi);
     if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
       g.in_use = 0;
@@ -120,14 +121,14 @@ void Layer::Recover() {
   }
   for (uint32_t b = 0; b < seg.member_buckets(); ++b) seg.member_bucket(b) = kNil;
   h.members_used = 0;
-  for (uint32_t mi = 0; mi < seg.max_members(); ++mi) {
+  for (uint32_t mi = 0; mi < seg.member_records(); ++mi) {
     Member& m = seg.member(mi);
     if (m.in_use != 1) {
       m.in_use = 0;
       continue;
     }
-    bool ok = m.group < seg.max_groups() && seg.group(m.group).in_use == 1 &&
-              m.channel < seg.max_channels() && seg.channel(m.channel).in_use == 1 &&
+    bool ok = m.group < seg.group_records() && seg.group(m.group).in_use == 1 &&
+              m.channel < seg.channel_records() && seg.channel(m.channel).in_use == 1 &&
               FindMember(m.group, m.channel) == kNil;
     if (!ok) {
       m.in_use = 0;
@@ -145,13 +146,13 @@ void Layer::Recover() {
     ++h.members_used;
     ++seg.channel(m.channel).memberships;
   }
-  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
+  for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     if (seg.group(gi).in_use == 1 && seg.group(gi).first_member == kNil) {
       groups.Remove(gi, h.groups_used);
     }
   }
   ReclaimDeadSlots();
-  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) MaybeReleaseChannel(ci);
+  for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) MaybeReleaseChannel(ci);
   // Ready lists may name records that moved or vanished: everyone looks at everything once.
   MarkAllReady();
 }
@@ -176,15 +177,15 @@ std::vector<std::string> Layer::Verify() {
   auto problem = [&](std::string text) {
     if (problems.size() < 100) problems.push_back(std::move(text));
   };
-  std::vector<uint8_t> node_seen(seg.max_nodes(), 0);
+  std::vector<uint8_t> node_seen(seg.node_records(), 0);
   std::vector<uint32_t> refs(seg.page_count(), 0);
   std::vector<uint8_t> page_owned(seg.page_count(), 0);
-  std::vector<uint32_t> memberships(seg.max_channels(), 0);
+  std::vector<uint32_t> memberships(seg.channel_records(), 0);
   auto channels = Channels(seg);
   auto groups = Groups(seg);
 
   uint32_t channels_used = 0;
-  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
+  for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use == 0) continue;
     std::string label = "channel #" + std::to_string(ci);
@@ -197,7 +198,7 @@ std::vector<std::string> Layer::Verify() {
     if (channels.Find(name) != ci) problem(label + " is not reachable through its hash bucket");
     uint32_t n = c.head, last = kNil, count = 0;
     while (n != kNil) {
-      if (n >= seg.max_nodes() || node_seen[n]) {
+      if (n >= seg.node_records() || node_seen[n]) {
         problem(label + " queue has a bad or shared node " + std::to_string(n));
         break;
       }
@@ -237,10 +238,15 @@ std::vector<std::string> Layer::Verify() {
     }
   }
   if (used_pages != h.used_pages) problem("used_pages disagrees with the bitmap");
+  {
+    std::vector<std::string> arena_problems;
+    arena_->Check(arena_problems);
+    for (std::string& p : arena_problems) problem(std::move(p));
+  }
 
   uint32_t free_count = 0;
   for (uint32_t n = h.free_node; n != kNil; n = seg.node(n).next) {
-    if (n >= seg.max_nodes() || node_seen[n]) {
+    if (n >= seg.node_records() || node_seen[n]) {
       problem("node free list has a bad, queued or repeated node " + std::to_string(n));
       break;
     }
@@ -248,7 +254,7 @@ std::vector<std::string> Layer::Verify() {
     ++free_count;
   }
   if (free_count != h.free_nodes) problem("free_nodes disagrees with the free list");
-  for (uint32_t n = 0; n < seg.max_nodes(); ++n) {
+  for (uint32_t n = 0; n < seg.node_records(); ++n) {
     if (!node_seen[n]) {
       problem("node " + std::to_string(n) + " is neither queued nor free (leaked)");
       break;
@@ -256,7 +262,7 @@ std::vector<std::string> Layer::Verify() {
   }
 
   uint32_t groups_used = 0, members_used = 0;
-  for (uint32_t gi = 0; gi < seg.max_groups(); ++gi) {
+  for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     Group& g = seg.group(gi);
     if (g.in_use == 0) continue;
     std::string label = "group #" + std::to_string(gi);
@@ -270,14 +276,14 @@ std::vector<std::string> Layer::Verify() {
     }
     uint32_t count = 0, prev = kNil;
     for (uint32_t m = g.first_member; m != kNil; m = seg.member(m).next_in_group) {
-      if (m >= seg.max_members() || count > seg.max_members()) {
+      if (m >= seg.member_records() || count > seg.member_records()) {
         problem(label + " member list is broken");
         break;
       }
       Member& mem = seg.member(m);
       if (mem.in_use != 1 || mem.group != gi) problem(label + " lists a foreign member");
       if (mem.prev_in_group != prev) problem(label + " member back-link is wrong");
-      if (mem.channel < seg.max_channels()) ++memberships[mem.channel];
+      if (mem.channel < seg.channel_records()) ++memberships[mem.channel];
       if (FindMember(gi, mem.channel) != m) problem(label + " member missing from member hash");
       prev = m;
       ++count;
@@ -288,7 +294,7 @@ std::vector<std::string> Layer::Verify() {
   }
   if (groups_used != h.groups_used) problem("groups_used disagrees with the table");
   if (members_used != h.members_used) problem("members_used disagrees with group lists");
-  for (uint32_t ci = 0; ci < seg.max_channels(); ++ci) {
+  for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use == 1 && c.memberships != memberships[ci]) {
       problem("channel #" + std::to_string(ci) + " membership count is wrong");

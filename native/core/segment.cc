@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -55,34 +56,56 @@ class InitLockGuard {
 };
 
 // Layout of the regions for given table sizes; returns false on overflow or if they do not fit.
+// [0, fixed_bytes): header, slots, hash buckets, page bitmap and chunk table, reserved at
+// creation. Then the record tables and the arena, each on a kRegionAlign boundary, reserved in
+// steps as they are used.
 bool PlanRegions(Header& h, uint64_t size) {
   uint64_t off = kHeaderBytes;
-  auto take = [&](uint64_t& field, uint64_t bytes) {
-    off = AlignUp(off, 64);
+  auto take = [&](uint64_t& field, uint64_t bytes, uint64_t align) {
+    off = AlignUp(off, align);
     field = off;
     off += bytes;
   };
   if (h.max_channels == 0 || h.max_groups == 0 || h.max_members == 0 || h.max_nodes == 0) return false;
   if (h.max_channels >= kNil || h.max_groups >= kNil || h.max_members >= kNil || h.max_nodes >= kNil)
     return false;
-  take(h.slots_offset, uint64_t{kMaxSlots} * sizeof(Slot));
-  take(h.channels_offset, uint64_t{h.max_channels} * sizeof(Channel));
-  take(h.channel_buckets_offset, uint64_t{h.channel_buckets} * 4);
-  take(h.groups_offset, uint64_t{h.max_groups} * sizeof(Group));
-  take(h.group_buckets_offset, uint64_t{h.group_buckets} * 4);
-  take(h.members_offset, uint64_t{h.max_members} * sizeof(Member));
-  take(h.member_buckets_offset, uint64_t{h.member_buckets} * 4);
-  take(h.nodes_offset, uint64_t{h.max_nodes} * sizeof(Node));
-  off = AlignUp(off, 64);
-  if (off >= size) return false;
-  // Each page costs kPageSize bytes plus one bitmap bit; pages come in whole bitmap words.
-  uint64_t pages = (size - off - 128) * 8 / (8 * kPageSize + 1);
+  take(h.slots_offset, uint64_t{kMaxSlots} * sizeof(Slot), 64);
+  take(h.channel_buckets_offset, uint64_t{h.channel_buckets} * 4, 64);
+  take(h.group_buckets_offset, uint64_t{h.group_buckets} * 4, 64);
+  take(h.member_buckets_offset, uint64_t{h.member_buckets} * 4, 64);
+  const uint64_t before_bitmap = off;
+  const uint64_t tables = AlignUp(uint64_t{h.max_channels} * sizeof(Channel), kRegionAlign) +
+                          AlignUp(uint64_t{h.max_groups} * sizeof(Group), kRegionAlign) +
+                          AlignUp(uint64_t{h.max_members} * sizeof(Member), kRegionAlign) +
+                          AlignUp(uint64_t{h.max_nodes} * sizeof(Node), kRegionAlign);
+  const uint64_t slack = 3 * kRegionAlign + 256;  // alignment padding around the regions
+  if (before_bitmap + tables + slack >= size) return false;
+  // Each page costs kPageSize bytes, one bitmap bit and its share of a chunk record.
+  uint64_t pages = (size - before_bitmap - tables - slack) * kChunkPages /
+                   (uint64_t{kChunkPages} * kPageSize + kChunkPages / 8 + sizeof(ArenaChunk));
   pages = pages / 64 * 64;
-  if (pages < 64 || pages >= kNil) return false;
-  h.page_count = static_cast<uint32_t>(pages);
-  take(h.page_bitmap_offset, pages / 8);
-  take(h.arena_offset, pages * kPageSize);
-  return off <= size;
+  for (;; pages -= 64) {
+    if (pages < 64 || pages >= kNil) return false;
+    off = before_bitmap;
+    h.page_count = static_cast<uint32_t>(pages);
+    h.chunk_count = static_cast<uint32_t>((pages + kChunkPages - 1) / kChunkPages);
+    take(h.page_bitmap_offset, pages / 8, 64);
+    take(h.chunks_offset, uint64_t{h.chunk_count} * sizeof(ArenaChunk), 64);
+    off = AlignUp(off, kRegionAlign);
+    h.fixed_bytes = off;
+    take(h.channels_offset, uint64_t{h.max_channels} * sizeof(Channel), kRegionAlign);
+    take(h.groups_offset, uint64_t{h.max_groups} * sizeof(Group), kRegionAlign);
+    take(h.members_offset, uint64_t{h.max_members} * sizeof(Member), kRegionAlign);
+    take(h.nodes_offset, uint64_t{h.max_nodes} * sizeof(Node), kRegionAlign);
+    take(h.arena_offset, pages * kPageSize, kRegionAlign);
+    if (off <= size) return true;
+  }
+}
+
+std::string Mib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
 }
 
 }  // namespace
@@ -216,28 +239,21 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
                 "maxMessageSize " + std::to_string(config.max_message_size) +
                     " does not fit the message arena of " + std::to_string(arena_bytes) + " bytes");
   }
-  // Refuse up front what cannot fit: on a tmpfs as large as RAM, posix_fallocate would eat memory
-  // until the OOM killer steps in long before it reports ENOSPC.
-  struct statvfs fs;
-  if (fstatvfs(fd_, &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < config.size) {
-    throw Error(ErrorCode::kNoSpace,
-                "not enough space in /dev/shm for segment " + object_name_ + " of " +
-                    std::to_string(config.size) + " bytes (" +
-                    std::to_string(uint64_t{fs.f_bavail} * fs.f_frsize) + " bytes free)");
-  }
+  // The file is sparse: only [0, fixed_bytes) is reserved now, the tables and the arena as they
+  // are used. A full /dev/shm fails here or at the call that needs more, never with SIGBUS.
   if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
     ThrowSystemError("ftruncate(" + object_name_ + ")", errno);
   }
-  // Reserve every page now: a full /dev/shm must fail here with ENOSPC, not later with SIGBUS.
-  int err = posix_fallocate(fd_, 0, static_cast<off_t>(config.size));
+  int err = Reserve(0, plan.fixed_bytes);
   if (err != 0) {
     ftruncate(fd_, 0);
     if (err == ENOSPC) {
-      throw Error(ErrorCode::kNoSpace, "not enough space in /dev/shm for segment " + object_name_ +
-                                           " of " + std::to_string(config.size) +
-                                           " bytes (posix_fallocate: ENOSPC)");
+      throw Error(ErrorCode::kNoSpace,
+                  "cannot create layer '" + config.name + "': it needs " + Mib(plan.fixed_bytes) +
+                      " of /dev/shm to open (and grows as messages queue, up to its size of " +
+                      Mib(config.size) + "), but " + SpaceReport() + ". " + SpaceAdvice());
     }
-    ThrowSystemError("posix_fallocate(" + object_name_ + ")", err);
+    ThrowSystemError("fallocate(" + object_name_ + ")", err);
   }
   Map(config.size);
   std::memset(base_, 0, kHeaderBytes);
@@ -249,20 +265,13 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
   h.segment_size = config.size;
   h.max_message_size = config.max_message_size;
   ComputeRegions(h);
-  std::memset(static_cast<void*>(slots_), 0, sizeof(Slot) * kMaxSlots);
-  std::memset(channels_, 0, sizeof(Channel) * h.max_channels);
-  std::memset(groups_, 0, sizeof(Group) * h.max_groups);
-  std::memset(members_, 0, sizeof(Member) * h.max_members);
-  std::memset(bitmap_, 0, h.page_count / 8);
+  // The file was truncated to nothing first, so everything reads as zero already; the tables
+  // and the arena stay untouched (unreserved) until they are needed.
   for (uint32_t i = 0; i < h.channel_buckets; ++i) channel_buckets_[i] = kNil;
   for (uint32_t i = 0; i < h.group_buckets; ++i) group_buckets_[i] = kNil;
   for (uint32_t i = 0; i < h.member_buckets; ++i) member_buckets_[i] = kNil;
-  for (uint32_t i = 0; i < h.max_nodes; ++i) {
-    nodes_[i].next = i + 1 < h.max_nodes ? i + 1 : kNil;
-    nodes_[i].block = kNil;
-  }
-  h.free_node = 0;
-  h.free_nodes = h.max_nodes;
+  h.free_node = kNil;
+  h.free_nodes = 0;
   FAULT_POINT(9);  // the creator dies before the segment is ready
   h.state.store(kReady, std::memory_order_release);
 }
@@ -302,11 +311,18 @@ void Segment::ValidateLocked(const SegmentConfig& config) {
   if (!buckets_ok || !PlanRegions(check, size_) || check.page_count != h.page_count ||
       check.arena_offset != h.arena_offset || check.nodes_offset != h.nodes_offset ||
       check.channels_offset != h.channels_offset || check.members_offset != h.members_offset ||
+      check.groups_offset != h.groups_offset || check.chunks_offset != h.chunks_offset ||
+      check.chunk_count != h.chunk_count || check.fixed_bytes != h.fixed_bytes ||
+      check.page_bitmap_offset != h.page_bitmap_offset ||
       h.max_message_size == 0 ||
       uint64_t{h.max_message_size} + sizeof(BlockHeader) > uint64_t{h.page_count} * kPageSize) {
     throw Error(ErrorCode::kCorrupt, "segment " + object_name_ + " has an inconsistent header");
   }
   ComputeRegions(h);
+  AdoptRecords(Table::kChannels, h.channel_records);
+  AdoptRecords(Table::kGroups, h.group_records);
+  AdoptRecords(Table::kMembers, h.member_records);
+  AdoptRecords(Table::kNodes, h.node_records);
 }
 
 void Segment::ComputeRegions(const Header& h) {
@@ -328,7 +344,159 @@ void Segment::ComputeRegions(const Header& h) {
   member_buckets_ = reinterpret_cast<uint32_t*>(base_ + h.member_buckets_offset);
   nodes_ = reinterpret_cast<Node*>(base_ + h.nodes_offset);
   bitmap_ = reinterpret_cast<uint64_t*>(base_ + h.page_bitmap_offset);
+  chunks_ = reinterpret_cast<ArenaChunk*>(base_ + h.chunks_offset);
+  chunk_count_ = h.chunk_count;
+  arena_offset_ = h.arena_offset;
   arena_ = base_ + h.arena_offset;
+  channel_records_ = group_records_ = member_records_ = node_records_ = 0;
+}
+
+uint64_t Segment::RecordOffset(Table table, uint32_t index) const {
+  const Header& h = *header_;
+  switch (table) {
+    case Table::kChannels: return h.channels_offset + uint64_t{index} * sizeof(Channel);
+    case Table::kGroups: return h.groups_offset + uint64_t{index} * sizeof(Group);
+    case Table::kMembers: return h.members_offset + uint64_t{index} * sizeof(Member);
+    case Table::kNodes: return h.nodes_offset + uint64_t{index} * sizeof(Node);
+  }
+  return 0;
+}
+
+void Segment::AdoptRecords(Table table, uint32_t target) {
+  uint32_t* local = nullptr;
+  uint32_t limit = 0;
+  switch (table) {
+    case Table::kChannels: local = &channel_records_; limit = max_channels_; break;
+    case Table::kGroups: local = &group_records_; limit = max_groups_; break;
+    case Table::kMembers: local = &member_records_; limit = max_members_; break;
+    case Table::kNodes: local = &node_records_; limit = max_nodes_; break;
+  }
+  if (target > limit) target = limit;
+  if (target <= *local) return;
+  // Whoever published the count reserved these records first; reserving again costs nothing
+  // then, and protects us from a count that was forged without the reservation.
+  uint64_t from = RecordOffset(table, *local);
+  int err = Reserve(from, RecordOffset(table, target) - from);
+  if (err != 0) {
+    throw Error(ErrorCode::kNoSpace, "cannot back the records of " + object_name_ + ": " +
+                                         SpaceReport() + ". " + SpaceAdvice());
+  }
+  *local = target;
+}
+
+void Segment::SyncRecords() {
+  Header& h = *header_;
+  struct Field {
+    uint32_t& shared;
+    Table table;
+    uint32_t& local;
+  };
+  Field fields[] = {{h.channel_records, Table::kChannels, channel_records_},
+                    {h.group_records, Table::kGroups, group_records_},
+                    {h.member_records, Table::kMembers, member_records_},
+                    {h.node_records, Table::kNodes, node_records_}};
+  for (Field& f : fields) {
+    uint32_t published = f.shared;  // read once: the copy is what we check and use
+    AdoptRecords(f.table, published);
+    // Counts only grow; a smaller one was scribbled over: put back what we know exists.
+    if (published < f.local) f.shared = f.local;
+  }
+}
+
+uint32_t Segment::GrowTable(Table table) {
+  static const char* const kNames[] = {"channel", "group", "membership", "queue node"};
+  static const char* const kOptions[] = {"maxChannels", "maxGroups", "maxMembers", "maxNodes"};
+  Header& h = *header_;
+  uint32_t* shared = nullptr;
+  uint32_t current = 0, limit = 0;
+  size_t record = 0;
+  switch (table) {
+    case Table::kChannels: shared = &h.channel_records; current = channel_records_; limit = max_channels_; record = sizeof(Channel); break;
+    case Table::kGroups: shared = &h.group_records; current = group_records_; limit = max_groups_; record = sizeof(Group); break;
+    case Table::kMembers: shared = &h.member_records; current = member_records_; limit = max_members_; record = sizeof(Member); break;
+    case Table::kNodes: shared = &h.node_records; current = node_records_; limit = max_nodes_; record = sizeof(Node); break;
+  }
+  if (current >= limit) return kNil;
+  uint32_t step = static_cast<uint32_t>(kTableStepBytes / record);
+  uint32_t target = limit - current < step ? limit : current + step;
+  uint64_t from = RecordOffset(table, current);
+  uint64_t bytes = RecordOffset(table, target) - from;
+  int err = Reserve(from, bytes);
+  if (err != 0) {
+    int t = static_cast<int>(table);
+    if (err == ENOSPC) {
+      throw Error(ErrorCode::kNoSpace,
+                  std::string("no room in /dev/shm for more ") + kNames[t] + " records (" +
+                      std::to_string(current) + " in use of " + kOptions[t] + " " +
+                      std::to_string(limit) + ", the next " + Mib(bytes) + " could not be reserved): " +
+                      SpaceReport() + ". " + SpaceAdvice());
+    }
+    ThrowSystemError("fallocate(" + object_name_ + ")", err);
+  }
+  FAULT_POINT(11);  // table step reserved, not yet published
+  *shared = target;
+  switch (table) {
+    case Table::kChannels: channel_records_ = target; break;
+    case Table::kGroups: group_records_ = target; break;
+    case Table::kMembers: member_records_ = target; break;
+    case Table::kNodes: node_records_ = target; break;
+  }
+  return current;
+}
+
+int Segment::Reserve(uint64_t offset, uint64_t length) {
+  if (length == 0) return 0;
+  for (;;) {
+    if (fallocate(fd_, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) == 0) return 0;
+    if (errno == EINTR) continue;
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+      // Not tmpfs (an unusual /dev/shm): glibc's fallback writes every block, same guarantee.
+      return posix_fallocate(fd_, static_cast<off_t>(offset), static_cast<off_t>(length));
+    }
+    return errno;
+  }
+}
+
+void Segment::Release(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  // Best effort: a file system without hole punching keeps the pages, nothing breaks.
+  while (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                   static_cast<off_t>(length)) != 0 &&
+         errno == EINTR) {
+  }
+}
+
+uint64_t Segment::chunk_bytes(uint32_t chunk) const {
+  uint64_t first = uint64_t{chunk} * kChunkPages;
+  if (first >= page_count_) return 0;
+  uint64_t pages = page_count_ - first < kChunkPages ? page_count_ - first : kChunkPages;
+  return pages * kPageSize;
+}
+
+ArenaChunk& Segment::chunk(uint32_t i) const {
+  if (i >= chunk_count_) OutOfBounds("arena chunk", i, chunk_count_);
+  return chunks_[i];
+}
+
+uint64_t Segment::ShmBytes() const {
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+std::string Segment::SpaceReport() const {
+  struct statvfs fs;
+  if (fstatvfs(fd_, &fs) != 0) return "the free space of /dev/shm is unknown";
+  uint64_t total = uint64_t{fs.f_blocks} * fs.f_frsize;
+  uint64_t free = uint64_t{fs.f_bavail} * fs.f_frsize;
+  return "/dev/shm has " + Mib(free) + " free of " + Mib(total);
+}
+
+std::string Segment::SpaceAdvice() {
+  return "Make room (npx shm-channels list shows what each layer uses; npx shm-channels prune "
+         "removes layers no process uses), give the container more shared memory (docker run "
+         "--shm-size=256m; in compose, shm_size: 256m), or open the layer with a smaller `size` "
+         "option";
 }
 
 void Segment::Corrupt(const std::string& what) const {
@@ -346,7 +514,7 @@ Slot& Segment::slot(uint32_t i) const {
   return slots_[i];
 }
 Channel& Segment::channel(uint32_t i) const {
-  if (i >= max_channels_) OutOfBounds("channel", i, max_channels_);
+  if (i >= channel_records_) OutOfBounds("channel", i, channel_records_);
   return channels_[i];
 }
 uint32_t& Segment::channel_bucket(uint32_t i) const {
@@ -354,7 +522,7 @@ uint32_t& Segment::channel_bucket(uint32_t i) const {
   return channel_buckets_[i];
 }
 Group& Segment::group(uint32_t i) const {
-  if (i >= max_groups_) OutOfBounds("group", i, max_groups_);
+  if (i >= group_records_) OutOfBounds("group", i, group_records_);
   return groups_[i];
 }
 uint32_t& Segment::group_bucket(uint32_t i) const {
@@ -362,7 +530,7 @@ uint32_t& Segment::group_bucket(uint32_t i) const {
   return group_buckets_[i];
 }
 Member& Segment::member(uint32_t i) const {
-  if (i >= max_members_) OutOfBounds("member", i, max_members_);
+  if (i >= member_records_) OutOfBounds("member", i, member_records_);
   return members_[i];
 }
 uint32_t& Segment::member_bucket(uint32_t i) const {
@@ -370,7 +538,7 @@ uint32_t& Segment::member_bucket(uint32_t i) const {
   return member_buckets_[i];
 }
 Node& Segment::node(uint32_t i) const {
-  if (i >= max_nodes_) OutOfBounds("node", i, max_nodes_);
+  if (i >= node_records_) OutOfBounds("node", i, node_records_);
   return nodes_[i];
 }
 uint8_t* Segment::page(uint32_t i) const {
@@ -380,12 +548,17 @@ uint8_t* Segment::page(uint32_t i) const {
 bool Segment::IsValidBlock(uint32_t first_page) const {
   if (first_page >= page_count_) return false;
   const BlockHeader& b = *reinterpret_cast<const BlockHeader*>(arena_ + uint64_t{first_page} * kPageSize);
+  if (chunks_[first_page / kChunkPages].committed != 1) return false;  // never read unbacked pages
   return b.magic == kBlockMagic && b.pages != 0 && b.pages <= page_count_ - first_page &&
          uint64_t{b.length} + sizeof(BlockHeader) <= uint64_t{b.pages} * kPageSize &&
-         b.length <= max_message_size_;
+         b.length <= max_message_size_ &&
+         chunks_[(first_page + b.pages - 1) / kChunkPages].committed == 1;
 }
 
 BlockHeader& Segment::block(uint32_t first_page) const {
+  if (first_page < page_count_ && chunks_[first_page / kChunkPages].committed != 1) {
+    Corrupt("message block at page " + std::to_string(first_page) + " lies in unreserved memory");
+  }
   BlockHeader& b = *reinterpret_cast<BlockHeader*>(page(first_page));
   if (b.magic != kBlockMagic || b.pages == 0 || b.pages > page_count_ - first_page ||
       uint64_t{b.length} + sizeof(BlockHeader) > uint64_t{b.pages} * kPageSize) {

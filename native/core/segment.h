@@ -11,6 +11,7 @@ namespace shmch {
 
 struct SegmentConfig {
   std::string name;  // layer name; the OS object is /shmch.<uid>.<name>
+  // The most the segment may grow to; /dev/shm is used as messages and records need it.
   uint64_t size = 64ull << 20;
   uint32_t max_channels = 16384;
   uint32_t max_groups = 4096;
@@ -45,15 +46,42 @@ class Segment {
 
   // Table sizes as read and checked at attach. Code must use these, never the header's fields:
   // a process that scribbles on the header must not widen a loop or an allocation.
-  uint32_t max_channels() const { return max_channels_; }
+  // `*_records()`: records that exist now (every loop and bounds check stops there; the tables
+  // grow on demand up to `*_limit()`, the configured maximum).
+  uint32_t channel_records() const { return channel_records_; }
+  uint32_t channel_limit() const { return max_channels_; }
   uint32_t channel_buckets() const { return channel_buckets_count_; }
-  uint32_t max_groups() const { return max_groups_; }
+  uint32_t group_records() const { return group_records_; }
+  uint32_t group_limit() const { return max_groups_; }
   uint32_t group_buckets() const { return group_buckets_count_; }
-  uint32_t max_members() const { return max_members_; }
+  uint32_t member_records() const { return member_records_; }
+  uint32_t member_limit() const { return max_members_; }
   uint32_t member_buckets() const { return member_buckets_count_; }
-  uint32_t max_nodes() const { return max_nodes_; }
+  uint32_t node_records() const { return node_records_; }
+  uint32_t node_limit() const { return max_nodes_; }
   uint32_t page_count() const { return page_count_; }
+  uint32_t chunk_count() const { return chunk_count_; }
   uint32_t max_message_size() const { return max_message_size_; }
+
+  // Memory on demand. Under the segment lock: adopts table growth published by other processes
+  // (reserving it here too, so a forged count cannot make us touch unbacked pages).
+  void SyncRecords();
+  enum class Table { kChannels, kGroups, kMembers, kNodes };
+  // Adds the next step of records to a table: reserved in /dev/shm, then published. Returns the
+  // first new record, or kNil when the table is at its limit. Throws kNoSpace (with the numbers
+  // and the way out) when /dev/shm cannot hold the step.
+  uint32_t GrowTable(Table table);
+  // Reserves [offset, offset + length) of the file: 0 or an errno (ENOSPC when /dev/shm is full).
+  int Reserve(uint64_t offset, uint64_t length);
+  // Gives the pages of a range back to /dev/shm (reads as zeros after).
+  void Release(uint64_t offset, uint64_t length);
+  uint64_t chunk_offset(uint32_t chunk) const { return arena_offset_ + uint64_t{chunk} * kChunkBytes; }
+  uint64_t chunk_bytes(uint32_t chunk) const;
+  ArenaChunk& chunk(uint32_t index) const;
+  // Bytes of /dev/shm this segment occupies now (its allocated blocks).
+  uint64_t ShmBytes() const;
+  // "/dev/shm has N MiB free of M MiB" for error messages.
+  std::string SpaceReport() const;
 
   // Bounds-checked accessors: an index read from shared memory is never trusted.
   Slot& slot(uint32_t index) const;
@@ -67,6 +95,9 @@ class Segment {
   uint64_t* page_bitmap() const { return bitmap_; }
   uint8_t* page(uint32_t index) const;  // start of arena page `index`
   BlockHeader& block(uint32_t first_page) const;
+
+  // What a reader of an out-of-space error can do about it.
+  static std::string SpaceAdvice();
 
   // Liveness of a slot's owner, through the OFD lock it holds on its slot byte. PID reuse and PID
   // namespaces cannot fool it: the kernel drops the lock when the owner's descriptor closes.
@@ -94,6 +125,9 @@ class Segment {
   void ValidateLocked(const SegmentConfig& config);
   void Map(uint64_t size);
   void ComputeRegions(const Header& h);
+  // Raises this process's record counts to `target`, reserving what it adds (see SyncRecords).
+  void AdoptRecords(Table table, uint32_t target);
+  uint64_t RecordOffset(Table table, uint32_t index) const;
   [[noreturn]] void OutOfBounds(const char* what, uint32_t index, uint32_t limit) const;
 
   std::string object_name_;
@@ -116,6 +150,10 @@ class Segment {
   uint32_t max_channels_ = 0, channel_buckets_count_ = 0, max_groups_ = 0, group_buckets_count_ = 0;
   uint32_t max_members_ = 0, member_buckets_count_ = 0, max_nodes_ = 0, page_count_ = 0;
   uint32_t max_message_size_ = 0;
+  uint32_t channel_records_ = 0, group_records_ = 0, member_records_ = 0, node_records_ = 0;
+  uint32_t chunk_count_ = 0;
+  ArenaChunk* chunks_ = nullptr;
+  uint64_t arena_offset_ = 0;
   uint64_t dev_ = 0, ino_ = 0;
   mutable bool corruption_seen_ = false;
 };

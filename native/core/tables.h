@@ -124,10 +124,10 @@ struct GroupAccess {
 };
 
 inline NameTable<Channel, ChannelAccess> Channels(Segment& s) {
-  return {ChannelAccess{&s}, s.max_channels(), s.channel_buckets()};
+  return {ChannelAccess{&s}, s.channel_records(), s.channel_buckets()};
 }
 inline NameTable<Group, GroupAccess> Groups(Segment& s) {
-  return {GroupAccess{&s}, s.max_groups(), s.group_buckets()};
+  return {GroupAccess{&s}, s.group_records(), s.group_buckets()};
 }
 
 }  // namespace shmch
