@@ -1,11 +1,14 @@
 #!/usr/bin/env node
-// Operations tool: npx shm-channels list | stats <name> | inspect <name> | verify <name> | destroy <name>
-import { readdirSync } from 'node:fs';
+// Operations tool: npx shm-channels list | prune | stats <name> | inspect <name> | verify <name> | destroy <name>
+import { readdirSync, statSync } from 'node:fs';
+import { ShmError } from './errors.js';
 import { ShmChannelLayer } from './shm-layer.js';
 
 const USAGE = `usage: shm-channels <command> [name] [--json]
 
-  list              layers of this user in /dev/shm
+  list              layers of this user in /dev/shm: size, /dev/shm use, processes, queued
+  prune             remove every layer no process uses and no unexpired message waits in
+                    (and doorbells left without a layer); give back the others' empty memory
   stats <name>      processes attached, channels, groups, queued messages, arena use,
                     and the deliveries not made (full members, refused, expired, orphaned)
   inspect <name>    stats plus every channel with its depth and every group with its size
@@ -20,6 +23,92 @@ function bytes(n: number): string {
   return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
 }
 
+const SHM_DIR = '/dev/shm';
+
+interface LayerListing {
+  name: string;
+  /** The most the segment may grow to (its `size` option). */
+  sizeBytes: number;
+  /** Of /dev/shm the segment occupies now. */
+  shmBytes: number;
+  /** Live processes attached; the tool itself is not counted. */
+  processes: number;
+  /** Messages queued (unexpired and expired not yet dropped); null if the layer cannot be read. */
+  queued: number | null;
+  problem?: string;
+}
+
+/** Layer names of this user with a segment, and names that only have doorbells left. */
+function scan(): { layers: string[]; orphanDoorbells: string[] } {
+  const prefix = `shmch.${process.getuid?.() ?? 0}.`;
+  const files = readdirSync(SHM_DIR);
+  const layers = files.filter((f) => f.startsWith(prefix)).map((f) => f.slice(prefix.length));
+  const have = new Set(layers);
+  const orphans = new Set<string>();
+  for (const f of files) {
+    const match = f.startsWith(`sem.${prefix}`) && /^(.*)\.bell\d+$/.exec(f.slice(4 + prefix.length));
+    if (match && !have.has(match[1]!)) orphans.add(match[1]!);
+  }
+  return { layers: layers.sort(), orphanDoorbells: [...orphans].sort() };
+}
+
+function describeLayer(name: string): LayerListing {
+  const prefix = `shmch.${process.getuid?.() ?? 0}.`;
+  const st = statSync(`${SHM_DIR}/${prefix}${name}`);
+  const listing: LayerListing = {
+    name,
+    sizeBytes: st.size,
+    shmBytes: st.blocks * 512,
+    processes: Math.max(0, ShmChannelLayer.attachedProcesses(name)),
+    queued: null,
+  };
+  // Read without attaching: listing never takes a slot or the lock of a layer in use.
+  const queued = ShmChannelLayer.peekQueued(name);
+  if (queued >= 0) listing.queued = queued;
+  else listing.problem = 'not readable by this version of shm-channels';
+  return listing;
+}
+
+function list(): LayerListing[] {
+  return scan().layers.map(describeLayer);
+}
+
+interface PruneResult {
+  name: string;
+  removed: boolean;
+  why: string;
+}
+
+function prune(): PruneResult[] {
+  const { layers, orphanDoorbells } = scan();
+  const results: PruneResult[] = [];
+  for (const name of layers) {
+    try {
+      const removed = ShmChannelLayer.prune(name);
+      if (removed) {
+        results.push({ name, removed, why: 'no process attached and no unexpired message' });
+      } else {
+        const { processes, queued } = describeLayer(name);
+        results.push({ name, removed, why: `in use: ${processes} processes attached, ${queued ?? '?'} messages queued` });
+      }
+    } catch (error) {
+      const code = error instanceof ShmError ? error.code : '';
+      if (code === 'EVERSION' && ShmChannelLayer.attachedProcesses(name) === 0) {
+        // Made by another version of shm-channels that no process runs any more.
+        ShmChannelLayer.destroy(name);
+        results.push({ name, removed: true, why: 'another layout version, no process attached' });
+      } else if (code !== 'ENOTFOUND') {
+        results.push({ name, removed: false, why: (error as Error).message });
+      }
+    }
+  }
+  for (const name of orphanDoorbells) {
+    ShmChannelLayer.destroy(name);
+    results.push({ name, removed: true, why: 'doorbells without a layer' });
+  }
+  return results;
+}
+
 function main(argv: string[]): number {
   const json = argv.includes('--json');
   const [command, name] = argv.filter((a) => a !== '--json');
@@ -27,11 +116,25 @@ function main(argv: string[]): number {
     console.log(json ? JSON.stringify(value, null, 2) : text());
   };
   if (command === 'list') {
-    const prefix = `shmch.${process.getuid?.() ?? 0}.`;
-    const layers = readdirSync('/dev/shm')
-      .filter((f) => f.startsWith(prefix))
-      .map((f) => f.slice(prefix.length));
-    out(layers, () => (layers.length ? layers.join('\n') : '(no layers)'));
+    const layers = list();
+    out(layers, () => {
+      if (!layers.length) return '(no layers)';
+      const rows = [['layer', 'size', '/dev/shm', 'processes', 'queued']];
+      for (const l of layers) {
+        rows.push([l.name, bytes(l.sizeBytes), bytes(l.shmBytes), String(l.processes), l.queued === null ? `? (${l.problem})` : String(l.queued)]);
+      }
+      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+    });
+    return 0;
+  }
+  if (command === 'prune') {
+    const results = prune();
+    out(results, () =>
+      results.length
+        ? results.map((r) => `${r.removed ? 'removed' : 'kept'} ${r.name}: ${r.why}`).join('\n')
+        : '(no layers)',
+    );
     return 0;
   }
   if (!name || !['stats', 'inspect', 'verify', 'destroy'].includes(command ?? '')) {

@@ -95,6 +95,10 @@ export interface NativeBinding {
   NativeLayer: {
     new (options: NativeLayerOptions, onWake: () => void): NativeLayer;
     destroy(name: string): boolean;
+    /** Instances attached to the layer's segment (any layout version); -1: no such segment. */
+    attachedProcesses(name: string): number;
+    /** Messages queued, read without attaching; -1 if missing or of another layout version. */
+    peekQueued(name: string): number;
   };
   layoutVersion: number;
   lockOffset: number;

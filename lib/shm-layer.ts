@@ -216,6 +216,48 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
+  /**
+   * Removes layer `name` if no process is attached and no unexpired message waits in it (what
+   * `npx shm-channels prune` does for every layer); otherwise only gives back its empty memory.
+   * Returns whether it was removed. Throws ENOTFOUND for a layer that does not exist.
+   */
+  static prune(name: string): boolean {
+    let handle: NativeLayer;
+    try {
+      handle = new (native().NativeLayer)(
+        { name, create: false, capacity: 1, channelCapacity: [], expiryMs: 1000, groupExpiryMs: 1000 },
+        () => {},
+      );
+    } catch (error) {
+      throw translate(error);
+    }
+    try {
+      return handle.prune();
+    } catch (error) {
+      throw translate(error);
+    } finally {
+      handle.close();
+    }
+  }
+
+  /** Messages queued in layer `name`, read without attaching; -1 if missing or unreadable. */
+  static peekQueued(name: string): number {
+    try {
+      return native().NativeLayer.peekQueued(name);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  /** Processes attached to layer `name` (of any shm-channels version); -1 if it does not exist. */
+  static attachedProcesses(name: string): number {
+    try {
+      return native().NativeLayer.attachedProcesses(name);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
   async send(channel: string, message: MessageInput): Promise<void> {
     this.checkOpen();
     validateChannelName(channel);

@@ -83,6 +83,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::Close>("close"),
             InstanceAccessor<&NativeLayer::Slot>("slot"),
             StaticMethod<&NativeLayer::Destroy>("destroy"),
+            StaticMethod<&NativeLayer::AttachedProcesses>("attachedProcesses"),
+            StaticMethod<&NativeLayer::PeekQueued>("peekQueued"),
         });
   }
 
@@ -518,6 +520,22 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::string name = info[0].ToString().Utf8Value();
     bool removed = Guard(env, [&] { return shmch::Layer::Destroy(name); });
     return Napi::Boolean::New(env, removed);
+  }
+
+  // Live instances attached to a layer's segment, read from their liveness locks only: works
+  // for a segment of any layout version. -1 when there is no such segment.
+  static Napi::Value AttachedProcesses(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].ToString().Utf8Value();
+    int count = Guard(env, [&] { return shmch::Segment::AttachedInstances(name); });
+    return Napi::Number::New(env, count);
+  }
+
+  static Napi::Value PeekQueued(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].ToString().Utf8Value();
+    int64_t queued = Guard(env, [&] { return shmch::Segment::PeekQueued(name); });
+    return Napi::Number::New(env, static_cast<double>(queued));
   }
 
   std::unique_ptr<shmch::Layer> layer_;

@@ -21,7 +21,7 @@ class Arena {
  public:
   // Empty chunks a busy layer keeps reserved, so a steady flow of large messages does not
   // reserve and punch on every send.
-  static constexpr uint64_t kKeepEmptyBytes = 8u << 20;
+  static constexpr uint64_t kKeepEmptyBytes = 4u << 20;
 
   explicit Arena(Segment& segment) : seg_(segment) {}
 

@@ -7,6 +7,9 @@
 //   3 receive: copied out, nothing popped      8 arena: pages marked, header not updated
 //   4 group add: member published, unlinked    9 segment init: sized, not yet ready
 //   5 group discard: half unlinked            10 new channel/group record: published, not hashed
+//  11 table growth: step reserved, count not published
+//  12 arena: chunks reserved in /dev/shm, not marked committed
+//  13 arena: chunk unmarked, hole not yet punched
 //  20 any operation: lock released, doorbells not rung yet (a sender dying between publish and ring)
 #pragma once
 

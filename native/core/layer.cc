@@ -411,7 +411,7 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
                 "the segment's message arena has no room for " + std::to_string(length) +
                     " bytes (" + std::to_string(uint64_t{segment_->header().used_pages} * kPageSize) +
                     " of " + std::to_string(uint64_t{segment_->page_count()} * kPageSize) +
-                    " bytes in use)");
+                    " bytes in use): receive what is queued, or create the layer with a larger `size`");
   }
   segment_->block(block).checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
   return block;

@@ -128,6 +128,52 @@ void Segment::ValidateLayerName(const std::string& name) {
   }
 }
 
+int Segment::AttachedInstances(const std::string& layer_name) {
+  ValidateLayerName(layer_name);
+  std::string object = ObjectName(layer_name);
+  int fd = shm_open(object.c_str(), O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    if (errno == ENOENT) return -1;
+    ThrowSystemError("shm_open(" + object + ")", errno);
+  }
+  int count = 0;
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    struct flock fl;
+    std::memset(&fl, 0, sizeof fl);
+    fl.l_type = F_RDLCK;  // a read-only descriptor may test for any conflicting lock this way
+    fl.l_whence = SEEK_SET;
+    fl.l_start = kSlotLockBase + i;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) ++count;
+  }
+  close(fd);
+  return count;
+}
+
+int64_t Segment::PeekQueued(const std::string& layer_name) {
+  ValidateLayerName(layer_name);
+  std::string object = ObjectName(layer_name);
+  int fd = shm_open(object.c_str(), O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct stat st;
+  int64_t queued = -1;
+  if (fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(kHeaderBytes)) {
+    void* p = mmap(nullptr, kHeaderBytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+      const Header& h = *static_cast<const Header*>(p);
+      if (h.magic == kMagic && h.layout_version == kLayoutVersion && h.abi_tag == kAbiTag &&
+          h.state.load(std::memory_order_acquire) == kReady) {
+        uint32_t records = h.node_records < h.max_nodes ? h.node_records : h.max_nodes;
+        uint32_t free_nodes = h.free_nodes < records ? h.free_nodes : records;
+        queued = records - free_nodes;
+      }
+      munmap(p, kHeaderBytes);
+    }
+  }
+  close(fd);
+  return queued;
+}
+
 bool Segment::Unlink(const std::string& layer_name) {
   ValidateLayerName(layer_name);
   return shm_unlink(ObjectName(layer_name).c_str()) == 0;

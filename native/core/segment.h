@@ -34,6 +34,12 @@ class Segment {
 
   static std::string ObjectName(const std::string& layer_name);
   static void ValidateLayerName(const std::string& layer_name);
+  // Instances attached to the layer's segment (slot liveness locks held), whatever its layout
+  // version; -1 when the segment does not exist.
+  static int AttachedInstances(const std::string& layer_name);
+  // Messages queued in the layer, read from its header without attaching or locking (for
+  // listings: a snapshot); -1 if the segment is missing, not ready or of another layout.
+  static int64_t PeekQueued(const std::string& layer_name);
   // Removes the segment name; processes still attached keep their mapping.
   static bool Unlink(const std::string& layer_name);
 
