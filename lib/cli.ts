@@ -45,8 +45,10 @@ function scan(): { layers: string[]; orphanDoorbells: string[] } {
   const layers = files.filter((f) => f.startsWith(prefix)).map((f) => f.slice(prefix.length));
   const have = new Set(layers);
   const orphans = new Set<string>();
+  // Doorbells are FIFOs named shmch-bell.<uid>.<layer>.<slot>.
+  const bellPrefix = `shmch-bell.${process.getuid?.() ?? 0}.`;
   for (const f of files) {
-    const match = f.startsWith(`sem.${prefix}`) && /^(.*)\.bell\d+$/.exec(f.slice(4 + prefix.length));
+    const match = f.startsWith(bellPrefix) && /^(.*)\.\d+$/.exec(f.slice(bellPrefix.length));
     if (match && !have.has(match[1]!)) orphans.add(match[1]!);
   }
   return { layers: layers.sort(), orphanDoorbells: [...orphans].sort() };

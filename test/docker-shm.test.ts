@@ -102,9 +102,9 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
       const afterMessage = used();
       await sleep(4500); // two housekeeping rounds with nothing sent: the layer is idle
       const idleAfterUse = used();
-      const perLayerOpen = files().filter((f) => !f.startsWith('sem.')).map(fileUse);
+      const perLayerOpen = files().filter((f) => f.startsWith('shmch.')).map(fileUse);
       for (const l of layers) await l.close();
-      const perLayerClosed = files().filter((f) => !f.startsWith('sem.')).map(fileUse);
+      const perLayerClosed = files().filter((f) => f.startsWith('shmch.')).map(fileUse);
       report({ idleAtOpen, afterMessage, idleAfterUse, perLayerOpen, perLayerClosed, intact, total: statfsSync('/dev/shm').blocks * statfsSync('/dev/shm').bsize });
     `);
     expectClean(run);

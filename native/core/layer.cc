@@ -753,7 +753,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     uint32_t n = me.ready_count < kReadyEntries ? me.ready_count : kReadyEntries;
     for (uint32_t i = 0; i < n; ++i) {
       uint32_t index = me.ready[i];
-      if (index >= segment_->max_channels()) continue;
+      if (index >= segment_->channel_records()) continue;
       Channel& c = segment_->channel(index);
       if (c.in_use != 1 || !(c.waiters[slot_ / 64] & my_bit)) continue;
       bool found = false;
