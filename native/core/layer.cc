@@ -988,10 +988,10 @@ uint64_t Layer::slot_offset() const {
 SegmentConfig Layer::Config() const {
   SegmentConfig c = options_.segment;
   c.size = segment_->size();
-  c.max_channels = segment_->max_channels();
-  c.max_groups = segment_->max_groups();
-  c.max_members = segment_->max_members();
-  c.max_nodes = segment_->max_nodes();
+  c.max_channels = segment_->channel_limit();
+  c.max_groups = segment_->group_limit();
+  c.max_members = segment_->member_limit();
+  c.max_nodes = segment_->node_limit();
   c.max_message_size = segment_->max_message_size();
   return c;
 }
