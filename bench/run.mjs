@@ -10,7 +10,7 @@
 // prefix (FLUSHALL after). Repetitions are interleaved (rep 1 of every backend, then rep 2, ...)
 // so slow drift of the machine spreads over all backends. Results: the terminal table,
 // bench/results.json (every raw sample + medians) and bench/results.svg.
-import { execFileSync, fork } from 'node:child_process';
+import { execFileSync, fork, spawnSync } from 'node:child_process';
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -48,13 +48,18 @@ const backends = args.backends ? args.backends.split(',').map((s) => s.trim().to
 for (const b of backends) if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b} (use ${BACKENDS.join(',')})`);
 const only = args.only ? new Set(args.only.split(',').map((s) => s.trim().toUpperCase())) : undefined;
 const workloads = WORKLOADS.filter((w) => !only || only.has(w.id) || only.has(w.part?.toUpperCase()));
-if (workloads.length === 0) throw new Error(`--only ${args.only} selects no workload`);
+if (workloads.length === 0 && !only?.has('SIO')) throw new Error(`--only ${args.only} selects no workload`);
 const outPrefix = args.out ?? fileURLToPath(new URL('./results', import.meta.url));
 
 const hostScript = fileURLToPath(new URL('./host.mjs', import.meta.url));
 const started = new Date();
 const t0 = Date.now();
 const log = (text) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
+if (workloads.length === 0) {
+  // --only SIO: just the Socket.IO workload; the other results files are left as they are.
+  runSocketIoWorkload();
+  process.exit();
+}
 
 // --- cleanup, even on errors and ^C ---
 // Only through ChildProcess objects (never a bare pid that may have been reused since): each host
@@ -226,4 +231,18 @@ log(`wrote ${outPrefix}.json and ${outPrefix}.svg`);
 if (results.errors.length) {
   log(`${results.errors.length} measurement(s) failed (listed in results.json "errors")`);
   process.exitCode = 1;
+}
+
+// The Socket.IO workload (issue 12) has processes of its own (servers, a client load process):
+// bench/socketio/run.mjs, after everything else unless --only leaves it out (--only SIO picks it).
+if (!only || only.has('SIO')) runSocketIoWorkload();
+
+function runSocketIoWorkload() {
+  log('Socket.IO workload (bench/socketio/run.mjs)');
+  const sio = spawnSync(
+    process.execPath,
+    [fileURLToPath(new URL('./socketio/run.mjs', import.meta.url)), ...(quick ? ['--quick'] : []), '--reps', String(reps), '--json', `${outPrefix}-socketio.json`],
+    { stdio: 'inherit' },
+  );
+  if (sio.status !== 0) process.exitCode = 1;
 }

@@ -522,7 +522,7 @@ export class LayerAdapter extends Adapter {
    * (socket ids get no group, so a connection costs no group record): it goes to every server.
    */
   private async targets(rooms: Set<Room>): Promise<Set<string>> {
-    await this.ready;
+    if (!this.uid) await this.ready;
     let targets = new Set<string>();
     for (const room of rooms) {
       if (this.sids.has(room)) continue;
@@ -540,7 +540,7 @@ export class LayerAdapter extends Adapter {
 
   /** The namespace's servers, this one included, as the layer sees them now. */
   private async liveServers(): Promise<Set<string>> {
-    await this.ready;
+    if (!this.uid) await this.ready;
     const servers = new Set(await this.layer.groupMembers(this.names.servers));
     if (!this.closed) servers.add(this.uid);
     return servers;

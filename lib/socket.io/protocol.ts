@@ -71,6 +71,8 @@ export function nameKey(name: string): string {
   return createHash('sha256').update(name).digest('base64url').slice(0, 22);
 }
 
+const ROOM_NAME_CACHE = 10_000;
+
 /** The layer group names of one namespace. */
 export class GroupNames {
   readonly servers: string;
@@ -82,7 +84,16 @@ export class GroupNames {
     this.roomPrefix = `${base}.room.`;
   }
 
+  /** Group names of recent rooms: a broadcast needs its rooms' names, hashing each is not free. */
+  private readonly roomNames = new Map<string, string>();
+
   room(room: string): string {
-    return this.roomPrefix + nameKey(room);
+    let name = this.roomNames.get(room);
+    if (name === undefined) {
+      name = this.roomPrefix + nameKey(room);
+      if (this.roomNames.size >= ROOM_NAME_CACHE) this.roomNames.clear();
+      this.roomNames.set(room, name);
+    }
+    return name;
   }
 }
