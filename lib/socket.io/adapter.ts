@@ -136,6 +136,15 @@ export class LayerAdapter extends Adapter {
     return { ...this.counters, waiting: this.outbox.waiting(), retries: this.outbox.retries };
   }
 
+  /**
+   * Resolves once everything this adapter published so far is in the layer (in the other
+   * servers' channels): before a graceful exit, or to know a broadcast has left.
+   */
+  async sent(): Promise<void> {
+    await this.publishing;
+    await this.outbox.idle();
+  }
+
   override async serverCount(): Promise<number> {
     return (await this.liveServers()).size;
   }

@@ -24,6 +24,7 @@ export class Outbox {
   private closed = false;
   /** Sends that found their destination full and were retried. */
   retries = 0;
+  private idleWaiters: Array<() => void> = [];
 
   /**
    * @param onError a send failed for another reason than a full channel; that batch is dropped
@@ -57,6 +58,12 @@ export class Outbox {
     return total;
   }
 
+  /** Resolves once every queue is empty (everything queued so far was handed to the layer). */
+  idle(): Promise<void> {
+    if (this.queues.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
   /** Drops what waits for a destination that is gone. */
   forget(destination: string): void {
     const queue = this.queues.get(destination);
@@ -64,11 +71,20 @@ export class Outbox {
     clearTimeout(queue.timer);
     queue.entries.length = 0;
     this.queues.delete(destination);
+    this.maybeIdle();
+  }
+
+  private maybeIdle(): void {
+    if (this.queues.size > 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 
   close(): void {
     this.closed = true;
     for (const destination of [...this.queues.keys()]) this.forget(destination);
+    this.maybeIdle();
   }
 
   private async pump(destination: string, queue: Queue): Promise<void> {
@@ -109,6 +125,7 @@ export class Outbox {
     } finally {
       queue.sending = false;
       if (this.queues.get(destination) === queue && queue.entries.length === 0) this.queues.delete(destination);
+      this.maybeIdle();
     }
   }
 }

@@ -98,6 +98,9 @@ const ops = {
       const payload = args.count ? [...args.args, i] : args.args;
       target(args.nsp, args).emit(args.event, ...payload);
     }
+    // Returns once the broadcasts are in the other servers' channels: later steps of a test
+    // (e.g. another server's request) are then ordered after them.
+    await io.of(args.nsp ?? '/').adapter.sent();
   },
   async emitBinary(args) {
     const bytes = Buffer.from(args.bytes, 'base64');
