@@ -54,6 +54,8 @@ describe('packed tarball', () => {
   it('contains the prebuilt addon, compiled JS with types, and the native sources', () => {
     const files = (globalThis as Record<string, unknown>).__packedFiles as string[];
     expect(files).toContain('prebuilds/linux-x64/shm-channels.node');
+    expect(files).toContain('prebuilds/linux-arm64/shm-channels.node');
+    expect(files).toContain('scripts/install.cjs');
     expect(files).toContain('dist/cjs/index.js');
     expect(files).toContain('dist/cjs/index.d.ts');
     expect(files).toContain('dist/esm/index.mjs');
@@ -184,4 +186,65 @@ void new InMemoryChannelLayer().send('x', 'not an object');
     });
     expect(out.trim()).toBe('true');
   });
+
+  // The linux-arm64 prebuild (Graviton, Ampere) is cross-compiled with Debian's
+  // g++-aarch64-linux-gnu; here Debian's own arm64 Node.js runs it under qemu-user.
+  it('loads the linux-arm64 prebuild under qemu-user with an arm64 Node and round-trips a message', () => {
+    const arm64 = armNode();
+    if (!arm64) return;
+    const name = `pack-arm64-${process.pid}`;
+    const script = `
+      const gyp = require('node-gyp-build');
+      const path = require('path');
+      const loaded = gyp.resolve(path.dirname(require.resolve('shm-channels/package.json')));
+      const { ShmChannelLayer } = require('shm-channels');
+      const layer = new ShmChannelLayer({ name: '${name}', size: 8 << 20 });
+      (async () => {
+        await layer.send('probe', { type: 'probe', from: process.arch, blob: Buffer.alloc(100000, 5) });
+        const msg = await layer.receive('probe');
+        await layer.close();
+        ShmChannelLayer.destroy('${name}');
+        console.log(JSON.stringify({ loaded, arch: process.arch, node: process.version, from: msg.from, blob: msg.blob.length }));
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const out = execFileSync(arm64.qemu, ['-L', arm64.root, join(arm64.root, 'usr', 'bin', 'node'), '-e', script], {
+      cwd: installDir,
+      env: bareEnv,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    const result = JSON.parse(out.trim().split('\n').pop()!) as { loaded: string; arch: string; node: string; from: string; blob: number };
+    expect(result.arch).toBe('arm64');
+    expect(result.loaded).toContain(join('prebuilds', 'linux-arm64'));
+    expect(result.from).toBe('arm64');
+    expect(result.blob).toBe(100000);
+  }, 180_000);
+
+  // Where no prebuild fits (Alpine's musl, another architecture) and nothing can compile one, the
+  // install script says exactly what to install.
+  it('the install script names what to install when no prebuild fits and compiling fails', () => {
+    const pkg = join(installDir, 'node_modules', 'shm-channels');
+    const hidden = join(work, 'prebuilds-hidden');
+    cpSync(join(pkg, 'prebuilds'), hidden, { recursive: true });
+    rmSync(join(pkg, 'prebuilds'), { recursive: true, force: true });
+    try {
+      const result = spawnSync(process.execPath, [join(pkg, 'scripts', 'install.cjs')], { cwd: pkg, env: bareEnv, encoding: 'utf8' });
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toContain('no prebuilt addon fits linux-x64');
+      expect(result.stderr).toContain('apk add --no-cache python3 make g++ linux-headers');
+      expect(result.stderr).toContain('apt-get install python3 make g++');
+    } finally {
+      cpSync(hidden, join(pkg, 'prebuilds'), { recursive: true });
+    }
+  });
 });
+
+/** qemu-aarch64 and Debian's arm64 Node (scripts/arm64-node.sh unpacks it; .ci/run does). */
+function armNode(): { qemu: string; root: string } | null {
+  const sysroot = process.env.SHMCH_ARM64_NODE_ROOT ?? join(root, 'node_modules', '.cache', 'arm64-node');
+  const qemu = spawnSync('/bin/sh', ['-c', 'command -v qemu-aarch64'], { encoding: 'utf8' }).stdout.trim();
+  if (qemu && existsSync(join(sysroot, 'usr', 'bin', 'node'))) return { qemu, root: sysroot };
+  const why = `needs qemu-aarch64 (apt-get install qemu-user) and an arm64 Node in ${sysroot} (scripts/arm64-node.sh)`;
+  if (process.env.CI) throw new Error(`the arm64 prebuild test cannot run: ${why}`);
+  console.warn(`\n*** SKIPPING the arm64 prebuild test: ${why} ***\n`);
+  return null;
+}
