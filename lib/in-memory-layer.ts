@@ -14,6 +14,7 @@ import { defaultSerializer } from './serializer.js';
 import type {
   ChannelLayer,
   ChannelLayerOptions,
+  DeliveryStats,
   Message,
   MessageInput,
   ReceiveAnyOptions,
@@ -46,6 +47,12 @@ export class InMemoryChannelLayer implements ChannelLayer {
   private alive: NodeJS.Timeout | undefined;
   private closed = false;
   private enqueued = 0;
+  private readonly counts: DeliveryStats = {
+    deliveriesSkippedFull: 0,
+    sendsRefusedFull: 0,
+    messagesExpired: 0,
+    messagesOrphaned: 0,
+  };
 
   constructor(options: ChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -186,6 +193,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
     validateChannelName(channel);
     checkReleasable(channel, this.clientPrefix);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    this.counts.messagesOrphaned += this.queues.get(channel)?.length ?? 0;
     this.queues.delete(channel);
     for (const [group, members] of this.groups) {
       if (members.delete(channel) && members.size === 0) this.groups.delete(group);
@@ -212,7 +220,11 @@ export class InMemoryChannelLayer implements ChannelLayer {
     if (queue) this.dropExpired(channel, queue);
     queue = this.queues.get(channel);
     if ((queue?.length ?? 0) >= this.capacities.capacityOf(channel)) {
-      if (throwWhenFull) throw new ChannelFull(`channel ${channel} is full`);
+      if (throwWhenFull) {
+        this.counts.sendsRefusedFull++;
+        throw new ChannelFull(`channel ${channel} is full`);
+      }
+      this.counts.deliveriesSkippedFull++;
       return false;
     }
     if (!queue && this.pending.waits(channel)) {
@@ -239,7 +251,15 @@ export class InMemoryChannelLayer implements ChannelLayer {
     let drop = 0;
     while (drop < queue.length && queue[drop]!.expiresAt <= now) drop++;
     if (drop) queue.splice(0, drop);
+    this.counts.messagesExpired += drop;
     if (queue.length === 0) this.queues.delete(channel);
+  }
+
+  /** Deliveries not made by this layer, and what it holds now. */
+  stats(): DeliveryStats & { channels: number; groups: number; queued: number } {
+    let queued = 0;
+    for (const queue of this.queues.values()) queued += queue.length;
+    return { ...this.counts, channels: this.queues.size, groups: this.groups.size, queued };
   }
 
   private keepAlive(on: boolean): void {

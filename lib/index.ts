@@ -10,6 +10,7 @@ export { MAX_NAME_LENGTH } from './names.js';
 export type {
   ChannelLayer,
   ChannelLayerOptions,
+  DeliveryStats,
   Message,
   MessageInput,
   ReceiveAnyOptions,

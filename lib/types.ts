@@ -56,6 +56,21 @@ export interface Serializer {
   deserialize(bytes: Uint8Array): Message;
 }
 
+/**
+ * Deliveries a layer did not make, by reason. ShmChannelLayer counts for the whole segment (every
+ * process); InMemoryChannelLayer and RedisChannelLayer count what this instance saw.
+ */
+export interface DeliveryStats {
+  /** groupSend deliveries skipped because the member channel (or the shm segment) was full. */
+  deliveriesSkippedFull: number;
+  /** Sends refused with ChannelFull (the sender got the error). */
+  sendsRefusedFull: number;
+  /** Messages dropped undelivered after `expiry` (Redis: those this instance's receivers met). */
+  messagesExpired: number;
+  /** Messages for '!' channels that were released, or whose process is gone (shm). */
+  messagesOrphaned: number;
+}
+
 /** The channel-layer interface, as in the ASGI channel-layer spec and Django Channels. */
 export interface ChannelLayer {
   readonly extensions: readonly string[];
@@ -90,4 +105,6 @@ export interface ChannelLayer {
   releaseChannel(channel: string): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /** Counts of deliveries not made (see DeliveryStats); backends add their own fields. */
+  stats(): DeliveryStats;
 }

@@ -569,6 +569,20 @@ export function describeConformance(
         await layer.releaseChannel(next); // twice is harmless
       });
 
+      it('stats() counts members skipped as full and sends refused as full', async () => {
+        const layer = await open({ capacity: 1 });
+        const before = layer.stats();
+        await layer.groupAdd('conf-counted', 'conf.counted-a');
+        await layer.groupAdd('conf-counted', 'conf.counted-b');
+        await layer.send('conf.counted-a', { type: 'fills' });
+        expect(await layer.groupSend('conf-counted', { type: 'one' })).toBe(1);
+        expect(await layer.groupSend('conf-counted', { type: 'two' })).toBe(0);
+        expect(await rejection(() => layer.send('conf.counted-b', { type: 'x' }), 'send to a full channel')).toBeInstanceOf(ChannelFull);
+        const after = layer.stats();
+        expect(after.deliveriesSkippedFull - before.deliveriesSkippedFull).toBe(3);
+        expect(after.sendsRefusedFull - before.sendsRefusedFull).toBe(1);
+      });
+
       it("releaseChannel rejects a channel that is not this instance's '!' channel with TypeError", async () => {
         const layer = await open();
         const other = await peerOf(layer);

@@ -15,6 +15,7 @@ import { defaultSerializer } from '../serializer.js';
 import type {
   ChannelLayer,
   ChannelLayerOptions,
+  DeliveryStats,
   Message,
   MessageInput,
   ReceiveAnyOptions,
@@ -123,6 +124,12 @@ export class RedisChannelLayer implements ChannelLayer {
   /** Members seen in each key's '$inflight' backup at the last look (see `restoreParked`). */
   private readonly parkedSeen = new Map<string, Set<string>>();
   private sendIndex = 0;
+  private readonly counts: DeliveryStats = {
+    deliveriesSkippedFull: 0,
+    sendsRefusedFull: 0,
+    messagesExpired: 0,
+    messagesOrphaned: 0,
+  };
   private closed = false;
   /** Seconds one BZPOPMIN blocks before the receive loop looks around (channels_redis's brpop_timeout). */
   protected blockSeconds = 5;
@@ -164,7 +171,10 @@ export class RedisChannelLayer implements ChannelLayer {
       this.capacities.capacityOf(channel),
       this.expiryMs(),
     );
-    if (added === 0) throw new ChannelFull(`channel ${channel} is full`);
+    if (added === 0) {
+      this.counts.sendsRefusedFull++;
+      throw new ChannelFull(`channel ${channel} is full`);
+    }
   }
 
   receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
@@ -279,6 +289,7 @@ export class RedisChannelLayer implements ChannelLayer {
     validateChannelName(channel);
     checkReleasable(channel, this.clientPrefix);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    this.counts.messagesOrphaned += this.buffers.get(channel)?.length ?? 0;
     this.buffers.delete(channel);
     // Our '!' channels share one Redis key: its messages for this channel are dropped as they
     // come, for as long as they could still be delivered.
@@ -377,9 +388,19 @@ export class RedisChannelLayer implements ChannelLayer {
       const added = (result as PromiseFulfilledResult<unknown>).value as number[];
       hostKeys[call]!.forEach((key, i) => {
         if (added[i] === 1) reached += byKey.get(key)!.channels.length;
+        else this.counts.deliveriesSkippedFull += byKey.get(key)!.channels.length;
       });
     });
     return reached;
+  }
+
+  /**
+   * Deliveries not made that this instance saw: members skipped as full by its groupSends, its
+   * sends refused as full, expired messages its receivers met, messages for its released
+   * channels. (Redis drops other expired messages itself without telling anyone.)
+   */
+  stats(): DeliveryStats {
+    return { ...this.counts };
   }
 
   async flush(): Promise<void> {
@@ -513,7 +534,10 @@ export class RedisChannelLayer implements ChannelLayer {
     // channels_redis drops expired messages only on the next send; dropping them here too keeps
     // `expiry` meaning "never delivered later than this".
     const expiresAt = (score + this.settings.expirySeconds) * 1000;
-    if (expiresAt <= Date.now()) return;
+    if (expiresAt <= Date.now()) {
+      this.counts.messagesExpired++;
+      return;
+    }
     if (!local) {
       const channel = key.slice(this.prefix.length);
       if (!this.pending.waits(channel)) {
@@ -545,7 +569,10 @@ export class RedisChannelLayer implements ChannelLayer {
     if (!targets) return;
     for (let i = 0; i < targets.length; i++) {
       const target = targets[i]!;
-      if (this.released.has(target)) continue;
+      if (this.released.has(target)) {
+        this.counts.messagesOrphaned++;
+        continue;
+      }
       if (i > 0) message = decodeMessage(this.serializer, member).message; // a copy per channel
       if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
     }
@@ -751,12 +778,18 @@ export class RedisChannelLayer implements ChannelLayer {
     list.push({ message, expiresAt });
     // Bounded as channels_redis's receive buffers: the oldest give way.
     const capacity = this.capacities.capacityOf(channel);
-    if (list.length > capacity) list.splice(0, list.length - capacity);
+    if (list.length > capacity) {
+      this.counts.deliveriesSkippedFull += list.length - capacity;
+      list.splice(0, list.length - capacity);
+    }
     const now = Date.now();
     if (now - this.buffersSwept > 1000 * Math.min(this.settings.expirySeconds, 60)) {
       this.buffersSwept = now;
       for (const [name, entries] of this.buffers) {
-        while (entries.length && entries[0]!.expiresAt <= now) entries.shift();
+        while (entries.length && entries[0]!.expiresAt <= now) {
+          entries.shift();
+          this.counts.messagesExpired++;
+        }
         if (entries.length === 0) this.buffers.delete(name);
       }
       for (const [name, until] of this.released) if (until <= now) this.released.delete(name);
@@ -768,7 +801,7 @@ export class RedisChannelLayer implements ChannelLayer {
     if (!list) return undefined;
     const now = Date.now();
     let item: Buffered | undefined;
-    while ((item = list.shift()) && item.expiresAt <= now);
+    while ((item = list.shift()) && item.expiresAt <= now) this.counts.messagesExpired++;
     if (list.length === 0) this.buffers.delete(channel);
     return item?.message;
   }
