@@ -15,7 +15,7 @@ it('30,000 connection cycles in 2 processes: tables end empty, heap and RSS flat
   });
   const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
   console.log(`soak: ${JSON.stringify(result)}`);
-  expect(result.problems).toEqual([]);
+  expect(result.problems.join('\n'), JSON.stringify(result)).toBe('');
   expect(result.cycles).toBeGreaterThanOrEqual(30000);
   expect(result.end).toEqual({ channels: 0, members: 0, groups: 0, queued: 0, arenaUsedBytes: 0 });
   expect(result.deliveries).toBeGreaterThan(30000); // real traffic reached the receive loops

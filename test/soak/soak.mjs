@@ -209,7 +209,9 @@ async function primary() {
     const peakOf = (list, key) => Math.max(0, ...list.map((t) => t[key]));
     const early = during.slice(0, half);
     const late = during.slice(half);
-    if (early.length >= 2 && peakOf(late, 'channels') > peakOf(early, 'channels') * 1.5 + 64) {
+    // (Generous: the send rate, and with it that bound, varies with the machine's load; a leak of
+    // one record per connection would still exceed it by thousands.)
+    if (early.length >= 2 && peakOf(late, 'channels') > peakOf(early, 'channels') * 2 + 256) {
       problems.push(`channel records grow: peak ${peakOf(early, 'channels')} early, ${peakOf(late, 'channels')} late`);
     }
     if (peak('members') > liveConnections + 16) problems.push(`memberships peaked at ${peak('members')}`);
