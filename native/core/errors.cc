@@ -18,6 +18,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kClosed: return "ECLOSED";
     case ErrorCode::kNotFound: return "ENOTFOUND";
     case ErrorCode::kSystem: return "ESYSTEM";
+    case ErrorCode::kBusy: return "EBUSY";
   }
   return "EUNKNOWN";
 }

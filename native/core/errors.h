@@ -19,17 +19,22 @@ enum class ErrorCode {
   kClosed,           // used after close()
   kNotFound,         // attach-only open of a layer that does not exist
   kSystem,           // an OS call failed
+  kBusy,             // a live process held the segment lock past the caller's wait bound
 };
 
 const char* ErrorCodeName(ErrorCode code);
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message, int holder_pid = 0)
+      : std::runtime_error(message), code_(code), holder_pid_(holder_pid) {}
   ErrorCode code() const { return code_; }
+  // kBusy: the pid the lock holder's slot recorded (informational; 0 when unknown).
+  int holder_pid() const { return holder_pid_; }
 
  private:
   ErrorCode code_;
+  int holder_pid_;
 };
 
 [[noreturn]] void ThrowSystemError(const std::string& what, int err);

@@ -1,6 +1,8 @@
 // Test-only crash injection: with SHMCH_FAULT_POINT=N in the environment, the process SIGKILLs
 // itself when it reaches fault point N inside a critical section, to prove recovery works.
 // SHMCH_FAULT_SKIP=K lets it pass the point K times first, so a run dies at a random moment.
+// SHMCH_FAULT_ACTION=stop makes it SIGSTOP itself there instead (a stopped lock holder, resumed by
+// SIGCONT); =throw makes it throw std::bad_alloc there (an operation that fails half-way).
 // Costs one load and compare when unset. The points:
 //   1 send: node written, not linked          6 flush: groups cleared, channels not yet
 //   2 send: linked, tail and count stale       7 expiry: head advanced, block not released
@@ -10,14 +12,26 @@
 //  11 table growth: step reserved, count not published
 //  12 arena: chunks reserved in /dev/shm, not marked committed
 //  13 arena: chunk unmarked, hole not yet punched
+//  14 recovery: started, nothing rebuilt yet
+//  15 lock: acquired, nothing done yet (any operation)
 //  20 any operation: lock released, doorbells not rung yet (a sender dying between publish and ring)
 #pragma once
 
 namespace shmch {
 
+enum class FaultAction { kKill, kStop, kThrow };
+
 extern int g_fault_point;
+extern FaultAction g_fault_action;
 void InitFaultPointFromEnvironment();
-void ReachedFaultPoint(int point);  // dies unless skips remain
+void ReachedFaultPoint(int point);  // dies (or stops, or throws) unless skips remain
+
+// Test-only hook called at the lock's internal steps (shared_lock.h LockTestStep), so a unit test
+// can stand in for a preemption at exactly that instant. Null outside tests.
+extern void (*g_test_hook)(int step);
+inline void ReachedTestStep(int step) {
+  if (__builtin_expect(g_test_hook != nullptr, 0)) g_test_hook(step);
+}
 
 #define FAULT_POINT(n)                                         \
   do {                                                         \

@@ -151,17 +151,42 @@ bool Layer::IsSlotAlive(uint32_t index) const {
 
 void Layer::LockSegment() {
   Header& h = segment_->header();
-  LockResult r = SharedLockOps::Lock(h.lock, slot_, [this](uint32_t s) { return IsSlotAlive(s); });
+  LockResult r = SharedLockOps::Lock(h.lock, lock_word_, [this](uint32_t s) { return IsSlotAlive(s); },
+                                     options_.lock_wait_ns);
+  if (r == LockResult::kBusy) {
+    uint32_t holder = LockHolderSlot(h.lock.word.load(std::memory_order_relaxed));
+    int pid = holder < kMaxSlots ? segment_->slot(holder).pid : 0;
+    throw Error(ErrorCode::kBusy,
+                "the segment lock is held by another live process (pid " + std::to_string(pid) +
+                    ", slot " + std::to_string(holder) + ")",
+                pid);
+  }
+  // Nothing may throw between acquiring and handing the lock to the guard without releasing it:
+  // a live holder that keeps the lock after a failure blocks every process (only its own next call
+  // would take it back).
   try {
+    FAULT_POINT(15);
     segment_->SyncRecords();  // records other processes added since we last held the lock
+    if (r == LockResult::kOwnerDied || h.lock.recovery_pending.load(std::memory_order_acquire)) {
+      // Marked first: if this recovery fails or dies, the next holder does it again.
+      h.lock.recovery_pending.store(1, std::memory_order_relaxed);
+      Recover();
+      h.lock.recovery_pending.store(0, std::memory_order_release);
+    }
   } catch (...) {
     UnlockSegment();
+    RingPending();
     throw;
   }
-  if (r == LockResult::kOwnerDied) Recover();
 }
 
-void Layer::UnlockSegment() { SharedLockOps::Unlock(segment_->header().lock, slot_); }
+void Layer::UnlockSegment() {
+  if (!SharedLockOps::Unlock(segment_->header().lock, lock_word_)) {
+    // Only a forged lock word gets here (the protocol never lets two holders in): say so once
+    // rather than free a lock that is not ours.
+    segment_->TakeCorruptionSeen();
+  }
+}
 
 void Layer::ClaimSlot() {
   // The OFD byte lock decides ownership atomically, before the segment lock (which needs a slot).
@@ -170,21 +195,30 @@ void Layer::ClaimSlot() {
     if (s.state.load(std::memory_order_acquire) != 0 && segment_->IsSlotHeld(i)) continue;
     if (!segment_->TryLockSlotByte(i)) continue;
     slot_ = i;
-    Critical guard(*this);
-    if (s.state.load(std::memory_order_acquire) != 0) ReclaimSlotLocked(i);
+    // A new incarnation before the first lock: the lock word of a dead earlier owner of this slot
+    // then differs from ours (shared_lock.h). Only the OFD lock's holder writes the generation.
     s.generation += 1;
     generation_ = s.generation;
-    s.pid = getpid();
-    s.client_length = static_cast<uint32_t>(
-        options_.client_id.size() < kMaxClientLength ? options_.client_id.size() : 0);
-    std::memcpy(s.client, options_.client_id.data(), s.client_length);
-    s.attached_at_ms = MonotonicMs();
-    s.bell.store(0);
-    s.sleeping.store(0);
-    s.ready_count = 0;
-    s.ready_overflow = 0;
-    s.state.store(1, std::memory_order_release);
-    ReclaimDeadSlots();
+    lock_word_ = LockWordOf(slot_, generation_);
+    try {
+      Critical guard(*this);
+      if (s.state.load(std::memory_order_acquire) != 0) ReclaimSlotLocked(i);
+      s.pid = getpid();
+      s.client_length = static_cast<uint32_t>(
+          options_.client_id.size() < kMaxClientLength ? options_.client_id.size() : 0);
+      std::memcpy(s.client, options_.client_id.data(), s.client_length);
+      s.attached_at_ms = MonotonicMs();
+      s.bell.store(0);
+      s.sleeping.store(0);
+      s.ready_count = 0;
+      s.ready_overflow = 0;
+      s.state.store(1, std::memory_order_release);
+      ReclaimDeadSlots();
+    } catch (...) {
+      segment_->UnlockSlotByte(i);
+      slot_ = kNil;
+      throw;
+    }
     return;
   }
   throw Error(ErrorCode::kTableFull, "all " + std::to_string(kMaxSlots) +
@@ -324,7 +358,7 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
 
 void Layer::ReleaseSlot() {
   if (slot_ == kNil) return;
-  {
+  try {
     Critical guard(*this);
     ReclaimSlotLocked(slot_);
     // The last process out gives back the memory no queued message needs.
@@ -332,6 +366,9 @@ void Layer::ReleaseSlot() {
       DropAllExpired(MonotonicMs());
       arena_->Trim();
     }
+  } catch (...) {
+    // Busy (a stopped holder) or damaged: leave the slot as a dead process would. Dropping the
+    // OFD lock below is enough for others to reclaim it with our '!' channels and waits.
   }
   segment_->UnlockSlotByte(slot_);
 }

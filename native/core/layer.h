@@ -25,6 +25,8 @@ struct LayerOptions {
   uint64_t group_expiry_ms = 86'400'000;
   // Client id of this instance's process-local channels ('<prefix>.<client>!<random>').
   std::string client_id;
+  // How long an operation waits for a live holder of the segment lock before it throws kBusy.
+  uint64_t lock_wait_ns = UINT64_MAX;
 };
 
 // What one receive batch asks of a channel: up to `wanted` messages.
@@ -172,6 +174,11 @@ class Layer {
 
   // The sizes the segment was created with (an attach takes them from the segment, not options).
   SegmentConfig Config() const;
+
+  // Bound of every later lock wait (kBusy after it); UINT64_MAX waits as long as the holder lives.
+  void SetLockWait(uint64_t ns) { options_.lock_wait_ns = ns; }
+  uint64_t lock_wait() const { return options_.lock_wait_ns; }
+
   uint32_t slot_index() const { return slot_; }
   uint32_t slot_generation() const { return generation_; }
   bool IsUnlinked() const { return segment_->IsUnlinked(); }
@@ -226,6 +233,7 @@ class Layer {
   std::unique_ptr<Arena> arena_;
   uint32_t slot_ = kNil;
   uint32_t generation_ = 0;
+  uint32_t lock_word_ = 0;  // what the lock word holds while this instance holds the lock
   bool closed_ = false;
   uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping

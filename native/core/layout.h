@@ -34,12 +34,15 @@ constexpr uint64_t kRegionAlign = 64u << 10;
 // State of the segment as a whole (Header::state).
 enum SegmentState : uint32_t { kInitializing = 0, kReady = 1 };
 
-// A lock that survives its owner's death. `owner` is 0 when free, else the holder's slot + 1.
-// Waiters sleep on the futex word with a timeout and, when the owner looks stuck, probe its
-// slot's liveness (an OFD lock the kernel drops when the holder's file description closes).
+// A lock that survives its owner's death. `word` is 0 when free, else names the holder's slot and
+// that slot's incarnation (shared_lock.h). Waiters sleep on the futex word with a timeout and,
+// when the owner looks stuck, probe its slot's liveness (an OFD lock the kernel drops when the
+// holder's file description closes).
 struct SharedLock {
-  std::atomic<uint32_t> owner;
-  std::atomic<uint32_t> waiters;
+  std::atomic<uint32_t> word;
+  // 1 while derived state must be rebuilt by the next holder: set before a recovery starts and
+  // cleared when it completes, so a recovery that failed (or died) is redone.
+  std::atomic<uint32_t> recovery_pending;
   std::atomic<uint32_t> recoveries;  // times a dead owner's lock was taken over
   uint32_t pad;
 };
@@ -49,7 +52,9 @@ struct Slot {
   std::atomic<uint32_t> state;     // 0 free, 1 attached
   std::atomic<uint32_t> bell;      // 1 when someone rang since the owner last looked
   std::atomic<uint32_t> sleeping;  // 1 while the owner sleeps on its doorbell FIFO ("armed")
-  uint32_t generation;             // bumped on every claim, so stale references are visible
+  // Bumped on every claim: the lock word names the holder's incarnation by it, so a word written
+  // by an earlier owner of the slot never looks like the current owner's.
+  uint32_t generation;
   int32_t pid;                     // informational only: liveness never relies on it
   uint32_t client_length;
   uint64_t attached_at_ms;

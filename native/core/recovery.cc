@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "critical.h"
+#include "fault_points.h"
 #include "layer.h"
 #include "tables.h"
 
@@ -36,6 +37,7 @@ uint32_t BlockPages(Segment& seg, uint32_t page) {
 }  // namespace
 
 void Layer::Recover() {
+  FAULT_POINT(14);
   Segment& seg = *segment_;
   Header& h = seg.header();
   std::vector<uint8_t> node_live(seg.node_records(), 0);
