@@ -213,9 +213,9 @@ void Arena::Trim() {
 }
 
 void Arena::Free(uint32_t first_page) {
-  BlockHeader& block = seg_.block(first_page);
-  uint32_t pages = block.pages;
-  block.magic = 0;
+  // The page count is read once and checked: the bitmap range below is exactly what was checked.
+  uint32_t pages = seg_.CheckedBlock(first_page).pages;
+  seg_.block(first_page).magic = 0;
   SetRange(first_page, pages, false);
   Header& h = seg_.header();
   h.used_pages = h.used_pages >= pages ? h.used_pages - pages : 0;

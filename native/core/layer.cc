@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <unordered_set>
 
 #include "checksum.h"
 #include "clock.h"
@@ -248,7 +249,8 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
   // Nobody can receive from a gone instance's '!' channels any more, and its receivers no longer
   // wait anywhere.
   Slot& slot = segment_->slot(index);
-  uint32_t client_length = slot.client_length <= kMaxClientLength ? slot.client_length : 0;
+  uint32_t client_length = LoadOnce(slot.client_length);
+  if (client_length > kMaxClientLength) client_length = 0;
   std::string_view client(slot.client, client_length);
   uint64_t mask = ~(uint64_t{1} << (index % 64));
   for (uint32_t c = 0; c < segment_->channel_records(); ++c) {
@@ -456,13 +458,13 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
 
 void Layer::ReleaseUnqueuedBlock(uint32_t block) {
   // A block that no queue references yet (its first Enqueue failed) would leak.
-  if (block != kNil && segment_->block(block).refcount == 0) arena_->Free(block);
+  if (block != kNil && segment_->CheckedBlock(block).refcount == 0) arena_->Free(block);
 }
 
 void Layer::ReleaseBlockRef(uint32_t block) {
-  BlockHeader& b = segment_->block(block);
-  if (b.refcount > 1) {
-    --b.refcount;
+  uint32_t refcount = segment_->CheckedBlock(block).refcount;
+  if (refcount > 1) {
+    segment_->block(block).refcount = refcount - 1;
   } else {
     arena_->Free(block);
   }
@@ -558,6 +560,7 @@ void Layer::MarkAllReady() {
 
 void Layer::Unwait(const std::vector<std::string>& channels) {
   CheckOpen();
+  for (const std::string& name : channels) ValidateName(name, true, "channel");
   Critical guard(*this);
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   for (const std::string& name : channels) {
@@ -583,8 +586,9 @@ bool Layer::TakeReady(std::vector<std::string>& names) {
       uint32_t index = s.ready[i];
       if (index >= segment_->channel_records()) continue;
       Channel& c = segment_->channel(index);
-      if (c.in_use != 1 || c.name_length == 0 || c.name_length > kMaxNameLength) continue;
-      names.emplace_back(c.name, c.name_length);
+      uint32_t length = LoadOnce(c.name_length);
+      if (c.in_use != 1 || length == 0 || length > kMaxNameLength) continue;
+      names.emplace_back(c.name, length);
     }
   }
   s.ready_count = 0;
@@ -677,7 +681,8 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
     }
     Channel& c = segment_->channel(member.channel);
     DropHeadExpired(c, now);
-    std::string_view name(c.name, c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength);
+    uint32_t name_length = LoadOnce(c.name_length);
+    std::string_view name(c.name, name_length < kMaxNameLength ? name_length : kMaxNameLength);
     if (!out_of_space && c.count < CapacityOf(name)) {
       try {
         if (block == kNil) block = StoreBlock(data, length);
@@ -705,6 +710,8 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
 void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
                     bool covers_all_waits) {
   CheckOpen();
+  // Before the lock: a bad name in the batch fails the whole call and touches nothing.
+  for (const ReceiveRequest& req : requests) ValidateName(req.channel, true, "channel");
   uint64_t now = MonotonicMs();
   Critical guard(*this);
   Header& h = segment_->header();
@@ -718,40 +725,47 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   bool damaged_blocks = false;
   std::vector<uint32_t> asked;  // channel of each request, when the ready list is answered too
   pops.reserve(requests.size());
+  std::unordered_set<uint32_t> walked_channels;
+  if (requests.size() > 1) walked_channels.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
     if (req.wanted == 0) continue;
     uint32_t index = Channels(*segment_).Find(req.channel);
-    for (const auto& [seen, count] : pops) {
-      // Two walks of one queue would copy its head twice.
-      if (seen == index) throw Error(ErrorCode::kInvalidArgument, "a receive batch names a channel twice");
+    // Two walks of one queue would copy its head twice. A set, not a scan of `pops`: a drain over
+    // thousands of channels must stay linear under the lock.
+    if (requests.size() > 1 && index != kNil && !walked_channels.insert(index).second) {
+      throw Error(ErrorCode::kInvalidArgument, "a receive batch names a channel twice");
     }
     uint32_t got = 0, walked = 0;
     if (index != kNil) {
       Channel& c = segment_->channel(index);
-      for (uint32_t n = c.head; got < req.wanted && n != kNil; n = segment_->node(n).next) {
+      for (uint32_t n = LoadOnce(c.head); got < req.wanted && n != kNil;) {
         if (++walked > segment_->node_records()) segment_->Corrupt("queue loops");
-        Node& node = segment_->node(n);
-        if (node.expires_at_ms <= now) continue;
+        // Every field used below is read once into a local and checked there: another process
+        // may rewrite the node or the block header while we look.
+        const Node& shared_node = segment_->node(n);
+        const uint32_t block = LoadOnce(shared_node.block);
+        const uint64_t expires_at = LoadOnce(shared_node.expires_at_ms);
+        n = LoadOnce(shared_node.next);
+        if (expires_at <= now) continue;
         ++got;
         out.request_of.push_back(r);
-        if (!segment_->IsValidBlock(node.block)) {
+        BlockInfo info = segment_->ReadBlock(block);
+        if (!info.message) {
           out.length_of.push_back(kDamagedMessage);
           damaged_blocks = true;
           continue;
         }
-        BlockHeader& b = segment_->block(node.block);
-        uint32_t length = b.length, checksum = b.checksum;
         size_t at = out.bytes.size();
-        out.bytes.resize(at + length);
+        out.bytes.resize(at + info.length);
         // Checked as it is copied: what we hand out is exactly what was checked, even if a
         // hostile writer changes the arena under us.
-        if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(node.block), length) != checksum) {
+        if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(block), info.length) != info.checksum) {
           out.bytes.resize(at);
           out.length_of.push_back(kDamagedMessage);
           continue;
         }
-        out.length_of.push_back(length);
+        out.length_of.push_back(info.length);
       }
       if (walked) pops.emplace_back(index, walked);
     }
@@ -767,13 +781,15 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
   for (auto [index, count] : pops) {
     Channel& c = segment_->channel(index);
-    for (uint32_t i = 0; i < count && c.head != kNil; ++i) {
-      uint32_t node_index = c.head;
+    for (uint32_t i = 0; i < count; ++i) {
+      uint32_t node_index = LoadOnce(c.head);
+      if (node_index == kNil) break;
       Node& n = segment_->node(node_index);
-      bool expired = n.expires_at_ms <= now;
-      uint32_t block = n.block;
-      c.head = n.next;
-      if (c.head == kNil) c.tail = kNil;
+      bool expired = LoadOnce(n.expires_at_ms) <= now;
+      uint32_t block = LoadOnce(n.block);
+      uint32_t next = LoadOnce(n.next);
+      c.head = next;
+      if (next == kNil) c.tail = kNil;
       if (c.count) --c.count;
       if (segment_->IsValidBlock(block)) ReleaseBlockRef(block);
       FreeNode(node_index);
@@ -1069,7 +1085,8 @@ std::vector<ChannelInfo> Layer::ListChannels(uint32_t limit) {
   for (uint32_t i = 0; i < segment_->channel_records() && out.size() < limit; ++i) {
     Channel& c = segment_->channel(i);
     if (c.in_use != 1) continue;
-    uint32_t len = c.name_length < kMaxNameLength ? c.name_length : kMaxNameLength;
+    uint32_t len = LoadOnce(c.name_length);
+    if (len > kMaxNameLength) len = kMaxNameLength;
     out.push_back({std::string(c.name, len), c.count, c.memberships});
   }
   return out;
@@ -1082,7 +1099,8 @@ std::vector<GroupInfo> Layer::ListGroups(uint32_t limit) {
   for (uint32_t i = 0; i < segment_->group_records() && out.size() < limit; ++i) {
     Group& g = segment_->group(i);
     if (g.in_use != 1) continue;
-    uint32_t len = g.name_length < kMaxNameLength ? g.name_length : kMaxNameLength;
+    uint32_t len = LoadOnce(g.name_length);
+    if (len > kMaxNameLength) len = kMaxNameLength;
     out.push_back({std::string(g.name, len), g.member_count});
   }
   return out;

@@ -30,10 +30,6 @@ bool ValidName(const char* name, uint32_t length, bool allow_bang) {
   return true;
 }
 
-uint32_t BlockPages(Segment& seg, uint32_t page) {
-  return reinterpret_cast<BlockHeader*>(seg.page(page))->pages;
-}
-
 }  // namespace
 
 void Layer::Recover() {
@@ -50,11 +46,12 @@ void Layer::Recover() {
   h.channels_used = 0;
   for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
-    if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
+    const uint32_t name_length = LoadOnce(c.name_length);  // checked and used: read once
+    if (c.in_use != 1 || !ValidName(c.name, name_length, true)) {
       c.in_use = 0;
       continue;
     }
-    std::string_view name(c.name, c.name_length);
+    std::string_view name(c.name, name_length);
     c.hash = HashName(name);
     if (channels.Find(name) != kNil) {  // a duplicate can only come from corruption
       c.in_use = 0;
@@ -68,10 +65,12 @@ void Layer::Recover() {
     while (*link != kNil) {
       uint32_t n = *link;
       bool ok = n < seg.node_records() && !node_live[n];
-      uint32_t block = ok ? seg.node(n).block : kNil;
-      ok = ok && seg.IsValidBlock(block);
+      uint32_t block = ok ? LoadOnce(seg.node(n).block) : kNil;
+      // Read once and checked: the page range marked below is the one that was checked.
+      BlockInfo info = ok ? seg.ReadBlock(block) : BlockInfo{};
+      ok = ok && info.message;
       if (ok && refs[block] == 0) {
-        uint32_t pages = BlockPages(seg, block);
+        uint32_t pages = info.pages;
         for (uint32_t p = block; ok && p < block + pages; ++p) ok = !arena_->IsMarked(p);
         if (ok) arena_->MarkLive(block, pages);
       }
@@ -106,11 +105,12 @@ void Layer::Recover() {
   h.groups_used = 0;
   for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     Group& g = seg.group(gi);
-    if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
+    const uint32_t name_length = LoadOnce(g.name_length);  // checked and used: read once
+    if (g.in_use != 1 || !ValidName(g.name, name_length, false)) {
       g.in_use = 0;
       continue;
     }
-    std::string_view name(g.name, g.name_length);
+    std::string_view name(g.name, name_length);
     g.hash = HashName(name);
     if (groups.Find(name) != kNil) {
       g.in_use = 0;
@@ -191,12 +191,13 @@ std::vector<std::string> Layer::Verify() {
     Channel& c = seg.channel(ci);
     if (c.in_use == 0) continue;
     std::string label = "channel #" + std::to_string(ci);
-    if (c.in_use != 1 || !ValidName(c.name, c.name_length, true)) {
+    const uint32_t name_length = LoadOnce(c.name_length);  // checked and used: read once
+    if (c.in_use != 1 || !ValidName(c.name, name_length, true)) {
       problem(label + " has a bad in_use flag or name");
       continue;
     }
     ++channels_used;
-    std::string_view name(c.name, c.name_length);
+    std::string_view name(c.name, name_length);
     if (channels.Find(name) != ci) problem(label + " is not reachable through its hash bucket");
     uint32_t n = c.head, last = kNil, count = 0;
     while (n != kNil) {
@@ -205,13 +206,14 @@ std::vector<std::string> Layer::Verify() {
         break;
       }
       node_seen[n] = 1;
-      uint32_t block = seg.node(n).block;
-      if (!seg.IsValidBlock(block)) {
+      uint32_t block = LoadOnce(seg.node(n).block);
+      BlockInfo info = seg.ReadBlock(block);
+      if (!info.message) {
         problem(label + " queue references a damaged block");
         break;
       }
       if (refs[block]++ == 0) {
-        uint32_t pages = BlockPages(seg, block);
+        uint32_t pages = info.pages;
         for (uint32_t p = block; p < block + pages; ++p) {
           if (page_owned[p]++) problem("page " + std::to_string(p) + " belongs to two blocks");
           if (!arena_->IsMarked(p)) problem("live page " + std::to_string(p) + " is marked free");
@@ -268,12 +270,13 @@ std::vector<std::string> Layer::Verify() {
     Group& g = seg.group(gi);
     if (g.in_use == 0) continue;
     std::string label = "group #" + std::to_string(gi);
-    if (g.in_use != 1 || !ValidName(g.name, g.name_length, false)) {
+    const uint32_t name_length = LoadOnce(g.name_length);  // checked and used: read once
+    if (g.in_use != 1 || !ValidName(g.name, name_length, false)) {
       problem(label + " has a bad in_use flag or name");
       continue;
     }
     ++groups_used;
-    if (groups.Find(std::string_view(g.name, g.name_length)) != gi) {
+    if (groups.Find(std::string_view(g.name, name_length)) != gi) {
       problem(label + " is not reachable through its hash bucket");
     }
     uint32_t count = 0, prev = kNil;

@@ -226,6 +226,13 @@ Segment::Segment(const SegmentConfig& config) {
     if (st.st_size >= static_cast<off_t>(kHeaderBytes)) {
       Map(static_cast<uint64_t>(st.st_size));
       ready = header_->state.load(std::memory_order_acquire) == kReady;
+      if (!ready && !created_ && AnySlotHeld()) {
+        // Slots are claimed only on a ready segment, so a live one proves it was initialised:
+        // only the state word was damaged. Initialising again would wipe the live processes'
+        // data (and a shrinking ftruncate would SIGBUS them); the header is validated below.
+        header_->state.store(kReady, std::memory_order_release);
+        ready = true;
+      }
       if (!ready) {
         munmap(base_, size_);
         base_ = nullptr;
@@ -236,7 +243,9 @@ Segment::Segment(const SegmentConfig& config) {
     } else if (!config.create) {
       throw Error(ErrorCode::kNotFound, "layer '" + config.name + "' is not initialised");
     } else {
-      InitializeLocked(config);
+      // Ours from O_EXCL, or a creator died initialising it and nobody is attached (no slot
+      // held, and every other opener waits for the init lock we hold): nobody has it mapped.
+      InitializeLocked(config, static_cast<uint64_t>(st.st_size));
     }
   } catch (...) {
     if (base_) munmap(base_, size_);
@@ -259,7 +268,14 @@ void Segment::Map(uint64_t size) {
   header_ = reinterpret_cast<Header*>(base_);
 }
 
-void Segment::InitializeLocked(const SegmentConfig& config) {
+bool Segment::AnySlotHeld() const {
+  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+    if (IsSlotHeld(i)) return true;
+  }
+  return false;
+}
+
+void Segment::InitializeLocked(const SegmentConfig& config, uint64_t current_size) {
   Header plan;
   std::memset(static_cast<void*>(&plan), 0, sizeof plan);
   plan.max_channels = config.max_channels;
@@ -287,7 +303,10 @@ void Segment::InitializeLocked(const SegmentConfig& config) {
   }
   // The file is sparse: only [0, fixed_bytes) is reserved now, the tables and the arena as they
   // are used. A full /dev/shm fails here or at the call that needs more, never with SIGBUS.
-  if (ftruncate(fd_, 0) != 0 || ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
+  // Emptied first so everything reads as zero. Only a file nobody is attached to gets here (the
+  // caller re-initialises a non-ready segment only when no slot is held): a fresh one (size 0),
+  // or one whose creator died initialising it.
+  if ((current_size != 0 && ftruncate(fd_, 0) != 0) || ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
     ThrowSystemError("ftruncate(" + object_name_ + ")", errno);
   }
   int err = Reserve(0, plan.fixed_bytes);
@@ -591,26 +610,36 @@ uint8_t* Segment::page(uint32_t i) const {
   if (i >= page_count_) OutOfBounds("page", i, page_count_);
   return arena_ + uint64_t{i} * kPageSize;
 }
-bool Segment::IsValidBlock(uint32_t first_page) const {
-  if (first_page >= page_count_) return false;
+BlockInfo Segment::ReadBlock(uint32_t first_page) const {
+  BlockInfo info;
+  if (first_page >= page_count_) return info;
   const BlockHeader& b = *reinterpret_cast<const BlockHeader*>(arena_ + uint64_t{first_page} * kPageSize);
-  if (chunks_[first_page / kChunkPages].committed != 1) return false;  // never read unbacked pages
-  return b.magic == kBlockMagic && b.pages != 0 && b.pages <= page_count_ - first_page &&
-         uint64_t{b.length} + sizeof(BlockHeader) <= uint64_t{b.pages} * kPageSize &&
-         b.length <= max_message_size_ &&
-         chunks_[(first_page + b.pages - 1) / kChunkPages].committed == 1;
+  // Never read a header in pages that are not backed (reserved) in /dev/shm.
+  if (LoadOnce(chunks_[first_page / kChunkPages].committed) != 1) return info;
+  uint32_t magic = LoadOnce(b.magic);
+  info.pages = LoadOnce(b.pages);
+  info.length = LoadOnce(b.length);
+  info.checksum = LoadOnce(b.checksum);
+  info.refcount = LoadOnce(b.refcount);
+  info.valid = magic == kBlockMagic && info.pages != 0 && info.pages <= page_count_ - first_page &&
+               uint64_t{info.length} + sizeof(BlockHeader) <= uint64_t{info.pages} * kPageSize &&
+               LoadOnce(chunks_[(first_page + info.pages - 1) / kChunkPages].committed) == 1;
+  info.message = info.valid && info.length <= max_message_size_;
+  return info;
+}
+
+BlockInfo Segment::CheckedBlock(uint32_t first_page) const {
+  if (first_page < page_count_ && LoadOnce(chunks_[first_page / kChunkPages].committed) != 1) {
+    Corrupt("message block at page " + std::to_string(first_page) + " lies in unreserved memory");
+  }
+  BlockInfo info = ReadBlock(first_page);
+  if (!info.valid) Corrupt("message block at page " + std::to_string(first_page) + " is damaged");
+  return info;
 }
 
 BlockHeader& Segment::block(uint32_t first_page) const {
-  if (first_page < page_count_ && chunks_[first_page / kChunkPages].committed != 1) {
-    Corrupt("message block at page " + std::to_string(first_page) + " lies in unreserved memory");
-  }
-  BlockHeader& b = *reinterpret_cast<BlockHeader*>(page(first_page));
-  if (b.magic != kBlockMagic || b.pages == 0 || b.pages > page_count_ - first_page ||
-      uint64_t{b.length} + sizeof(BlockHeader) > uint64_t{b.pages} * kPageSize) {
-    Corrupt("message block at page " + std::to_string(first_page) + " is damaged");
-  }
-  return b;
+  CheckedBlock(first_page);
+  return *reinterpret_cast<BlockHeader*>(page(first_page));
 }
 
 bool Segment::TryLockSlotByte(uint32_t index) {

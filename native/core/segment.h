@@ -9,6 +9,24 @@
 
 namespace shmch {
 
+// One read of a field of shared memory that another process may change at any instant. Check and
+// use the value returned, never the field again: the compiler may otherwise load it twice (it did,
+// in Receive), and a check of the first load says nothing about the second.
+template <typename T>
+inline T LoadOnce(const T& field) {
+  return __atomic_load_n(&field, __ATOMIC_RELAXED);
+}
+
+// A copy of a message block's header, each field read once, and whether the copy is well-formed.
+struct BlockInfo {
+  uint32_t pages = 0;
+  uint32_t length = 0;
+  uint32_t checksum = 0;
+  uint32_t refcount = 0;
+  bool valid = false;    // a well-formed block inside the arena
+  bool message = false;  // and its length is one a message may have (<= maxMessageSize)
+};
+
 struct SegmentConfig {
   std::string name;  // layer name; the OS object is /shmch.<uid>.<name>
   // The most the segment may grow to; /dev/shm is used as messages and records need it.
@@ -100,6 +118,7 @@ class Segment {
   Node& node(uint32_t index) const;
   uint64_t* page_bitmap() const { return bitmap_; }
   uint8_t* page(uint32_t index) const;  // start of arena page `index`
+  // A checked block header, for writing its refcount or checksum; read its fields with ReadBlock.
   BlockHeader& block(uint32_t first_page) const;
 
   // What a reader of an out-of-space error can do about it.
@@ -111,8 +130,11 @@ class Segment {
   void UnlockSlotByte(uint32_t index);
   bool IsSlotHeld(uint32_t index) const;
 
-  // Whether a block header at `first_page` is well-formed; never throws.
-  bool IsValidBlock(uint32_t first_page) const;
+  // The block header at `first_page`, read once and checked; never throws.
+  BlockInfo ReadBlock(uint32_t first_page) const;
+  bool IsValidBlock(uint32_t first_page) const { return ReadBlock(first_page).message; }
+  // Like ReadBlock, but a damaged header throws kCorrupt.
+  BlockInfo CheckedBlock(uint32_t first_page) const;
 
   // Throws Error kCorrupt and remembers that corruption was seen, so the lock holder repairs the
   // derived state before it lets anyone else in.
@@ -127,7 +149,8 @@ class Segment {
   bool IsUnlinked() const;
 
  private:
-  void InitializeLocked(const SegmentConfig& config);
+  void InitializeLocked(const SegmentConfig& config, uint64_t current_size);
+  bool AnySlotHeld() const;
   void ValidateLocked(const SegmentConfig& config);
   void Map(uint64_t size);
   void ComputeRegions(const Header& h);

@@ -54,6 +54,10 @@ class NameTable {
 
   // Returns kNil when every record is taken. `rover` remembers where the last free one was.
   uint32_t Insert(std::string_view name, uint32_t& rover, uint32_t& used) {
+    // The record's name field holds kMaxNameLength bytes; callers validate, this is the backstop.
+    if (name.empty() || name.size() > kMaxNameLength) {
+      throw Error(ErrorCode::kInvalidArgument, "name must be 1 to " + std::to_string(kMaxNameLength) + " characters");
+    }
     if (used >= records_) return kNil;
     for (uint32_t n = 0; n < records_; ++n) {
       uint32_t i = (rover + n) % records_;
