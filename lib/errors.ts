@@ -40,6 +40,20 @@ export class ChannelReleased extends Error {
   }
 }
 
+/**
+ * Another process held the shared-memory segment's lock longer than `lockTimeout` (it is alive
+ * but stopped: SIGSTOP, a debugger, `docker pause`, a core dump in progress). Nothing was done.
+ */
+export class LockTimeout extends ShmError {
+  /** The pid the holder recorded when it attached (0 if unknown). */
+  readonly pid: number;
+  constructor(message: string, pid: number) {
+    super(message, 'ELOCKTIMEOUT');
+    this.name = 'LockTimeout';
+    this.pid = pid;
+  }
+}
+
 /** Operation on a layer after `close()`. */
 export class LayerClosed extends Error {
   constructor() {

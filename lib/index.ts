@@ -4,7 +4,7 @@
 export { ShmChannelLayer, type ShmChannelLayerOptions, type ShmLayerStats } from './shm-layer.js';
 export { InMemoryChannelLayer } from './in-memory-layer.js';
 export { RedisChannelLayer, RedisUnavailable, type RedisChannelLayerOptions, type RedisConnector, type RedisConnection, type RedisHost } from './redis/redis-layer.js';
-export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed, ChannelReleased } from './errors.js';
+export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed, ChannelReleased, LockTimeout } from './errors.js';
 export { MsgpackSerializer, defaultSerializer } from './serializer.js';
 export { MAX_NAME_LENGTH } from './names.js';
 export type {

@@ -47,6 +47,10 @@ export interface NativeLayerOptions {
   channelCapacity: Array<[string, number]>;
   expiryMs: number;
   groupExpiryMs: number;
+  /** Bound of a synchronous wait for a live lock holder (constructor, stats, verify). */
+  lockTimeoutMs?: number;
+  /** How long one call waits for a busy lock before it throws EBUSY (JS retries). */
+  lockSliceMicros?: number;
   clientId?: string;
 }
 

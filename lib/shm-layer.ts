@@ -1,5 +1,5 @@
 import { commonSettings, type CommonSettings } from './capacity.js';
-import { ChannelFull, ChannelReleased, LayerClosed, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
+import { ChannelFull, ChannelReleased, LayerClosed, LockTimeout, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
 import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { native, type NativeLayer, type NativeStats } from './native.js';
 import { PendingReceives } from './pending.js';
@@ -45,6 +45,12 @@ export interface ShmChannelLayerOptions extends ChannelLayerOptions {
    * not. 0: never poll, always sleep. Default 200.
    */
   spinMicros?: number;
+  /**
+   * How long an operation may wait for another process that holds the segment lock and does not
+   * let go (stopped, debugged, frozen) before it fails with `LockTimeout` (ms). Default 5000.
+   * The wait never blocks the event loop for more than a few ms at a time.
+   */
+  lockTimeout?: number;
 }
 
 export interface ShmLayerStats extends NativeStats {
@@ -54,6 +60,7 @@ export interface ShmLayerStats extends NativeStats {
 }
 
 const MAINTENANCE_INTERVAL_MS = 2000;
+const DEFAULT_LOCK_TIMEOUT_MS = 5000;
 
 /**
  * A layer dropped without close() gives back its slot and doorbell when it is
@@ -97,6 +104,19 @@ function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing):
     if (given !== undefined && given !== actual[key]) differing.push(`${key} ${actual[key]} (not ${given})`);
   }
   return differing.length ? differing.join(', ') : null;
+}
+
+/** The native call found the segment lock held by a live process for one short slice. */
+function isBusy(error: unknown): error is Error & { pid?: number } {
+  return error instanceof Error && (error as { code?: unknown }).code === 'EBUSY';
+}
+
+/** A native call waiting for the segment lock (lib's retry queue). */
+interface LockedCall {
+  call(): unknown;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  since: number;
 }
 
 /** Maps a native error (with `code`) to the package's error classes. */
@@ -152,6 +172,11 @@ export class ShmChannelLayer implements ChannelLayer {
   /** We sleep on the doorbell FIFO: senders write to it. */
   private armed = false;
   private readonly pollTick = (): void => this.poll();
+  private readonly lockTimeout: number;
+  /** Calls that found the lock busy, in call order; later calls queue behind them. */
+  private readonly lockBacklog: LockedCall[] = [];
+  private lockRetry: NodeJS.Timeout | undefined;
+  private drainRetry: NodeJS.Timeout | undefined;
 
   constructor(options: ShmChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -164,6 +189,10 @@ export class ShmChannelLayer implements ChannelLayer {
     this.pollMaxUs = Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US);
     this.pollWindowUs = Math.min(this.pollMaxUs, POLL_START_US);
     const sizing = segmentSizing(options);
+    this.lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT_MS;
+    if (!(this.lockTimeout >= 0) || !Number.isFinite(this.lockTimeout)) {
+      throw new TypeError(`lockTimeout must be a finite number of milliseconds >= 0, got ${options.lockTimeout}`);
+    }
     try {
       this.handle = new (native().NativeLayer)(
         {
@@ -176,6 +205,7 @@ export class ShmChannelLayer implements ChannelLayer {
           channelCapacity: this.settings.channelCapacity,
           expiryMs: Math.round(this.settings.expirySeconds * 1000),
           groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
+          lockTimeoutMs: this.lockTimeout,
           clientId: this.clientPrefix,
         },
         ShmChannelLayer.weakly(this).wake,
@@ -263,11 +293,8 @@ export class ShmChannelLayer implements ChannelLayer {
     validateChannelName(channel);
     validateMessage(message);
     const bytes = this.serializer.serialize(message);
-    try {
-      this.handle.send(channel, bytes);
-    } catch (error) {
-      throw translate(error);
-    }
+    const waiting = this.locked(() => void this.handle.send(channel, bytes));
+    if (waiting) await waiting;
   }
 
   receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
@@ -308,32 +335,20 @@ export class ShmChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateGroupName(group);
     validateChannelName(channel);
-    try {
-      this.handle.groupAdd(group, channel);
-    } catch (error) {
-      throw translate(error);
-    }
+    return this.locked(() => this.handle.groupAdd(group, channel));
   }
 
   async groupDiscard(group: string, channel: string): Promise<void> {
     this.checkOpen();
     validateGroupName(group);
     validateChannelName(channel);
-    try {
-      this.handle.groupDiscard(group, channel);
-    } catch (error) {
-      throw translate(error);
-    }
+    return this.locked(() => this.handle.groupDiscard(group, channel));
   }
 
   async groupMembers(group: string): Promise<string[]> {
     this.checkOpen();
     validateGroupName(group);
-    try {
-      return this.handle.groupMembers(group);
-    } catch (error) {
-      throw translate(error);
-    }
+    return this.locked(() => this.handle.groupMembers(group));
   }
 
   async groupSend(group: string, message: MessageInput): Promise<number> {
@@ -341,11 +356,7 @@ export class ShmChannelLayer implements ChannelLayer {
     validateGroupName(group);
     validateMessage(message);
     const bytes = this.serializer.serialize(message);
-    try {
-      return this.handle.groupSend(group, bytes);
-    } catch (error) {
-      throw translate(error);
-    }
+    return this.locked(() => this.handle.groupSend(group, bytes));
   }
 
   async releaseChannel(channel: string): Promise<void> {
@@ -353,20 +364,12 @@ export class ShmChannelLayer implements ChannelLayer {
     validateChannelName(channel);
     checkReleasable(channel, this.clientPrefix);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
-    try {
-      this.handle.releaseChannel(channel);
-    } catch (error) {
-      throw translate(error);
-    }
+    await this.locked(() => this.handle.releaseChannel(channel));
   }
 
   async flush(): Promise<void> {
     this.checkOpen();
-    try {
-      this.handle.flush();
-    } catch (error) {
-      throw translate(error);
-    }
+    await this.locked(() => this.handle.flush());
     // Our own waiters lost their registrations with the records flush removed.
     if (this.pending.size) this.scheduleDrain(true);
   }
@@ -377,6 +380,9 @@ export class ShmChannelLayer implements ChannelLayer {
     clearInterval(this.maintenance);
     unclosed.unregister(this);
     waitingLayers.delete(this);
+    clearTimeout(this.lockRetry);
+    clearTimeout(this.drainRetry);
+    for (const waiting of this.lockBacklog.splice(0)) waiting.reject(new LayerClosed());
     this.pending.rejectAll(new LayerClosed());
     this.handle.close();
   }
@@ -599,6 +605,16 @@ export class ShmChannelLayer implements ChannelLayer {
               coversAll,
             );
     } catch (error) {
+      if (isBusy(error)) {
+        // Another process holds the lock: look again soon, from the event loop. The receives
+        // keep waiting (their own signals bound them), nothing is failed.
+        this.drainAll = true;
+        this.drainRetry ??= setTimeout(() => {
+          this.drainRetry = undefined;
+          this.drain();
+        }, 1);
+        return;
+      }
       const failure = translate(error);
       for (const [channel, count] of wanted) {
         for (let i = 0; i < count; i++) this.pending.fail(channel, failure);
@@ -634,6 +650,63 @@ export class ShmChannelLayer implements ChannelLayer {
     const waiting = this.pending.size > 0;
     this.setWaiting(waiting);
     if (waiting) this.startPolling();
+  }
+
+  /**
+   * Runs a native call that takes the segment lock. The native side waits one short slice for a
+   * busy lock and then throws EBUSY; the call is retried from the event loop (timers and other
+   * promises run meanwhile) until `lockTimeout`, then fails with LockTimeout. While calls wait,
+   * later ones queue behind them, so one layer's operations keep their order.
+   */
+  private locked<T>(call: () => T): T | Promise<T> {
+    if (this.lockBacklog.length === 0) {
+      try {
+        return call(); // done at once: the common case costs no extra promise
+      } catch (error) {
+        if (!isBusy(error)) throw translate(error);
+      }
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.lockBacklog.push({ call, resolve: resolve as (value: unknown) => void, reject, since: Date.now() });
+      this.scheduleLockRetry();
+    });
+  }
+
+  private scheduleLockRetry(): void {
+    this.lockRetry ??= setTimeout(() => {
+      this.lockRetry = undefined;
+      this.retryLocked();
+    }, 1);
+  }
+
+  private retryLocked(): void {
+    while (this.lockBacklog.length > 0) {
+      const next = this.lockBacklog[0]!;
+      try {
+        const value = next.call();
+        this.lockBacklog.shift();
+        next.resolve(value);
+      } catch (error) {
+        if (!isBusy(error)) {
+          this.lockBacklog.shift();
+          next.reject(translate(error));
+          continue;
+        }
+        if (Date.now() - next.since < this.lockTimeout) {
+          this.scheduleLockRetry();
+          return;
+        }
+        this.lockBacklog.shift();
+        const pid = typeof error.pid === 'number' ? error.pid : 0;
+        next.reject(
+          new LockTimeout(
+            `the segment lock of layer '${this.name}' has been held by process ${pid} for more ` +
+              `than ${this.lockTimeout} ms (stopped, under a debugger or frozen?); nothing was done`,
+            pid,
+          ),
+        );
+      }
+    }
   }
 
   private setWaiting(waiting: boolean): void {

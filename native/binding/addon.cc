@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "../core/errors.h"
 #include "../core/fault_points.h"
@@ -22,6 +23,7 @@ using shmch::Error;
 [[noreturn]] void ThrowJs(Napi::Env env, const Error& e) {
   Napi::Error error = Napi::Error::New(env, e.what());
   error.Set("code", Napi::String::New(env, shmch::ErrorCodeName(e.code())));
+  if (e.code() == shmch::ErrorCode::kBusy) error.Set("pid", Napi::Number::New(env, e.holder_pid()));
   throw error;
 }
 
@@ -33,6 +35,12 @@ auto Guard(Napi::Env env, F&& f) -> decltype(f()) {
     ThrowJs(env, e);
   } catch (const std::bad_alloc&) {
     throw Napi::Error::New(env, "out of memory in shm-channels native code");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    // Anything else the standard library throws (system_error, length_error...) becomes a JS
+    // error too: an exception leaving a Node-API callback would terminate the process.
+    throw Napi::Error::New(env, std::string("shm-channels native code failed: ") + e.what());
   }
 }
 
@@ -49,6 +57,15 @@ uint64_t OptionalUint64(const Napi::Object& o, const char* key, uint64_t fallbac
 std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
   if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), "payload must be a Uint8Array");
   auto array = v.As<Napi::Uint8Array>();
+  // Lengths are 32-bit in the core: a larger payload must not be cut to its low 32 bits (which
+  // could pass the maxMessageSize check and send a prefix).
+  if (array.ByteLength() >= (size_t{1} << 32)) {
+    Napi::Error error = Napi::RangeError::New(
+        v.Env(), "payload of " + std::to_string(array.ByteLength()) +
+                     " bytes is larger than any message can be (4 GiB); keep it under maxMessageSize");
+    error.Set("code", Napi::String::New(v.Env(), "ETOOLARGE"));
+    throw error;
+  }
   return {array.Data(), static_cast<uint32_t>(array.ByteLength())};
 }
 
@@ -120,7 +137,14 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                                               pair.Get(1u).As<Napi::Number>().Uint32Value());
       }
     }
+    // The constructor is synchronous: it may wait for a live lock holder up to lockTimeoutMs.
+    // Every later call waits only one short slice and throws EBUSY after it, so that JS can retry
+    // from the event loop instead of freezing it behind a stopped process (lib/shm-layer.ts).
+    lock_timeout_ns_ = OptionalUint64(o, "lockTimeoutMs", 5000) * 1'000'000;
+    lock_slice_ns_ = OptionalUint64(o, "lockSliceMicros", 1000) * 1000;
+    options.lock_wait_ns = lock_timeout_ns_;
     layer_ = Guard(env, [&] { return std::make_unique<shmch::Layer>(options); });
+    layer_->SetLockWait(lock_slice_ns_);
     wake_ = Napi::Persistent(info[1].As<Napi::Function>());
     wake_context_ = std::make_unique<Napi::AsyncContext>(env, "shm-channels wake");
     StartDoorbell(env);
@@ -220,6 +244,19 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return *layer_;
   }
 
+  // For the synchronous inspection calls (stats, verify...), which JS cannot retry: they wait up
+  // to lockTimeoutMs for a live holder.
+  template <typename F>
+  auto WithLockTimeout(F&& f) -> decltype(f()) {
+    struct Restore {
+      shmch::Layer& layer;
+      uint64_t slice;
+      ~Restore() { layer.SetLockWait(slice); }
+    } restore{*layer_, lock_slice_ns_};
+    layer_->SetLockWait(lock_timeout_ns_);
+    return f();
+  }
+
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string channel = info[0].ToString().Utf8Value();
@@ -275,7 +312,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     // Large payloads: hand the vector's memory to JS instead of copying it a second time.
     using Bytes = std::remove_reference_t<decltype(bytes)>;
     auto* owned = new Bytes(std::move(bytes));
-    return Napi::Buffer<uint8_t>::New(
+    // NewOrCopy: runtimes that forbid external buffers (Electron's V8 sandbox) get a copy.
+    return Napi::Buffer<uint8_t>::NewOrCopy(
         env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
   }
 
@@ -420,7 +458,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    shmch::LayerStats s = Guard(env, [&] { return Open(env).Stats(); });
+    shmch::LayerStats s = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).Stats(); }); });
     Napi::Object o = Napi::Object::New(env);
     o.Set("slot", layer_->slot_index());
     o.Set("processes", s.slots_attached);
@@ -461,7 +499,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Channels(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
-    auto list = Guard(env, [&] { return Open(env).ListChannels(limit); });
+    auto list = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListChannels(limit); }); });
     Napi::Array out = Napi::Array::New(env, list.size());
     for (uint32_t i = 0; i < list.size(); ++i) {
       Napi::Object o = Napi::Object::New(env);
@@ -476,7 +514,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Groups(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
-    auto list = Guard(env, [&] { return Open(env).ListGroups(limit); });
+    auto list = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListGroups(limit); }); });
     Napi::Array out = Napi::Array::New(env, list.size());
     for (uint32_t i = 0; i < list.size(); ++i) {
       Napi::Object o = Napi::Object::New(env);
@@ -489,7 +527,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Verify(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto problems = Guard(env, [&] { return Open(env).Verify(); });
+    auto problems = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).Verify(); }); });
     Napi::Array out = Napi::Array::New(env, problems.size());
     for (uint32_t i = 0; i < problems.size(); ++i) out.Set(i, problems[i]);
     return out;
@@ -502,7 +540,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // Removes the layer if no other process uses it and no unexpired message waits; closes us then.
   Napi::Value Prune(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    bool removed = Guard(env, [&] { return Open(env).PruneIfUnused(); });
+    bool removed = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).PruneIfUnused(); }); });
     if (removed) Shutdown();
     return Napi::Boolean::New(env, removed);
   }
@@ -543,6 +581,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   std::unique_ptr<Napi::AsyncContext> wake_context_;
   Doorbell* doorbell_ = nullptr;
   bool waiting_ = false;
+  uint64_t lock_timeout_ns_ = 5'000'000'000;
+  uint64_t lock_slice_ns_ = 1'000'000;
   bool shut_down_ = false;
 };
 

@@ -201,10 +201,10 @@ void Layer::ClaimSlot() {
     s.generation += 1;
     generation_ = s.generation;
     lock_word_ = LockWordOf(slot_, generation_);
+    s.pid = getpid();  // before the first lock too: a holder stuck in there can be named
     try {
       Critical guard(*this);
       if (s.state.load(std::memory_order_acquire) != 0) ReclaimSlotLocked(i);
-      s.pid = getpid();
       s.client_length = static_cast<uint32_t>(
           options_.client_id.size() < kMaxClientLength ? options_.client_id.size() : 0);
       std::memcpy(s.client, options_.client_id.data(), s.client_length);

@@ -1,0 +1,184 @@
+// A live process that stops while it holds the segment lock (SIGSTOP, a debugger, `docker pause`,
+// a core dump in progress) must not freeze the other processes' event loops: they wait for the
+// lock in short slices from the event loop, and give up with a typed error after `lockTimeout`.
+// The child stops itself inside the lock at fault point 12 (SHMCH_FAULT_ACTION=stop), a test hook
+// compiled into every build, like the crash tests' fault points.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, expect, it } from 'vitest';
+import { LockTimeout, ShmChannelLayer } from '../dist/esm/index.mjs';
+
+const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
+let counter = 0;
+const names: string[] = [];
+const layers: ShmChannelLayer[] = [];
+const children: ChildProcess[] = [];
+
+afterEach(async () => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGCONT');
+      child.kill('SIGKILL');
+    }
+  }
+  for (const layer of layers.splice(0)) await layer.close();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+function open(options: ConstructorParameters<typeof ShmChannelLayer>[0]): ShmChannelLayer {
+  const layer = new ShmChannelLayer(options);
+  layers.push(layer);
+  return layer;
+}
+
+function isStopped(pid: number): boolean {
+  try {
+    // /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces, state follows the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
+  } catch {
+    return false;
+  }
+}
+
+/** Starts a child that attaches to the layer and stops itself holding the segment lock. */
+async function childStoppedInsideTheLock(name: string): Promise<ChildProcess> {
+  const code = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+    const layer = new ShmChannelLayer({ name: '${name}' });
+    await layer.send('from-child', { resumed: true });
+    await layer.close();`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+    env: { ...process.env, SHMCH_FAULT_POINT: '12', SHMCH_FAULT_ACTION: 'stop' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  children.push(child);
+  const deadline = Date.now() + 15_000;
+  while (!isStopped(child.pid!)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error('the child never stopped in the lock');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return child;
+}
+
+/** Runs a 5 ms interval until stopped; reports the longest gap between two ticks and the ticks. */
+function tickGaps(): () => { longest: number; ticks: number } {
+  let last = performance.now();
+  let longest = 0;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+    ++ticks;
+  }, 5);
+  return () => {
+    clearInterval(timer);
+    return { longest, ticks };
+  };
+}
+
+/**
+ * Times every call into the native layer: the JS thread is blocked exactly while one runs. Returns
+ * the longest call so far.
+ */
+function timeNativeCalls(layer: ShmChannelLayer): () => number {
+  const handle = (layer as unknown as { handle: Record<string, unknown> }).handle;
+  let longest = 0;
+  for (let proto = Object.getPrototypeOf(handle); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      const original = handle[key];
+      if (key === 'constructor' || typeof original !== 'function' || Object.hasOwn(handle, key)) continue;
+      Object.defineProperty(handle, key, {
+        configurable: true,
+        value: (...args: unknown[]) => {
+          const started = performance.now();
+          try {
+            return (original as (...a: unknown[]) => unknown).apply(handle, args);
+          } finally {
+            const took = performance.now() - started;
+            if (took > longest) {
+              longest = took;
+              if (process.env.SHMCH_DEBUG_STALL) console.log(`native ${key}: ${took.toFixed(1)} ms`);
+            }
+          }
+        },
+      });
+    }
+  }
+  return () => longest;
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode);
+    else child.once('exit', (code) => resolve(code));
+  });
+
+// Finding 5 of the review: a 100 ms stop blocked every other process's send for 100.3 ms, a 2 s
+// stop for 2 s, and a process that meant to SIGCONT the peer from a timer never could.
+it('a peer stopped inside the lock for 600 ms blocks the event loop only in short slices', async () => {
+  const name = `stall-${process.pid}-${++counter}`;
+  names.push(name);
+  const layer = open({ name });
+  const child = await childStoppedInsideTheLock(name);
+  const longestNativeCall = timeNativeCalls(layer);
+  const received = layer.receive('from-child'); // waits through the stop, is not failed by it
+  const stopGaps = tickGaps();
+  const started = performance.now();
+  // Resumed from a timer of this very event loop: only possible if the loop keeps running.
+  setTimeout(() => child.kill('SIGCONT'), 600);
+  await layer.send('work', { n: 1 });
+  const took = performance.now() - started;
+  const { longest: longestGap, ticks } = stopGaps();
+  const longestBlock = longestNativeCall();
+  console.log(
+    `send behind a 600 ms stop took ${took.toFixed(0)} ms; longest native call ${longestBlock.toFixed(1)} ms, ` +
+      `longest gap between 5 ms ticks ${longestGap.toFixed(1)} ms, ${ticks} ticks`,
+  );
+  expect(took).toBeGreaterThanOrEqual(590);
+  // The loop is blocked only inside native calls, each waiting one 1 ms slice (a few ms on a
+  // quiet machine; the bounds leave room for a loaded one). Before the fix: one call of 600 ms,
+  // no tick at all during the stop.
+  expect(longestBlock).toBeLessThan(50);
+  expect(longestGap).toBeLessThan(100);
+  expect(ticks).toBeGreaterThanOrEqual(30);
+  expect(await received).toEqual({ resumed: true });
+  expect(await exited(child)).toBe(0);
+  expect(await layer.receive('work')).toEqual({ n: 1 });
+  expect(layer.verify()).toEqual([]);
+});
+
+it('with a small lockTimeout the call fails with LockTimeout naming the holder, and loses nothing', async () => {
+  const name = `stall-${process.pid}-${++counter}`;
+  names.push(name);
+  const layer = open({ name, lockTimeout: 200 });
+  const child = await childStoppedInsideTheLock(name);
+  const longestNativeCall = timeNativeCalls(layer);
+  const gaps = tickGaps();
+  const started = performance.now();
+  const first = layer.send('work', { n: 1 });
+  const second = layer.groupAdd('g', 'work'); // queued behind the first, times out as well
+  const error = await first.catch((e: unknown) => e);
+  const took = performance.now() - started;
+  await expect(second).rejects.toBeInstanceOf(LockTimeout);
+  const { longest: longestGap } = gaps();
+  expect(error).toBeInstanceOf(LockTimeout);
+  expect((error as LockTimeout).code).toBe('ELOCKTIMEOUT');
+  expect((error as LockTimeout).pid).toBe(child.pid);
+  expect((error as Error).message).toContain(String(child.pid));
+  expect(took).toBeGreaterThanOrEqual(195);
+  expect(took).toBeLessThan(2000);
+  expect(longestNativeCall()).toBeLessThan(50);
+  expect(longestGap).toBeLessThan(100);
+  child.kill('SIGCONT');
+  expect(await exited(child)).toBe(0);
+  // Nothing of the failed calls happened; the layer works on.
+  expect(layer.stats().channelList.map((c) => c.name).sort()).toEqual(['from-child']);
+  expect(layer.stats().groups).toBe(0);
+  await layer.send('work', { n: 2 });
+  expect(await layer.receive('work')).toEqual({ n: 2 });
+  expect(await layer.receive('from-child')).toEqual({ resumed: true });
+  expect(layer.verify()).toEqual([]);
+});
