@@ -10,6 +10,7 @@
         "native/core/errors.cc",
         "native/core/fault_points.cc",
         "native/core/layer.cc",
+        "native/core/receive_any.cc",
         "native/core/recovery.cc",
         "native/core/segment.cc",
         "native/core/shared_lock.cc"

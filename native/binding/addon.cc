@@ -78,6 +78,9 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::Send>("send"),
             InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
             InstanceMethod<&NativeLayer::Receive>("receive"),
+            InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
+            InstanceMethod<&NativeLayer::ForgetSet>("forgetSet"),
+            InstanceMethod<&NativeLayer::ReceiveAny>("receiveAny"),
             InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
             InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
             InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
@@ -314,6 +317,72 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     auto* owned = new Bytes(std::move(bytes));
     // NewOrCopy: runtimes that forbid external buffers (Electron's V8 sandbox) get a copy.
     return Napi::Buffer<uint8_t>::NewOrCopy(
+        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
+  }
+
+  // defineSet(channels: string[]): the id receiveAny() names the set by.
+  Napi::Value DefineSet(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "defineSet takes an array of channel names");
+    auto list = info[0].As<Napi::Array>();
+    std::vector<std::string> channels;
+    channels.reserve(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value name = list.Get(i);
+      if (!name.IsString()) throw Napi::TypeError::New(env, "channel names must be strings");
+      channels.push_back(name.As<Napi::String>().Utf8Value());
+    }
+    uint32_t id = Guard(env, [&] { return Open(env).DefineSet(channels); });
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value ForgetSet(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "forgetSet takes a set id");
+    Guard(env, [&] { Open(env).ForgetSet(info[0].As<Napi::Number>().Uint32Value()); });
+    return env.Undefined();
+  }
+
+  // receiveAny(set: number, positions: number[], wanted: number). Returns null, or one Buffer:
+  // the payloads back to back, then per message (position in the set, length) as u32 pairs,
+  // then the positions looked at that still hold messages (u32 each), then the message count,
+  // that position count and how many of the set's channels the core knows to hold messages
+  // (u32 each), all little-endian.
+  Napi::Value ReceiveAny(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) {
+      throw Napi::TypeError::New(env, "receiveAny(set: number, positions: number[], wanted: number)");
+    }
+    auto list = info[1].As<Napi::Array>();
+    std::vector<uint32_t> positions;
+    positions.reserve(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value position = list.Get(i);
+      if (!position.IsNumber()) throw Napi::TypeError::New(env, "positions must be numbers");
+      positions.push_back(position.As<Napi::Number>().Uint32Value());
+    }
+    shmch::AnyBatch batch;
+    Guard(env, [&] {
+      Open(env).ReceiveAny(info[0].As<Napi::Number>().Uint32Value(), positions,
+                           info[2].As<Napi::Number>().Uint32Value(), batch);
+    });
+    size_t n = batch.position_of.size(), ready = batch.still_ready.size();
+    if (n == 0 && ready == 0 && batch.held == 0) return env.Null();
+    auto& bytes = batch.bytes;
+    size_t payload = bytes.size();
+    bytes.resize(payload + n * 8 + ready * 4 + 12);
+    uint8_t* trailer = bytes.data() + payload;
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(trailer + i * 8, &batch.position_of[i], 4);
+      std::memcpy(trailer + i * 8 + 4, &batch.length_of[i], 4);
+    }
+    std::memcpy(trailer + n * 8, batch.still_ready.data(), ready * 4);
+    uint32_t counts[3] = {static_cast<uint32_t>(n), static_cast<uint32_t>(ready), batch.held};
+    std::memcpy(trailer + n * 8 + ready * 4, counts, 12);
+    if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    using Bytes = std::remove_reference_t<decltype(bytes)>;
+    auto* owned = new Bytes(std::move(bytes));
+    return Napi::Buffer<uint8_t>::New(
         env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
   }
 

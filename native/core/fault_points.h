@@ -15,6 +15,7 @@
 //  14 recovery: started, nothing rebuilt yet
 //  15 lock: acquired, nothing done yet (any operation)
 //  20 any operation: lock released, doorbells not rung yet (a sender dying between publish and ring)
+//  21 receiveAny: copied out, waits registered, nothing popped
 #pragma once
 
 namespace shmch {

@@ -498,6 +498,7 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   Node& n = segment_->node(index);
   n.block = block;
   n.expires_at_ms = expires_at;
+  n.seq = segment_->header().next_seq++;
   n.next = kNil;
   segment_->block(block).refcount += 1;
   FAULT_POINT(1);

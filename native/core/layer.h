@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -66,6 +67,39 @@ struct ReceivedBatch {
   std::vector<uint32_t> length_of;
 };
 
+// Messages handed out by ReceiveAny(): payloads back to back in `bytes`; per message the
+// position (in its channel set) of its channel and its length; the positions this call looked at
+// that still hold messages (our wait there is withdrawn); and how many channels of the set are
+// known to hold messages (`held`: the next call takes from them without being told).
+struct AnyBatch {
+  std::vector<uint8_t, UninitializedAllocator<uint8_t>> bytes;
+  std::vector<uint32_t> position_of;
+  std::vector<uint32_t> length_of;
+  std::vector<uint32_t> still_ready;
+  uint32_t held = 0;
+};
+
+// A receiveAny channel set, this instance's own: the names, a cached record index per name
+// (checked against the name before each use) and a min-heap of the heads (by Node::seq) of the
+// channels that held messages when last looked at. Heap entries go stale when another process
+// takes those messages; a stale entry only ever understates its channel's head, so it is checked
+// when it reaches the top, before anything is taken.
+struct ChannelSetState {
+  struct Head {
+    uint64_t seq;
+    uint32_t position;
+    uint32_t node;
+  };
+  std::vector<std::string> names;
+  std::vector<uint32_t> record;
+  std::vector<uint8_t> in_heap;
+  std::vector<Head> heap;
+  std::vector<uint32_t> touch;  // scratch of one ReceiveAny call: position -> its entry, or kNil
+};
+
+// Channels in one receiveAny() set, at most.
+constexpr uint32_t kMaxSetChannels = 65536;
+
 struct LayerStats {
   uint32_t slots_attached;
   uint32_t channels;
@@ -123,6 +157,17 @@ class Layer {
   // stale waits on ready channels the requests do not name, passing their wake-up on.
   void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
                bool covers_all_waits = false);
+  // receiveAny: a channel set is defined once (its names checked then) and named by its id
+  // after, so a receiver of many channels does not pass every name on every call. Sets are this
+  // instance's own (not in shared memory).
+  uint32_t DefineSet(const std::vector<std::string>& channels);
+  void ForgetSet(uint32_t id);
+  // Takes up to `wanted` messages from set `id`, oldest first by enqueue order among its channels
+  // known to hold messages and those at `positions` (the ones that rang since); each channel's
+  // own order holds. Registers this slot as a waiter on each channel it finds empty; withdraws
+  // the wait from each that holds messages (it is looked at again without a ring) and passes its
+  // wake-up on.
+  void ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out);
   void GroupAdd(std::string_view group, std::string_view channel);
   void GroupDiscard(std::string_view group, std::string_view channel);
   // The channels of a group's live, unexpired memberships (none for an unknown group). Reads
@@ -237,6 +282,8 @@ class Layer {
   bool closed_ = false;
   uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping
+  std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
+  uint32_t next_set_id_ = 1;
 };
 
 }  // namespace shmch

@@ -110,6 +110,9 @@ struct Node {
   uint32_t next;
   uint32_t block;  // first page of the message block
   uint64_t expires_at_ms;
+  // Enqueue order across the whole segment (from Header::next_seq): receiveAny takes the oldest
+  // head among several channels. Only compared, never used as an index.
+  uint64_t seq;
 };
 
 // One arena chunk (kChunkPages pages). `committed` is 1 while the chunk's bytes are reserved in
@@ -200,6 +203,10 @@ struct Header {
   uint64_t deliveries_skipped_full;  // groupSend members passed over: channel or segment full
   uint64_t sends_refused_full;       // send() refused with ChannelFull (the caller was told)
   uint64_t messages_orphaned;        // for a '!' channel whose instance is gone or released it
+
+  // Sequence number of the next queued node (Node::seq). Recovery keeps it above every queued
+  // node's, so a scribbled value cannot make new messages look older than queued ones for long.
+  uint64_t next_seq;
 };
 
 // Changes whenever a shared struct changes size, so two builds that disagree on the layout refuse

@@ -41,6 +41,7 @@ void Layer::Recover() {
   arena_->ClearAll();
 
   // Channels and their queues.
+  uint64_t next_seq = 0;  // above every queued node's Node::seq
   auto channels = Channels(seg);
   channels.ClearBuckets();
   h.channels_used = 0;
@@ -79,6 +80,7 @@ void Layer::Recover() {
         break;
       }
       node_live[n] = 1;
+      if (seg.node(n).seq >= next_seq) next_seq = seg.node(n).seq + 1;
       ++refs[block];
       tail = n;
       ++count;
@@ -93,6 +95,8 @@ void Layer::Recover() {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
   }
   arena_->Rebuild();  // chunk accounting from the bitmap; reservations a crash left are punched
+  // New messages must come after every queued one (receiveAny's order).
+  if (h.next_seq < next_seq) h.next_seq = next_seq;
   h.free_node = kNil;
   h.free_nodes = 0;
   for (uint32_t n = seg.node_records(); n-- > 0;) {

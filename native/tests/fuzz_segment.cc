@@ -102,10 +102,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // The operations, one byte each.
   static const char* const kChannels[] = {"alpha", "beta", "gamma", "specific.fuzzclient!x"};
+  uint32_t any_set = 0;
+  Try([&] { any_set = layer.DefineSet({kChannels[0], kChannels[1], kChannels[2], kChannels[3]}); });
   for (++i; i < size; ++i) {
     uint8_t op = data[i];
     const char* channel = kChannels[op % 4];
-    switch ((op >> 2) % 9) {
+    switch ((op >> 2) % 10) {
       case 0: Try([&] { layer.Send(channel, payload, op); }); break;
       case 1: {
         std::vector<shmch::ReceiveRequest> requests{{channel, 1u + op % 3}, {"beta", 1}};
@@ -121,6 +123,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 6: Try([&] { (void)layer.Verify(); }); break;
       case 7: Try([&] { (void)layer.Stats(); (void)layer.ListChannels(100); (void)layer.ListGroups(100); }); break;
       case 8: Try([&] { layer.Flush(); }); break;
+      case 9: {
+        // receiveAny over the channels whose bits are set in the op's low nibble.
+        std::vector<uint32_t> positions;
+        for (uint32_t p = 0; p < 4; ++p)
+          if (op & (1u << p)) positions.push_back(p);
+        shmch::AnyBatch batch;
+        Try([&] { layer.ReceiveAny(any_set, positions, 1u + (op >> 6), batch); });
+        break;
+      }
     }
   }
   return 0;

@@ -1,0 +1,218 @@
+// receiveAny: one message from whichever of several channels has one, the oldest first. The
+// caller defines a channel set once; the core keeps the heads of the set's channels that hold
+// messages in a heap, and is told per call only about the channels that rang since. So a
+// receiver of a hundred channels pays for the one or two that are busy, not for a hundred.
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+#include "checksum.h"
+#include "clock.h"
+#include "critical.h"
+#include "fault_points.h"
+#include "layer.h"
+#include "tables.h"
+
+namespace shmch {
+
+namespace {
+
+bool AnyWaiter(const Channel& c) {
+  for (uint64_t w : c.waiters)
+    if (w) return true;
+  return false;
+}
+
+// std::*_heap build max-heaps: ordered by "later", the oldest head is on top.
+bool Later(const ChannelSetState::Head& a, const ChannelSetState::Head& b) { return a.seq > b.seq; }
+
+}  // namespace
+
+uint32_t Layer::DefineSet(const std::vector<std::string>& channels) {
+  CheckOpen();
+  if (channels.empty() || channels.size() > kMaxSetChannels) {
+    throw Error(ErrorCode::kInvalidArgument, "a channel set holds 1 to " + std::to_string(kMaxSetChannels) +
+                                                 " channels, not " + std::to_string(channels.size()));
+  }
+  std::unordered_set<std::string_view> seen;
+  for (const std::string& name : channels) {
+    ValidateName(name, true, "channel");
+    // Two cursors on one queue would copy its head twice.
+    if (!seen.insert(name).second) {
+      throw Error(ErrorCode::kInvalidArgument, "a channel set names channel " + name + " twice");
+    }
+  }
+  uint32_t id = next_set_id_++;
+  if (next_set_id_ == 0) next_set_id_ = 1;
+  ChannelSetState& set = sets_[id];
+  set.names = channels;
+  set.record.assign(channels.size(), kNil);
+  set.in_heap.assign(channels.size(), 0);
+  set.touch.assign(channels.size(), kNil);
+  return id;
+}
+
+void Layer::ForgetSet(uint32_t id) { sets_.erase(id); }
+
+void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out) {
+  CheckOpen();
+  auto found = sets_.find(id);
+  if (found == sets_.end()) throw Error(ErrorCode::kInvalidArgument, "unknown channel set " + std::to_string(id));
+  ChannelSetState& set = found->second;
+  for (uint32_t position : positions) {
+    if (position >= set.names.size()) {
+      throw Error(ErrorCode::kInvalidArgument, "channel set position " + std::to_string(position) +
+                                                   " out of range (the set has " + std::to_string(set.names.size()) + ")");
+    }
+  }
+  if (wanted == 0) return;
+  uint64_t now = MonotonicMs();
+  Critical guard(*this);
+  Header& h = segment_->header();
+  const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
+  const uint32_t max_nodes = segment_->node_records();
+
+  // The record of a position's channel (kNil: none, so nothing queued). The cached index is used
+  // only while that record is still in use under the same name.
+  auto record_of = [&](uint32_t position) -> uint32_t {
+    const std::string& name = set.names[position];
+    uint32_t r = set.record[position];
+    if (r != kNil && r < segment_->channel_records()) {
+      const Channel& c = segment_->channel(r);
+      if (c.in_use == 1 && c.name_length == name.size() && std::memcmp(c.name, name.data(), name.size()) == 0) {
+        return r;
+      }
+    }
+    r = Channels(*segment_).Find(name);
+    set.record[position] = r;
+    return r;
+  };
+
+  // What this call does to one channel: its next unexpired node (kNil: none) and how many nodes
+  // from the head it passed, all popped in phase 2 (copied ones and expired ones).
+  struct Touch {
+    uint32_t position;
+    uint32_t record;
+    uint32_t cursor;
+    uint32_t walked;
+  };
+  std::vector<Touch> touched;
+  touched.reserve(positions.size() + wanted);
+  struct ResetScratch {
+    ChannelSetState& set;
+    std::vector<Touch>& touched;
+    ~ResetScratch() {
+      for (const Touch& k : touched) set.touch[k.position] = kNil;
+    }
+  } reset{set, touched};
+  auto skip_expired = [&](Touch& k) {
+    while (k.cursor != kNil) {
+      const Node& n = segment_->node(k.cursor);
+      if (n.expires_at_ms > now) return;
+      if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
+      k.cursor = n.next;
+    }
+  };
+  auto touch = [&](uint32_t position) -> uint32_t {
+    uint32_t& at = set.touch[position];
+    if (at == kNil) {
+      Touch k{position, record_of(position), kNil, 0};
+      if (k.record != kNil) k.cursor = segment_->channel(k.record).head;
+      skip_expired(k);
+      at = static_cast<uint32_t>(touched.size());
+      touched.push_back(k);
+    }
+    return at;
+  };
+  auto push = [&](const Touch& k) {
+    set.heap.push_back({segment_->node(k.cursor).seq, k.position, k.cursor});
+    std::push_heap(set.heap.begin(), set.heap.end(), Later);
+    set.in_heap[k.position] = 1;
+  };
+
+  // The channels that rang join the heap with their heads.
+  for (uint32_t position : positions) {
+    if (set.in_heap[position]) continue;
+    const Touch& k = touched[touch(position)];
+    if (k.cursor != kNil) push(k);
+  }
+
+  // Phase 1 copies out, oldest head first; nothing is popped yet, so an error or our death here
+  // takes no message with it.
+  bool damaged_blocks = false;
+  for (uint32_t got = 0; got < wanted && !set.heap.empty();) {
+    std::pop_heap(set.heap.begin(), set.heap.end(), Later);
+    ChannelSetState::Head top = set.heap.back();
+    set.heap.pop_back();
+    set.in_heap[top.position] = 0;
+    Touch& k = touched[touch(top.position)];
+    if (k.cursor == kNil) continue;  // emptied by another receiver
+    if (k.cursor != top.node || segment_->node(k.cursor).seq != top.seq) {
+      push(k);  // stale (another receiver took that head): back in with the real one
+      continue;
+    }
+    const Node& node = segment_->node(k.cursor);
+    out.position_of.push_back(k.position);
+    if (!segment_->IsValidBlock(node.block)) {
+      out.length_of.push_back(kDamagedMessage);
+      damaged_blocks = true;
+    } else {
+      BlockHeader& b = segment_->block(node.block);
+      uint32_t length = b.length, checksum = b.checksum;
+      size_t at = out.bytes.size();
+      out.bytes.resize(at + length);
+      // Checked as it is copied: what we hand out is exactly what was checked.
+      if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(node.block), length) != checksum) {
+        out.bytes.resize(at);
+        out.length_of.push_back(kDamagedMessage);
+      } else {
+        out.length_of.push_back(length);
+      }
+    }
+    ++got;
+    if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
+    k.cursor = node.next;
+    skip_expired(k);
+    if (k.cursor != kNil) push(k);
+  }
+  // Waits: registered where a channel is empty, withdrawn where it holds messages (the heap
+  // brings us back to it without a ring).
+  for (Touch& k : touched) {
+    if (k.cursor == kNil) {
+      if (k.record == kNil) k.record = set.record[k.position] = EnsureChannel(set.names[k.position]);
+      segment_->channel(k.record).waiters[slot_ / 64] |= my_bit;
+    } else {
+      segment_->channel(k.record).waiters[slot_ / 64] &= ~my_bit;
+      out.still_ready.push_back(k.position);
+    }
+  }
+  FAULT_POINT(21);
+  // Phase 2 commits: pops what phase 1 passed, copied and expired alike.
+  for (const Touch& k : touched) {
+    if (k.record == kNil) continue;
+    Channel& c = segment_->channel(k.record);
+    for (uint32_t i = 0; i < k.walked && c.head != kNil; ++i) {
+      uint32_t node_index = c.head;
+      Node& n = segment_->node(node_index);
+      bool expired = n.expires_at_ms <= now;
+      uint32_t block = n.block;
+      c.head = n.next;
+      if (c.head == kNil) c.tail = kNil;
+      if (c.count) --c.count;
+      if (segment_->IsValidBlock(block)) ReleaseBlockRef(block);
+      FreeNode(node_index);
+      if (expired) ++h.messages_expired; else ++h.messages_received;
+    }
+    // Messages left behind: we may have been the waiter woken for them; wake another.
+    if (c.head != kNil && AnyWaiter(c)) WakeWaiters(c, k.record, false, slot_);
+    MaybeReleaseChannel(k.record);
+  }
+  out.held = static_cast<uint32_t>(set.heap.size());
+  for (uint32_t length : out.length_of) {
+    if (length == kDamagedMessage) ++h.messages_damaged;
+  }
+  // A damaged block header leaves its pages unaccounted for: rebuild the page map.
+  if (damaged_blocks) Recover();
+}
+
+}  // namespace shmch
