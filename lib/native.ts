@@ -66,6 +66,17 @@ export interface NativeLayer {
    * then a (request index, length) u32 pair per message, then the message count (u32 LE).
    */
   receive(channels: string | string[], wanted: number | number[], coversAllWaits?: boolean): Buffer | null;
+  /** Defines a receiveAny channel set (distinct, valid names); returns its id. */
+  defineSet(channels: readonly string[]): number;
+  forgetSet(id: number): void;
+  /**
+   * Up to `wanted` messages from the set, oldest first among its channels the core knows to hold
+   * messages and those at `positions` (rang since). Registers waits on the ones found empty.
+   * Returns null or one Buffer: payloads back to back, then a (position, length) u32 pair per
+   * message, then the positions looked at that still hold messages (u32 each), then the message
+   * count, that position count and how many channels the core knows to hold messages (u32 LE).
+   */
+  receiveAny(set: number, positions: number[], wanted: number): Buffer | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   /** Channels of the group's live, unexpired memberships. */

@@ -1,8 +1,24 @@
 import { commonSettings, type CommonSettings } from './capacity.js';
-import { ChannelFull, ChannelReleased, LayerClosed, LockTimeout, MessageTooLarge, SegmentFull, ShmError } from './errors.js';
-import { checkReleasable, isOwnLocalChannel, validateChannelName, validateGroupName, validateMessage } from './names.js';
+import {
+  abortError,
+  ChannelFull,
+  ChannelReleased,
+  LayerClosed,
+  LockTimeout,
+  MessageTooLarge,
+  SegmentFull,
+  ShmError,
+} from './errors.js';
+import {
+  checkReleasable,
+  isOwnLocalChannel,
+  validateChannelName,
+  validateGroupName,
+  validateMessage,
+  validateReceivable,
+} from './names.js';
 import { native, type NativeLayer, type NativeStats } from './native.js';
-import { PendingReceives } from './pending.js';
+import { ChannelSet, PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
 import { defaultSerializer } from './serializer.js';
@@ -140,6 +156,21 @@ function translate(error: unknown): unknown {
 }
 
 /**
+ * What this instance keeps per receiveAny() channel set: its native id and which of its channels
+ * may hold messages. Every other channel of the set has our wait registered in shared memory, so
+ * a send to it rings us (and `ready()` names it): only candidates need looking at.
+ */
+interface SetState {
+  id: number;
+  positionOf: Map<string, number>;
+  candidates: Set<number>;
+  /** Look at every channel of the set next time (new set, flush, overflowed ready lists...). */
+  all: boolean;
+  /** Channels the core knows to hold messages (it keeps their heads): worth a call unasked. */
+  held: number;
+}
+
+/**
  * A channel layer shared by every process on this machine that opens the same `name`: a POSIX
  * shared-memory segment holds the queues, groups and messages; a per-instance doorbell wakes
  * receivers. No server.
@@ -185,6 +216,7 @@ export class ShmChannelLayer implements ChannelLayer {
     this.pending = new PendingReceives(
       () => this.setWaiting(false),
       (channel) => this.abandon(channel),
+      (set) => this.dropSet(set),
     );
     this.pollMaxUs = Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US);
     this.pollWindowUs = Math.min(this.pollMaxUs, POLL_START_US);
@@ -315,13 +347,29 @@ export class ShmChannelLayer implements ChannelLayer {
     return promise;
   }
 
-  /** Not on shared memory yet (its native half is under way): rejects, taking nothing. */
-  async receiveAny<T extends Message = Message>(
-    _channels: readonly string[],
-    _options: ReceiveAnyOptions = {},
+  receiveAny<T extends Message = Message>(
+    channels: readonly string[],
+    options: ReceiveAnyOptions = {},
   ): Promise<ReceivedFrom<T> | null> {
-    this.checkOpen();
-    throw new Error('receiveAny() is not available on ShmChannelLayer yet; use receive() per channel');
+    let set: ChannelSet;
+    try {
+      this.checkOpen();
+      set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+      this.stateOf(set);
+    } catch (error) {
+      return Promise.reject(translate(error));
+    }
+    if (options.wait === false) {
+      if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
+      try {
+        return Promise.resolve(this.locked(() => this.takeNow(set)) as ReceivedFrom<T> | null);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    const promise = this.pending.addAny(set, options.signal) as Promise<ReceivedFrom<T>>;
+    this.scheduleDrain();
+    return promise;
   }
 
   async newChannel(prefix = 'specific'): Promise<string> {
@@ -365,12 +413,14 @@ export class ShmChannelLayer implements ChannelLayer {
     checkReleasable(channel, this.clientPrefix);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
     await this.locked(() => this.handle.releaseChannel(channel));
+    this.markCandidate(channel); // its record went, and our wait with it
   }
 
   async flush(): Promise<void> {
     this.checkOpen();
     await this.locked(() => this.handle.flush());
     // Our own waiters lost their registrations with the records flush removed.
+    this.markAllSets();
     if (this.pending.size) this.scheduleDrain(true);
   }
 
@@ -417,7 +467,7 @@ export class ShmChannelLayer implements ChannelLayer {
     let attached: boolean;
     try {
       // Also drops any registration of ours on a channel no receive here waits on any more.
-      attached = this.handle.maintain(this.pending.wanted().map(([channel]) => channel));
+      attached = this.handle.maintain([...this.pending.waitedChannels()]);
     } catch {
       return; // a damaged segment surfaces on the next real call, with its error
     }
@@ -427,6 +477,11 @@ export class ShmChannelLayer implements ChannelLayer {
       this.unlinked = true;
       this.pending.rejectAll(this.unlinkedError());
       return;
+    }
+    // Sets nobody waits on right now may have lost their waits just now: they look again.
+    for (const set of this.pending.allSets()) {
+      const state = set.state as SetState | undefined;
+      if (state && set.waiters.length === 0) state.all = true;
     }
     // Safety net for one window no lock can cover: a sender killed after publishing a message
     // but before ringing our doorbell. Looking again every few seconds bounds that wait.
@@ -450,33 +505,180 @@ export class ShmChannelLayer implements ChannelLayer {
 
   /** Our bell rang: look at the channels that became ready (all of them if too many did). */
   private answerBell(): void {
-    if (this.pending.channels <= COVER_ALL_CHANNELS) {
+    if (this.pending.channels <= COVER_ALL_CHANNELS && this.pending.setCount === 0) {
       this.drain(); // names every waiting channel: the same call consumes the bell
       return;
     }
+    this.collectReady();
+    this.drain();
+  }
+
+  /**
+   * Consumes the bell and the list of channels that rang: receive()s look at those channels on
+   * the next drain, receiveAny() sets count them as candidates, waits nobody here needs any more
+   * are withdrawn.
+   */
+  private collectReady(): void {
     let ready: string[] | null;
     try {
       ready = this.handle.ready();
-    } catch {
+    } catch (error) {
+      if (isBusy(error)) return; // the bell stays rung: the next drain looks again
       ready = null; // a damaged segment: the full drain will surface the error to the receivers
     }
     if (ready === null) {
       this.drainAll = true;
-    } else {
-      let abandoned: string[] | undefined;
-      for (const channel of ready) {
-        if (this.pending.count(channel) > 0) this.dirty.add(channel);
-        else (abandoned ??= []).push(channel); // its receives were cancelled
-      }
-      if (abandoned) {
-        try {
-          this.handle.unwait(abandoned);
-        } catch {
-          // only an optimisation: a stale wait costs a spurious wake, nothing more
-        }
+      return;
+    }
+    let abandoned: string[] | undefined;
+    for (const channel of ready) {
+      this.markCandidate(channel);
+      if (this.pending.count(channel) > 0) this.dirty.add(channel);
+      else if (!this.pending.waits(channel)) (abandoned ??= []).push(channel); // its receives were cancelled
+    }
+    if (abandoned) {
+      try {
+        this.handle.unwait(abandoned);
+      } catch {
+        // only an optimisation: a stale wait costs a spurious wake, nothing more
       }
     }
-    this.drain();
+  }
+
+  /** Our wait on `channel` may be gone: every set naming it looks at it next time. */
+  private markCandidate(channel: string): void {
+    for (const set of this.pending.setsNaming(channel)) {
+      const state = set.state as SetState | undefined;
+      const position = state?.positionOf.get(channel);
+      if (position !== undefined) state!.candidates.add(position);
+    }
+  }
+
+  /** The set's native half, defined on first use. */
+  private stateOf(set: ChannelSet): SetState {
+    let state = set.state as SetState | undefined;
+    if (!state) {
+      const id = this.handle.defineSet(set.channels);
+      state = {
+        id,
+        positionOf: new Map(set.channels.map((channel, i) => [channel, i])),
+        candidates: new Set(),
+        all: true,
+        held: 0,
+      };
+      set.state = state;
+    }
+    return state;
+  }
+
+  /** An idle set was forgotten: free its native half and the waits only it held. */
+  private dropSet(set: ChannelSet): void {
+    const state = set.state as SetState | undefined;
+    set.state = undefined;
+    if (!state || this.closed) return;
+    try {
+      this.handle.forgetSet(state.id);
+    } catch {
+      // closed or damaged: nothing to free
+    }
+    for (const channel of set.channels) if (!this.pending.waits(channel)) this.abandon(channel);
+  }
+
+  /**
+   * One native call for a set: up to `wanted` messages, oldest first, from the channels the core
+   * knows to hold messages and those that may have got some since (candidates); the ones found
+   * empty get our wait. Returns the native EBUSY error, untouched, when another process holds
+   * the lock (nothing happened: the caller tries again later).
+   */
+  private pullSet(
+    set: ChannelSet,
+    wanted: number,
+    deliver: (channel: string, message: Message) => void,
+    fail: (error: unknown) => void,
+  ): Error | undefined {
+    const state = this.stateOf(set);
+    if (!state.all && state.candidates.size === 0 && state.held === 0) return undefined;
+    const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
+    let batch: Buffer | null;
+    try {
+      batch = this.handle.receiveAny(state.id, positions, wanted);
+    } catch (error) {
+      if (isBusy(error)) return error;
+      state.all = true; // what it registered is unknown: look at everything next time
+      const failure = translate(error);
+      for (let i = 0; i < wanted; i++) fail(failure);
+      return undefined;
+    }
+    state.all = false;
+    state.candidates.clear();
+    state.held = 0;
+    if (!batch) return;
+    const end = batch.length - 12;
+    const count = batch.readUInt32LE(end);
+    const ready = batch.readUInt32LE(end + 4);
+    state.held = batch.readUInt32LE(end + 8);
+    for (let at = end - ready * 4; at < end; at += 4) {
+      const position = batch.readUInt32LE(at);
+      // The set's call withdrew our wait there: a receive() of that channel looks too.
+      const channel = set.channels[position]!;
+      if (this.pending.count(channel) > 0) {
+        this.dirty.add(channel);
+        this.scheduleDrain();
+      }
+    }
+    let entry = end - ready * 4 - count * 8;
+    let offset = 0;
+    for (let i = 0; i < count; i++, entry += 8) {
+      const channel = set.channels[batch.readUInt32LE(entry)]!;
+      const length = batch.readUInt32LE(entry + 4);
+      if (length === DAMAGED_MESSAGE) {
+        fail(new ShmError(`a message for ${channel} failed its checksum in shared memory and was dropped`, 'ECORRUPT'));
+        continue;
+      }
+      const payload = batch.subarray(offset, offset + length);
+      offset += length;
+      let message: Message;
+      try {
+        message = this.serializer.deserialize(payload);
+      } catch (error) {
+        fail(error);
+        continue;
+      }
+      deliver(channel, message);
+    }
+    return undefined;
+  }
+
+  /** receiveAny(wait: false): one call, now (throws EBUSY for `locked` to retry). */
+  private takeNow(set: ChannelSet): ReceivedFrom | null {
+    if (this.bellRung()) this.collectReady();
+    if (this.drainAll) this.markAllSets();
+    let result: ReceivedFrom | null = null;
+    let failure: { error: unknown } | undefined;
+    const busy = this.pullSet(
+      set,
+      1,
+      (channel, message) => (result = { channel, message }),
+      (error) => (failure = { error }),
+    );
+    if (busy) throw busy;
+    if (failure) throw failure.error;
+    return result;
+  }
+
+  private bellRung(): boolean {
+    try {
+      return this.bell !== null ? Atomics.load(this.bell, BELL) !== 0 : this.handle.bellRung();
+    } catch {
+      return false;
+    }
+  }
+
+  private markAllSets(): void {
+    for (const set of this.pending.allSets()) {
+      const state = set.state as SetState | undefined;
+      if (state) state.all = true;
+    }
   }
 
   /**
@@ -488,7 +690,7 @@ export class ShmChannelLayer implements ChannelLayer {
     if (this.closed) return;
     if (this.abandoned.size === 0) {
       queueMicrotask(() => {
-        const channels = [...this.abandoned].filter((name) => this.pending.count(name) === 0);
+        const channels = [...this.abandoned].filter((name) => !this.pending.waits(name));
         this.abandoned.clear();
         if (this.closed || channels.length === 0) return;
         try {
@@ -496,6 +698,7 @@ export class ShmChannelLayer implements ChannelLayer {
         } catch {
           // housekeeping drops what this missed (maintain() lists what we still wait on)
         }
+        for (const channel of channels) this.markCandidate(channel);
       });
     }
     this.abandoned.add(channel);
@@ -572,17 +775,51 @@ export class ShmChannelLayer implements ChannelLayer {
     });
   }
 
-  /** One native call takes what every waiting receive can use; short channels register a wake. */
+  /**
+   * One native call takes what every waiting receive can use (short channels register a wake),
+   * and one per channel set with receiveAny()s waiting whose channels may hold messages.
+   */
   private drain(): void {
+    if (this.drainAll) this.markAllSets();
     if (this.closed || this.pending.size === 0) {
       this.dirty.clear();
       this.drainAll = false;
       return;
     }
+    if (this.pending.setCount > 0) {
+      // A busy channel must not hide one that rang meanwhile: answer the bell before picking.
+      if (this.bellRung()) {
+        this.collectReady();
+        if (this.drainAll) this.markAllSets();
+      }
+      for (const set of this.pending.activeSets()) {
+        const busy = this.pullSet(
+          set,
+          set.waiters.length,
+          (channel, message) => this.pending.deliverToSet(set, channel, message),
+          (error) => this.pending.failSet(set, error),
+        );
+        // Another process holds the lock: look again soon, from the event loop; nothing failed.
+        if (busy) this.drainRetry ??= setTimeout(() => {
+          this.drainRetry = undefined;
+          this.drain();
+        }, 1);
+      }
+    }
+    this.drainChannels();
+    const waiting = this.pending.size > 0;
+    this.setWaiting(waiting);
+    if (waiting) this.startPolling();
+  }
+
+  /** The receive()s' part of a drain. */
+  private drainChannels(): void {
     let wanted: Array<[string, number]>;
-    // Naming every waiting channel lets the same call answer the doorbell.
-    const coversAll = this.drainAll || this.pending.channels <= COVER_ALL_CHANNELS;
-    if (coversAll) {
+    const everyChannel = this.drainAll || this.pending.channels <= COVER_ALL_CHANNELS;
+    // Naming every waiting channel lets the same call answer the doorbell, unless channel sets
+    // hold waits of their own (the call would withdraw them).
+    const coversAll = everyChannel && this.pending.setCount === 0;
+    if (everyChannel) {
       wanted = this.pending.wanted();
     } else {
       wanted = [];
@@ -621,6 +858,8 @@ export class ShmChannelLayer implements ChannelLayer {
       }
       return;
     }
+    // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
+    if (this.pending.setCount > 0) for (const [channel] of wanted) this.markCandidate(channel);
     if (batch) {
       const count = batch.readUInt32LE(batch.length - 4);
       let entry = batch.length - 4 - count * 8;
@@ -647,9 +886,6 @@ export class ShmChannelLayer implements ChannelLayer {
         this.pending.deliver(channel, message);
       }
     }
-    const waiting = this.pending.size > 0;
-    this.setWaiting(waiting);
-    if (waiting) this.startPolling();
   }
 
   /**

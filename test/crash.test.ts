@@ -95,6 +95,33 @@ describe('owner death inside a critical section', () => {
   }
 });
 
+describe('owner death inside receiveAny', () => {
+  it('fault point 21 (receiveAny: copied out, waits registered, nothing popped): nothing is lost or doubled, order holds', async () => {
+    const name = layerName();
+    const layer = open({ name });
+    const channels = ['any.a', 'any.b', 'any.c'];
+    for (let i = 0; i < 30; i++) await layer.send(channels[i % 3]!, { i });
+    const child = runChild(
+      `const l = new ShmChannelLayer({ name: '${name}' });
+       await l.receiveAny(${JSON.stringify(channels)});
+       console.log('fault point not reached');`,
+      { SHMCH_FAULT_POINT: '21' },
+    );
+    expect(child.signal).toBe('SIGKILL');
+    const started = Date.now();
+    await layer.send('any.a', { i: 'after' });
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(layer.verify()).toEqual([]);
+    // Every message is still there, once, and the oldest still comes first.
+    const got: unknown[] = [];
+    for (let i = 0; i < 31; i++) got.push((await layer.receiveAny(channels, { signal: AbortSignal.timeout(2000) }))!.message);
+    expect(got).toEqual([...[...Array(30).keys()].map((i) => ({ i })), { i: 'after' }]);
+    expect(await layer.receiveAny(channels, { wait: false })).toBeNull();
+    expect(layer.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
+    expect(layer.verify()).toEqual([]);
+  });
+});
+
 describe('owner death in every other critical section', () => {
   // What the dying child does to reach each fault point (see native/core/fault_points.h).
   const scenarios: Array<[point: number, what: string, code: string]> = [

@@ -78,4 +78,16 @@ export const WORKLOADS = [
     summary: (s) =>
       `created in ${f(s.createSeconds, 2)} s, ${f(s.bytesUsed / 1e6, 1)} MB used, receive ${s.receiveOk ? 'ok' : 'FAILED'} (${f(s.usPerReceive, 1)} µs each)`,
   },
+  {
+    id: 'W6',
+    module: 'w6-receive-any',
+    title: 'receiveAny: 1 consumer process, one receiveAny() loop over 100 channels, vs one channel (W1 shape) in the same run',
+    backends: ['shm', 'redis', 'inmemory'], // the cluster IPC baseline has no receiveAny
+    full: { duration: 5, warmup: 1, channels: 100 },
+    quick: { duration: 1.5, warmup: 0.3, channels: 100 },
+    timeoutS: 90,
+    summary: (s) =>
+      `100 channels ${f(s.anyMsgsPerSec)} msg/s vs 1 channel ${f(s.oneChannelMsgsPerSec)} msg/s (x${f(s.anyVsOne, 2)}); ` +
+      `consumer CPU ${f(s.consumerCpuUsPerMsg?.any, 2)} vs ${f(s.consumerCpuUsPerMsg?.one, 2)} µs/msg`,
+  },
 ];
