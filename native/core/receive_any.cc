@@ -79,7 +79,9 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     uint32_t r = set.record[position];
     if (r != kNil && r < segment_->channel_records()) {
       const Channel& c = segment_->channel(r);
-      if (c.in_use == 1 && c.name_length == name.size() && std::memcmp(c.name, name.data(), name.size()) == 0) {
+      // name_length is read once and checked against our own (<= kMaxNameLength) name's.
+      if (LoadOnce(c.in_use) == 1 && LoadOnce(c.name_length) == name.size() &&
+          std::memcmp(c.name, name.data(), name.size()) == 0) {
         return r;
       }
     }
@@ -108,16 +110,16 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   auto skip_expired = [&](Touch& k) {
     while (k.cursor != kNil) {
       const Node& n = segment_->node(k.cursor);
-      if (n.expires_at_ms > now) return;
+      if (LoadOnce(n.expires_at_ms) > now) return;
       if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
-      k.cursor = n.next;
+      k.cursor = LoadOnce(n.next);
     }
   };
   auto touch = [&](uint32_t position) -> uint32_t {
     uint32_t& at = set.touch[position];
     if (at == kNil) {
       Touch k{position, record_of(position), kNil, 0};
-      if (k.record != kNil) k.cursor = segment_->channel(k.record).head;
+      if (k.record != kNil) k.cursor = LoadOnce(segment_->channel(k.record).head);
       skip_expired(k);
       at = static_cast<uint32_t>(touched.size());
       touched.push_back(k);
@@ -125,7 +127,7 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     return at;
   };
   auto push = [&](const Touch& k) {
-    set.heap.push_back({segment_->node(k.cursor).seq, k.position, k.cursor});
+    set.heap.push_back({LoadOnce(segment_->node(k.cursor).seq), k.position, k.cursor});
     std::push_heap(set.heap.begin(), set.heap.end(), Later);
     set.in_heap[k.position] = 1;
   };
@@ -147,31 +149,34 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     set.in_heap[top.position] = 0;
     Touch& k = touched[touch(top.position)];
     if (k.cursor == kNil) continue;  // emptied by another receiver
-    if (k.cursor != top.node || segment_->node(k.cursor).seq != top.seq) {
+    // Every field used below is read once into a local and checked there: another process may
+    // rewrite the node or the block header while we look.
+    const Node& shared_node = segment_->node(k.cursor);
+    if (k.cursor != top.node || LoadOnce(shared_node.seq) != top.seq) {
       push(k);  // stale (another receiver took that head): back in with the real one
       continue;
     }
-    const Node& node = segment_->node(k.cursor);
+    const uint32_t block = LoadOnce(shared_node.block);
+    const uint32_t next = LoadOnce(shared_node.next);
     out.position_of.push_back(k.position);
-    if (!segment_->IsValidBlock(node.block)) {
+    BlockInfo info = segment_->ReadBlock(block);
+    if (!info.message) {
       out.length_of.push_back(kDamagedMessage);
       damaged_blocks = true;
     } else {
-      BlockHeader& b = segment_->block(node.block);
-      uint32_t length = b.length, checksum = b.checksum;
       size_t at = out.bytes.size();
-      out.bytes.resize(at + length);
+      out.bytes.resize(at + info.length);
       // Checked as it is copied: what we hand out is exactly what was checked.
-      if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(node.block), length) != checksum) {
+      if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(block), info.length) != info.checksum) {
         out.bytes.resize(at);
         out.length_of.push_back(kDamagedMessage);
       } else {
-        out.length_of.push_back(length);
+        out.length_of.push_back(info.length);
       }
     }
     ++got;
     if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
-    k.cursor = node.next;
+    k.cursor = next;
     skip_expired(k);
     if (k.cursor != kNil) push(k);
   }
@@ -191,13 +196,15 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   for (const Touch& k : touched) {
     if (k.record == kNil) continue;
     Channel& c = segment_->channel(k.record);
-    for (uint32_t i = 0; i < k.walked && c.head != kNil; ++i) {
-      uint32_t node_index = c.head;
+    for (uint32_t i = 0; i < k.walked; ++i) {
+      uint32_t node_index = LoadOnce(c.head);
+      if (node_index == kNil) break;
       Node& n = segment_->node(node_index);
-      bool expired = n.expires_at_ms <= now;
-      uint32_t block = n.block;
-      c.head = n.next;
-      if (c.head == kNil) c.tail = kNil;
+      bool expired = LoadOnce(n.expires_at_ms) <= now;
+      uint32_t block = LoadOnce(n.block);
+      uint32_t next = LoadOnce(n.next);
+      c.head = next;
+      if (next == kNil) c.tail = kNil;
       if (c.count) --c.count;
       if (segment_->IsValidBlock(block)) ReleaseBlockRef(block);
       FreeNode(node_index);
