@@ -433,7 +433,18 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const consuming = consumers.map((c) => c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'work' }));
     await Promise.all(producers.map((p, i) => p.call('produce', { channel: 'work', sender: i + 1, count: PER_PRODUCER })));
     // FIFO: the stops are behind every item, and each consumer quits at its first stop.
-    for (let i = 0; i < consumers.length; i++) await main.send('work', { type: 'stop' });
+    // The consumers may still be draining a full channel (a loaded machine): wait for room.
+    for (let i = 0; i < consumers.length; i++) {
+      for (;;) {
+        try {
+          await main.send('work', { type: 'stop' });
+          break;
+        } catch (error) {
+          if ((error as Error).name !== 'ChannelFull') throw error;
+          await sleep(1);
+        }
+      }
+    }
     const results = await Promise.all(consuming);
 
     const ids = results.flatMap((r) => r.items.map(([s, seq]) => s * 1_000_000 + seq));
