@@ -289,6 +289,20 @@ describe('fetchSockets', () => {
   });
 });
 
+describe('RemoteSocket', () => {
+  it('joins a room and disconnects on the server that has the socket', async () => {
+    const [a, b, c] = three();
+    const target = await connect(c);
+    const room = unique('remote-join');
+    expect(await a.call('remoteEmit', { socketId: target.socket.id, join: room })).toEqual({ found: true });
+    await waitFor(async () => (await c.call<string[]>('localRooms')).includes(room), 'remote join applied on C');
+    await b.call('emit', { rooms: [room], event: 'joined-remotely', args: [] });
+    await waitFor(() => target.got('joined-remotely').length === 1, 'delivery to the remotely joined room');
+    expect(await a.call('remoteEmit', { socketId: target.socket.id, disconnect: true })).toEqual({ found: true });
+    await waitFor(() => !target.socket.connected, 'remote disconnect');
+  });
+});
+
 describe('serverSideEmit', () => {
   it('reaches the other servers, not the sender', async () => {
     const [a, b, c] = three();
