@@ -214,7 +214,7 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     expect(r.works).toBe(true);
   }, 90_000);
 
-  it('a layer whose processes all died costs a few MB; list shows it, prune removes it', async () => {
+  it('a layer whose processes all died keeps only a few MB beyond its messages; list shows it, prune removes it', async () => {
     const run = await inSmallShm(`
       // A process that carries a 5 MB message, leaves one small message queued, and is killed.
       const child = spawn(process.execPath, ['--input-type=module', '-e', \`
@@ -256,8 +256,9 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     expect(r.afterDeath).toEqual([expect.objectContaining({ name: 'crashed', processes: 0, queued: 1 })]);
     expect(r.listText).toMatch(/layer\s+size\s+\/dev\/shm\s+processes\s+queued/);
     expect(r.listText).toMatch(/crashed\s+64\.0 MiB\s+[\d.]+ [KM]iB\s+0\s+1/);
-    // Its empty memory beyond a few MB was given back even though nobody closed it.
-    expect(r.deadCost).toBeLessThanOrEqual(6 * MiB);
+    // Nobody closed it, yet all it keeps is its records and a reserve the size of its largest
+    // message plus a chunk (so a busy layer does not punch and re-reserve for every message).
+    expect(r.deadCost).toBeLessThanOrEqual(5 * MiB + 3 * MiB);
     const byName = Object.fromEntries(r.pruned.map((p: { name: string }) => [p.name, p]));
     expect(byName.expiring.removed).toBe(true);
     expect(byName.busy.removed).toBe(false);

@@ -102,6 +102,7 @@ uint32_t Arena::Allocate(uint32_t length) {
   }
   SetRange(first, pages, true);
   CountUsed(first, pages, true);
+  if (pages > h.largest_block_pages) h.largest_block_pages = pages;
   FAULT_POINT(8);
   h.used_pages += pages;
   h.page_rover = first + pages;
@@ -176,7 +177,7 @@ void Arena::CountUsed(uint32_t first, uint32_t pages, bool add) {
       chunk.used_pages = chunk.used_pages > n ? chunk.used_pages - n : 0;
       if (chunk.used_pages == 0 && chunk.committed == 1) {
         ++h.empty_chunks;
-        if (uint64_t{h.empty_chunks} * kChunkBytes > kKeepEmptyBytes) ReleaseChunk(c);
+        if (uint64_t{h.empty_chunks} * kChunkBytes > KeepEmptyBytes()) ReleaseChunk(c);
       }
     }
     p = chunk_end;
@@ -205,7 +206,15 @@ void Arena::ReleaseChunk(uint32_t c) {
   seg_.Release(seg_.chunk_offset(c), seg_.chunk_bytes(c));
 }
 
+uint64_t Arena::KeepEmptyBytes() const {
+  uint64_t largest = uint64_t{seg_.header().largest_block_pages} * kPageSize + kChunkBytes;
+  uint64_t cap = seg_.shm_total_bytes() / 8;
+  if (largest > cap) largest = cap;
+  return largest > kKeepEmptyBytes ? largest : kKeepEmptyBytes;
+}
+
 void Arena::Trim() {
+  seg_.header().largest_block_pages = 0;
   for (uint32_t c = 0; c < seg_.chunk_count(); ++c) {
     const ArenaChunk& chunk = seg_.chunk(c);
     if (chunk.committed == 1 && chunk.used_pages == 0) ReleaseChunk(c);
@@ -273,7 +282,7 @@ void Arena::Rebuild() {
     seg_.Release(seg_.chunk_offset(c), seg_.chunk_offset(d - 1) + seg_.chunk_bytes(d - 1) - seg_.chunk_offset(c));
     c = d;
   }
-  for (uint32_t c = 0; c < chunks && uint64_t{h.empty_chunks} * kChunkBytes > kKeepEmptyBytes; ++c) {
+  for (uint32_t c = 0; c < chunks && uint64_t{h.empty_chunks} * kChunkBytes > KeepEmptyBytes(); ++c) {
     if (seg_.chunk(c).committed == 1 && seg_.chunk(c).used_pages == 0) ReleaseChunk(c);
   }
 }

@@ -20,8 +20,11 @@ namespace shmch {
 class Arena {
  public:
   // Empty chunks a busy layer keeps reserved, so a steady flow of large messages does not
-  // reserve and punch on every send.
+  // reserve and punch on every send: 4 MiB, or the largest message since the layer was last
+  // idle and one chunk more (so the next one fits where the last one was), but never more than
+  // an eighth of /dev/shm.
   static constexpr uint64_t kKeepEmptyBytes = 4u << 20;
+  uint64_t KeepEmptyBytes() const;
 
   explicit Arena(Segment& segment) : seg_(segment) {}
 
@@ -35,7 +38,7 @@ class Arena {
   uint32_t Allocate(uint32_t length);
   void Free(uint32_t first_page);
   uint8_t* Payload(uint32_t first_page) { return seg_.page(first_page) + sizeof(BlockHeader); }
-  // Gives every empty reserved chunk back to /dev/shm.
+  // Gives every empty reserved chunk back to /dev/shm (and forgets the largest message).
   void Trim();
 
   // Recovery: forget every allocation, re-mark the blocks found live, then Rebuild() the chunk

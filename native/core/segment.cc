@@ -412,6 +412,8 @@ void Segment::ComputeRegions(const Header& h) {
   chunks_ = reinterpret_cast<ArenaChunk*>(base_ + h.chunks_offset);
   chunk_count_ = h.chunk_count;
   arena_offset_ = h.arena_offset;
+  struct statvfs fs;
+  shm_total_bytes_ = fstatvfs(fd_, &fs) == 0 ? uint64_t{fs.f_blocks} * fs.f_frsize : 0;
   arena_ = base_ + h.arena_offset;
   channel_records_ = group_records_ = member_records_ = node_records_ = 0;
 }

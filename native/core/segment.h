@@ -104,6 +104,8 @@ class Segment {
   ArenaChunk& chunk(uint32_t index) const;
   // Bytes of /dev/shm this segment occupies now (its allocated blocks).
   uint64_t ShmBytes() const;
+  // Size of the file system holding the segment (/dev/shm), read at attach.
+  uint64_t shm_total_bytes() const { return shm_total_bytes_; }
   // "/dev/shm has N MiB free of M MiB" for error messages.
   std::string SpaceReport() const;
 
@@ -181,6 +183,7 @@ class Segment {
   uint32_t max_message_size_ = 0;
   uint32_t channel_records_ = 0, group_records_ = 0, member_records_ = 0, node_records_ = 0;
   uint32_t chunk_count_ = 0;
+  uint64_t shm_total_bytes_ = 0;
   ArenaChunk* chunks_ = nullptr;
   uint64_t arena_offset_ = 0;
   uint64_t dev_ = 0, ino_ = 0;
