@@ -303,6 +303,7 @@ uint32_t Layer::DropChannel(uint32_t index) {
     uint32_t n = c.head;
     uint32_t block = segment_->node(n).block;
     c.head = segment_->node(n).next;
+    FAULT_POINT(16);
     ReleaseBlockRef(block);
     FreeNode(n);
     ++dropped;

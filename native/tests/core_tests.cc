@@ -1259,6 +1259,35 @@ TEST(memory_on_demand_tables_grow_in_steps_up_to_their_limits) {
   CHECK_CLEAN(layer);
 }
 
+// releaseChannel walks the channel's queue freeing nodes and blocks: an owner killed halfway
+// leaves a queue cut short and unreferenced nodes and blocks, which recovery gives back.
+TEST(recovery_owner_dies_releasing_a_channel) {
+  TempName name;
+  Layer layer(Options(name));
+  layer.GroupAdd("room", "plain");
+  std::string how = RunChildThatDies([&] {
+    LayerOptions options = Options(name);
+    options.client_id = "dying1";
+    Layer child(options);
+    child.GroupAdd("room", "inbox.dying1!x");
+    for (int i = 0; i < 5; ++i) SendText(child, "inbox.dying1!x", "m" + std::to_string(i));
+    shmch::g_fault_point = 16;
+    child.ReleaseChannel("inbox.dying1!x");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_CLEAN(layer);
+  CHECK_EQ(layer.Stats().lock_recoveries, 1u);
+  CHECK(layer.Maintain());  // reclaims the dead owner's slot and what is left of its channel
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.channels, 1u);  // "plain"
+  CHECK_EQ(s.members, 1u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(s.arena_used_bytes, 0u);
+  CHECK_EQ(GroupSendText(layer, "room", "after"), 1u);
+  CHECK_EQ(ReceiveText(layer, "plain", 5), std::vector<std::string>{"after"});
+  CHECK_CLEAN(layer);
+}
+
 TEST(recovery_holder_dies_between_reserving_and_publishing_a_table_step) {
   TempName name;
   Layer layer(RoomyOptions(name));
