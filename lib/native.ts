@@ -65,7 +65,12 @@ export interface NativeLayer {
    * Takes up to `wanted` messages per channel. Returns null or one Buffer: payloads back to back,
    * then a (request index, length) u32 pair per message, then the message count (u32 LE).
    */
-  receive(channels: string | string[], wanted: number | number[], coversAllWaits?: boolean): Buffer | null;
+  receive(
+    channels: string | string[],
+    wanted: number | number[],
+    coversAllWaits?: boolean,
+    scratch?: Uint8Array,
+  ): Buffer | number | null;
   /** Defines a receiveAny channel set (distinct, valid names); returns its id. */
   defineSet(channels: readonly string[]): number;
   forgetSet(id: number): void;

@@ -109,6 +109,8 @@ const COVER_ALL_CHANNELS = 32;
 /** Indices in the native bellView(): [slot state, bell (rung since we looked), armed (we sleep)]. */
 const BELL = 1;
 const ARMED = 2;
+/** Receive batches up to this size are copied into one reused buffer. */
+const SCRATCH_BYTES = 64 * 1024;
 /** Length the native receive reports for a message whose bytes failed their checksum. */
 const DAMAGED_MESSAGE = 0xffffffff;
 
@@ -208,6 +210,8 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly lockBacklog: LockedCall[] = [];
   private lockRetry: NodeJS.Timeout | undefined;
   private drainRetry: NodeJS.Timeout | undefined;
+  /** Where small receive batches land (see drain()). */
+  private readonly scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
 
   constructor(options: ShmChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -831,15 +835,16 @@ export class ShmChannelLayer implements ChannelLayer {
     this.dirty.clear();
     this.drainAll = false;
     if (wanted.length === 0) return;
-    let batch: Buffer | null;
+    let result: Buffer | number | null;
     try {
-      batch =
+      result =
         wanted.length === 1
-          ? this.handle.receive(wanted[0]![0], wanted[0]![1], coversAll)
+          ? this.handle.receive(wanted[0]![0], wanted[0]![1], coversAll, this.scratch)
           : this.handle.receive(
               wanted.map(([channel]) => channel),
               wanted.map(([, count]) => count),
               coversAll,
+              this.scratch,
             );
     } catch (error) {
       if (isBusy(error)) {
@@ -860,9 +865,13 @@ export class ShmChannelLayer implements ChannelLayer {
     }
     // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
     if (this.pending.setCount > 0) for (const [channel] of wanted) this.markCandidate(channel);
-    if (batch) {
-      const count = batch.readUInt32LE(batch.length - 4);
-      let entry = batch.length - 4 - count * 8;
+    if (result !== null) {
+      // In the scratch buffer (its used length returned), or a buffer of its own.
+      const inScratch = typeof result === 'number';
+      const batch = typeof result === 'number' ? this.scratch : result;
+      const end = typeof result === 'number' ? result : result.length;
+      const count = batch.readUInt32LE(end - 4);
+      let entry = end - 4 - count * 8;
       let offset = 0;
       for (let i = 0; i < count; i++, entry += 8) {
         const channel = wanted[batch.readUInt32LE(entry)]![0];
@@ -874,7 +883,11 @@ export class ShmChannelLayer implements ChannelLayer {
           );
           continue;
         }
-        const payload = batch.subarray(offset, offset + length);
+        // The scratch buffer is reused by the next drain: a deserializer may keep views of what
+        // it is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
+        const payload = inScratch
+          ? Buffer.from(batch.subarray(offset, offset + length))
+          : batch.subarray(offset, offset + length);
         offset += length;
         let message: Message;
         try {

@@ -265,3 +265,19 @@ setTimeout(() => parentPort.postMessage('armed'), 300);`,
     await sender.send('worker.never', { late: true }); // rings nobody, throws nothing
   }, 20_000);
 });
+
+describe('receive batches', () => {
+  // Small batches land in one reused scratch buffer; what a deserializer keeps of a message
+  // (msgpack bin values come back as views of what it was given) must not change afterwards.
+  it('binary values of a received message survive the receives that follow', async () => {
+    const name = layerName();
+    const a = openLayer(name);
+    const b = openLayer(name);
+    const first = (await Promise.all([b.receive('bin.ch'), a.send('bin.ch', { bytes: Buffer.from([1, 2, 3]) })]))[0];
+    for (let i = 0; i < 20; i++) {
+      await a.send('bin.ch', { bytes: Buffer.alloc(3, 9), i });
+      expect(((await b.receive('bin.ch')) as { i: number }).i).toBe(i);
+    }
+    expect(Buffer.from((first as { bytes: Uint8Array }).bytes)).toEqual(Buffer.from([1, 2, 3]));
+  });
+});

@@ -282,6 +282,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // batch keeps the per-call cost of the hot path low.
   // A third argument `true`: the channels are every channel this instance waits on, so the same
   // call also answers the doorbell (consumes the bell and the ready list): one lock per wake-up.
+  // A fourth, a Uint8Array: scratch space for the result (then its length is returned instead).
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     bool covers_all = info.Length() > 2 && info[2].ToBoolean().Value();
@@ -311,6 +312,16 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     }
     uint32_t count = static_cast<uint32_t>(n);
     std::memcpy(trailer + n * 8, &count, 4);
+    // A batch that fits the caller's scratch buffer goes there (returns its length): one
+    // long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and
+    // collection cost more than the copy.
+    if (info.Length() > 3 && info[3].IsTypedArray()) {
+      auto scratch = info[3].As<Napi::Uint8Array>();
+      if (bytes.size() <= scratch.ByteLength()) {
+        std::memcpy(scratch.Data(), bytes.data(), bytes.size());
+        return Napi::Number::New(env, static_cast<double>(bytes.size()));
+      }
+    }
     if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
     // Large payloads: hand the vector's memory to JS instead of copying it a second time.
     using Bytes = std::remove_reference_t<decltype(bytes)>;
