@@ -3,6 +3,7 @@
 // that routes their messages), runs the workload's `coordinate(ctx)`, sends the result back and
 // exits. Whatever happens, its workers are killed and its shm segments destroyed on the way out.
 import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ShmChannelLayer } from '../dist/esm/index.mjs';
 import { IpcRelay } from './backends.mjs';
@@ -40,7 +41,7 @@ process.on('disconnect', () => {
 });
 
 const job = await new Promise((resolve) => process.once('message', resolve));
-const { workload, backend, params, redisUrl, tag, ipcSerialization } = job;
+const { workload, backend, params, redisUrl, redisPid, tag, ipcSerialization } = job;
 const module = await import(new URL(`./workloads/${workload}.mjs`, import.meta.url));
 
 cluster.setupPrimary({
@@ -192,6 +193,32 @@ const ctx = {
     }
     if (backend === 'redis') await redisFlushAll(redisUrl);
     return rss;
+  },
+  /**
+   * CPU time (µs) used so far by the processes of `handles`, plus what carries their messages
+   * besides: the relay (this process) for cluster, redis-server for redis. Two readings give the
+   * CPU a measurement cost, for CPU per message beside speed.
+   */
+  async cpu(handles) {
+    let us = 0;
+    const seen = new Set();
+    for (const h of handles) {
+      if (seen.has(h.physical)) continue;
+      seen.add(h.physical);
+      us += (await h.call('cpu')).us;
+    }
+    if (backend === 'cluster') {
+      const { user, system } = process.cpuUsage();
+      us += user + system;
+    }
+    if (backend === 'redis' && redisPid) {
+      try {
+        // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second).
+        const fields = readFileSync(`/proc/${redisPid}/stat`, 'utf8').split(') ')[1].split(' ');
+        us += ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+      } catch {}
+    }
+    return us;
   },
   async redisInfo() {
     return backend === 'redis' ? redisInfo(redisUrl) : undefined;

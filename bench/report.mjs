@@ -37,11 +37,13 @@ export function computeMedians(samples) {
 export const ROWS = [
   { section: 'W1 throughput, 1 producer -> 1 consumer process' },
   { label: 'messages', w: 'w1', key: 'msgsPerSec', unit: 'msg/s', better: 'higher',
-    targets: [{ vs: 'redis', op: '>=', value: 20 }, { vs: 'cluster', op: '>=', value: 4 }] },
+    targets: [{ vs: 'redis', op: '>=', value: 20 }, { vs: 'cluster', op: '>=', value: 5 }] },
+  { label: 'CPU per message, all processes', w: 'w1', key: 'cpuUsPerMessage', unit: 'µs', better: 'lower' },
   { section: 'W2 latency, ping-pong round trip' },
   { label: 'RTT p50', w: 'w2', key: 'p50us', unit: 'µs', better: 'lower',
-    targets: [{ vs: 'redis', op: '<=', value: 0.5 }, { vs: 'cluster', op: '<', value: 1 }] },
+    targets: [{ vs: 'cluster', op: '<=', value: 0.2 }, { vs: 'self', op: '<=', value: 25, text: '<= 25 µs' }] },
   { label: 'RTT p99', w: 'w2', key: 'p99us', unit: 'µs', better: 'lower' },
+  { label: 'CPU per round trip, all processes', w: 'w2', key: 'cpuUsPerTrip', unit: 'µs', better: 'lower' },
   { section: 'W3 fan-out, 4 processes x 25 channels, groupSend loop' },
   { label: 'deliveries', w: 'w3-fanout', key: 'deliveriesPerSec', unit: '/s', better: 'higher',
     targets: [{ vs: 'redis', op: '>=', value: 20 }] },
@@ -61,7 +63,15 @@ export const ROWS = [
   { section: 'W4 large messages, end to end' },
   { label: '1 MB payloads', w: 'w4', key: 'MBps.1MB', unit: 'MB/s', better: 'higher' },
   { label: '5 MB payloads', w: 'w4', key: 'MBps.5MB', unit: 'MB/s', better: 'higher',
-    targets: [{ vs: 'self', op: '>=', value: 1000, text: '>= 1 GB/s' }] },
+    targets: [{ vs: 'cluster', op: '>=', value: 3 }, { vs: 'self', op: '>=', value: 2000, text: '>= 2 GB/s' }] },
+  { label: 'CPU per MB, 1 MB payloads', w: 'w4', key: 'cpuUsPerMB.1MB', unit: 'µs', better: 'lower' },
+  { label: 'CPU per MB, 5 MB payloads', w: 'w4', key: 'cpuUsPerMB.5MB', unit: 'µs', better: 'lower' },
+  { section: 'W6 ping-pong while another pair streams 5 MB messages' },
+  { label: 'RTT p99 alone', w: 'w6', key: 'idleP99us', unit: 'µs', better: 'lower' },
+  { label: 'RTT p99 under streaming', w: 'w6', key: 'loadedP99us', unit: 'µs', better: 'lower' },
+  { label: 'p99 under streaming / alone', w: 'w6', key: 'p99LoadedOverIdle', unit: 'x', better: 'lower', noRatio: true,
+    targets: [{ vs: 'self', op: '<=', value: 2, text: '<= 2x' }] },
+  { label: 'RTT p50 under streaming', w: 'w6', key: 'loadedP50us', unit: 'µs', better: 'lower' },
   { section: 'W5 scale: N producer processes -> 1 consumer, msg/s' },
   ...[1, 2, 4, 8].map((n) => ({ label: `${n} producer${n > 1 ? 's' : ''}`, w: 'w5-producers', key: `msgsPerSec.${n}p`, unit: 'msg/s', better: 'higher' })),
   { section: 'W5 100k channels resident (one message each)' },
@@ -159,6 +169,9 @@ export function renderTable(results) {
     `shm-channels bench — ${results.options?.quick ? 'QUICK run (1 short repetition: indicative only)' : `medians of ${results.options?.reps} repetitions`}` +
     ` — node ${results.node}, ${results.machine?.cpus} CPUs, ${results.date}`;
   out.push(title);
+  out.push(
+    `machine: ${results.machine?.cpuModel ?? '?'}; load average at start ${(results.machine?.loadAverageAtStart ?? []).map((l) => l.toFixed(2)).join(' ')}, at end ${(results.loadAverageAtEnd ?? []).map((l) => l.toFixed(2)).join(' ')}`,
+  );
   out.push(pad(header));
   out.push(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const l of lines) {
@@ -172,9 +185,35 @@ export function renderTable(results) {
   cleaned.push('');
   cleaned.push('Ratios are shm value / other backend value: for msg/s and MB/s above 1x means shm is faster,');
   cleaned.push('for µs, s, MB and RSS below 1x means shm is cheaper. Columns: ' + backends.map((b) => `${b} = ${LABELS[b]}`).join(', ') + '.');
+  cleaned.push(...renderFloor(results));
   const failed = results.errors?.length ?? 0;
   if (failed) cleaned.push(`${failed} measurement(s) FAILED: see "errors" in results.json.`);
   return cleaned.join('\n');
+}
+
+/** The machine's floor (bench/floor.c, same run) and how far shm is from it. */
+function renderFloor(results) {
+  const floor = results.machine?.floor;
+  if (!floor) return [];
+  if (floor.error) return ['', `Machine floor: not measured (${floor.error})`];
+  const shm = (w, key) => results.medians?.[w]?.shm?.[key];
+  const times = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? `${fmt(a / b)}x` : '-');
+  const rows = [
+    ['ping-pong RTT, spin only', `${fmt(floor.spinRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.spinRttUs)],
+    ['ping-pong RTT, spin 50 µs then futex', `${fmt(floor.spinThenFutexRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.spinThenFutexRttUs)],
+    ['ping-pong RTT, futex (a wake-up per hop)', `${fmt(floor.futexRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.futexRttUs)],
+    ['SPSC ring, 128-byte slots', `${fmt(floor.spscRingMsgsPerSec)} msg/s`, 'W1', times(floor.spscRingMsgsPerSec, shm('w1', 'msgsPerSec'))],
+    ['memcpy 5 MB into a warm shared mapping', `${fmt(floor.memcpy5MBWarmGBps * 1000)} MB/s`, 'W4 5 MB', times(floor.memcpy5MBWarmGBps * 1000, shm('w4', 'MBps.5MB'))],
+    ['memcpy 5 MB into fresh shared pages', `${fmt(floor.memcpy5MBFreshGBps * 1000)} MB/s`, 'W4 5 MB', times(floor.memcpy5MBFreshGBps * 1000, shm('w4', 'MBps.5MB'))],
+  ];
+  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), ['', 'floor', 'shm', 'shm is this far'][i].length));
+  const line = (r) => `${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padEnd(w[2])}  ${r[3].padStart(w[3])}`;
+  return [
+    '',
+    'Machine floor (bench/floor.c: C, no JavaScript, same machine, same run) and shm\'s distance to it:',
+    line(['', 'floor', 'shm', 'shm is this far']),
+    ...rows.map(line),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------

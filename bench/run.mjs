@@ -11,8 +11,9 @@
 // so slow drift of the machine spreads over all backends. Results: the terminal table,
 // bench/results.json (every raw sample + medians) and bench/results.svg.
 import { execFileSync, fork, spawnSync } from 'node:child_process';
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -131,8 +132,34 @@ function measure(workload, backend, rep) {
       if (m.error) finish(new Error(m.error));
     });
     host.on('exit', (code, signal) => finish(new Error(`host exited (${code ?? signal}) without a result`)));
-    host.send({ workload: workload.module, backend, params, redisUrl: redis?.url, tag, ipcSerialization: workload.ipcSerialization });
+    host.send({
+      workload: workload.module,
+      backend,
+      params,
+      redisUrl: redis?.url,
+      redisPid: redis?.pid,
+      tag,
+      ipcSerialization: workload.ipcSerialization,
+    });
   });
+}
+
+/**
+ * The machine's floor: bench/floor.c, compiled here with the system C compiler and run once
+ * (spin and futex ping-pong, memcpy into a shared mapping, an SPSC ring). Never fails the run.
+ */
+function measureFloor() {
+  const dir = mkdtempSync(join(os.tmpdir(), 'shmch-floor-'));
+  try {
+    const source = fileURLToPath(new URL('./floor.c', import.meta.url));
+    const binary = join(dir, 'floor');
+    execFileSync(process.env.CC ?? 'cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return JSON.parse(execFileSync(binary, { encoding: 'utf8', timeout: 120_000 }));
+  } catch (error) {
+    return { error: String(error?.message ?? error).split('\n')[0] };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Which code was measured: commit, local changes under lib/ and native/, the addon file loaded. */
@@ -189,6 +216,8 @@ try {
       log(`REDIS SKIPPED: ${error.message}`);
     }
   }
+  results.machine.floor = measureFloor();
+  log(`machine floor (bench/floor.c): ${JSON.stringify(results.machine.floor)}`);
   log(
     `${quick ? 'QUICK run' : 'run'}: ${reps} repetition(s) of ${workloads.map((w) => w.module).join(', ')} ` +
       `on ${backends.join(', ')}; ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,

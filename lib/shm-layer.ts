@@ -200,6 +200,8 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly bell: Int32Array | null;
   private readonly pollMaxUs: number;
   private pollWindowUs: number;
+  /** Smoothed wait (µs) of the polls that caught a ring. */
+  private pollHitUs = POLL_START_US / 4;
   private pollScheduled = false;
   private pollStartedAt = 0;
   /** We sleep on the doorbell FIFO: senders write to it. */
@@ -736,8 +738,10 @@ export class ShmChannelLayer implements ChannelLayer {
     const bell = this.bell!;
     const waitedUs = (performance.now() - this.pollStartedAt) * 1000;
     if (Atomics.load(bell, BELL) !== 0) {
-      // Polling paid off: allow a longer window next time, up to the bound.
-      this.pollWindowUs = Math.min(this.pollMaxUs, this.pollWindowUs * 2);
+      // Polling paid off: next time poll for a few times the usual wait of a hit (a smoothed
+      // average), within the bounds, so quick replies do not cost a long window of polling.
+      this.pollHitUs = this.pollHitUs * 0.75 + waitedUs * 0.25;
+      this.pollWindowUs = Math.min(this.pollMaxUs, Math.max(POLL_MIN_US, 4 * this.pollHitUs, this.pollWindowUs));
       this.answerBell();
       return;
     }

@@ -55,6 +55,16 @@ export const WORKLOADS = [
     summary: (s) => `1 MB: ${f(s.MBps?.['1MB'])} MB/s, 5 MB: ${f(s.MBps?.['5MB'])} MB/s`,
   },
   {
+    id: 'W6',
+    module: 'w6',
+    title: 'ping-pong p99 alone, then while another pair streams 5 MB messages',
+    ipcSerialization: 'advanced', // Buffer values do not survive JSON
+    full: { warmupTrips: 500, trips: 5000, bytes: 5e6 },
+    quick: { warmupTrips: 100, trips: 1000, bytes: 5e6 },
+    timeoutS: 180,
+    summary: (s) => `p99 idle ${f(s.idleP99us, 1)} µs, under load ${f(s.loadedP99us, 1)} µs (${f(s.p99LoadedOverIdle, 2)}x)`,
+  },
+  {
     id: 'W5',
     part: 'W5a',
     module: 'w5-producers',

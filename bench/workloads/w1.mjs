@@ -14,15 +14,20 @@ export async function coordinate(ctx) {
   await consumer.call('listen', { channels: [channel], winStart, winEnd });
   // shm: the host attaches too and samples the segment's use (every 100 ms) during the run.
   const stopSampling = ctx.shmSampler(100);
+  const cpuBefore = await ctx.cpu([consumer, producer]);
   const produced = await producer.call('produce', { channel, start, until: winEnd });
   const peak = await stopSampling();
   await sleepUntil(winEnd + 100 * MS);
   const { count, after } = await consumer.call('counted');
+  // Every process involved (and the relay or redis-server), from before the first message to
+  // after the last was received, per message sent.
+  const cpuUs = (await ctx.cpu([consumer, producer])) - cpuBefore;
   const segment = await consumer.call('layerStats');
   const redis = await ctx.redisInfo();
   const rss = await ctx.stop([consumer, producer]);
   return {
     msgsPerSec: count / duration,
+    cpuUsPerMessage: cpuUs / produced.sent,
     received: count,
     receivedAfterWindow: after,
     sent: produced.sent,

@@ -55,7 +55,10 @@ export const roles = { serve, ping };
 export async function coordinate(ctx) {
   const [ponger, pinger] = await ctx.spawn(2, { capacity: 100 });
   const { channel } = await ponger.call('serve');
+  const cpuBefore = await ctx.cpu([ponger, pinger]);
   const result = await pinger.call('ping', { channel, ...ctx.params });
+  const cpuUs = (await ctx.cpu([ponger, pinger])) - cpuBefore;
   await ctx.stop([ponger, pinger]);
-  return result;
+  // Both processes (and the relay or redis-server), per round trip.
+  return { ...result, cpuUsPerTrip: cpuUs / (ctx.params.warmupTrips + ctx.params.trips) };
 }

@@ -46,6 +46,7 @@ export const roles = { receiveN, received, sendN };
 export async function coordinate(ctx) {
   const { sizes, counts } = ctx.params;
   const MBps = {};
+  const cpuUsPerMB = {};
   const detail = {};
   for (const bytes of sizes) {
     const label = `${bytes / 1e6}MB`;
@@ -56,13 +57,15 @@ export async function coordinate(ctx) {
     const count = counts[bytes];
     const warmup = Math.max(3, Math.floor(count / 10));
     await consumer.call('receiveN', { count, bytes });
+    const cpuBefore = await ctx.cpu([consumer, producer]);
     const sent = await producer.call('sendN', { count, bytes, warmup, start: now() + 100e6 });
     const { times } = await consumer.call('received');
+    cpuUsPerMB[label] = ((await ctx.cpu([consumer, producer])) - cpuBefore) / ((count * bytes) / 1e6);
     const seconds = (times[count - 1] - sent.timed) / 1e9;
     MBps[label] = ((count - warmup) * bytes) / 1e6 / seconds;
     detail[label] = { messages: count - warmup, seconds, fullRetries: sent.fullRetries };
     ctx.log(`${label}: ${MBps[label].toFixed(0)} MB/s`);
     await ctx.stop([consumer, producer]);
   }
-  return { MBps, detail, relay: ctx.relayStats() };
+  return { MBps, cpuUsPerMB, detail, relay: ctx.relayStats() };
 }
