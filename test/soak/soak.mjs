@@ -9,7 +9,11 @@
 // and each process's JS heap (after gc) and RSS. Flat means: the tables stay within what the live
 // connections need and end empty, and heap and RSS stop growing once warm.
 //
-//   node test/soak/soak.mjs [--cycles 1000000] [--processes 4] [--window 64] [--json]
+//   node test/soak/soak.mjs [--cycles 1000000] [--processes 4] [--window 64] [--redis] [--json]
+//
+// --redis runs the same churn on RedisChannelLayer against a throwaway redis-server: then the
+// tables are Redis's keys (they must end at zero) and each process's own maps (receive loops,
+// buffers, memberships it tracks), which must stay within what its live connections need.
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { ShmChannelLayer } = await import(join(here, '..', '..', 'dist', 'esm', 'index.mjs'));
+const { ShmChannelLayer, RedisChannelLayer } = await import(join(here, '..', '..', 'dist', 'esm', 'index.mjs'));
 
 function option(name, fallback) {
   const at = process.argv.indexOf(`--${name}`);
@@ -39,7 +43,21 @@ function rssParts() {
 }
 
 async function worker() {
-  const layer = new ShmChannelLayer(layerOptions(process.env.SOAK_LAYER));
+  const layer = process.env.SOAK_REDIS
+    ? new RedisChannelLayer({ hosts: [process.env.SOAK_REDIS], prefix: `${process.env.SOAK_LAYER}:`, expiry: EXPIRY_SECONDS })
+    : new ShmChannelLayer(layerOptions(process.env.SOAK_LAYER));
+  // RedisChannelLayer's own bookkeeping (private; read to prove churn does not grow it).
+  const ownMaps = () => {
+    if (!process.env.SOAK_REDIS) return {};
+    const inner = layer;
+    return {
+      pending: inner.pending.size,
+      keyChannels: inner.keyChannels.size,
+      pollers: inner.pollers.size,
+      buffers: inner.buffers.size,
+      localGroups: inner.localGroups.size,
+    };
+  };
   const cycles = Number(process.env.SOAK_CYCLES);
   const window = Number(process.env.SOAK_WINDOW);
   const samples = Number(process.env.SOAK_SAMPLES);
@@ -92,11 +110,14 @@ async function worker() {
     if (cycle % 8 === 7) await new Promise((resolve) => setImmediate(resolve));
     if (cycle % sampleEvery === sampleEvery - 1) {
       globalThis.gc();
-      process.send({ sample: { cycle: cycle + 1, heapUsed: process.memoryUsage().heapUsed, ...rssParts() } });
+      process.send({ sample: { cycle: cycle + 1, heapUsed: process.memoryUsage().heapUsed, ...rssParts(), maps: ownMaps() } });
     }
   }
   for (const [i, connection] of live.splice(0).entries()) await disconnect(connection, i % 2 === 0);
-  process.send({ done: counts });
+  const own = layer.stats();
+  process.send({
+    done: { ...counts, orphaned: own.messagesOrphaned, expired: own.messagesExpired, skippedFull: own.deliveriesSkippedFull },
+  });
   await layer.close();
 }
 
@@ -107,10 +128,24 @@ async function primary() {
   const samplesPerProcess = option('samples', 20);
   const json = process.argv.includes('--json');
   const name = `soak-${process.pid}`;
-  const layer = new ShmChannelLayer(layerOptions(name));
+  const useRedis = process.argv.includes('--redis');
+  let redisServer;
+  let redisClient;
+  if (useRedis) {
+    const { RedisServer } = await import(join(here, '..', '..', 'scripts', 'redis-server.mjs'));
+    const { default: Redis } = await import('ioredis');
+    redisServer = await RedisServer.start();
+    redisClient = new Redis(redisServer.url);
+  }
+  const layer = useRedis ? undefined : new ShmChannelLayer(layerOptions(name));
   const started = Date.now();
   const tables = [];
-  const sampleTables = () => {
+  const sampleTables = async () => {
+    if (useRedis) {
+      const keys = await redisClient.dbsize(); // a server of its own: every key is ours
+      tables.push({ ms: Date.now() - started, channels: keys, idleRecords: 0, members: 0, groups: 0, queued: 0, arenaUsedBytes: 0 });
+      return { channels: keys, members: 0, groups: 0, queued: 0 };
+    }
     const s = layer.stats(1 << 20);
     tables.push({
       ms: Date.now() - started,
@@ -137,6 +172,7 @@ async function primary() {
         env: {
           ...process.env,
           SOAK_LAYER: name,
+          ...(useRedis ? { SOAK_REDIS: redisServer.url } : {}),
           SOAK_CYCLES: String(perProcess),
           SOAK_WINDOW: String(window),
           SOAK_SAMPLES: String(samplesPerProcess),
@@ -160,18 +196,18 @@ async function primary() {
     let finished = false;
     const all = Promise.all(workers).then(() => (finished = true));
     while (!finished) {
-      sampleTables();
+      await sampleTables();
       await Promise.race([all, sleep(500)]);
     }
     // What is left: messages that reached a channel after its receive loop ended (left to
     // expire, as any undelivered message is) and nothing else. Housekeeping drops them.
     const deadline = Date.now() + (EXPIRY_SECONDS + 5) * 1000;
-    let last = sampleTables();
+    let last = await sampleTables();
     while (Date.now() < deadline && (last.channels || last.members || last.groups || last.queued)) {
       await sleep(250);
-      last = sampleTables();
+      last = await sampleTables();
     }
-    const end = sampleTables();
+    const end = await sampleTables();
     const elapsed = (Date.now() - started) / 1000;
     const peak = (key) => Math.max(...tables.map((t) => t[key]));
     const totals = done.reduce(
@@ -220,8 +256,22 @@ async function primary() {
       if (g.anonLateMiB - g.anonWarmMiB > 32) problems.push(`process ${i}: private RSS grew ${g.anonWarmMiB.toFixed(1)} -> ${g.anonLateMiB.toFixed(1)} MiB`);
     }
     if ((totals.connections ?? 0) < cycles) problems.push(`only ${totals.connections} connections ran`);
-    const stats = layer.stats(0);
+    // Redis: each process's own maps hold what its live connections need, no more. (Not
+    // `buffers`: messages that reached a client after its receive loop ended wait there until
+    // they expire, as on shm they wait in the channel; the heap check covers them.)
+    for (const [i, samples] of [...memory.values()].entries()) {
+      for (const [map, size] of Object.entries(samples.at(-1)?.maps ?? {})) {
+        if (map === 'buffers') continue;
+        const most = Math.max(...samples.map((s) => s.maps?.[map] ?? 0));
+        if (most > window + 16) problems.push(`process ${i}: ${map} reached ${most} entries (${window} live connections); last ${size}`);
+      }
+    }
+    // shm counts for the whole segment; Redis per instance (summed over the processes).
+    const stats = layer
+      ? layer.stats(0)
+      : { messagesOrphaned: totals.orphaned ?? 0, messagesExpired: totals.expired ?? 0, deliveriesSkippedFull: totals.skippedFull ?? 0 };
     const result = {
+      backend: useRedis ? 'redis' : 'shm',
       cycles: totals.connections ?? 0,
       processes,
       window,
@@ -236,32 +286,46 @@ async function primary() {
       peak: { channels: peak('channels'), idleRecords: peak('idleRecords'), members: peak('members'), queued: peak('queued'), arenaUsedBytes: peak('arenaUsedBytes') },
       end: { channels: end.channels, members: end.members, groups: end.groups, queued: end.queued, arenaUsedBytes: end.arenaUsedBytes },
       // Records over time (every 10th sample): flat, or a leak.
+      ...(useRedis
+        ? { mapsPeak: Object.fromEntries(['pending', 'keyChannels', 'pollers', 'buffers', 'localGroups'].map((k) => [k, Math.max(0, ...[...memory.values()].flat().map((s) => s.maps?.[k] ?? 0))])) }
+        : {}),
       channelsOverTime: tables.filter((_, i) => i % 10 === 0).map((t) => [Math.round(t.ms / 1000), t.channels, t.idleRecords]),
       memory: growth.map((g) => Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Number(v.toFixed(1))]))),
       problems,
     };
-    // Every delivery is accounted for: received, or dropped for a reason the stats name.
+    // Every delivery is accounted for: received, or dropped for a reason the stats name. (Redis
+    // expires what was left in a key when its receivers had gone without telling anyone: there
+    // the remainder is reported, not a failure.)
     const unaccounted = result.deliveries - result.received - result.orphaned - result.expired;
-    if (unaccounted !== 0) problems.push(`${unaccounted} deliveries neither received, orphaned nor expired`);
+    if (useRedis) result.expiredInRedis = unaccounted;
+    else if (unaccounted !== 0) problems.push(`${unaccounted} deliveries neither received, orphaned nor expired`);
     if (json) {
       console.log(JSON.stringify(result));
     } else {
-      console.log(`soak: ${result.cycles} connection cycles in ${result.processes} processes, ${result.seconds} s (${result.cyclesPerSecond}/s)`);
-      console.log(`  deliveries ${result.deliveries}: received ${result.received}, orphaned ${result.orphaned}, expired ${result.expired}`);
+      console.log(`soak (${result.backend}): ${result.cycles} connection cycles in ${result.processes} processes, ${result.seconds} s (${result.cyclesPerSecond}/s)`);
+      console.log(
+        `  deliveries ${result.deliveries}: received ${result.received}, orphaned ${result.orphaned}, expired ${result.expired}` +
+          (useRedis ? `, left to expire in Redis ${result.expiredInRedis}` : ''),
+      );
       console.log(`  peak: ${JSON.stringify(result.peak)}`);
       console.log(`  end:  ${JSON.stringify(result.end)}`);
-      console.log(`  [seconds, records, idle records] over time: ${JSON.stringify(result.channelsOverTime)}`);
+      if (result.mapsPeak) console.log(`  per-process maps, peak: ${JSON.stringify(result.mapsPeak)}`);
+      console.log(`  [seconds, ${useRedis ? 'Redis keys' : 'records, idle records'}] over time: ${JSON.stringify(result.channelsOverTime)}`);
       for (const [i, g] of result.memory.entries()) {
         console.log(
           `  process ${i}: JS heap ${g.heapWarmMiB} -> ${g.heapLateMiB} MiB, private RSS ${g.anonWarmMiB} -> ${g.anonLateMiB} MiB, ` +
-            `RSS ${g.rssWarmMiB} -> ${g.rssLateMiB} MiB (includes segment pages touched)`,
+            `RSS ${g.rssWarmMiB} -> ${g.rssLateMiB} MiB${useRedis ? '' : ' (includes segment pages touched)'}`,
         );
       }
       console.log(problems.length ? `PROBLEMS:\n  ${problems.join('\n  ')}` : 'flat: no problems');
     }
     process.exitCode = problems.length ? 1 : 0;
   } finally {
-    await layer.close();
-    ShmChannelLayer.destroy(name);
+    if (layer) {
+      await layer.close();
+      ShmChannelLayer.destroy(name);
+    }
+    redisClient?.disconnect();
+    await redisServer?.dispose();
   }
 }
