@@ -5,7 +5,7 @@ import { InMemoryChannelLayer } from '../lib/in-memory-layer.js';
 import { Outbox } from '../lib/socket.io/outbox.js';
 
 describe('socket.io adapter outbox', () => {
-  it('retries a full destination and delivers every entry once, in order', async () => {
+  it('batches what is sent in one turn, retries a full destination, delivers every entry once, in order', async () => {
     const layer = new InMemoryChannelLayer({ capacity: 1 });
     const errors: unknown[] = [];
     const outbox = new Outbox(
@@ -13,19 +13,19 @@ describe('socket.io adapter outbox', () => {
       (error) => errors.push(error),
       async () => true,
     );
-    // Sent one by one with the destination never read until all were handed over: only the
-    // first layer message fits, so every later batch meets ChannelFull until the reader drains.
-    for (let i = 0; i < 500; i++) {
-      outbox.send('dest', Uint8Array.of(i % 256, i >> 8));
-      await Promise.resolve();
-    }
+    // 600 entries make three batches; the destination holds one layer message and is not read
+    // until the outbox has met ChannelFull, so the later batches must wait and be retried.
+    for (let i = 0; i < 600; i++) outbox.send('dest', Uint8Array.of(i % 256, i >> 8));
+    const until = Date.now() + 5000;
+    while (outbox.retries === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(outbox.retries).toBeGreaterThan(0);
     const got: number[] = [];
-    while (got.length < 500) {
+    while (got.length < 600) {
       const message = await layer.receive<{ type: string; b: Uint8Array[] }>('dest', { signal: AbortSignal.timeout(10_000) });
       for (const entry of message.b) got.push(entry[0]! + (entry[1]! << 8));
     }
-    expect(got).toEqual(Array.from({ length: 500 }, (_, i) => i));
-    expect(outbox.retries).toBeGreaterThan(0);
+    expect(got).toEqual(Array.from({ length: 600 }, (_, i) => i));
+    expect(outbox.batches).toBeGreaterThanOrEqual(3);
     expect(outbox.waiting()).toBe(0);
     expect(errors).toEqual([]);
     outbox.close();
@@ -37,7 +37,7 @@ describe('socket.io adapter outbox', () => {
     let alive = true;
     const outbox = new Outbox((channel, message) => layer.send(channel, message), () => {}, async () => alive);
     outbox.send('gone', Uint8Array.of(1));
-    await Promise.resolve();
+    await new Promise((resolve) => setTimeout(resolve, 5));
     outbox.send('gone', Uint8Array.of(2));
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(outbox.waiting('gone')).toBe(1);

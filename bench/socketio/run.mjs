@@ -97,6 +97,7 @@ async function measure(adapter, redis) {
       const start = await loadCall('start');
       const emitted = await serverCall('emit', { rate, ms: WINDOW_MS });
       const stop = await loadCall('stop');
+      const adapterStats = await serverCall('stats');
       const cpuServers = (await serverCall('cpu')) - cpuServers0;
       const cpuRedis = processCpu(redis?.pid) - redis0;
       const seconds = (stop.at - start.at) / 1000;
@@ -108,6 +109,8 @@ async function measure(adapter, redis) {
         p99Ms: stop.p99,
         cpuMsPer1000: (cpuMs / stop.delivered) * 1000,
         cpuMsPerSecond: cpuMs / seconds,
+        // shm only: envelopes per layer message (cumulative since the servers started)
+        ...(adapterStats?.[0]?.batches ? { envelopesPerBatch: adapterStats.reduce((n, s) => n + s.sent, 0) / adapterStats.reduce((n, s) => n + s.batches, 0) } : {}),
       };
       // Let what is still queued drain before the next mode.
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -137,7 +140,8 @@ try {
       const result = await measure(adapter, redis);
       samples[adapter].push(result);
       console.log(
-        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s`,
+        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
+          (result.full.envelopesPerBatch ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)` : ''),
       );
     }
   }

@@ -45,6 +45,9 @@ if (cluster.isPrimary) {
     if (op === 'emit') {
       const results = await Promise.all(forked.map((worker) => call(worker, 'emit', args)));
       process.send({ id, result: results.reduce((sum, r) => sum + r, 0) });
+    } else if (op === 'stats') {
+      const results = await Promise.all(forked.map((worker) => call(worker, 'stats')));
+      process.send({ id, result: results });
     } else if (op === 'cpu') {
       // µs of CPU (user + system) of the primary and every worker.
       const own = process.cpuUsage();
@@ -111,6 +114,7 @@ if (cluster.isPrimary) {
     if (!message?.benchId) return;
     let result;
     if (message.op === 'emit') result = await emit(message);
+    else if (message.op === 'stats') result = io.of('/').adapter.stats?.() ?? null;
     else if (message.op === 'cpu') {
       const usage = process.cpuUsage();
       result = usage.user + usage.system;

@@ -46,6 +46,8 @@ interface AdapterStats {
   waiting: number;
   /** Sends retried because the destination's channel was full. */
   retries: number;
+  /** Layer messages sent: `sent / batches` envelopes travel per layer message. */
+  batches: number;
 }
 
 function encodeOptions(opts: BroadcastOptions): WireOptions {
@@ -133,7 +135,7 @@ export class LayerAdapter extends Adapter {
 
   /** Counters of this adapter's traffic with other servers. */
   stats(): AdapterStats {
-    return { ...this.counters, waiting: this.outbox.waiting(), retries: this.outbox.retries };
+    return { ...this.counters, waiting: this.outbox.waiting(), retries: this.outbox.retries, batches: this.outbox.batches };
   }
 
   /**

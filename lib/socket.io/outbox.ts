@@ -1,6 +1,7 @@
-// Sends to other servers' channels and never drops silently. One send per destination is in
-// flight at a time; what is emitted meanwhile waits and goes as one batch (a burst of emits costs
-// a few layer messages, not one each). A destination that is full (ChannelFull) keeps its batch
+// Sends to other servers' channels and never drops silently. What is emitted in one turn of the
+// event loop goes as one batch, and one send per destination is in flight at a time, with what
+// is emitted meanwhile batched behind it (a burst of emits costs a few layer messages, not one
+// each). A destination that is full (ChannelFull) keeps its batch
 // and is retried with backoff; later messages wait behind it, so per-destination order holds.
 import { ChannelFull } from '../errors.js';
 import type { Message } from '../types.js';
@@ -24,6 +25,8 @@ export class Outbox {
   private closed = false;
   /** Sends that found their destination full and were retried. */
   retries = 0;
+  /** Layer messages sent (each a batch of envelopes). */
+  batches = 0;
   private idleWaiters: Array<() => void> = [];
 
   /**
@@ -47,7 +50,11 @@ export class Outbox {
       this.queues.set(destination, queue);
     }
     queue.entries.push(entry);
-    if (!queue.sending) void this.pump(destination, queue);
+    if (queue.sending) return;
+    // Sent from the check phase, not now: every envelope emitted in this turn of the event loop
+    // (a burst, a fan-out) travels in one layer message, so the receiver is woken once for them.
+    queue.sending = true;
+    setImmediate(() => void this.pump(destination, queue));
   }
 
   /** Envelopes not yet handed to the layer, for one destination or all. */
@@ -102,6 +109,7 @@ export class Outbox {
         const batch = queue.entries.slice(0, count);
         try {
           await this.sendNow(destination, { type: MESSAGE_TYPE, b: batch });
+          this.batches++;
           queue.entries.splice(0, count);
           queue.delayMs = FIRST_RETRY_MS;
         } catch (error) {
