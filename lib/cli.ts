@@ -95,10 +95,15 @@ function prune(): PruneResult[] {
       }
     } catch (error) {
       const code = error instanceof ShmError ? error.code : '';
-      if (code === 'EVERSION' && ShmChannelLayer.attachedProcesses(name) === 0) {
+      const unused = ShmChannelLayer.attachedProcesses(name) === 0;
+      if (code === 'EVERSION' && unused) {
         // Made by another version of shm-channels that no process runs any more.
         ShmChannelLayer.destroy(name);
         results.push({ name, removed: true, why: 'another layout version, no process attached' });
+      } else if (code === 'ENOTFOUND' && unused) {
+        // The file is there but was never initialised: its creator died half-way.
+        ShmChannelLayer.destroy(name);
+        results.push({ name, removed: true, why: 'never initialised (its creator died), no process attached' });
       } else if (code !== 'ENOTFOUND') {
         results.push({ name, removed: false, why: (error as Error).message });
       }

@@ -25,7 +25,7 @@ if (!available) {
 
 // Helpers every scenario gets: how full /dev/shm is, what is in it, a filler file, the CLI.
 const prelude = `
-import { closeSync, openSync, readdirSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { ShmChannelLayer, SegmentFull, ShmError, ChannelFull } from ${JSON.stringify(entry)};
 const MiB = ${MiB};
@@ -238,6 +238,15 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
       await expiring.send('gone', { soon: true });
       await expiring.close();
       const busy = new ShmChannelLayer({ name: 'busy' });
+      // A segment of an older layout version nobody runs, and one whose creator died before it
+      // was initialised.
+      const header = Buffer.alloc(65536);
+      header.write('SSHMCHAN', 0, 'latin1'); // kMagic, little-endian
+      header.writeUInt32LE(1, 8);
+      header.writeUInt32LE(1, 16);
+      writeFileSync('/dev/shm/shmch.' + process.getuid() + '.old-version', header, { mode: 0o600 });
+      writeFileSync('/dev/shm/shmch.' + process.getuid() + '.half-made', Buffer.alloc(65536), { mode: 0o600 });
+      const listedOld = JSON.parse(cli('list', '--json')).find((l) => l.name === 'old-version');
       await sleep(300);
       const pruned = JSON.parse(cli('prune', '--json'));
       const left = JSON.parse(cli('list', '--json')).map((l) => l.name);
@@ -247,7 +256,7 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
       await again.close();
       const prunedAgain = JSON.parse(cli('prune', '--json'));
       await busy.close();
-      report({ whileAlive, afterDeath, listText, deadCost, pruned, left, kept, prunedAgain, remaining: files() });
+      report({ whileAlive, afterDeath, listText, deadCost, pruned, left, kept, prunedAgain, listedOld, remaining: files() });
     `);
     expectClean(run);
     const r = run.result;
@@ -261,6 +270,9 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     expect(r.deadCost).toBeLessThanOrEqual(5 * MiB + 3 * MiB);
     const byName = Object.fromEntries(r.pruned.map((p: { name: string }) => [p.name, p]));
     expect(byName.expiring.removed).toBe(true);
+    expect(r.listedOld).toMatchObject({ processes: 0, queued: null, problem: expect.stringMatching(/not readable/) });
+    expect(byName['old-version']).toMatchObject({ removed: true, why: expect.stringMatching(/another layout version/) });
+    expect(byName['half-made']).toMatchObject({ removed: true, why: expect.stringMatching(/never initialised/) });
     expect(byName.busy.removed).toBe(false);
     expect(byName.busy.why).toMatch(/1 processes attached/);
     expect(byName.crashed.removed).toBe(false);

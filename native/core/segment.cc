@@ -137,12 +137,15 @@ int Segment::AttachedInstances(const std::string& layer_name) {
     ThrowSystemError("shm_open(" + object + ")", errno);
   }
   int count = 0;
-  for (uint32_t i = 0; i < kMaxSlots; ++i) {
+  for (uint32_t i = 0; i <= kMaxSlots; ++i) {
+    // The slots' liveness locks, and the init lock: a process creating the segment right now
+    // holds that before it has a slot.
+    off_t byte = i < kMaxSlots ? kSlotLockBase + i : kInitLockByte;
     struct flock fl;
     std::memset(&fl, 0, sizeof fl);
     fl.l_type = F_RDLCK;  // a read-only descriptor may test for any conflicting lock this way
     fl.l_whence = SEEK_SET;
-    fl.l_start = kSlotLockBase + i;
+    fl.l_start = byte;
     fl.l_len = 1;
     if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) ++count;
   }

@@ -52,8 +52,8 @@ class Segment {
 
   static std::string ObjectName(const std::string& layer_name);
   static void ValidateLayerName(const std::string& layer_name);
-  // Instances attached to the layer's segment (slot liveness locks held), whatever its layout
-  // version; -1 when the segment does not exist.
+  // Instances attached to the layer's segment (slot liveness locks held, and one more while a
+  // process is creating it), whatever its layout version; -1 when the segment does not exist.
   static int AttachedInstances(const std::string& layer_name);
   // Messages queued in the layer, read from its header without attaching or locking (for
   // listings: a snapshot); -1 if the segment is missing, not ready or of another layout.
