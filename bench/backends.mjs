@@ -9,7 +9,6 @@
 //             @socket.io/cluster-adapter relays between workers.
 import { randomBytes } from 'node:crypto';
 import { InMemoryChannelLayer, RedisChannelLayer, ShmChannelLayer } from '../dist/esm/index.mjs';
-import { yieldMacrotask } from './lib.mjs';
 
 export const BACKENDS = ['shm', 'redis', 'inmemory', 'cluster'];
 

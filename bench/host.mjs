@@ -57,7 +57,7 @@ cluster.setupPrimary({
   ],
 });
 
-let relays = [];
+const relays = [];
 let spawnCount = 0;
 let callId = 1;
 

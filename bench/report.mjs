@@ -221,7 +221,7 @@ function renderFloor(results) {
 
 const COLORS = { shm: '#1f77b4', redis: '#d62728', inmemory: '#8c8c8c', cluster: '#2ca02c' };
 
-function panels(results) {
+function panels() {
   const row = (w, key, extra = {}) => ({ w, key, ...extra });
   return [
     {
@@ -299,19 +299,25 @@ export function renderSvg(results) {
   const backends = BACKENDS.filter((b) => results.options?.backends?.includes(b) ?? true);
   const W = 620;
   const H = 330;
-  const list = panels(results);
+  const list = panels();
   // Lay the panels out two per row; a `wide` panel takes a row of its own.
   const placed = [];
   let col = 0;
   let rowIndex = 0;
   for (const panel of list) {
     if (panel.wide) {
-      if (col) (rowIndex++, (col = 0));
+      if (col) {
+        rowIndex++;
+        col = 0;
+      }
       placed.push({ panel, col: 0, row: rowIndex, span: 2 });
       rowIndex++;
     } else {
       placed.push({ panel, col, row: rowIndex, span: 1 });
-      if (++col === 2) (rowIndex++, (col = 0));
+      if (++col === 2) {
+        rowIndex++;
+        col = 0;
+      }
     }
   }
   const rows = rowIndex + (col ? 1 : 0);
@@ -389,7 +395,7 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
     out.push(`<text x="${x0 + w / 2}" y="${y0 + h / 2}" font-size="13" text-anchor="middle" fill="#888">not measured</text>`);
     return out;
   }
-  let lo = Math.floor(Math.log10(Math.min(...all)));
+  const lo = Math.floor(Math.log10(Math.min(...all)));
   // Headroom above the tallest bar for its rotated value label.
   let hi = Math.ceil(Math.log10(Math.max(...all)) + 0.35);
   if (hi === lo) hi = lo + 1;

@@ -80,7 +80,7 @@ function killEverything() {
 
 /** Segments of this run that a killed host could not destroy: /dev/shm/shmch.<uid>.bench-<our pid>-*. */
 function removeLeftoverSegments() {
-  let names = [];
+  let names;
   try {
     names = readdirSync('/dev/shm');
   } catch {

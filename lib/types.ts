@@ -3,6 +3,7 @@
  * values (not `unknown`) so that a message type declared as an `interface` satisfies it: declare
  * yours and receive with `receive<YourMessage>()` for typed fields.
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- `unknown` would reject interfaces (above)
 export type Message = Record<string, any>;
 
 /**

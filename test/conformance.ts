@@ -91,7 +91,9 @@ async function rejection(call: () => unknown, what = 'call', ms = SETTLE_MS): Pr
   try {
     result = call();
   } catch (error) {
-    throw new Error(`${what} threw synchronously instead of returning a rejected promise: ${String(error)}`);
+    throw new Error(`${what} threw synchronously instead of returning a rejected promise: ${String(error)}`, {
+      cause: error,
+    });
   }
   if (!(result instanceof Promise)) throw new Error(`${what} did not return a promise`);
   const outcome = await within(

@@ -368,7 +368,7 @@ describe('limits and hostile segments', () => {
       rmSync(planted, { force: true });
     }
     // Without the planted file the layer opens, and its doorbell is its own.
-    const layer = open({ name, size: 4 << 20 });
+    open({ name, size: 4 << 20 });
     expect(statSync(planted).uid).toBe(uid);
     expect(statSync(planted).isFIFO()).toBe(true);
   });

@@ -49,6 +49,7 @@ const report = (value) => console.log('RESULT ' + JSON.stringify(value));
 `;
 
 interface Run {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the child's JSON report, asserted field by field
   result: any;
   status: number | null;
   signal: NodeJS.Signals | null;

@@ -1,6 +1,6 @@
 // Operating a layer: the CLI (stats, inspect, verify, destroy, list), attach-only opens, and a
 // segment removed underneath running processes.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -218,7 +218,7 @@ async function main() {
   for (const id of drained) received.set(id, (received.get(id) ?? 0) + 1);
   let duplicates = 0;
   let lost = 0;
-  for (const [id, count] of received) if (count > 1) duplicates++;
+  for (const count of received.values()) if (count > 1) duplicates++;
   for (const id of committed.keys()) if (!received.has(id)) lost++;
   if (duplicates) problems.push(`${duplicates} messages delivered more than once`);
   if (lost) problems.push(`${lost} committed messages never delivered`);
