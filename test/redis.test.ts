@@ -277,6 +277,61 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     }
   });
 
+  // Issue 14: a killed process's '!' channel accepted sends until it was full, then kept them for
+  // `expiry`; nobody would ever read them.
+  it("drops and counts sends to the '!' channels of a process that is gone (closed, or killed: heartbeat stale)", async () => {
+    const prefix = uniquePrefix();
+    class QuickLayer extends RedisChannelLayer {
+      protected override heartbeatSeconds = 0.1;
+      protected override heartbeatStaleSeconds = 0.5;
+    }
+    const sender = new QuickLayer({ hosts: [a.url, b.url], prefix });
+    const alive = new QuickLayer({ hosts: [a.url, b.url], prefix });
+    const closed = new RedisChannelLayer({ hosts: [a.url, b.url], prefix });
+    const entry = join(__dirname, '..', 'dist', 'esm', 'index.mjs');
+    try {
+      const live = await alive.newChannel();
+      const gone = await closed.newChannel();
+      await alive.groupAdd('room', live);
+      await closed.groupAdd('room', gone);
+      await closed.close(); // a clean close marks it gone at once
+      // A killed process: its heartbeat stops. (The child exits without close().)
+      const killed = execFileSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { RedisChannelLayer } from ${JSON.stringify(entry)};
+const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(a.url)}, ${JSON.stringify(b.url)}], prefix: ${JSON.stringify(prefix)} });
+const channel = await layer.newChannel();
+await layer.groupAdd('room', channel);
+console.log(channel);
+process.exit(0);`,
+        ],
+        { encoding: 'utf8' },
+      ).trim();
+      await sleep(700); // older than the sender's staleness limit
+      for (let i = 0; i < 5; i++) {
+        await sender.send(gone, { i });
+        await sender.send(killed, { i });
+      }
+      expect(await sender.groupSend('room', { type: 'fan' })).toBe(1); // only the live member
+      await sender.send(live, { type: 'direct' }); // a live process's channel still queues
+      expect(sender.stats().messagesOrphaned).toBe(12);
+      for (const channel of [gone, killed]) {
+        const key = prefix + channel.slice(0, channel.indexOf('!') + 1);
+        expect((await rawA.zcard(key)) + (await rawB.zcard(key))).toBe(0);
+      }
+      expect(await alive.receive(live)).toEqual({ type: 'fan' });
+      expect(await alive.receive(live)).toEqual({ type: 'direct' });
+      // channels_redis writes no heartbeat: a channel of a client without one queues as before.
+      await sender.send('specific.pythonclient!abc', { type: 'py' });
+      expect(sender.stats().messagesOrphaned).toBe(12);
+    } finally {
+      await Promise.all([sender.close(), alive.close(), closed.close()]);
+    }
+  });
+
   it('moves back messages a channels_redis receiver left in <key>$inflight', async () => {
     const prefix = uniquePrefix();
     class QuickLayer extends RedisChannelLayer {

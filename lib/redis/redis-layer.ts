@@ -74,6 +74,19 @@ function nextScore(): number {
   return lastScore;
 }
 
+/** Seconds between heartbeats of a layer that made '!' channels. */
+const HEARTBEAT_SECONDS = 3;
+/** A heartbeat key outlives its process this long (sends to its channels are dropped meanwhile). */
+const HEARTBEAT_KEY_TTL_SECONDS = 86400;
+
+/** The client id in '<prefix>.<client>!<random>' (what newChannel() makes), or undefined. */
+function clientOf(channel: string): string | undefined {
+  const bang = channel.indexOf('!');
+  if (bang === -1) return undefined;
+  const dot = channel.lastIndexOf('.', bang);
+  return dot === -1 || dot + 1 === bang ? undefined : channel.slice(dot + 1, bang);
+}
+
 function nonLocalName(channel: string): string {
   const bang = channel.indexOf('!');
   return bang === -1 ? channel : channel.slice(0, bang + 1);
@@ -88,6 +101,10 @@ function nonLocalName(channel: string): string {
  * normal channel's messages are spread round-robin over them: each host holds its own queue (and
  * capacity) and order is kept per host only. Not supported: Redis Cluster, Sentinel, and
  * channels_redis's symmetric_encryption_keys.
+ *
+ * Beyond channels_redis: a layer that made '!' channels keeps a heartbeat key
+ * (`<prefix>:alive:<client>`, on every host); sends to the '!' channels of a process whose
+ * heartbeat is stale (or 0: closed) are dropped and counted instead of queued for nobody.
  */
 export class RedisChannelLayer implements ChannelLayer {
   readonly extensions = ['groups', 'flush'] as const;
@@ -133,6 +150,11 @@ export class RedisChannelLayer implements ChannelLayer {
   private closed = false;
   /** Seconds one BZPOPMIN blocks before the receive loop looks around (channels_redis's brpop_timeout). */
   protected blockSeconds = 5;
+  /** Seconds between this layer's heartbeats (once it made a '!' channel). */
+  protected heartbeatSeconds = HEARTBEAT_SECONDS;
+  /** A process whose heartbeat is older than this is gone: sends to its '!' channels are dropped. */
+  protected heartbeatStaleSeconds = 5 * HEARTBEAT_SECONDS;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(options: RedisChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
@@ -170,7 +192,14 @@ export class RedisChannelLayer implements ChannelLayer {
       now - this.settings.expirySeconds,
       this.capacities.capacityOf(channel),
       this.expiryMs(),
+      local ? this.aliveKeyOf(channel) : '',
+      Date.now() / 1000 - this.heartbeatStaleSeconds,
     );
+    if (added === 2) {
+      // Its process is gone (no heartbeat): nobody would ever read it. Dropped and counted.
+      this.counts.messagesOrphaned++;
+      return;
+    }
     if (added === 0) {
       this.counts.sendsRefusedFull++;
       throw new ChannelFull(`channel ${channel} is full`);
@@ -247,6 +276,7 @@ export class RedisChannelLayer implements ChannelLayer {
 
   async newChannel(prefix = 'specific'): Promise<string> {
     this.checkOpen();
+    this.startHeartbeat();
     const name = `${prefix}.${this.clientPrefix}!${randomHex(16)}`;
     validateChannelName(name);
     return name;
@@ -376,6 +406,8 @@ export class RedisChannelLayer implements ChannelLayer {
         now,
         now - this.settings.expirySeconds,
         this.expiryMs(),
+        ...entries.map((entry) => (entry.channels[0]!.includes('!') ? this.aliveKeyOf(entry.channels[0]!) : '')),
+        Date.now() / 1000 - this.heartbeatStaleSeconds,
       );
     });
     const results = await Promise.allSettled(calls);
@@ -387,8 +419,10 @@ export class RedisChannelLayer implements ChannelLayer {
     results.forEach((result, call) => {
       const added = (result as PromiseFulfilledResult<unknown>).value as number[];
       hostKeys[call]!.forEach((key, i) => {
-        if (added[i] === 1) reached += byKey.get(key)!.channels.length;
-        else this.counts.deliveriesSkippedFull += byKey.get(key)!.channels.length;
+        const channels = byKey.get(key)!.channels.length;
+        if (added[i] === 1) reached += channels;
+        else if (added[i] === 2) this.counts.messagesOrphaned += channels;
+        else this.counts.deliveriesSkippedFull += channels;
       });
     });
     return reached;
@@ -419,6 +453,11 @@ export class RedisChannelLayer implements ChannelLayer {
     this.closed = true;
     this.closing.abort();
     this.pending.rejectAll(new LayerClosed());
+    if (this.heartbeat) {
+      clearInterval(this.heartbeat);
+      // Gone for good: sends to our '!' channels are dropped from now on instead of queued.
+      await withTimeout(Promise.allSettled(this.beat(0)), 1000);
+    }
     // Wake our blocked BZPOPMINs before disconnecting: a dropped connection still blocked could be
     // handed a message by Redis, which would then be lost. A message one of them took in the
     // meantime goes back into its channel.
@@ -432,6 +471,33 @@ export class RedisChannelLayer implements ChannelLayer {
     this.connections.clear();
     await Promise.allSettled([...this.pollers.values()]);
     this.buffers.clear();
+  }
+
+  // --- heartbeat: lets senders tell that this process's '!' channels have no reader any more ---
+
+  /** `${prefix}:alive:<client>`: the heartbeat of the process whose newChannel() made `channel`. */
+  private aliveKeyOf(channel: string): string {
+    const client = clientOf(channel);
+    return client ? `${this.prefix}:alive:${client}` : '';
+  }
+
+  /**
+   * From the first newChannel() on, this process writes the time to its heartbeat key on every
+   * host (a '!' channel's key may live on any of them) every few seconds. channels_redis
+   * processes write none, so their channels are treated as before.
+   */
+  private startHeartbeat(): void {
+    if (this.heartbeat) return;
+    void Promise.allSettled(this.beat(Date.now() / 1000));
+    this.heartbeat = setInterval(() => void Promise.allSettled(this.beat(Date.now() / 1000)), this.heartbeatSeconds * 1000);
+    this.heartbeat.unref(); // never keeps the process alive
+  }
+
+  private beat(seconds: number): Array<Promise<unknown>> {
+    const key = `${this.prefix}:alive:${this.clientPrefix}`;
+    return this.hosts.map((_, index) =>
+      this.command(index).call('SET', key, String(seconds), 'EX', HEARTBEAT_KEY_TTL_SECONDS),
+    );
   }
 
   // --- receiving ---

@@ -7,9 +7,17 @@
 
 /**
  * send. KEYS[1] channel key. ARGV: message, now, expiry cutoff (drop scores <= it), capacity,
- * key TTL in ms. Returns 1 if added, 0 if the channel is full.
+ * key TTL in ms, then for a '!' channel the heartbeat key of its process (or '') and the
+ * heartbeat cutoff. Returns 1 if added, 0 if the channel is full, 2 if its process is gone (a
+ * heartbeat older than the cutoff: nobody will ever read the message).
  */
 export const SEND = `
+if ARGV[6] and ARGV[6] ~= '' then
+  local beat = redis.call('GET', ARGV[6])
+  if beat and tonumber(beat) <= tonumber(ARGV[7]) then
+    return 2
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
@@ -21,18 +29,25 @@ return 1
 
 /**
  * group_send, one call per host. KEYS: channel keys on this host. ARGV: one message per key, one
- * capacity per key, then now, expiry cutoff, key TTL in ms. Full channels are skipped silently.
- * Returns one flag per key: 1 added, 0 full.
+ * capacity per key, then now, expiry cutoff, key TTL in ms, then one heartbeat key per key ('' for
+ * none) and the heartbeat cutoff (see SEND). Full channels are skipped silently.
+ * Returns one flag per key: 1 added, 0 full, 2 its process is gone.
  */
 export const GROUP_SEND = `
 local n = #KEYS
 local now = ARGV[2 * n + 1]
 local cutoff = ARGV[2 * n + 2]
 local ttl = ARGV[2 * n + 3]
+local beat_cutoff = tonumber(ARGV[3 * n + 4] or '0')
 local added = {}
 for i = 1, n do
+  local alive = ARGV[2 * n + 3 + i]
+  local beat = nil
+  if alive and alive ~= '' then beat = redis.call('GET', alive) end
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', cutoff)
-  if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[n + i]) then
+  if beat and tonumber(beat) <= beat_cutoff then
+    added[i] = 2
+  elseif redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[n + i]) then
     redis.call('ZADD', KEYS[i], now, ARGV[i])
     redis.call('PEXPIRE', KEYS[i], ttl)
     added[i] = 1
