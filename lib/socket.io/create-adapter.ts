@@ -1,8 +1,12 @@
+import type { Adapter } from 'socket.io-adapter';
 import type { ShmChannelLayerOptions } from '../shm-layer.js';
 import type { ChannelLayer } from '../types.js';
 import { LayerAdapter } from './adapter.js';
 import { borrowedLayer, isChannelLayer, ownedLayer, type LayerSource } from './layer-source.js';
 import { resolveAdapterOptions, type AdapterOptions } from './options.js';
+
+/** What createAdapter() returns: an adapter class for socket.io's `adapter` option. */
+export type LayerAdapterClass = typeof Adapter & (new (nsp: any) => LayerAdapter);
 
 /**
  * A Socket.IO adapter over a channel layer: `io.adapter(createAdapter(layer))`.
@@ -15,7 +19,7 @@ import { resolveAdapterOptions, type AdapterOptions } from './options.js';
 export function createAdapter(
   layerOrOptions?: ChannelLayer | ShmChannelLayerOptions,
   adapterOptions?: AdapterOptions,
-): new (nsp: any) => LayerAdapter {
+): LayerAdapterClass {
   const options = resolveAdapterOptions(adapterOptions);
   let source: LayerSource;
   if (isChannelLayer(layerOrOptions)) {
