@@ -134,6 +134,11 @@ describe('owner death in every other critical section', () => {
        await s.send('stale', { fresh: 1 });`],
     [8, 'arena allocation', `await l.send('work', { i: 'child' });`],
     [10, 'record creation', `await l.send('brand.new.channel', { i: 'child' });`],
+    // Memory on demand: growing a table, reserving an arena chunk, giving one back.
+    [11, 'channel table growth', `for (let k = 0; k < 5000; k++) await l.send('grow.' + k, { k });`],
+    [12, 'arena chunk reservation', `await l.send('big', { b: Buffer.alloc(3 << 20) });`],
+    [13, 'arena chunk given back', `for (let k = 0; k < 8; k++) await l.send('big', { b: Buffer.alloc(1 << 20) });
+       for (let k = 0; k < 8; k++) await l.receive('big');`],
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
