@@ -1,6 +1,7 @@
 #include "layer.h"
 
 #include <fnmatch.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -70,6 +71,7 @@ void Layer::AbandonFailedOpen() noexcept {
   // A failed open leaves nothing behind: a segment this open created goes, unless another
   // process attached to it meanwhile.
   bool alone = false;
+  const uint32_t claimed_slot = slot_;
   try {
     if (slot_ != kNil) {
       Critical guard(*this);
@@ -89,6 +91,15 @@ void Layer::AbandonFailedOpen() noexcept {
     try {
       Segment::Unlink(options_.segment.name);
     } catch (...) {
+    }
+    // Our slot's doorbell, if this open got as far as making it (a FIFO of ours; a file someone
+    // planted there is left alone).
+    if (claimed_slot != kNil) {
+      std::string fifo = Doorbells::FifoPath(options_.segment.name, claimed_slot);
+      struct stat st;
+      if (lstat(fifo.c_str(), &st) == 0 && S_ISFIFO(st.st_mode) && st.st_uid == geteuid()) {
+        unlink(fifo.c_str());
+      }
     }
   }
 }
