@@ -250,6 +250,8 @@ class Layer {
   void DropAllExpired(uint64_t now);
 
   uint32_t CapacityOf(std::string_view channel) const;
+  // The capacity of an existing record: cached in it when its creator had our options.
+  uint32_t CapacityOf(const Channel& record, std::string_view name) const;
   uint32_t EnsureChannel(std::string_view name);
   void MaybeReleaseChannel(uint32_t index);
   uint32_t FindGroup(std::string_view name) const;
@@ -279,6 +281,7 @@ class Layer {
   uint32_t slot_ = kNil;
   uint32_t generation_ = 0;
   uint32_t lock_word_ = 0;  // what the lock word holds while this instance holds the lock
+  uint32_t capacity_tag_ = 1;  // of options_.capacity and channel_capacity (Channel::capacity_tag)
   bool closed_ = false;
   uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping

@@ -53,7 +53,9 @@ class NameTable {
   }
 
   // Returns kNil when every record is taken. `rover` remembers where the last free one was.
-  uint32_t Insert(std::string_view name, uint32_t& rover, uint32_t& used) {
+  // `init` fills in the caller's own fields before the record is published.
+  template <typename Init>
+  uint32_t Insert(std::string_view name, uint32_t& rover, uint32_t& used, const Init& init) {
     // The record's name field holds kMaxNameLength bytes; callers validate, this is the backstop.
     if (name.empty() || name.size() > kMaxNameLength) {
       throw Error(ErrorCode::kInvalidArgument, "name must be 1 to " + std::to_string(kMaxNameLength) + " characters");
@@ -68,6 +70,7 @@ class NameTable {
       std::memcpy(r.name, name.data(), name.size());
       r.hash = HashName(name);
       InitRecord(r);
+      init(r);
       // in_use last: a record is either free or complete, whenever its writer dies.
       __atomic_store_n(&r.in_use, 1u, __ATOMIC_RELEASE);
       FAULT_POINT(10);
@@ -77,6 +80,9 @@ class NameTable {
       return i;
     }
     return kNil;
+  }
+  uint32_t Insert(std::string_view name, uint32_t& rover, uint32_t& used) {
+    return Insert(name, rover, used, [](Record&) {});
   }
 
   void Remove(uint32_t index, uint32_t& used) {
