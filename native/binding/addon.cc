@@ -393,7 +393,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
     using Bytes = std::remove_reference_t<decltype(bytes)>;
     auto* owned = new Bytes(std::move(bytes));
-    return Napi::Buffer<uint8_t>::New(
+    return Napi::Buffer<uint8_t>::NewOrCopy(  // a copy where external buffers are not allowed
         env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
   }
 
