@@ -365,6 +365,9 @@ uint32_t Layer::DropChannel(uint32_t index) {
   return dropped;
 }
 
+// At most one segment-wide expiry sweep per this many ms, by whichever process comes first.
+constexpr uint64_t kExpirySweepMs = 1000;
+
 bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   CheckOpen();
   if (segment_->IsUnlinked()) return false;
@@ -372,7 +375,14 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   Critical guard(*this);
   Header& h = segment_->header();
   ReclaimDeadSlots();
-  for (uint32_t m = 0; m < segment_->member_records(); ++m) {
+  // The expiry sweep walks every membership and every queue under the lock; once per interval
+  // for the whole segment is enough (expired messages are also dropped wherever a call meets
+  // them), so with N processes it no longer runs N times per interval. Our own stale waits
+  // below are ours alone to drop, every time.
+  const uint64_t swept_at = h.expiry_swept_at_ms;
+  const bool sweep = now >= swept_at + kExpirySweepMs || swept_at > now;
+  if (sweep) h.expiry_swept_at_ms = now;
+  for (uint32_t m = 0; sweep && m < segment_->member_records(); ++m) {
     Member& member = segment_->member(m);
     if (member.in_use != 1 || member.expires_at_ms > now) continue;
     uint32_t group = member.group;
@@ -396,9 +406,9 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
     Channel& ch = segment_->channel(c);
     if (ch.in_use != 1) continue;
     bool stale_wait = still_waiting && (ch.waiters[slot_ / 64] & my_bit) && !keep_wait[c];
-    if (ch.head == kNil && !stale_wait) continue;
+    if ((ch.head == kNil || !sweep) && !stale_wait) continue;
     if (stale_wait) ch.waiters[slot_ / 64] &= ~my_bit;
-    DropHeadExpired(ch, now);
+    if (sweep) DropHeadExpired(ch, now);
     // A wake-up we were given for it goes to another waiter.
     if (stale_wait && ch.head != kNil && HasWaiters(ch)) WakeWaiters(ch, c, false, slot_);
     MaybeReleaseChannel(c);

@@ -213,6 +213,10 @@ struct Header {
   // Sequence number of the next queued node (Node::seq). Recovery keeps it above every queued
   // node's, so a scribbled value cannot make new messages look older than queued ones for long.
   uint64_t next_seq;
+
+  // When some process last swept the whole segment for expired memberships and messages: one
+  // process per interval does it, not every process every interval.
+  uint64_t expiry_swept_at_ms;
 };
 
 // Changes whenever a shared struct changes size, so two builds that disagree on the layout refuse

@@ -2349,6 +2349,27 @@ TEST(channel_capacity_is_cached_per_record_but_each_options_get_their_own) {
   CHECK_CLEAN(a);
 }
 
+// Finding 13: every process swept every table for expired entries under the lock every 2 s. Now
+// one sweep per second serves the whole segment, done by whichever process comes first.
+TEST(expiry_sweep_runs_once_per_interval_for_all_processes) {
+  TempName name;
+  LayerOptions options = Options(name);
+  options.expiry_ms = 30;
+  Layer a(options);
+  Layer b(options);
+  CHECK(a.Maintain());  // a swept: the next second is covered
+  SendText(a, "q", "expires");
+  usleep(60'000);
+  CHECK(b.Maintain());  // not b's turn: the expired message is still there
+  CHECK_EQ(b.Stats().queued, 1u);
+  CHECK_EQ(b.Stats().messages_expired, 0u);
+  usleep(1'000'000);
+  CHECK(b.Maintain());  // b's turn now
+  CHECK_EQ(b.Stats().queued, 0u);
+  CHECK_EQ(b.Stats().messages_expired, 1u);
+  CHECK_CLEAN(a);
+}
+
 TEST(maintain_drops_expired_messages_and_memberships) {
   TempName name;
   LayerOptions o = Options(name);
