@@ -635,15 +635,26 @@ void Layer::WakeWaiters(Channel& c, uint32_t channel_index, bool all, uint32_t e
   }
   // One waiter per message, not the herd: the next set bit after the one woken last. Whoever
   // takes the message and leaves more behind wakes the next (Receive), so none is stranded.
-  uint32_t last = c.wake_rover < kMaxSlots ? c.wake_rover : kMaxSlots - 1;
-  for (uint32_t step = 1; step <= kMaxSlots; ++step) {
-    uint32_t index = (last + step) % kMaxSlots;
-    if (index == except) continue;
-    if (c.waiters[index / 64] & (uint64_t{1} << (index % 64))) {
-      c.wake_rover = index;
-      NoteReady(index, channel_index);
-      return;
-    }
+  // Word by word (the send path runs this for every message): the candidates are the set bits
+  // other than `except`, searched from just after the rover, wrapping around once.
+  uint64_t words[kSlotMaskWords];
+  bool any = false;
+  for (uint32_t w = 0; w < kSlotMaskWords; ++w) {
+    words[w] = c.waiters[w];
+    if (except < kMaxSlots && except / 64 == w) words[w] &= ~(uint64_t{1} << (except % 64));
+    any = any || words[w] != 0;
+  }
+  if (!any) return;
+  uint32_t start = c.wake_rover < kMaxSlots ? (c.wake_rover + 1) % kMaxSlots : 0;
+  for (uint32_t k = 0; k <= kSlotMaskWords; ++k) {
+    uint32_t w = (start / 64 + k) % kSlotMaskWords;
+    uint64_t bits = words[w];
+    if (k == 0) bits &= ~uint64_t{0} << (start % 64);  // at or after `start` in its own word
+    if (!bits) continue;
+    uint32_t index = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+    c.wake_rover = index;
+    NoteReady(index, channel_index);
+    return;
   }
 }
 

@@ -645,6 +645,30 @@ TEST(a_message_wakes_one_waiter_and_the_taker_passes_the_rest_on) {
   CHECK_CLEAN(sender);
 }
 
+// The round robin crosses the 64-slot words of the waiter mask, both ways.
+TEST(wake_ups_rotate_over_waiters_in_different_mask_words) {
+  TempName name;
+  std::vector<std::unique_ptr<Layer>> layers;
+  for (int i = 0; i < 70; ++i) layers.push_back(std::make_unique<Layer>(Options(name)));
+  Layer& low = *layers[3];
+  Layer& high = *layers[68];
+  Layer& sender = *layers[69];
+  CHECK_EQ(low.slot_index(), 3u);
+  CHECK_EQ(high.slot_index(), 68u);
+  CHECK(ReceiveText(low, "rr", 1).empty());
+  CHECK(ReceiveText(high, "rr", 1).empty());
+  for (int round = 0; round < 3; ++round) {
+    SendText(sender, "rr", "a");
+    bool first_low = low.TakeBell();
+    bool first_high = high.TakeBell();
+    CHECK(first_low != first_high);  // exactly one woken
+    SendText(sender, "rr", "b");
+    CHECK_EQ(low.TakeBell(), !first_low);  // then the other one
+    CHECK_EQ(high.TakeBell(), !first_high);
+  }
+  CHECK_CLEAN(sender);
+}
+
 // A waiter that was woken and then withdrew its wait (its receive was cancelled) passes the wake-up
 // on, through unwait or through a receive that covers all its waits.
 TEST(a_withdrawn_wait_passes_its_wake_up_on) {
