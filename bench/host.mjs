@@ -230,10 +230,11 @@ const ctx = {
   shmSampler(ms = 100) {
     if (backend !== 'shm') return async () => undefined;
     const layer = new ShmChannelLayer({ name: ctx.shmName, create: false });
-    const peak = { arenaUsedBytes: 0, queued: 0, samples: 0 };
+    const peak = { arenaUsedBytes: 0, shmBytes: 0, queued: 0, samples: 0 };
     const timer = setInterval(() => {
       const s = layer.stats(1);
       peak.arenaUsedBytes = Math.max(peak.arenaUsedBytes, s.arenaUsedBytes);
+      peak.shmBytes = Math.max(peak.shmBytes, s.shmBytes ?? 0);
       peak.queued = Math.max(peak.queued, s.queued);
       peak.samples++;
     }, ms);

@@ -86,8 +86,10 @@ export const ROWS = [
   { label: 'redis-server RSS after W1', w: 'w1', key: 'redisRssMB', unit: 'MB', better: 'lower', noRatio: true },
   { label: 'shm segment size', w: 'w1', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
   { label: 'shm arena in use, peak during W1', w: 'w1', key: 'peakArenaUsedBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  { label: 'shm /dev/shm in use, peak during W1', w: 'w1', key: 'peakShmBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
   { label: 'shm messages queued, peak during W1', w: 'w1', key: 'peakQueued', unit: '', better: 'lower', noRatio: true },
   { label: 'shm segment size, W5 100k', w: 'w5-channels', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  { label: 'shm /dev/shm in use, W5 100k', w: 'w5-channels', key: 'shmBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
 ];
 
 function ratioOf(m, a, b) {

@@ -58,6 +58,7 @@ async function layerStats({ layer }) {
   const s = layer.stats(10);
   return {
     segmentBytes: s.segmentBytes,
+    shmBytes: s.shmBytes,
     arenaBytes: s.arenaBytes,
     arenaUsedBytes: s.arenaUsedBytes,
     channels: s.channels,

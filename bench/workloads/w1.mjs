@@ -40,6 +40,7 @@ export async function coordinate(ctx) {
     segmentBytes: segment?.segmentBytes,
     arenaUsedBytesAfter: segment?.arenaUsedBytes,
     peakArenaUsedBytes: peak?.arenaUsedBytes,
+    peakShmBytes: peak?.shmBytes,
     peakQueued: peak?.queued,
   };
 }

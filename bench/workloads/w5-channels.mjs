@@ -25,7 +25,7 @@ async function fill({ layer }, { channels }) {
   let segment;
   if (typeof layer.stats === 'function') {
     const s = layer.stats(1);
-    segment = { segmentBytes: s.segmentBytes, arenaUsedBytes: s.arenaUsedBytes, channels: s.channels, queued: s.queued };
+    segment = { segmentBytes: s.segmentBytes, shmBytes: s.shmBytes, arenaUsedBytes: s.arenaUsedBytes, channels: s.channels, queued: s.queued };
   }
   return { seconds, heapGrowth: heapAfter - heapBefore, segment };
 }
@@ -83,6 +83,7 @@ export async function coordinate(ctx) {
     bytesUsed,
     bytesPerChannel: bytesUsed / channels,
     segmentBytes: filled.segment?.segmentBytes,
+    shmBytes: filled.segment?.shmBytes,
     redisKeys: redisAfter?.keys,
     receiveOk: probed.ok === probed.probes ? 1 : 0,
     receivedOk: probed.ok,
