@@ -160,6 +160,33 @@ process.exit(0);`,
     expect(slowest).toBeLessThan(1000);
   }, 30_000);
 
+  it('with polling off (spinMicros: 0) every hop sleeps on the doorbell and still arrives', async () => {
+    const name = layerName();
+    const echo = child(
+      name,
+      `const quiet = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)}, spinMicros: 0 });
+say('ready');
+for (;;) {
+  const ping = await quiet.receive('nospin.in');
+  if (ping.stop) break;
+  await quiet.send(ping.reply, { seq: ping.seq });
+}
+process.exit(0);`,
+    );
+    expect(await echo.line()).toBe('ready');
+    const layer = openLayer(name, { spinMicros: 0 });
+    const reply = await layer.newChannel('nospin');
+    const started = performance.now();
+    for (let seq = 0; seq < 200; seq++) {
+      await layer.send('nospin.in', { seq, reply });
+      expect(((await layer.receive(reply)) as { seq: number }).seq).toBe(seq);
+    }
+    await layer.send('nospin.in', { stop: true });
+    expect((await echo.exit).code).toBe(0);
+    // 200 round trips of two wake-ups each; one lost wake-up would cost the 2 s housekeeping tick.
+    expect(performance.now() - started).toBeLessThan(1500);
+  }, 20_000);
+
   it('a receiver killed while armed: senders survive, and a live waiter of the same channel gets every message', async () => {
     const name = layerName();
     const doomed = child(
