@@ -80,8 +80,16 @@ export interface NativeLayer {
    * Returns null or one Buffer: payloads back to back, then a (position, length) u32 pair per
    * message, then the positions looked at that still hold messages (u32 each), then the message
    * count, that position count and how many channels the core knows to hold messages (u32 LE).
+   * With `answerBell` the same call consumes the bell and the ready list; ready channels outside
+   * the set go to `onOtherReady` (null: more rang than were recorded, look at everything).
    */
-  receiveAny(set: number, positions: number[], wanted: number): Buffer | null;
+  receiveAny(
+    set: number,
+    positions: number[],
+    wanted: number,
+    answerBell?: boolean,
+    onOtherReady?: (ready: string[] | null) => void,
+  ): Buffer | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   /** Channels of the group's live, unexpired memberships. */

@@ -532,6 +532,11 @@ export class ShmChannelLayer implements ChannelLayer {
       if (isBusy(error)) return; // the bell stays rung: the next drain looks again
       ready = null; // a damaged segment: the full drain will surface the error to the receivers
     }
+    this.noteReady(ready);
+  }
+
+  /** What rang: receive()s look there next drain, sets count them as candidates (null: all). */
+  private noteReady(ready: string[] | null): void {
     if (ready === null) {
       this.drainAll = true;
       return;
@@ -550,6 +555,25 @@ export class ShmChannelLayer implements ChannelLayer {
       }
     }
   }
+
+  /**
+   * What rang for other receives, reported by a set's call that answered the bell. Called from
+   * inside the native call (after its lock is released): it must not throw, or the messages that
+   * call took would be lost.
+   */
+  private readonly onOtherReady = (ready: string[] | null): void => {
+    try {
+      this.noteReady(ready);
+      if (ready === null) {
+        this.markAllSets();
+        this.scheduleDrain(true);
+      } else if (this.dirty.size) {
+        this.scheduleDrain();
+      }
+    } catch {
+      // bookkeeping only: the next housekeeping looks at everything
+    }
+  };
 
   /** Our wait on `channel` may be gone: every set naming it looks at it next time. */
   private markCandidate(channel: string): void {
@@ -601,13 +625,16 @@ export class ShmChannelLayer implements ChannelLayer {
     wanted: number,
     deliver: (channel: string, message: Message) => void,
     fail: (error: unknown) => void,
+    answerBell = false,
   ): Error | undefined {
     const state = this.stateOf(set);
-    if (!state.all && state.candidates.size === 0 && state.held === 0) return undefined;
+    if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0) return undefined;
     const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
     let batch: Buffer | null;
     try {
-      batch = this.handle.receiveAny(state.id, positions, wanted);
+      batch = answerBell
+        ? this.handle.receiveAny(state.id, positions, wanted, true, this.onOtherReady)
+        : this.handle.receiveAny(state.id, positions, wanted);
     } catch (error) {
       if (isBusy(error)) return error;
       state.all = true; // what it registered is unknown: look at everything next time
@@ -796,16 +823,20 @@ export class ShmChannelLayer implements ChannelLayer {
     }
     if (this.pending.setCount > 0) {
       // A busy channel must not hide one that rang meanwhile: answer the bell before picking.
-      if (this.bellRung()) {
+      // With one set waiting, its own call answers the bell (one lock per wake-up).
+      const active = this.pending.activeSets();
+      const rung = this.bellRung();
+      if (rung && active.length !== 1) {
         this.collectReady();
         if (this.drainAll) this.markAllSets();
       }
-      for (const set of this.pending.activeSets()) {
+      for (const set of active) {
         const busy = this.pullSet(
           set,
           set.waiters.length,
           (channel, message) => this.pending.deliverToSet(set, channel, message),
           (error) => this.pending.failSet(set, error),
+          rung && active.length === 1,
         );
         // Another process holds the lock: look again soon, from the event loop; nothing failed.
         if (busy) this.drainRetry ??= setTimeout(() => {

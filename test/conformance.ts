@@ -1416,6 +1416,26 @@ console.log('idle');`);
         await expectEmpty(layer, 'conf.any-shared', other);
       });
 
+      it('a receive() and a receiveAny() waiting on other channels are each woken by their own', async () => {
+        const layer = await open();
+        const other = await peerOf(layer);
+        const single = within(layer.receive('conf.any-mixed-single'));
+        const any = within(layer.receiveAny(['conf.any-mixed-a', 'conf.any-mixed-b']));
+        await sleep(30);
+        await other.send('conf.any-mixed-single', { to: 'single' });
+        expect(await single).toEqual({ to: 'single' });
+        await other.send('conf.any-mixed-b', { to: 'any' });
+        expect(await any).toEqual({ channel: 'conf.any-mixed-b', message: { to: 'any' } });
+        // And the other way round: the set's channel first, then the single one.
+        const single2 = within(layer.receive('conf.any-mixed-single'));
+        const any2 = within(layer.receiveAny(['conf.any-mixed-a', 'conf.any-mixed-b']));
+        await sleep(30);
+        await other.send('conf.any-mixed-a', { to: 'any' });
+        await other.send('conf.any-mixed-single', { to: 'single' });
+        expect(await any2).toEqual({ channel: 'conf.any-mixed-a', message: { to: 'any' } });
+        expect(await single2).toEqual({ to: 'single' });
+      });
+
       it('one loop over 100 channels gets every message once, in send order', async () => {
         const layer = await open({ capacity: 500 });
         const other = await peerOf(layer);

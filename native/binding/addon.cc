@@ -354,7 +354,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return env.Undefined();
   }
 
-  // receiveAny(set: number, positions: number[], wanted: number). Returns null, or one Buffer:
+  // receiveAny(set: number, positions: number[], wanted: number, answerBell?: boolean,
+  // onOtherReady?: (names: string[] | null) => void). Returns null, or one Buffer:
   // the payloads back to back, then per message (position in the set, length) as u32 pairs,
   // then the positions looked at that still hold messages (u32 each), then the message count,
   // that position count and how many of the set's channels the core knows to hold messages
@@ -372,11 +373,22 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       if (!position.IsNumber()) throw Napi::TypeError::New(env, "positions must be numbers");
       positions.push_back(position.As<Napi::Number>().Uint32Value());
     }
+    bool answer_bell = info.Length() > 3 && info[3].ToBoolean().Value();
     shmch::AnyBatch batch;
     Guard(env, [&] {
       Open(env).ReceiveAny(info[0].As<Napi::Number>().Uint32Value(), positions,
-                           info[2].As<Napi::Number>().Uint32Value(), batch);
+                           info[2].As<Napi::Number>().Uint32Value(), batch, answer_bell);
     });
+    if (answer_bell && (batch.ready_overflow || !batch.other_ready.empty())) {
+      // What rang for other receives goes to `onOtherReady` (names, or null: look at all).
+      Napi::Value report = env.Null();
+      if (!batch.ready_overflow) {
+        Napi::Array names = Napi::Array::New(env, batch.other_ready.size());
+        for (uint32_t i = 0; i < batch.other_ready.size(); ++i) names.Set(i, batch.other_ready[i]);
+        report = names;
+      }
+      if (info.Length() > 4 && info[4].IsFunction()) info[4].As<Napi::Function>().Call({report});
+    }
     size_t n = batch.position_of.size(), ready = batch.still_ready.size();
     if (n == 0 && ready == 0 && batch.held == 0) return env.Null();
     auto& bytes = batch.bytes;

@@ -77,6 +77,10 @@ struct AnyBatch {
   std::vector<uint32_t> length_of;
   std::vector<uint32_t> still_ready;
   uint32_t held = 0;
+  // With `answer_bell`: the channels outside the set that rang us (for other receives), and
+  // whether more rang than were recorded (then every waiting channel must be looked at).
+  std::vector<std::string> other_ready;
+  bool ready_overflow = false;
 };
 
 // A receiveAny channel set, this instance's own: the names, a cached record index per name
@@ -95,6 +99,8 @@ struct ChannelSetState {
   std::vector<uint8_t> in_heap;
   std::vector<Head> heap;
   std::vector<uint32_t> touch;  // scratch of one ReceiveAny call: position -> its entry, or kNil
+  std::unordered_map<uint32_t, uint32_t> position_of_record;  // from `record`, checked on use
+  std::unordered_map<std::string, uint32_t> position_of_name;
 };
 
 // Channels in one receiveAny() set, at most.
@@ -166,8 +172,11 @@ class Layer {
   // known to hold messages and those at `positions` (the ones that rang since); each channel's
   // own order holds. Registers this slot as a waiter on each channel it finds empty; withdraws
   // the wait from each that holds messages (it is looked at again without a ring) and passes its
-  // wake-up on.
-  void ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out);
+  // wake-up on. With `answer_bell` the same critical section consumes the bell and the ready
+  // list (one lock per wake-up): ready channels of the set join `positions`, the others are
+  // reported in out.other_ready.
+  void ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out,
+                  bool answer_bell = false);
   void GroupAdd(std::string_view group, std::string_view channel);
   void GroupDiscard(std::string_view group, std::string_view channel);
   // The channels of a group's live, unexpired memberships (none for an unknown group). Reads

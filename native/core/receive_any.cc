@@ -49,12 +49,14 @@ uint32_t Layer::DefineSet(const std::vector<std::string>& channels) {
   set.record.assign(channels.size(), kNil);
   set.in_heap.assign(channels.size(), 0);
   set.touch.assign(channels.size(), kNil);
+  for (uint32_t i = 0; i < channels.size(); ++i) set.position_of_name.emplace(channels[i], i);
   return id;
 }
 
 void Layer::ForgetSet(uint32_t id) { sets_.erase(id); }
 
-void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out) {
+void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out,
+                       bool answer_bell) {
   CheckOpen();
   auto found = sets_.find(id);
   if (found == sets_.end()) throw Error(ErrorCode::kInvalidArgument, "unknown channel set " + std::to_string(id));
@@ -87,6 +89,7 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     }
     r = Channels(*segment_).Find(name);
     set.record[position] = r;
+    if (r != kNil) set.position_of_record[r] = position;
     return r;
   };
 
@@ -133,10 +136,40 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   };
 
   // The channels that rang join the heap with their heads.
-  for (uint32_t position : positions) {
-    if (set.in_heap[position]) continue;
+  auto join = [&](uint32_t position) {
+    if (set.in_heap[position]) return;
     const Touch& k = touched[touch(position)];
     if (k.cursor != kNil) push(k);
+  };
+  for (uint32_t position : positions) join(position);
+  if (answer_bell) {
+    Slot& me = segment_->slot(slot_);
+    // Consumed before the list is read: a ring after this point sets it again.
+    me.bell.store(0, std::memory_order_seq_cst);
+    const uint32_t count = LoadOnce(me.ready_count);
+    out.ready_overflow = LoadOnce(me.ready_overflow) != 0 || count > kReadyEntries;
+    for (uint32_t i = 0; i < count && i < kReadyEntries; ++i) {
+      const uint32_t index = LoadOnce(me.ready[i]);
+      if (index >= segment_->channel_records()) continue;
+      auto known = set.position_of_record.find(index);
+      if (known != set.position_of_record.end() && record_of(known->second) == index) {
+        join(known->second);
+        continue;
+      }
+      const Channel& c = segment_->channel(index);
+      const uint32_t length = LoadOnce(c.name_length);
+      if (LoadOnce(c.in_use) != 1 || length == 0 || length > kMaxNameLength) continue;
+      std::string name(c.name, length);
+      // A channel of the set whose record we had not cached yet, or another receive's.
+      auto named = set.position_of_name.find(name);
+      if (named != set.position_of_name.end() && record_of(named->second) == index) {
+        join(named->second);
+      } else {
+        out.other_ready.push_back(std::move(name));
+      }
+    }
+    me.ready_count = 0;
+    me.ready_overflow = 0;
   }
 
   // Phase 1 copies out, oldest head first; nothing is popped yet, so an error or our death here

@@ -924,6 +924,31 @@ TEST(receive_any_keeps_busy_heads_and_notices_heads_taken_by_others) {
   CHECK_CLEAN(a);
 }
 
+// One lock per wake-up: the set's call consumes the bell and the ready list, takes from the set's
+// channels that rang without being told, and reports the others.
+TEST(receive_any_answering_the_bell_consumes_it_and_reports_other_ready_channels) {
+  TempName name;
+  Layer a(Options(name)), sender(Options(name));
+  std::vector<std::string> names = {"p", "q"};
+  uint32_t set = a.DefineSet(names);
+  shmch::AnyBatch batch;
+  a.ReceiveAny(set, {0, 1}, 1, batch);  // both empty: both hold our wait
+  CHECK(ReceiveText(a, "single", 1).empty());  // a receive() elsewhere waits too
+  SendText(sender, "q", "q1");
+  SendText(sender, "single", "s1");
+  shmch::AnyBatch answered;
+  a.ReceiveAny(set, {}, 1, answered, true);
+  CHECK_EQ(answered.position_of, (std::vector<uint32_t>{1}));
+  CHECK_EQ(answered.other_ready, (std::vector<std::string>{"single"}));
+  CHECK(!answered.ready_overflow);
+  CHECK(!a.TakeBell());
+  std::vector<std::string> ready;
+  CHECK(a.TakeReady(ready));
+  CHECK(ready.empty());
+  CHECK_EQ(ReceiveText(a, "single", 1), (std::vector<std::string>{"s1"}));
+  CHECK_CLEAN(a);
+}
+
 TEST(receive_any_invalid_sets_and_positions) {
   TempName name;
   Layer layer(Options(name));
