@@ -82,14 +82,16 @@ export interface NativeLayer {
    * count, that position count and how many channels the core knows to hold messages (u32 LE).
    * With `answerBell` the same call consumes the bell and the ready list; ready channels outside
    * the set go to `onOtherReady` (null: more rang than were recorded, look at everything).
+   * A result that fits `scratch` is written there and its length returned instead.
    */
   receiveAny(
     set: number,
     positions: number[],
     wanted: number,
     answerBell?: boolean,
-    onOtherReady?: (ready: string[] | null) => void,
-  ): Buffer | null;
+    onOtherReady?: ((ready: string[] | null) => void) | undefined,
+    scratch?: Uint8Array,
+  ): Buffer | number | null;
   groupAdd(group: string, channel: string): void;
   groupDiscard(group: string, channel: string): void;
   /** Channels of the group's live, unexpired memberships. */

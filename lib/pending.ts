@@ -12,6 +12,12 @@ export interface Waiter {
   signal: AbortSignal | undefined;
 }
 
+function sameContents(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Sets without waiters are swept when more than this many exist (a new set is being made). */
 const IDLE_SETS_KEPT = 32;
 /** A set unused for this long is dropped by the sweep (its backend state goes with it). */
@@ -28,6 +34,8 @@ export class ChannelSet {
   /** For the backend (native set id, which channels may hold messages...). */
   state: unknown;
   lastUsed = Date.now();
+  /** Swept: a list that resolved to this set resolves afresh. */
+  dropped = false;
   private readonly members: Set<string>;
 
   constructor(
@@ -60,7 +68,7 @@ export class PendingReceives {
   private readonly sets = new Map<string, ChannelSet>();
   private readonly setsOf = new Map<string, ChannelSet[]>();
   /** The set last resolved for a caller's array, with the names it held then. */
-  private readonly setOfArray = new WeakMap<readonly string[], { names: string[]; set: ChannelSet }>();
+  private readonly setOfArray = new WeakMap<readonly string[], { names: string[]; frozen: boolean; set: ChannelSet }>();
   private total = 0;
   private seq = 0;
 
@@ -126,15 +134,12 @@ export class PendingReceives {
       throw new TypeError(`receiveAny() takes an array of channel names, got ${typeof channels}`);
     }
     if (channels.length === 0) throw new TypeError('receiveAny() needs at least one channel name');
-    // The same array object again with the same contents: no string work at all.
+    // The same array object again with the same contents: no string work at all, and for a
+    // frozen array (its contents cannot have changed) not even the comparison.
     const cached = this.setOfArray.get(channels);
-    if (cached && cached.names.length === channels.length && this.sets.get(cached.set.key) === cached.set) {
-      let same = true;
-      for (let i = 0; i < channels.length && same; i++) same = cached.names[i] === channels[i];
-      if (same) {
-        cached.set.lastUsed = Date.now();
-        return cached.set;
-      }
+    if (cached && !cached.set.dropped && (cached.frozen || sameContents(cached.names, channels))) {
+      cached.set.lastUsed = Date.now();
+      return cached.set;
     }
     for (const channel of channels) validate(channel);
     const distinct = [...new Set(channels)];
@@ -151,7 +156,8 @@ export class PendingReceives {
       }
     }
     set.lastUsed = Date.now();
-    this.setOfArray.set(channels, { names: [...channels], set });
+    const frozen = Object.isFrozen(channels);
+    this.setOfArray.set(channels, { names: frozen ? [] : [...channels], frozen, set });
     return set;
   }
 
@@ -317,6 +323,7 @@ export class PendingReceives {
     for (const [key, set] of this.sets) {
       if (set.waiters.length || set.lastUsed > cutoff) continue;
       this.sets.delete(key);
+      set.dropped = true;
       for (const channel of set.channels) {
         const list = this.setsOf.get(channel);
         if (!list) continue;

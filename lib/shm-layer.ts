@@ -630,11 +630,16 @@ export class ShmChannelLayer implements ChannelLayer {
     const state = this.stateOf(set);
     if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0) return undefined;
     const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
-    let batch: Buffer | null;
+    let result: Buffer | number | null;
     try {
-      batch = answerBell
-        ? this.handle.receiveAny(state.id, positions, wanted, true, this.onOtherReady)
-        : this.handle.receiveAny(state.id, positions, wanted);
+      result = this.handle.receiveAny(
+        state.id,
+        positions,
+        wanted,
+        answerBell,
+        answerBell ? this.onOtherReady : undefined,
+        this.scratch,
+      );
     } catch (error) {
       if (isBusy(error)) return error;
       state.all = true; // what it registered is unknown: look at everything next time
@@ -645,8 +650,11 @@ export class ShmChannelLayer implements ChannelLayer {
     state.all = false;
     state.candidates.clear();
     state.held = 0;
-    if (!batch) return;
-    const end = batch.length - 12;
+    if (result === null) return undefined;
+    // In the scratch buffer (its used length returned), or a buffer of its own.
+    const inScratch = typeof result === 'number';
+    const batch = typeof result === 'number' ? this.scratch : result;
+    const end = (typeof result === 'number' ? result : result.length) - 12;
     const count = batch.readUInt32LE(end);
     const ready = batch.readUInt32LE(end + 4);
     state.held = batch.readUInt32LE(end + 8);
@@ -668,7 +676,11 @@ export class ShmChannelLayer implements ChannelLayer {
         fail(new ShmError(`a message for ${channel} failed its checksum in shared memory and was dropped`, 'ECORRUPT'));
         continue;
       }
-      const payload = batch.subarray(offset, offset + length);
+      // The scratch buffer is reused by the next call: the deserializer gets a copy (it may keep
+      // views of what it is given).
+      const payload = inScratch
+        ? Buffer.from(batch.subarray(offset, offset + length))
+        : batch.subarray(offset, offset + length);
       offset += length;
       let message: Message;
       try {

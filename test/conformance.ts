@@ -1469,6 +1469,11 @@ console.log('idle');`);
         await layer.send('conf.any-l1', { n: 1 });
         expect(await within(layer.receiveAny(['conf.any-l1', 'conf.any-l1']))).toEqual({ channel: 'conf.any-l1', message: { n: 1 } });
         expect(await layer.receiveAny(['conf.any-l1', 'conf.any-l1'], { wait: false })).toBeNull();
+        // A frozen list (its contents cannot change) is used as it is.
+        const frozen = Object.freeze(['conf.any-l2', 'conf.any-l3']);
+        await layer.send('conf.any-l2', { n: 2 });
+        expect(await within(layer.receiveAny(frozen))).toEqual({ channel: 'conf.any-l2', message: { n: 2 } });
+        expect(await layer.receiveAny(frozen, { wait: false })).toBeNull();
       });
 
       it('never returns an expired message', async () => {

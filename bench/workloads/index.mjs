@@ -89,8 +89,8 @@ export const WORKLOADS = [
       `created in ${f(s.createSeconds, 2)} s, ${f(s.bytesUsed / 1e6, 1)} MB used, receive ${s.receiveOk ? 'ok' : 'FAILED'} (${f(s.usPerReceive, 1)} µs each)`,
   },
   {
-    id: 'W6',
-    module: 'w6-receive-any',
+    id: 'W7',
+    module: 'w7-receive-any',
     title: 'receiveAny: 1 consumer process, one receiveAny() loop over 100 channels, vs one channel (W1 shape) in the same run',
     backends: ['shm', 'redis', 'inmemory'], // the cluster IPC baseline has no receiveAny
     full: { duration: 5, warmup: 1, channels: 100 },

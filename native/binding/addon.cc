@@ -355,7 +355,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   // receiveAny(set: number, positions: number[], wanted: number, answerBell?: boolean,
-  // onOtherReady?: (names: string[] | null) => void). Returns null, or one Buffer:
+  // onOtherReady?: (names: string[] | null) => void, scratch?: Uint8Array). Returns null, the
+  // length of the result written into `scratch` when it fits, or one Buffer:
   // the payloads back to back, then per message (position in the set, length) as u32 pairs,
   // then the positions looked at that still hold messages (u32 each), then the message count,
   // that position count and how many of the set's channels the core knows to hold messages
@@ -402,6 +403,15 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::memcpy(trailer + n * 8, batch.still_ready.data(), ready * 4);
     uint32_t counts[3] = {static_cast<uint32_t>(n), static_cast<uint32_t>(ready), batch.held};
     std::memcpy(trailer + n * 8 + ready * 4, counts, 12);
+    // As receive(): a result that fits the caller's scratch buffer goes there (its length is
+    // returned), one long-lived buffer instead of a fresh ArrayBuffer per call.
+    if (info.Length() > 5 && info[5].IsTypedArray()) {
+      auto scratch = info[5].As<Napi::Uint8Array>();
+      if (bytes.size() <= scratch.ByteLength()) {
+        std::memcpy(scratch.Data(), bytes.data(), bytes.size());
+        return Napi::Number::New(env, static_cast<double>(bytes.size()));
+      }
+    }
     if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
     using Bytes = std::remove_reference_t<decltype(bytes)>;
     auto* owned = new Bytes(std::move(bytes));

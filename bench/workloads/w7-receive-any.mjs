@@ -1,4 +1,4 @@
-// W6 receiveAny: one consumer process serving 100 channels through one receiveAny() loop, fed by
+// W7 receiveAny: one consumer process serving 100 channels through one receiveAny() loop, fed by
 // one producer process sending 128-byte messages round-robin over the 100 channels, against the
 // W1 shape (one channel, one receive() loop) measured in the same run by another pair of
 // processes. Reports msg/s of both, their ratio, and CPU time per message of consumer and
