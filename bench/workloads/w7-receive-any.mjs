@@ -43,7 +43,12 @@ async function consume({ layer, state }, { channels, any, winStart, winEnd }) {
 }
 
 async function consumed({ state }) {
-  return { count: state.count, after: state.after, channelsSeen: state.seen?.size ?? 0, cpuUs: state.cpuUs };
+  return {
+    count: state.count,
+    after: state.after,
+    channelsSeen: state.seen?.size ?? 0,
+    cpuUs: state.cpuUs,
+  };
 }
 
 /**
@@ -81,14 +86,21 @@ export const roles = { ...commonRoles, consume, consumed, produceSpread };
 
 export async function coordinate(ctx) {
   const { duration, channels: channelCount } = ctx.params;
-  const [oneConsumer, oneProducer, anyConsumer, anyProducer] = await ctx.spawn(4, { capacity: 10000 });
+  const [oneConsumer, oneProducer, anyConsumer, anyProducer] = await ctx.spawn(4, {
+    capacity: 10000,
+  });
   const perMessage = (cpuUs, count) => (cpuUs !== undefined && count ? cpuUs / count : null);
 
   /** One measurement: a consumer loop and a producer spreading over `channels`. */
   async function measure(consumer, producer, channels, any) {
     const { start, winStart, winEnd } = window(ctx.params);
     await consumer.call('consume', { channels, any, winStart, winEnd });
-    const produced = await producer.call('produceSpread', { channels, start, winStart, until: winEnd });
+    const produced = await producer.call('produceSpread', {
+      channels,
+      start,
+      winStart,
+      until: winEnd,
+    });
     await sleepUntil(winEnd + 200 * MS);
     const got = await consumer.call('consumed');
     return {
