@@ -187,6 +187,26 @@ process.exit(0);`,
     expect(performance.now() - started).toBeLessThan(1500);
   }, 20_000);
 
+  it('a receiver waiting on 100 channels finds what rang, through the ready list and past its overflow', async () => {
+    const name = layerName();
+    const layer = openLayer(name);
+    const waits = Array.from({ length: 100 }, (_, i) => layer.receive(`many.${i}`));
+    for (const wait of waits) wait.catch(() => {}); // the 10 never sent to end with the layer
+    await sleep(300); // armed
+    // 10 channels ring: they fit the ready list. Then 80 more: more than it holds (62).
+    const first = Array.from({ length: 10 }, (_, i) => i * 7);
+    const sender = child(name, `for (const i of ${JSON.stringify(first)}) await layer.send('many.' + i, { i });\nsay('sent');`);
+    expect(await sender.line()).toBe('sent');
+    for (const i of first) expect(await waits[i]).toEqual({ i });
+    await sleep(300);
+    const rest = Array.from({ length: 100 }, (_, i) => i).filter((i) => !first.includes(i)).slice(0, 80);
+    const second = child(name, `for (const i of ${JSON.stringify(rest)}) await layer.send('many.' + i, { i });\nsay('sent');`);
+    expect(await second.line()).toBe('sent');
+    const started = Date.now();
+    for (const i of rest) expect(await waits[i]).toEqual({ i });
+    expect(Date.now() - started).toBeLessThan(1500); // by the doorbell, not the 2 s tick
+  }, 20_000);
+
   it('a receiver killed while armed: senders survive, and a live waiter of the same channel gets every message', async () => {
     const name = layerName();
     const doomed = child(
