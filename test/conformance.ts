@@ -1488,6 +1488,18 @@ console.log('idle');`);
         expect(await layer.receiveAny(['conf.any-exp1', 'conf.any-exp2'], { wait: false })).toBeNull();
       });
 
+      it("releaseChannel rejects a receiveAny naming the released '!' channel with ChannelReleased", async () => {
+        const layer = await open();
+        const local = await layer.newChannel();
+        const waiting = rejection(() => layer.receiveAny(['conf.any-rel', local]), 'receiveAny during releaseChannel');
+        await sleep(20);
+        await layer.releaseChannel(local);
+        expect(errorName(await waiting)).toBe('ChannelReleased');
+        // The other channel still works, for a list without the released one.
+        await layer.send('conf.any-rel', { n: 1 });
+        expect(await within(layer.receiveAny(['conf.any-rel']))).toEqual({ channel: 'conf.any-rel', message: { n: 1 } });
+      });
+
       it('close rejects a waiting receiveAny with LayerClosed; later calls reject too', async () => {
         const layer = await open();
         const waiting = rejection(() => layer.receiveAny(['conf.any-close', 'conf.any-close2']), 'receiveAny during close');
