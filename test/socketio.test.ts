@@ -432,6 +432,16 @@ describe('liveness from the layer: servers that die or start', () => {
     await waitFor(() => client.got('welcome').length === 1, 'broadcast reaches the new server');
   });
 
+  it('a broadcast emitted just before io.close() still reaches the other servers', async () => {
+    const leaving = await SioServer.start({ layer: `shm:${name}`, name: 'L' });
+    started.push(leaving);
+    await waitFor(async () => (await leaving.call<number>('serverCount')) === (await p.call<number>('serverCount')), 'L sees everyone');
+    const listener = await connect(q);
+    await leaving.call('emitAndClose', { event: 'last-words', args: ['bye'] });
+    await waitFor(() => listener.got('last-words').length === 1, 'the last broadcast delivered');
+    await leaving.exited;
+  });
+
   it('a server that closes is no longer counted', async () => {
     const t = await SioServer.start({ layer: `shm:${name}`, name: 'T' });
     const before = await p.call<number>('serverCount');

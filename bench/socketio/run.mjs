@@ -140,7 +140,7 @@ try {
       const result = await measure(adapter, redis);
       samples[adapter].push(result);
       console.log(
-        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
+        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
           (result.full.envelopesPerBatch ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)` : ''),
       );
     }

@@ -21,6 +21,8 @@ import { SessionStore, type PersistedSession, type RestoredSession } from './ses
 /** Concurrent receives on our channel: each drain of the layer hands over up to this many batches. */
 const RECEIVES = 4;
 const SOCKET_IO_EVENT = 2;
+/** How long close() waits for what was emitted before it to reach the layer. */
+const CLOSE_FLUSH_MS = 1000;
 
 interface AckRequest {
   clientCount(count: number): void;
@@ -110,6 +112,14 @@ export class LayerAdapter extends Adapter {
   override async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // What was emitted just before closing still goes out; a full channel of a server that is
+    // gone must not hold the shutdown up for long.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.sent().catch(() => {}),
+      new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_FLUSH_MS))),
+    ]);
+    clearTimeout(timer);
     this.closing.abort();
     clearInterval(this.livenessTimer);
     clearInterval(this.renewTimer);

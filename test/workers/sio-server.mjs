@@ -169,6 +169,11 @@ const ops = {
   async localRooms(args) {
     return [...io.of(args.nsp ?? '/').adapter.rooms.keys()];
   },
+  async emitAndClose(args) {
+    // A last broadcast, then a graceful shutdown at once.
+    io.of('/').emit(args.event, ...args.args);
+    return ops.close();
+  },
   async close() {
     await io.close();
     await layer?.close();
