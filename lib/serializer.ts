@@ -1,4 +1,4 @@
-import { Packr } from 'msgpackr';
+import { Packr, RESET_BUFFER_MODE } from 'msgpackr';
 import type { Message, Serializer } from './types.js';
 
 /**
@@ -19,6 +19,17 @@ export class MsgpackSerializer implements Serializer {
   serialize(message: Message): Uint8Array {
     assertSerializable(message, 'message');
     return this.packr.pack(message);
+  }
+
+  /**
+   * serialize(), but the bytes stay valid only until the next serialization in this process:
+   * msgpackr writes them where it will write the next message, instead of moving on through its
+   * buffer and allocating a fresh one (whose pages fault in) every few large messages. For a
+   * caller that copies them at once (the shm layer's send).
+   */
+  serializeTransient(message: Message): Uint8Array {
+    assertSerializable(message, 'message');
+    return this.packr.pack(message, RESET_BUFFER_MODE);
   }
 
   deserialize(bytes: Uint8Array): Message {

@@ -21,7 +21,7 @@ import { native, type NativeLayer, type NativeStats } from './native.js';
 import { ChannelSet, PendingReceives } from './pending.js';
 import { randomHex } from './random.js';
 import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
-import { defaultSerializer } from './serializer.js';
+import { MsgpackSerializer, defaultSerializer } from './serializer.js';
 import type {
   ChannelLayer,
   ChannelLayerOptions,
@@ -212,12 +212,15 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly lockBacklog: LockedCall[] = [];
   private lockRetry: NodeJS.Timeout | undefined;
   private drainRetry: NodeJS.Timeout | undefined;
+  /** The serializer, when it can hand out transient bytes (the default msgpack one). */
+  private readonly transient: MsgpackSerializer | undefined;
   /** Where small receive batches land (see drain()). */
   private readonly scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
 
   constructor(options: ShmChannelLayerOptions = {}) {
     this.settings = commonSettings(options);
     this.serializer = options.serializer ?? defaultSerializer;
+    this.transient = this.serializer instanceof MsgpackSerializer ? this.serializer : undefined;
     this.name = options.name ?? 'default';
     this.pending = new PendingReceives(
       () => this.setWaiting(false),
@@ -330,9 +333,13 @@ export class ShmChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateChannelName(channel);
     validateMessage(message);
-    const bytes = this.serializer.serialize(message);
+    let bytes = this.serializeForSend(message);
     const waiting = this.locked(() => void this.handle.send(channel, bytes));
-    if (waiting) await waiting;
+    if (waiting) {
+      // The call waits for the lock: keep bytes of its own (transient ones are reused).
+      if (this.transient) bytes = Uint8Array.from(bytes);
+      await waiting;
+    }
   }
 
   receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
@@ -409,8 +416,21 @@ export class ShmChannelLayer implements ChannelLayer {
     this.checkOpen();
     validateGroupName(group);
     validateMessage(message);
-    const bytes = this.serializer.serialize(message);
-    return this.locked(() => this.handle.groupSend(group, bytes));
+    let bytes = this.serializeForSend(message);
+    const waiting = this.locked(() => this.handle.groupSend(group, bytes));
+    // Waiting for the lock: bytes of its own (transient ones are reused).
+    if (waiting instanceof Promise && this.transient) bytes = Uint8Array.from(bytes);
+    return waiting;
+  }
+
+  /**
+   * The default serializer's transient bytes when the native call copies them at once (saves a
+   * large allocation per large message); any other serializer's own.
+   */
+  private serializeForSend(message: MessageInput): Uint8Array {
+    return this.transient
+      ? this.transient.serializeTransient(message as Message)
+      : this.serializer.serialize(message as Message);
   }
 
   async releaseChannel(channel: string): Promise<void> {

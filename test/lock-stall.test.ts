@@ -182,3 +182,25 @@ it('with a small lockTimeout the call fails with LockTimeout naming the holder, 
   expect(await layer.receive('from-child')).toEqual({ resumed: true });
   expect(layer.verify()).toEqual([]);
 });
+
+// The default serializer hands the shm layer transient bytes (reused by the next serialization).
+// Sends that wait for the lock must keep copies: here every send waits behind the stopped peer
+// while the next ones serialize, and each message must still arrive as it was sent.
+it('sends queued behind a stopped peer keep their own bytes', async () => {
+  const name = `stall-${process.pid}-${++counter}`;
+  names.push(name);
+  const layer = open({ name });
+  const child = await childStoppedInsideTheLock(name);
+  const sent = Array.from({ length: 6 }, (_, n) => ({ n, bytes: Buffer.alloc(1000 + n * 5000, n + 1) }));
+  const sends = sent.map((message) => layer.send('queued', message));
+  const groupSend = layer.groupSend('no-such-group', { lost: true });
+  setTimeout(() => child.kill('SIGCONT'), 200);
+  await Promise.all(sends);
+  expect(await groupSend).toBe(0);
+  for (const message of sent) {
+    const got = (await layer.receive('queued')) as { n: number; bytes: Uint8Array };
+    expect(got.n).toBe(message.n);
+    expect(Buffer.from(got.bytes).equals(message.bytes)).toBe(true);
+  }
+  expect(await exited(child)).toBe(0);
+});
