@@ -15,6 +15,7 @@
 //  14 recovery: started, nothing rebuilt yet
 //  15 lock: acquired, nothing done yet (any operation)
 //  16 drop channel (release, reclaim): head advanced, node and block not yet freed
+//  17 reclaim: a dead instance's '!' channels out of their groups, not yet dropped
 //  20 any operation: lock released, doorbells not rung yet (a sender dying between publish and ring)
 //  21 receiveAny: copied out, waits registered, nothing popped
 #pragma once

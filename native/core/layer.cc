@@ -315,6 +315,7 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
       }
     }
   }
+  FAULT_POINT(17);
   // Their memberships are gone (a count a scribbler raised makes DropChannel scan for the rest).
   for (uint32_t c : doomed) segment_->header().messages_orphaned += DropChannel(c);
   slot.client_length = 0;

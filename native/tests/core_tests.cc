@@ -2419,6 +2419,39 @@ TEST(expiry_sweep_runs_once_per_interval_for_all_processes) {
   CHECK_CLEAN(a);
 }
 
+// The reclaimer dies between taking the dead instance's inboxes out of their groups and dropping
+// them (fault point 17): the next holder recovers, the next reclaim finishes the job.
+TEST(reclaimer_killed_between_memberships_and_channels_leaves_nothing) {
+  TempName name;
+  LayerOptions options = Options(name);
+  Layer survivor(options);
+  survivor.GroupAdd("room", "survivor.kept");
+  CHECK_EQ(RunChild([&] {
+             LayerOptions mine = options;
+             mine.client_id = "dying2";
+             Layer child(mine);
+             for (int i = 0; i < 20; ++i) {
+               child.GroupAdd("room", "conn.dying2!" + std::to_string(i));
+               SendText(child, "conn.dying2!" + std::to_string(i), "queued");
+             }
+             kill(getpid(), SIGKILL);
+           }),
+           std::string("SIGKILL"));
+  CHECK_EQ(RunChildThatDies([&] {
+             shmch::g_fault_point = 17;
+             Layer reclaimer(options);  // reclaims the dead slot as it attaches
+           }),
+           std::string("SIGKILL"));
+  CHECK(survivor.Maintain());
+  CHECK_CLEAN(survivor);
+  shmch::LayerStats s = survivor.Stats();
+  CHECK_EQ(s.channels, 1u);
+  CHECK_EQ(s.members, 1u);
+  CHECK_EQ(s.queued, 0u);
+  CHECK_EQ(GroupSendText(survivor, "room", "hi"), 1u);
+  CHECK_CLEAN(survivor);
+}
+
 TEST(maintain_drops_expired_messages_and_memberships) {
   TempName name;
   LayerOptions o = Options(name);
