@@ -208,11 +208,9 @@ void Layer::LockSegment() {
 }
 
 void Layer::UnlockSegment() {
-  if (!SharedLockOps::Unlock(segment_->header().lock, lock_word_)) {
-    // Only a forged lock word gets here (the protocol never lets two holders in): say so once
-    // rather than free a lock that is not ours.
-    segment_->TakeCorruptionSeen();
-  }
+  // False only for a forged lock word (the protocol never lets two holders in): then the word is
+  // left to whoever it names rather than freed under them.
+  SharedLockOps::Unlock(segment_->header().lock, lock_word_);
 }
 
 void Layer::ClaimSlot() {
