@@ -534,6 +534,11 @@ void Layer::FreeNode(uint32_t index) {
   ++h.free_nodes;
 }
 
+// The payload is copied (and checksummed) while the segment lock is held: ~0.5 ms for 5 MB warm,
+// up to ~3 ms when the pages are touched for the first time, and Receive's copy out likewise.
+// Taking the copies out of the lock needs two short critical sections per message (reserve a
+// block tagged with its owner's slot, copy unlocked, publish; receive: pop and pin, copy, unpin)
+// and recovery that frees blocks of dead owners only; not done yet (review finding 13).
 uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
   uint32_t block = arena_->Allocate(length);
   if (block == kNil) {
