@@ -31,7 +31,7 @@ async function connect(server: SioServer, nsp = '/', options: Parameters<typeof 
 async function barrier(from: SioServer, nsp = '/'): Promise<void> {
   const marker = unique('marker');
   await from.call('emit', { nsp, event: 'marker', args: [marker] });
-  const inNsp = clients.filter((c) => c.socket.connected && c.socket.nsp === nsp);
+  const inNsp = clients.filter((c) => c.socket.connected && c.nsp === nsp);
   await waitFor(() => inNsp.every((c) => c.got('marker').some(([m]) => m === marker)), `marker ${marker} at every client`);
 }
 
@@ -457,9 +457,8 @@ describe('connection-state recovery across workers', () => {
   let z: SioServer;
 
   beforeAll(async () => {
-    [x, y, z] = await Promise.all(
-      ['X', 'Y', 'Z'].map((n) => SioServer.start({ layer: `shm:${name}`, name: n, recoveryMs: 30_000 })),
-    );
+    const start = (n: string) => SioServer.start({ layer: `shm:${name}`, name: n, recoveryMs: 30_000 });
+    [x, y, z] = await Promise.all([start('X'), start('Y'), start('Z')]);
     await waitFor(async () => (await x.call<number>('serverCount')) === 3, 'three servers counted');
   }, 30_000);
 
@@ -532,7 +531,8 @@ describe.skipIf(!haveRedisServer())('on RedisChannelLayer', () => {
     redis = await RedisServer.start();
     layer = `redis:${redis.url}|sio${process.pid}:`;
     const options = { layer, groupExpiry: 3, adapter: { renewIntervalMs: 500, requestsTimeout: 20_000 } };
-    [u, v, w] = await Promise.all(['U', 'V', 'W'].map((n) => SioServer.start({ ...options, name: n })));
+    const start = (n: string) => SioServer.start({ ...options, name: n });
+    [u, v, w] = await Promise.all([start('U'), start('V'), start('W')]);
     started.push(u, v, w);
     await waitFor(async () => (await u.call<number>('serverCount')) === 3, 'three servers counted');
   }, 30_000);

@@ -100,7 +100,11 @@ export class SioServer {
 export class Client {
   readonly events: Array<{ event: string; args: unknown[] }> = [];
 
-  constructor(readonly socket: ClientSocket) {
+  /** `nsp` is the namespace it connected to (socket.io-client keeps its own copy private). */
+  constructor(
+    readonly socket: ClientSocket,
+    readonly nsp = '/',
+  ) {
     socket.onAny((event: string, ...args: unknown[]) => this.events.push({ event, args }));
   }
 
@@ -115,7 +119,7 @@ export class Client {
       reconnection: false,
       auth: options.auth,
     });
-    const client = new Client(socket);
+    const client = new Client(socket, nsp);
     if (options.ackWith) {
       socket.onAny((event: string, ...args: unknown[]) => {
         const ack = args[args.length - 1];
