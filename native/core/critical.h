@@ -6,12 +6,14 @@
 
 #include "fault_points.h"
 #include "layer.h"
+#include "lock_hold.h"
 
 namespace shmch {
 
 class Critical {
  public:
-  explicit Critical(Layer& layer) : layer_(layer) { layer_.LockSegment(); }
+  // `op` names the operation in this instance's lock hold times (lock_hold.h).
+  explicit Critical(Layer& layer, LockOp op = LockOp::kOther) : layer_(layer) { layer_.LockSegment(op); }
   ~Critical() {
     layer_.RepairIfCorrupted();
     layer_.UnlockSegment();

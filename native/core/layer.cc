@@ -176,7 +176,7 @@ bool Layer::IsSlotAlive(uint32_t index) const {
   return segment_->IsSlotHeld(index);
 }
 
-void Layer::LockSegment() {
+void Layer::LockSegment(LockOp op) {
   Header& h = segment_->header();
   LockResult r = SharedLockOps::Lock(h.lock, lock_word_, [this](uint32_t s) { return IsSlotAlive(s); },
                                      options_.lock_wait_ns);
@@ -191,11 +191,15 @@ void Layer::LockSegment() {
   // Nothing may throw between acquiring and handing the lock to the guard without releasing it:
   // a live holder that keeps the lock after a failure blocks every process (only its own next call
   // would take it back).
+  locked_at_ns_ = MonotonicNs();
+  lock_op_ = op;
   try {
+    ReachedTestStep(kLockStepHeld);
     FAULT_POINT(15);
     segment_->SyncRecords();  // records other processes added since we last held the lock
     if (r == LockResult::kOwnerDied || h.lock.recovery_pending.load(std::memory_order_acquire)) {
       // Marked first: if this recovery fails or dies, the next holder does it again.
+      lock_op_ = LockOp::kRecover;  // its cost is the recovery's, not the operation's
       h.lock.recovery_pending.store(1, std::memory_order_relaxed);
       Recover();
       h.lock.recovery_pending.store(0, std::memory_order_release);
@@ -208,6 +212,7 @@ void Layer::LockSegment() {
 }
 
 void Layer::UnlockSegment() {
+  lock_hold_[lock_op_].Record(MonotonicNs() - locked_at_ns_);
   // False only for a forged lock word (the protocol never lets two holders in): then the word is
   // left to whoever it names rather than freed under them.
   SharedLockOps::Unlock(segment_->header().lock, lock_word_);
@@ -371,7 +376,7 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   CheckOpen();
   if (segment_->IsUnlinked()) return false;
   uint64_t now = MonotonicMs();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kMaintain);
   Header& h = segment_->header();
   ReclaimDeadSlots();
   // The expiry sweep walks every membership and every queue under the lock; once per interval
@@ -727,7 +732,7 @@ bool Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
                                           std::to_string(segment_->max_message_size()));
   }
   uint64_t now = MonotonicMs();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kSend);
   uint32_t index = Channels(*segment_).Find(channel);
   if (index == kNil) {
     // No record: for a '!' channel of an instance that is gone, nobody could ever receive it (an
@@ -771,7 +776,7 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
                                           std::to_string(segment_->max_message_size()));
   }
   uint64_t now = MonotonicMs();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kGroupSend);
   uint32_t g = FindGroup(group);
   if (g == kNil) return 0;
   uint32_t block = kNil;
@@ -821,7 +826,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   // Before the lock: a bad name in the batch fails the whole call and touches nothing.
   for (const ReceiveRequest& req : requests) ValidateName(req.channel, true, "channel");
   uint64_t now = MonotonicMs();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kReceive);
   Header& h = segment_->header();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   Slot& me = segment_->slot(slot_);
@@ -982,7 +987,7 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   ValidateName(group, false, "group");
   ValidateName(channel, true, "channel");
   uint64_t expires_at = MonotonicMs() + options_.group_expiry_ms;
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kGroupAdd);
   Header& h = segment_->header();
   auto groups = Groups(*segment_);
   uint32_t g = groups.Find(group);
@@ -1058,7 +1063,7 @@ void Layer::GroupDiscard(std::string_view group, std::string_view channel) {
   CheckOpen();
   ValidateName(group, false, "group");
   ValidateName(channel, true, "channel");
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kGroupDiscard);
   uint32_t g = FindGroup(group);
   if (g == kNil) return;
   uint32_t c = Channels(*segment_).Find(channel);
@@ -1096,7 +1101,7 @@ std::vector<std::string> Layer::GroupMembers(std::string_view group) {
 
 void Layer::Flush() {
   CheckOpen();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kFlush);
   Header& h = segment_->header();
   for (uint32_t i = 0; i < segment_->member_records(); ++i) segment_->member(i).in_use = 0;
   for (uint32_t i = 0; i < segment_->group_records(); ++i) segment_->group(i).in_use = 0;

@@ -13,6 +13,7 @@
 
 #include "arena.h"
 #include "doorbell.h"
+#include "lock_hold.h"
 #include "segment.h"
 
 namespace shmch {
@@ -233,6 +234,10 @@ class Layer {
   void SetLockWait(uint64_t ns) { options_.lock_wait_ns = ns; }
   uint64_t lock_wait() const { return options_.lock_wait_ns; }
 
+  // How long this instance held the segment lock, per operation (private memory, always on).
+  const LockHoldStats& lock_hold() const { return lock_hold_; }
+  void ResetLockHold() { lock_hold_ = LockHoldStats{}; }
+
   uint32_t slot_index() const { return slot_; }
   uint32_t slot_generation() const { return generation_; }
   bool IsUnlinked() const { return segment_->IsUnlinked(); }
@@ -243,7 +248,7 @@ class Layer {
   friend class Critical;
   void ClaimSlot();
   void ReleaseSlot();
-  void LockSegment();
+  void LockSegment(LockOp op);
   void UnlockSegment();
   void Recover();
   void RepairIfCorrupted() noexcept;
@@ -295,6 +300,9 @@ class Layer {
   uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
+  LockHoldStats lock_hold_;
+  LockOp lock_op_ = LockOp::kOther;  // of the critical section in progress
+  uint64_t locked_at_ns_ = 0;
   uint32_t next_set_id_ = 1;
 };
 

@@ -69,7 +69,7 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   }
   if (wanted == 0) return;
   uint64_t now = MonotonicMs();
-  Critical guard(*this);
+  Critical guard(*this, LockOp::kReceiveAny);
   Header& h = segment_->header();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   const uint32_t max_nodes = segment_->node_records();

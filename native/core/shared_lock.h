@@ -40,6 +40,7 @@ enum LockTestStep : int {
   kLockStepBeforeProbe = 1000,  // a waiter woke to an unchanged word, before probing its holder
   kLockStepProbedDead = 1001,  // a waiter found the holder's slot dead, before its takeover CAS
   kLockStepSawOwnSlot = 1002,  // the word names the caller's slot, before the CAS that takes it
+  kLockStepHeld = 1003,  // Layer::LockSegment: acquired and timed, nothing done under it yet
 };
 
 class SharedLockOps {

@@ -2554,6 +2554,92 @@ TEST(segment_destroy_removes_the_name) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Lock hold times (lock_hold.h): per operation, in this instance's private memory.
+
+TEST(lock_hold_buckets_bound_every_duration_within_a_quarter) {
+  using H = shmch::LockHoldHistogram;
+  for (uint64_t v : {0ull, 1ull, 3ull, 4ull, 5ull, 7ull, 8ull, 999ull, 1000ull, 1023ull, 1024ull,
+                     1025ull, 3'000'000ull, 123'456'789ull, (1ull << 40) + 12345ull, ~0ull}) {
+    int b = H::BucketOf(v);
+    CHECK(b >= 0 && b < H::kBuckets);
+    CHECK(H::UpperEdgeOf(b) >= v);
+    if (b > 0) CHECK(H::UpperEdgeOf(b - 1) < v);  // the buckets are contiguous and ordered
+    CHECK(static_cast<double>(H::UpperEdgeOf(b)) <= static_cast<double>(v) * 1.25 + 1);
+  }
+  H h;
+  CHECK_EQ(h.Percentile(0.99), 0u);
+  for (int i = 0; i < 99; ++i) h.Record(1000);
+  h.Record(50'000);
+  CHECK_EQ(h.count(), 100u);
+  CHECK_EQ(h.max_ns(), 50'000u);
+  CHECK_EQ(h.Percentile(0.50), H::UpperEdgeOf(H::BucketOf(1000)));
+  CHECK_EQ(h.Percentile(0.99), H::UpperEdgeOf(H::BucketOf(1000)));  // rank 99 of 100
+  CHECK_EQ(h.Percentile(1.0), 50'000u);  // capped at the maximum, not the bucket's edge
+}
+
+namespace {
+int g_hold_sleeps_left = 0;
+void SleepWhileHoldingTheLock(int step) {
+  if (step != shmch::kLockStepHeld || g_hold_sleeps_left <= 0) return;
+  --g_hold_sleeps_left;
+  usleep(3000);
+}
+struct ClearTestHook {
+  ~ClearTestHook() { shmch::g_test_hook = nullptr; }
+};
+}  // namespace
+
+TEST(lock_hold_time_of_a_critical_section_lands_in_its_operations_bucket) {
+  using shmch::LockOp;
+  using H = shmch::LockHoldHistogram;
+  TempName name;
+  Layer layer(Options(name));
+  CHECK(layer.lock_hold()[LockOp::kOther].count() >= 1);  // attaching took the lock
+  for (int i = 0; i < 20; ++i) SendText(layer, "q", "m" + std::to_string(i));
+  CHECK_EQ(ReceiveText(layer, "q", 100).size(), 20u);
+  const auto& stats = layer.lock_hold();
+  CHECK_EQ(stats[LockOp::kSend].count(), 20u);
+  CHECK_EQ(stats[LockOp::kReceive].count(), 1u);
+  CHECK_EQ(stats[LockOp::kGroupAdd].count(), 0u);
+
+  // 3 ms of sleep inside one groupAdd's critical section: one groupAdd sample of at least 3 ms,
+  // no longer than the whole call took, in the bucket of its maximum.
+  ClearTestHook clear;
+  g_hold_sleeps_left = 1;
+  shmch::g_test_hook = &SleepWhileHoldingTheLock;
+  uint64_t began = shmch::MonotonicNs();
+  layer.GroupAdd("g", "q");
+  uint64_t call_ns = shmch::MonotonicNs() - began;
+  shmch::g_test_hook = nullptr;
+  CHECK_EQ(g_hold_sleeps_left, 0);
+  const H& add = stats[LockOp::kGroupAdd];
+  CHECK_EQ(add.count(), 1u);
+  CHECK(add.max_ns() >= 3'000'000u);
+  CHECK(add.max_ns() <= call_ns);
+  CHECK_EQ(add.bucket(H::BucketOf(add.max_ns())), 1u);
+  CHECK_EQ(add.Percentile(0.99), add.max_ns());
+  CHECK(H::UpperEdgeOf(H::BucketOf(add.max_ns())) >= 3'000'000u);
+  CHECK_EQ(stats[LockOp::kSend].count(), 20u);  // the sleep was counted once, as a groupAdd
+
+  // A holder killed inside the lock: the next critical section rebuilds derived state, and its
+  // time is counted as a recovery, not as the send it began as.
+  std::string how = RunChildThatDies([&] {
+    Layer child(Options(name));
+    shmch::g_fault_point = 1;
+    SendText(child, "q", "never");
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  SendText(layer, "q", "after");
+  CHECK_EQ(stats[LockOp::kRecover].count(), 1u);
+  CHECK_EQ(stats[LockOp::kSend].count(), 20u);
+  SendText(layer, "q", "again");
+  CHECK_EQ(stats[LockOp::kSend].count(), 21u);
+  layer.ResetLockHold();
+  CHECK_EQ(stats[LockOp::kSend].count(), 0u);
+  CHECK_CLEAN(layer);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
