@@ -2,6 +2,7 @@
 // TypeScript consumer gets them without listing @types/node itself.
 /// <reference types="node" preserve="true" />
 export { ShmChannelLayer, type ShmChannelLayerOptions, type ShmLayerStats } from './shm-layer.js';
+export type { LockHoldKind, LockHoldOp, LockHoldStats } from './native.js';
 export { InMemoryChannelLayer } from './in-memory-layer.js';
 export { RedisChannelLayer, RedisUnavailable, type RedisChannelLayerOptions, type RedisConnector, type RedisConnection, type RedisHost } from './redis/redis-layer.js';
 export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed, ChannelReleased, LockTimeout } from './errors.js';

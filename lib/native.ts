@@ -32,6 +32,36 @@ export interface NativeStats {
   ringFailures: number;
 }
 
+/** Kinds of operation whose critical sections are timed separately (native/core/lock_hold.h). */
+export type LockHoldKind =
+  | 'send'
+  | 'groupSend'
+  | 'receive'
+  | 'receiveAny'
+  | 'groupAdd'
+  | 'groupDiscard'
+  | 'flush'
+  | 'maintain'
+  | 'recover'
+  | 'other';
+
+/**
+ * How long one instance held the segment lock in one kind of operation, waits for the lock
+ * excluded. Percentiles are the upper edges of log-linear buckets (4 per power of two): at most
+ * 25% above the true value, never above `maxNs`.
+ */
+export interface LockHoldOp {
+  count: number;
+  p50Ns: number;
+  p99Ns: number;
+  maxNs: number;
+  totalNs: number;
+  /** [upper edge in ns, count] of every non-empty bucket, ascending: merge these across processes. */
+  buckets: Array<[number, number]>;
+}
+
+export type LockHoldStats = Record<LockHoldKind, LockHoldOp>;
+
 export interface NativeLayerOptions {
   name: string;
   size?: number;
@@ -110,6 +140,8 @@ export interface NativeLayer {
   /** [slot state, bell, armed] of this instance's slot in shared memory, or null. */
   bellView(): Int32Array | null;
   stats(): NativeStats;
+  /** This instance's lock hold times per operation kind (private memory, no lock); `reset` zeroes them after. */
+  lockHoldStats(reset?: boolean): LockHoldStats;
   /** The sizes the segment was created with. */
   config(): SegmentSizing;
   channels(limit?: number): Array<{ name: string; depth: number; groups: number }>;

@@ -94,6 +94,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
             InstanceMethod<&NativeLayer::BellRung>("bellRung"),
             InstanceMethod<&NativeLayer::BellView>("bellView"),
             InstanceMethod<&NativeLayer::Stats>("stats"),
+            InstanceMethod<&NativeLayer::LockHoldStats>("lockHoldStats"),
             InstanceMethod<&NativeLayer::Config>("config"),
             InstanceMethod<&NativeLayer::Channels>("channels"),
             InstanceMethod<&NativeLayer::Groups>("groups"),
@@ -582,6 +583,39 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     o.Set("messagesOrphaned", static_cast<double>(s.messages_orphaned));
     o.Set("lockRecoveries", s.lock_recoveries);
     o.Set("ringFailures", static_cast<double>(s.ring_failures));
+    return o;
+  }
+
+  // lockHoldStats(reset?: boolean): per operation kind, how long this instance held the segment
+  // lock: { count, p50Ns, p99Ns, maxNs, totalNs, buckets }. Read without the lock (the histogram
+  // is this instance's own memory); `buckets`, [upper edge ns, count] of each non-empty bucket,
+  // lets samples of several processes be merged.
+  Napi::Value LockHoldStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const shmch::LockHoldStats& stats = Open(env).lock_hold();
+    Napi::Object o = Napi::Object::New(env);
+    using H = shmch::LockHoldHistogram;
+    for (int k = 0; k < static_cast<int>(shmch::LockOp::kCount); ++k) {
+      const H& h = stats.of[k];
+      Napi::Object op = Napi::Object::New(env);
+      op.Set("count", static_cast<double>(h.count()));
+      op.Set("p50Ns", static_cast<double>(h.Percentile(0.50)));
+      op.Set("p99Ns", static_cast<double>(h.Percentile(0.99)));
+      op.Set("maxNs", static_cast<double>(h.max_ns()));
+      op.Set("totalNs", static_cast<double>(h.total_ns()));
+      Napi::Array buckets = Napi::Array::New(env);
+      uint32_t n = 0;
+      for (int b = 0; b < H::kBuckets; ++b) {
+        if (h.bucket(b) == 0) continue;
+        Napi::Array pair = Napi::Array::New(env, 2);
+        pair.Set(0u, static_cast<double>(H::UpperEdgeOf(b)));
+        pair.Set(1u, static_cast<double>(h.bucket(b)));
+        buckets.Set(n++, pair);
+      }
+      op.Set("buckets", buckets);
+      o.Set(shmch::LockOpName(static_cast<shmch::LockOp>(k)), op);
+    }
+    if (info.Length() > 0 && info[0].ToBoolean().Value()) layer_->ResetLockHold();
     return o;
   }
 

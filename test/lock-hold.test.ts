@@ -1,0 +1,108 @@
+// layer.lockHoldStats(): how long this process held the segment lock, per kind of operation,
+// counted by the core around every critical section. Real segments, a real second process.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, expect, it } from 'vitest';
+import type { LockHoldStats, ShmChannelLayer as ShmChannelLayerType } from '../lib/index.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
+const { ShmChannelLayer } = createRequire(import.meta.url)(join(ROOT, 'dist/cjs/index.js')) as {
+  ShmChannelLayer: typeof ShmChannelLayerType;
+};
+
+const layers: ShmChannelLayerType[] = [];
+const names: string[] = [];
+
+afterEach(async () => {
+  for (const layer of layers.splice(0)) await layer.close();
+  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+});
+
+function open(name: string): ShmChannelLayerType {
+  const layer = new ShmChannelLayer({ name, size: 8 << 20, maxChannels: 64, maxNodes: 1024, capacity: 100 });
+  layers.push(layer);
+  return layer;
+}
+
+function checkConsistent(stats: LockHoldStats): void {
+  for (const [kind, op] of Object.entries(stats)) {
+    const inBuckets = op.buckets.reduce((sum, [, n]) => sum + n, 0);
+    expect(inBuckets, kind).toBe(op.count);
+    if (op.count === 0) continue;
+    expect(op.p50Ns, kind).toBeLessThanOrEqual(op.p99Ns);
+    expect(op.p99Ns, kind).toBeLessThanOrEqual(op.maxNs);
+    expect(op.totalNs, kind).toBeGreaterThanOrEqual(op.maxNs);
+    expect(op.maxNs, kind).toBeGreaterThan(0);
+  }
+}
+
+it('counts every critical section under its own kind, per process, and resets on request', async () => {
+  const name = `lockhold-${process.pid}-1`;
+  names.push(name);
+  const receiver = open(name);
+  const before = receiver.lockHoldStats();
+  expect(before.other.count).toBeGreaterThanOrEqual(1); // attaching took the lock
+  expect(before.send.count).toBe(0);
+
+  // Another process sends 7 messages and one groupSend, and reports its own figures.
+  await receiver.groupAdd('lockhold.group', 'lockhold.q');
+  const child = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { ShmChannelLayer } from ${JSON.stringify(DIST_ESM)};
+       const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, create: false });
+       for (let i = 0; i < 7; i++) await layer.send('lockhold.q', { type: 'm', i });
+       await layer.groupSend('lockhold.group', { type: 'm', i: 7 });
+       const stats = layer.lockHoldStats();
+       await layer.close();
+       process.stdout.write(JSON.stringify(stats));`,
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  expect(child.stderr).toBe('');
+  const sender = JSON.parse(child.stdout) as LockHoldStats;
+  checkConsistent(sender);
+  expect(sender.send.count).toBe(7);
+  expect(sender.groupSend.count).toBe(1);
+  expect(sender.receive.count).toBe(0);
+
+  for (let i = 0; i < 8; i++) expect((await receiver.receive('lockhold.q')).i).toBe(i);
+  await receiver.groupDiscard('lockhold.group', 'lockhold.q');
+  await receiver.flush();
+  const mine = receiver.lockHoldStats({ reset: true });
+  checkConsistent(mine);
+  // The sends were the other process's: none here.
+  expect(mine.send.count).toBe(0);
+  expect(mine.groupSend.count).toBe(0);
+  expect(mine.receive.count).toBeGreaterThanOrEqual(1);
+  expect(mine.receive.count).toBeLessThanOrEqual(8);
+  expect(mine.groupAdd.count).toBe(1);
+  expect(mine.groupDiscard.count).toBe(1);
+  expect(mine.flush.count).toBe(1);
+  expect(mine.receiveAny.count).toBe(0);
+  expect(mine.recover.count).toBe(0);
+
+  const after = receiver.lockHoldStats();
+  expect(after.receive.count + after.groupAdd.count + after.flush.count).toBe(0);
+  await receiver.send('lockhold.q', { type: 'm' });
+  expect(receiver.lockHoldStats().send.count).toBe(1);
+});
+
+it('counts receiveAny under its own kind', async () => {
+  const name = `lockhold-${process.pid}-2`;
+  names.push(name);
+  const layer = open(name);
+  await layer.send('lockhold.a', { type: 'm', from: 'a' });
+  await layer.send('lockhold.b', { type: 'm', from: 'b' });
+  const got = await layer.receiveAny(['lockhold.a', 'lockhold.b']);
+  expect(['a', 'b']).toContain(got.message.from);
+  const stats = layer.lockHoldStats();
+  checkConsistent(stats);
+  expect(stats.send.count).toBe(2);
+  expect(stats.receiveAny.count).toBeGreaterThanOrEqual(1);
+});
