@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ShmChannelLayer } from '../dist/esm/index.mjs';
 import { IpcRelay } from './backends.mjs';
-import { maxRssMB, now } from './lib.mjs';
+import { maxRssMB, mergeLockHold, now } from './lib.mjs';
 import { redisFlushAll, redisInfo } from './redis-server.mjs';
 
 const workers = new Set();
@@ -219,6 +219,21 @@ const ctx = {
       } catch {}
     }
     return us;
+  },
+  /**
+   * shm only: how long the processes of `handles` held the segment lock, per operation kind,
+   * merged (bench/lib.mjs mergeLockHold). `reset`: their counters start again from zero after.
+   */
+  async lockHold(handles, { reset = false } = {}) {
+    if (backend !== 'shm') return undefined;
+    const seen = new Set();
+    const list = [];
+    for (const h of handles) {
+      if (seen.has(h.physical)) continue;
+      seen.add(h.physical);
+      list.push(await h.call('lockHold', { reset }));
+    }
+    return mergeLockHold(list);
   },
   async redisInfo() {
     return backend === 'redis' ? redisInfo(redisUrl) : undefined;

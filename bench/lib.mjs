@@ -74,3 +74,37 @@ export async function inBatches(items, limit, fn) {
     await Promise.all(items.slice(i, i + limit).map(fn));
   }
 }
+
+/**
+ * Merges layer.lockHoldStats() of several processes: per operation kind, the buckets summed, then
+ * p50/p99 read from the merged buckets (their upper edges, capped at the maximum, as the core
+ * does). Kinds nobody used are left out.
+ */
+export function mergeLockHold(list) {
+  const merged = {};
+  for (const stats of list) {
+    for (const [kind, op] of Object.entries(stats ?? {})) {
+      if (!op.count) continue;
+      const m = (merged[kind] ??= { count: 0, maxNs: 0, totalNs: 0, buckets: new Map() });
+      m.count += op.count;
+      m.maxNs = Math.max(m.maxNs, op.maxNs);
+      m.totalNs += op.totalNs;
+      for (const [edge, n] of op.buckets) m.buckets.set(edge, (m.buckets.get(edge) ?? 0) + n);
+    }
+  }
+  const at = (m, fraction) => {
+    const rank = Math.max(1, Math.ceil(fraction * m.count));
+    let seen = 0;
+    for (const [edge, n] of [...m.buckets].sort((a, b) => a[0] - b[0])) {
+      seen += n;
+      if (seen >= rank) return Math.min(edge, m.maxNs);
+    }
+    return m.maxNs;
+  };
+  return Object.fromEntries(
+    Object.entries(merged).map(([kind, m]) => [
+      kind,
+      { count: m.count, p50Ns: at(m, 0.5), p99Ns: at(m, 0.99), maxNs: m.maxNs, meanNs: m.totalNs / m.count },
+    ]),
+  );
+}

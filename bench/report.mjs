@@ -193,10 +193,54 @@ export function renderTable(results) {
   cleaned.push('');
   cleaned.push('Ratios are shm value / other backend value: for msg/s and MB/s above 1x means shm is faster,');
   cleaned.push('for µs, s, MB and RSS below 1x means shm is cheaper. Columns: ' + backends.map((b) => `${b} = ${LABELS[b]}`).join(', ') + '.');
+  cleaned.push(...renderLockHold(results));
   cleaned.push(...renderFloor(results));
   const failed = results.errors?.length ?? 0;
   if (failed) cleaned.push(`${failed} measurement(s) FAILED: see "errors" in results.json.`);
   return cleaned.join('\n');
+}
+
+// Where the lock hold times of each shm workload come from (sample.lockHold.<run>.<kind>).
+const LOCK_HOLD_RUNS = [
+  ['w1', '1to1', 'W1 1 -> 1'],
+  ['w3-fanout', 'fanout4x25', 'W3 groupSend fan-out'],
+  ['w4', '1MB', 'W4 1 MB'],
+  ['w4', '5MB', 'W4 5 MB'],
+  ['w5-producers', '8p', 'W5 8 producers'],
+];
+export const LOCK_HOLD_KINDS = ['send', 'groupSend', 'receive', 'receiveAny', 'groupAdd', 'groupDiscard', 'flush', 'maintain', 'recover', 'other'];
+
+/**
+ * Lock hold p99 per operation (shm): how long one critical section keeps every other process
+ * waiting. Each cell: p99 / max in µs over every process of the run (median over repetitions).
+ */
+export function renderLockHold(results) {
+  const rows = [];
+  const used = new Set();
+  for (const [w, run, label] of LOCK_HOLD_RUNS) {
+    const m = results.medians?.[w]?.shm;
+    if (!m) continue;
+    const cells = {};
+    for (const kind of LOCK_HOLD_KINDS) {
+      const p99 = m[`lockHold.${run}.${kind}.p99Ns`];
+      if (typeof p99 !== 'number') continue;
+      used.add(kind);
+      cells[kind] = `${fmt(p99 / 1000)} / ${fmt(m[`lockHold.${run}.${kind}.maxNs`] / 1000)}`;
+    }
+    if (Object.keys(cells).length) rows.push([label, cells]);
+  }
+  if (rows.length === 0) return [];
+  const kinds = LOCK_HOLD_KINDS.filter((k) => used.has(k));
+  const table = [['', ...kinds], ...rows.map(([label, cells]) => [label, ...kinds.map((k) => cells[k] ?? '-')])];
+  const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
+  const line = (r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  return [
+    '',
+    'Lock hold p99 / max per operation, shm (µs): how long one call keeps the segment lock, all processes of the run;',
+    'p99 is the upper edge of its histogram bucket (4 per power of two: at most 25% above); "other": attach, ready list, stats.',
+    line(table[0]),
+    ...table.slice(1).map(line),
+  ];
 }
 
 /** The machine's floor (bench/floor.c, same run) and how far shm is from it. */

@@ -34,6 +34,9 @@ async function call(vid, fn, args) {
       const { user, system } = process.cpuUsage();
       return { us: user + system };
     }
+    case 'lockHold':
+      // shm only: this process's segment lock hold times per operation (null for other backends).
+      return layer?.lockHoldStats?.({ reset: args.reset === true }) ?? null;
     case 'rss':
       return { maxRssMB: maxRssMB(), rssMB: process.memoryUsage().rss / 1e6 };
     default: {

@@ -24,6 +24,7 @@ export async function coordinate(ctx) {
   const cpuUs = (await ctx.cpu([consumer, producer])) - cpuBefore;
   const segment = await consumer.call('layerStats');
   const redis = await ctx.redisInfo();
+  const lockHold = await ctx.lockHold([consumer, producer]);
   const rss = await ctx.stop([consumer, producer]);
   return {
     msgsPerSec: count / duration,
@@ -42,5 +43,6 @@ export async function coordinate(ctx) {
     peakArenaUsedBytes: peak?.arenaUsedBytes,
     peakShmBytes: peak?.shmBytes,
     peakQueued: peak?.queued,
+    lockHold: lockHold && { '1to1': lockHold },
   };
 }

@@ -53,6 +53,7 @@ export async function coordinate(ctx) {
   await sleepUntil(winEnd + 100 * MS);
   let delivered = 0;
   for (const m of members) delivered += (await m.call('counted')).count;
+  const lockHold = await ctx.lockHold(handles);
   await ctx.stop(handles);
   return {
     deliveriesPerSec: delivered / duration,
@@ -61,5 +62,6 @@ export async function coordinate(ctx) {
     groupSends: sent.groupSends,
     segmentFullErrors: sent.segmentFull,
     relay: ctx.relayStats(),
+    lockHold: lockHold && { 'fanout4x25': lockHold },
   };
 }

@@ -48,6 +48,7 @@ export async function coordinate(ctx) {
   const MBps = {};
   const cpuUsPerMB = {};
   const detail = {};
+  const lockHold = {};
   for (const bytes of sizes) {
     const label = `${bytes / 1e6}MB`;
     const [consumer, producer] = await ctx.spawn(2, {
@@ -65,7 +66,8 @@ export async function coordinate(ctx) {
     MBps[label] = ((count - warmup) * bytes) / 1e6 / seconds;
     detail[label] = { messages: count - warmup, seconds, fullRetries: sent.fullRetries };
     ctx.log(`${label}: ${MBps[label].toFixed(0)} MB/s`);
+    lockHold[label] = await ctx.lockHold([consumer, producer]);
     await ctx.stop([consumer, producer]);
   }
-  return { MBps, cpuUsPerMB, detail, relay: ctx.relayStats() };
+  return { MBps, cpuUsPerMB, detail, relay: ctx.relayStats(), lockHold: ctx.backend === 'shm' ? lockHold : undefined };
 }

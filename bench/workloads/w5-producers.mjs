@@ -15,8 +15,11 @@ export async function coordinate(ctx) {
   const producers = handles.slice(1);
   const msgsPerSec = {};
   const fullRetries = {};
+  let lockHold;
   for (const n of levels) {
     const channel = `bench.w5.p${n}`;
+    // Lock hold times of the most contended level only: counters start from zero before it.
+    if (n === max) await ctx.lockHold(handles, { reset: true });
     const { start, winStart, winEnd } = window(ctx.params);
     await consumer.call('listen', { channels: [channel], winStart, winEnd });
     const produced = await Promise.all(producers.slice(0, n).map((p) => p.call('produce', { channel, start, until: winEnd })));
@@ -25,7 +28,8 @@ export async function coordinate(ctx) {
     const { count } = await consumer.call('counted');
     msgsPerSec[`${n}p`] = count / duration;
     ctx.log(`${n} producer(s): ${Math.round(count / duration).toLocaleString('en-US')} msg/s`);
+    if (n === max) lockHold = await ctx.lockHold(handles);
   }
   await ctx.stop(handles);
-  return { msgsPerSec, fullRetries };
+  return { msgsPerSec, fullRetries, lockHold: lockHold && { [`${max}p`]: lockHold } };
 }
