@@ -100,7 +100,7 @@ it('counts receiveAny under its own kind', async () => {
   await layer.send('lockhold.a', { type: 'm', from: 'a' });
   await layer.send('lockhold.b', { type: 'm', from: 'b' });
   const got = await layer.receiveAny(['lockhold.a', 'lockhold.b']);
-  expect(['a', 'b']).toContain(got.message.from);
+  expect(['a', 'b']).toContain(got?.message.from);
   const stats = layer.lockHoldStats();
   checkConsistent(stats);
   expect(stats.send.count).toBe(2);
