@@ -29,7 +29,11 @@ export function createLayer(backend, options) {
     case 'shm':
       return new ShmChannelLayer({ capacity, ...options.shm });
     case 'redis':
-      return new RedisChannelLayer({ capacity, hosts: [options.redis.url], prefix: options.redis.prefix });
+      return new RedisChannelLayer({
+        capacity,
+        hosts: [options.redis.url],
+        prefix: options.redis.prefix,
+      });
     case 'inmemory':
       return new InMemoryChannelLayer({ capacity });
     case 'cluster':
@@ -308,7 +312,8 @@ export class IpcRelay {
         const parked = this.parked.get(m.c);
         if (parked) {
           this.parked.delete(m.c);
-          for (const message of parked) this.deliver(worker, { ipc: 'd', c: m.c, m: message }, false);
+          for (const message of parked)
+            this.deliver(worker, { ipc: 'd', c: m.c, m: message }, false);
         }
         break;
       }

@@ -53,7 +53,9 @@ cluster.setupPrimary({
   // W5b measures heap growth after gc(). BENCH_CPU_PROF=<dir>: a V8 CPU profile of every worker.
   execArgv: [
     '--expose-gc',
-    ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []),
+    ...(process.env.BENCH_CPU_PROF
+      ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF]
+      : []),
   ],
 });
 
@@ -97,7 +99,8 @@ class Physical {
     worker.on('exit', (code, signal) => {
       this.exited = true;
       workers.delete(worker);
-      for (const p of this.pending.values()) p.reject(new Error(`worker ${worker.process.pid} exited (${code ?? signal})`));
+      for (const p of this.pending.values())
+        p.reject(new Error(`worker ${worker.process.pid} exited (${code ?? signal})`));
       this.pending.clear();
     });
   }
@@ -122,7 +125,8 @@ function forkWorker() {
   });
   const physical = new Physical(worker);
   return new Promise((resolve, reject) => {
-    const onExit = (code, signal) => reject(new Error(`worker exited during start (${code ?? signal})`));
+    const onExit = (code, signal) =>
+      reject(new Error(`worker exited during start (${code ?? signal})`));
     worker.once('exit', onExit);
     worker.on('message', function ready(m) {
       if (m?.bench !== 'ready') return;

@@ -104,7 +104,13 @@ export function mergeLockHold(list) {
   return Object.fromEntries(
     Object.entries(merged).map(([kind, m]) => [
       kind,
-      { count: m.count, p50Ns: at(m, 0.5), p99Ns: at(m, 0.99), maxNs: m.maxNs, meanNs: m.totalNs / m.count },
+      {
+        count: m.count,
+        p50Ns: at(m, 0.5),
+        p99Ns: at(m, 0.99),
+        maxNs: m.maxNs,
+        meanNs: m.totalNs / m.count,
+      },
     ]),
   );
 }

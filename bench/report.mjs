@@ -36,70 +36,306 @@ export function computeMedians(samples) {
 // on a ratio (shm value / other backend's value) or on shm's own value.
 export const ROWS = [
   { section: 'W1 throughput, 1 producer -> 1 consumer process' },
-  { label: 'messages', w: 'w1', key: 'msgsPerSec', unit: 'msg/s', better: 'higher',
-    targets: [{ vs: 'redis', op: '>=', value: 20 }, { vs: 'cluster', op: '>=', value: 5 }] },
-  { label: 'CPU per message, all processes', w: 'w1', key: 'cpuUsPerMessage', unit: 'µs', better: 'lower' },
+  {
+    label: 'messages',
+    w: 'w1',
+    key: 'msgsPerSec',
+    unit: 'msg/s',
+    better: 'higher',
+    targets: [
+      { vs: 'redis', op: '>=', value: 20 },
+      { vs: 'cluster', op: '>=', value: 5 },
+    ],
+  },
+  {
+    label: 'CPU per message, all processes',
+    w: 'w1',
+    key: 'cpuUsPerMessage',
+    unit: 'µs',
+    better: 'lower',
+  },
   { section: 'W2 latency, ping-pong round trip' },
-  { label: 'RTT p50', w: 'w2', key: 'p50us', unit: 'µs', better: 'lower',
-    targets: [{ vs: 'cluster', op: '<=', value: 0.2 }, { vs: 'self', op: '<=', value: 25, text: '<= 25 µs' }] },
+  {
+    label: 'RTT p50',
+    w: 'w2',
+    key: 'p50us',
+    unit: 'µs',
+    better: 'lower',
+    targets: [
+      { vs: 'cluster', op: '<=', value: 0.2 },
+      { vs: 'self', op: '<=', value: 25, text: '<= 25 µs' },
+    ],
+  },
   { label: 'RTT p99', w: 'w2', key: 'p99us', unit: 'µs', better: 'lower' },
-  { label: 'CPU per round trip, all processes', w: 'w2', key: 'cpuUsPerTrip', unit: 'µs', better: 'lower' },
+  {
+    label: 'CPU per round trip, all processes',
+    w: 'w2',
+    key: 'cpuUsPerTrip',
+    unit: 'µs',
+    better: 'lower',
+  },
   { section: 'W3 fan-out, 4 processes x 25 channels, groupSend loop' },
-  { label: 'deliveries', w: 'w3-fanout', key: 'deliveriesPerSec', unit: '/s', better: 'higher',
-    targets: [{ vs: 'redis', op: '>=', value: 20 }] },
-  { label: 'groupSends by the sender', w: 'w3-fanout', key: 'groupSendsPerSec', unit: '/s', better: 'higher', noRatio: true },
+  {
+    label: 'deliveries',
+    w: 'w3-fanout',
+    key: 'deliveriesPerSec',
+    unit: '/s',
+    better: 'higher',
+    targets: [{ vs: 'redis', op: '>=', value: 20 }],
+  },
+  {
+    label: 'groupSends by the sender',
+    w: 'w3-fanout',
+    key: 'groupSendsPerSec',
+    unit: '/s',
+    better: 'higher',
+    noRatio: true,
+  },
   { section: 'W3 cost of one groupSend (members idle), µs' },
   ...[1, 10, 100, 1000, 10000].map((n) => ({
     label: `${n} member${n > 1 ? 's' : ''}${n > 1 ? ` in ${Math.min(4, n)} proc` : ''}`,
-    w: 'w3-groupcost', key: `usPerGroupSend.${n}`, unit: 'µs', better: 'lower',
+    w: 'w3-groupcost',
+    key: `usPerGroupSend.${n}`,
+    unit: 'µs',
+    better: 'lower',
   })),
-  { label: '1000 members in 1 process', w: 'w3-groupcost', key: 'members1000.1proc', unit: 'µs', better: 'lower' },
-  { label: '1000 members in 4 processes', w: 'w3-groupcost', key: 'members1000.4proc', unit: 'µs', better: 'lower' },
-  { label: '1000 live members in 1 process', w: 'w3-groupcost', key: 'members1000live.1proc', unit: 'µs', better: 'lower' },
-  { label: '1000 live members in 4 processes', w: 'w3-groupcost', key: 'members1000live.4proc', unit: 'µs', better: 'lower' },
-  { label: 'cost 10000 / cost 100 members', derived: (m) => ratioOf(m, 'usPerGroupSend.10000', 'usPerGroupSend.100'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
-  { label: 'cost 4 proc / 1 proc, 1000 members', derived: (m) => ratioOf(m, 'members1000.4proc', 'members1000.1proc'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
-  { label: 'cost 4 proc / 1 proc, 1000 live members', derived: (m) => ratioOf(m, 'members1000live.4proc', 'members1000live.1proc'), w: 'w3-groupcost', unit: 'x', better: 'lower' },
+  {
+    label: '1000 members in 1 process',
+    w: 'w3-groupcost',
+    key: 'members1000.1proc',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: '1000 members in 4 processes',
+    w: 'w3-groupcost',
+    key: 'members1000.4proc',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: '1000 live members in 1 process',
+    w: 'w3-groupcost',
+    key: 'members1000live.1proc',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: '1000 live members in 4 processes',
+    w: 'w3-groupcost',
+    key: 'members1000live.4proc',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'cost 10000 / cost 100 members',
+    derived: (m) => ratioOf(m, 'usPerGroupSend.10000', 'usPerGroupSend.100'),
+    w: 'w3-groupcost',
+    unit: 'x',
+    better: 'lower',
+  },
+  {
+    label: 'cost 4 proc / 1 proc, 1000 members',
+    derived: (m) => ratioOf(m, 'members1000.4proc', 'members1000.1proc'),
+    w: 'w3-groupcost',
+    unit: 'x',
+    better: 'lower',
+  },
+  {
+    label: 'cost 4 proc / 1 proc, 1000 live members',
+    derived: (m) => ratioOf(m, 'members1000live.4proc', 'members1000live.1proc'),
+    w: 'w3-groupcost',
+    unit: 'x',
+    better: 'lower',
+  },
   { section: 'W4 large messages, end to end' },
   { label: '1 MB payloads', w: 'w4', key: 'MBps.1MB', unit: 'MB/s', better: 'higher' },
-  { label: '5 MB payloads', w: 'w4', key: 'MBps.5MB', unit: 'MB/s', better: 'higher',
-    targets: [{ vs: 'cluster', op: '>=', value: 3 }, { vs: 'self', op: '>=', value: 2000, text: '>= 2 GB/s' }] },
-  { label: 'CPU per MB, 1 MB payloads', w: 'w4', key: 'cpuUsPerMB.1MB', unit: 'µs', better: 'lower' },
-  { label: 'CPU per MB, 5 MB payloads', w: 'w4', key: 'cpuUsPerMB.5MB', unit: 'µs', better: 'lower' },
+  {
+    label: '5 MB payloads',
+    w: 'w4',
+    key: 'MBps.5MB',
+    unit: 'MB/s',
+    better: 'higher',
+    targets: [
+      { vs: 'cluster', op: '>=', value: 3 },
+      { vs: 'self', op: '>=', value: 2000, text: '>= 2 GB/s' },
+    ],
+  },
+  {
+    label: 'CPU per MB, 1 MB payloads',
+    w: 'w4',
+    key: 'cpuUsPerMB.1MB',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'CPU per MB, 5 MB payloads',
+    w: 'w4',
+    key: 'cpuUsPerMB.5MB',
+    unit: 'µs',
+    better: 'lower',
+  },
   { section: 'W6 ping-pong while another pair streams 5 MB messages' },
   { label: 'RTT p99 alone', w: 'w6', key: 'idleP99us', unit: 'µs', better: 'lower' },
   { label: 'RTT p99 under streaming', w: 'w6', key: 'loadedP99us', unit: 'µs', better: 'lower' },
-  { label: 'p99 under streaming / alone', w: 'w6', key: 'p99LoadedOverIdle', unit: 'x', better: 'lower', noRatio: true,
-    targets: [{ vs: 'self', op: '<=', value: 2, text: '<= 2x' }] },
+  {
+    label: 'p99 under streaming / alone',
+    w: 'w6',
+    key: 'p99LoadedOverIdle',
+    unit: 'x',
+    better: 'lower',
+    noRatio: true,
+    targets: [{ vs: 'self', op: '<=', value: 2, text: '<= 2x' }],
+  },
   { label: 'RTT p50 under streaming', w: 'w6', key: 'loadedP50us', unit: 'µs', better: 'lower' },
   { section: 'W7 receiveAny: one loop over 100 channels vs one receive loop on one channel' },
-  { label: '100 channels, receiveAny', w: 'w7-receive-any', key: 'anyMsgsPerSec', unit: 'msg/s', better: 'higher' },
-  { label: '1 channel, receive (same run)', w: 'w7-receive-any', key: 'oneChannelMsgsPerSec', unit: 'msg/s', better: 'higher' },
-  { label: '100 channels / 1 channel', w: 'w7-receive-any', key: 'anyVsOne', unit: 'x', better: 'higher', noRatio: true },
-  { label: 'consumer CPU per message, receiveAny', w: 'w7-receive-any', key: 'consumerCpuUsPerMsg.any', unit: 'µs', better: 'lower' },
-  { label: 'consumer CPU per message, receive', w: 'w7-receive-any', key: 'consumerCpuUsPerMsg.one', unit: 'µs', better: 'lower' },
+  {
+    label: '100 channels, receiveAny',
+    w: 'w7-receive-any',
+    key: 'anyMsgsPerSec',
+    unit: 'msg/s',
+    better: 'higher',
+  },
+  {
+    label: '1 channel, receive (same run)',
+    w: 'w7-receive-any',
+    key: 'oneChannelMsgsPerSec',
+    unit: 'msg/s',
+    better: 'higher',
+  },
+  {
+    label: '100 channels / 1 channel',
+    w: 'w7-receive-any',
+    key: 'anyVsOne',
+    unit: 'x',
+    better: 'higher',
+    noRatio: true,
+  },
+  {
+    label: 'consumer CPU per message, receiveAny',
+    w: 'w7-receive-any',
+    key: 'consumerCpuUsPerMsg.any',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'consumer CPU per message, receive',
+    w: 'w7-receive-any',
+    key: 'consumerCpuUsPerMsg.one',
+    unit: 'µs',
+    better: 'lower',
+  },
   { section: 'W5 scale: N producer processes -> 1 consumer, msg/s' },
-  ...[1, 2, 4, 8].map((n) => ({ label: `${n} producer${n > 1 ? 's' : ''}`, w: 'w5-producers', key: `msgsPerSec.${n}p`, unit: 'msg/s', better: 'higher' })),
+  ...[1, 2, 4, 8].map((n) => ({
+    label: `${n} producer${n > 1 ? 's' : ''}`,
+    w: 'w5-producers',
+    key: `msgsPerSec.${n}p`,
+    unit: 'msg/s',
+    better: 'higher',
+  })),
   { section: 'W5 100k channels resident (one message each)' },
   { label: 'time to create', w: 'w5-channels', key: 'createSeconds', unit: 's', better: 'lower' },
-  { label: 'bytes used (see README)', w: 'w5-channels', key: 'bytesUsed', unit: 'MB', scale: 1e-6, better: 'lower' },
-  { label: 'receive after (1000 probes)', w: 'w5-channels', key: 'usPerReceive', unit: 'µs', better: 'lower' },
-  { label: 'receives correct', w: 'w5-channels', key: 'receivedOk', unit: '', better: 'higher', noRatio: true },
+  {
+    label: 'bytes used (see README)',
+    w: 'w5-channels',
+    key: 'bytesUsed',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+  },
+  {
+    label: 'receive after (1000 probes)',
+    w: 'w5-channels',
+    key: 'usPerReceive',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'receives correct',
+    w: 'w5-channels',
+    key: 'receivedOk',
+    unit: '',
+    better: 'higher',
+    noRatio: true,
+  },
   { section: 'Memory (W1 processes)' },
   { label: 'consumer peak RSS', w: 'w1', key: 'consumerMaxRssMB', unit: 'MB', better: 'lower' },
   { label: 'producer peak RSS', w: 'w1', key: 'producerMaxRssMB', unit: 'MB', better: 'lower' },
-  { label: 'relay (primary) peak RSS', w: 'w1', key: 'relayMaxRssMB', unit: 'MB', better: 'lower', noRatio: true },
-  { label: 'redis-server RSS after W1', w: 'w1', key: 'redisRssMB', unit: 'MB', better: 'lower', noRatio: true },
-  { label: 'shm segment size', w: 'w1', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
-  { label: 'shm arena in use, peak during W1', w: 'w1', key: 'peakArenaUsedBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
-  { label: 'shm /dev/shm in use, peak during W1', w: 'w1', key: 'peakShmBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
-  { label: 'shm messages queued, peak during W1', w: 'w1', key: 'peakQueued', unit: '', better: 'lower', noRatio: true },
-  { label: 'shm segment size, W5 100k', w: 'w5-channels', key: 'segmentBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
-  { label: 'shm /dev/shm in use, W5 100k', w: 'w5-channels', key: 'shmBytes', unit: 'MB', scale: 1e-6, better: 'lower', noRatio: true },
+  {
+    label: 'relay (primary) peak RSS',
+    w: 'w1',
+    key: 'relayMaxRssMB',
+    unit: 'MB',
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'redis-server RSS after W1',
+    w: 'w1',
+    key: 'redisRssMB',
+    unit: 'MB',
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm segment size',
+    w: 'w1',
+    key: 'segmentBytes',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm arena in use, peak during W1',
+    w: 'w1',
+    key: 'peakArenaUsedBytes',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm /dev/shm in use, peak during W1',
+    w: 'w1',
+    key: 'peakShmBytes',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm messages queued, peak during W1',
+    w: 'w1',
+    key: 'peakQueued',
+    unit: '',
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm segment size, W5 100k',
+    w: 'w5-channels',
+    key: 'segmentBytes',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+    noRatio: true,
+  },
+  {
+    label: 'shm /dev/shm in use, W5 100k',
+    w: 'w5-channels',
+    key: 'shmBytes',
+    unit: 'MB',
+    scale: 1e-6,
+    better: 'lower',
+    noRatio: true,
+  },
 ];
 
 function ratioOf(m, a, b) {
-  return m && typeof m[a] === 'number' && typeof m[b] === 'number' && m[b] !== 0 ? m[a] / m[b] : undefined;
+  return m && typeof m[a] === 'number' && typeof m[b] === 'number' && m[b] !== 0
+    ? m[a] / m[b]
+    : undefined;
 }
 
 /** The median of a row for one backend (undefined if not measured). */
@@ -129,9 +365,15 @@ function fmtRatio(r) {
 function checkTarget(results, row, target) {
   const shm = valueOf(results, row, 'shm');
   const other = target.vs === 'self' ? 1 : valueOf(results, row, target.vs);
-  if (shm === undefined || other === undefined || other === 0) return { text: `${describe(target)} ?`, ok: undefined };
+  if (shm === undefined || other === undefined || other === 0)
+    return { text: `${describe(target)} ?`, ok: undefined };
   const x = shm / other;
-  const ok = target.op === '>=' ? x >= target.value : target.op === '<=' ? x <= target.value : x < target.value;
+  const ok =
+    target.op === '>='
+      ? x >= target.value
+      : target.op === '<='
+        ? x <= target.value
+        : x < target.value;
   return { text: `${describe(target)} ${ok ? 'met' : 'MISSED'}`, ok };
 }
 
@@ -171,7 +413,14 @@ export function renderTable(results) {
   const rows = lines.filter((l) => l.cells).map((l) => l.cells);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const pad = (cells) =>
-    cells.map((c, i) => (i === 0 || i === cells.length - 1 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ').trimEnd();
+    cells
+      .map((c, i) =>
+        i === 0 || i === cells.length - 1
+          ? String(c).padEnd(widths[i])
+          : String(c).padStart(widths[i]),
+      )
+      .join('  ')
+      .trimEnd();
   const out = [];
   const title =
     `shm-channels bench — ${results.options?.quick ? 'QUICK run (1 short repetition: indicative only)' : `medians of ${results.options?.reps} repetitions`}` +
@@ -189,10 +438,19 @@ export function renderTable(results) {
     } else out.push(pad(l.cells));
   }
   // Drop sections with no rows.
-  const cleaned = out.filter((line, i) => !(line.startsWith('[') && (out[i + 1] === undefined || out[i + 1].startsWith('['))));
+  const cleaned = out.filter(
+    (line, i) =>
+      !(line.startsWith('[') && (out[i + 1] === undefined || out[i + 1].startsWith('['))),
+  );
   cleaned.push('');
-  cleaned.push('Ratios are shm value / other backend value: for msg/s and MB/s above 1x means shm is faster,');
-  cleaned.push('for µs, s, MB and RSS below 1x means shm is cheaper. Columns: ' + backends.map((b) => `${b} = ${LABELS[b]}`).join(', ') + '.');
+  cleaned.push(
+    'Ratios are shm value / other backend value: for msg/s and MB/s above 1x means shm is faster,',
+  );
+  cleaned.push(
+    'for µs, s, MB and RSS below 1x means shm is cheaper. Columns: ' +
+      backends.map((b) => `${b} = ${LABELS[b]}`).join(', ') +
+      '.',
+  );
   cleaned.push(...renderLockHold(results));
   cleaned.push(...renderFloor(results));
   const failed = results.errors?.length ?? 0;
@@ -208,7 +466,18 @@ const LOCK_HOLD_RUNS = [
   ['w4', '5MB', 'W4 5 MB'],
   ['w5-producers', '8p', 'W5 8 producers'],
 ];
-export const LOCK_HOLD_KINDS = ['send', 'groupSend', 'receive', 'receiveAny', 'groupAdd', 'groupDiscard', 'flush', 'maintain', 'recover', 'other'];
+export const LOCK_HOLD_KINDS = [
+  'send',
+  'groupSend',
+  'receive',
+  'receiveAny',
+  'groupAdd',
+  'groupDiscard',
+  'flush',
+  'maintain',
+  'recover',
+  'other',
+];
 
 /**
  * Lock hold p99 per operation (shm): how long one critical section keeps every other process
@@ -231,9 +500,16 @@ export function renderLockHold(results) {
   }
   if (rows.length === 0) return [];
   const kinds = LOCK_HOLD_KINDS.filter((k) => used.has(k));
-  const table = [['', ...kinds], ...rows.map(([label, cells]) => [label, ...kinds.map((k) => cells[k] ?? '-')])];
+  const table = [
+    ['', ...kinds],
+    ...rows.map(([label, cells]) => [label, ...kinds.map((k) => cells[k] ?? '-')]),
+  ];
   const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
-  const line = (r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  const line = (r) =>
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [
     '',
     'Lock hold p99 / max per operation, shm (µs): how long one call keeps the segment lock, all processes of the run;',
@@ -249,20 +525,54 @@ function renderFloor(results) {
   if (!floor) return [];
   if (floor.error) return ['', `Machine floor: not measured (${floor.error})`];
   const shm = (w, key) => results.medians?.[w]?.shm?.[key];
-  const times = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? `${fmt(a / b)}x` : '-');
+  const times = (a, b) =>
+    typeof a === 'number' && typeof b === 'number' && b > 0 ? `${fmt(a / b)}x` : '-';
   const rows = [
-    ['ping-pong RTT, spin only', `${fmt(floor.spinRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.spinRttUs)],
-    ['ping-pong RTT, spin 50 µs then futex', `${fmt(floor.spinThenFutexRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.spinThenFutexRttUs)],
-    ['ping-pong RTT, futex (a wake-up per hop)', `${fmt(floor.futexRttUs)} µs`, 'W2 p50', times(shm('w2', 'p50us'), floor.futexRttUs)],
-    ['SPSC ring, 128-byte slots', `${fmt(floor.spscRingMsgsPerSec)} msg/s`, 'W1', times(floor.spscRingMsgsPerSec, shm('w1', 'msgsPerSec'))],
-    ['memcpy 5 MB into a warm shared mapping', `${fmt(floor.memcpy5MBWarmGBps * 1000)} MB/s`, 'W4 5 MB', times(floor.memcpy5MBWarmGBps * 1000, shm('w4', 'MBps.5MB'))],
-    ['memcpy 5 MB into fresh shared pages', `${fmt(floor.memcpy5MBFreshGBps * 1000)} MB/s`, 'W4 5 MB', times(floor.memcpy5MBFreshGBps * 1000, shm('w4', 'MBps.5MB'))],
+    [
+      'ping-pong RTT, spin only',
+      `${fmt(floor.spinRttUs)} µs`,
+      'W2 p50',
+      times(shm('w2', 'p50us'), floor.spinRttUs),
+    ],
+    [
+      'ping-pong RTT, spin 50 µs then futex',
+      `${fmt(floor.spinThenFutexRttUs)} µs`,
+      'W2 p50',
+      times(shm('w2', 'p50us'), floor.spinThenFutexRttUs),
+    ],
+    [
+      'ping-pong RTT, futex (a wake-up per hop)',
+      `${fmt(floor.futexRttUs)} µs`,
+      'W2 p50',
+      times(shm('w2', 'p50us'), floor.futexRttUs),
+    ],
+    [
+      'SPSC ring, 128-byte slots',
+      `${fmt(floor.spscRingMsgsPerSec)} msg/s`,
+      'W1',
+      times(floor.spscRingMsgsPerSec, shm('w1', 'msgsPerSec')),
+    ],
+    [
+      'memcpy 5 MB into a warm shared mapping',
+      `${fmt(floor.memcpy5MBWarmGBps * 1000)} MB/s`,
+      'W4 5 MB',
+      times(floor.memcpy5MBWarmGBps * 1000, shm('w4', 'MBps.5MB')),
+    ],
+    [
+      'memcpy 5 MB into fresh shared pages',
+      `${fmt(floor.memcpy5MBFreshGBps * 1000)} MB/s`,
+      'W4 5 MB',
+      times(floor.memcpy5MBFreshGBps * 1000, shm('w4', 'MBps.5MB')),
+    ],
   ];
-  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), ['', 'floor', 'shm', 'shm is this far'][i].length));
-  const line = (r) => `${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padEnd(w[2])}  ${r[3].padStart(w[3])}`;
+  const w = [0, 1, 2, 3].map((i) =>
+    Math.max(...rows.map((r) => r[i].length), ['', 'floor', 'shm', 'shm is this far'][i].length),
+  );
+  const line = (r) =>
+    `${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padEnd(w[2])}  ${r[3].padStart(w[3])}`;
   return [
     '',
-    'Machine floor (bench/floor.c: C, no JavaScript, same machine, same run) and shm\'s distance to it:',
+    "Machine floor (bench/floor.c: C, no JavaScript, same machine, same run) and shm's distance to it:",
     line(['', 'floor', 'shm', 'shm is this far']),
     ...rows.map(line),
   ];
@@ -296,10 +606,14 @@ function panels() {
       ],
     },
     {
-      title: 'W3 cost of one groupSend (µs per groupSend, lower is better; members idle unless "live")',
+      title:
+        'W3 cost of one groupSend (µs per groupSend, lower is better; members idle unless "live")',
       wide: true,
       groups: [
-        ...[1, 10, 100, 1000, 10000].map((n) => [`${n}\nmember${n > 1 ? 's' : ''}`, row('w3-groupcost', `usPerGroupSend.${n}`)]),
+        ...[1, 10, 100, 1000, 10000].map((n) => [
+          `${n}\nmember${n > 1 ? 's' : ''}`,
+          row('w3-groupcost', `usPerGroupSend.${n}`),
+        ]),
         ['1000 members\nin 1 process', row('w3-groupcost', 'members1000.1proc')],
         ['1000 members\nin 4 processes', row('w3-groupcost', 'members1000.4proc')],
         ['1000 live members\nin 1 process', row('w3-groupcost', 'members1000live.1proc')],
@@ -327,7 +641,10 @@ function panels() {
       groups: [
         ['consumer', row('w1', 'consumerMaxRssMB')],
         ['producer', row('w1', 'producerMaxRssMB')],
-        ['relay (cluster) /\nredis-server (RSS)', row('w1', 'relayMaxRssMB', { alt: 'redisRssMB' })],
+        [
+          'relay (cluster) /\nredis-server (RSS)',
+          row('w1', 'relayMaxRssMB', { alt: 'redisRssMB' }),
+        ],
       ],
     },
   ];
@@ -381,7 +698,9 @@ export function renderSvg(results) {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, Helvetica, sans-serif">`,
   );
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
-  const kind = results.options?.quick ? 'QUICK run, 1 short repetition — indicative only' : `medians of ${results.options?.reps} repetitions`;
+  const kind = results.options?.quick
+    ? 'QUICK run, 1 short repetition — indicative only'
+    : `medians of ${results.options?.reps} repetitions`;
   parts.push(`<text x="20" y="30" font-size="20" font-weight="bold">shm-channels benchmark</text>`);
   parts.push(
     `<text x="20" y="52" font-size="13" fill="#444">${esc(kind)} · node ${esc(results.node)} · ${esc(results.machine?.cpus)} CPUs (${esc(results.machine?.cpuModel ?? '')}) · ${esc(results.date)} · log scales</text>`,
@@ -410,7 +729,9 @@ export function renderSvg(results) {
 function drawPanel(results, backends, panel, x0, y0, w, h) {
   const out = [];
   out.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fafafa" stroke="#ddd"/>`);
-  out.push(`<text x="${x0 + 10}" y="${y0 + 22}" font-size="14" font-weight="bold">${esc(panel.title)}</text>`);
+  out.push(
+    `<text x="${x0 + 10}" y="${y0 + 22}" font-size="14" font-weight="bold">${esc(panel.title)}</text>`,
+  );
   if (panel.targets) {
     let y = y0 + 52;
     for (const row of ROWS) {
@@ -418,19 +739,30 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
         const { text, ok } = checkTarget(results, row, target);
         const shm = valueOf(results, row, 'shm');
         const other = target.vs === 'self' ? undefined : valueOf(results, row, target.vs);
-        const ratio = shm !== undefined && other ? ` (${fmtRatio(shm / other)})` : shm !== undefined && target.vs === 'self' ? ` (${fmt(shm)} ${row.unit})` : '';
+        const ratio =
+          shm !== undefined && other
+            ? ` (${fmtRatio(shm / other)})`
+            : shm !== undefined && target.vs === 'self'
+              ? ` (${fmt(shm)} ${row.unit})`
+              : '';
         const color = ok === undefined ? '#888' : ok ? '#1a7f37' : '#c62828';
-        out.push(`<text x="${x0 + 14}" y="${y}" font-size="12" fill="${color}">${esc(`${ok === undefined ? '?' : ok ? '✔' : '✘'} ${row.w.slice(0, 2).toUpperCase()} ${row.label}: ${text}${ratio}`)}</text>`);
+        out.push(
+          `<text x="${x0 + 14}" y="${y}" font-size="12" fill="${color}">${esc(`${ok === undefined ? '?' : ok ? '✔' : '✘'} ${row.w.slice(0, 2).toUpperCase()} ${row.label}: ${text}${ratio}`)}</text>`,
+        );
         y += 22;
       }
     }
     const rows = ROWS.filter((r) => r.w === 'w3-groupcost' && r.derived);
     for (const row of rows) {
       const shm = valueOf(results, row, 'shm');
-      out.push(`<text x="${x0 + 14}" y="${y}" font-size="12" fill="#333">${esc(`· W3 shm ${row.label}: ${shm === undefined ? '-' : fmtRatio(shm)}`)}</text>`);
+      out.push(
+        `<text x="${x0 + 14}" y="${y}" font-size="12" fill="#333">${esc(`· W3 shm ${row.label}: ${shm === undefined ? '-' : fmtRatio(shm)}`)}</text>`,
+      );
       y += 22;
     }
-    out.push(`<text x="${x0 + 14}" y="${y + 6}" font-size="11" fill="#666">${esc('groupSend goal: cost should follow processes, not member count (see README).')}</text>`);
+    out.push(
+      `<text x="${x0 + 14}" y="${y + 6}" font-size="11" fill="#666">${esc('groupSend goal: cost should follow processes, not member count (see README).')}</text>`,
+    );
     return out;
   }
   const plot = { x: x0 + 62, y: y0 + 44, w: w - 80, h: h - 84 };
@@ -444,7 +776,9 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
   );
   const all = values.flat().filter((v) => v !== undefined);
   if (all.length === 0) {
-    out.push(`<text x="${x0 + w / 2}" y="${y0 + h / 2}" font-size="13" text-anchor="middle" fill="#888">not measured</text>`);
+    out.push(
+      `<text x="${x0 + w / 2}" y="${y0 + h / 2}" font-size="13" text-anchor="middle" fill="#888">not measured</text>`,
+    );
     return out;
   }
   const lo = Math.floor(Math.log10(Math.min(...all)));
@@ -454,17 +788,27 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
   const yOf = (v) => plot.y + plot.h - ((Math.log10(v) - lo) / (hi - lo)) * plot.h;
   for (let e = lo; e <= hi; e++) {
     const y = yOf(10 ** e);
-    out.push(`<line x1="${plot.x}" y1="${y}" x2="${plot.x + plot.w}" y2="${y}" stroke="#ccc" stroke-width="1"/>`);
-    out.push(`<text x="${plot.x - 6}" y="${y + 4}" font-size="11" text-anchor="end" fill="#555">${esc(compact(10 ** e))}</text>`);
+    out.push(
+      `<line x1="${plot.x}" y1="${y}" x2="${plot.x + plot.w}" y2="${y}" stroke="#ccc" stroke-width="1"/>`,
+    );
+    out.push(
+      `<text x="${plot.x - 6}" y="${y + 4}" font-size="11" text-anchor="end" fill="#555">${esc(compact(10 ** e))}</text>`,
+    );
     if (e < hi) {
       for (const k of [2, 5]) {
         const ym = yOf(k * 10 ** e);
-        out.push(`<line x1="${plot.x}" y1="${ym}" x2="${plot.x + plot.w}" y2="${ym}" stroke="#eee" stroke-width="1"/>`);
+        out.push(
+          `<line x1="${plot.x}" y1="${ym}" x2="${plot.x + plot.w}" y2="${ym}" stroke="#eee" stroke-width="1"/>`,
+        );
       }
     }
   }
-  out.push(`<line x1="${plot.x}" y1="${plot.y + plot.h}" x2="${plot.x + plot.w}" y2="${plot.y + plot.h}" stroke="#333"/>`);
-  out.push(`<line x1="${plot.x}" y1="${plot.y}" x2="${plot.x}" y2="${plot.y + plot.h}" stroke="#333"/>`);
+  out.push(
+    `<line x1="${plot.x}" y1="${plot.y + plot.h}" x2="${plot.x + plot.w}" y2="${plot.y + plot.h}" stroke="#333"/>`,
+  );
+  out.push(
+    `<line x1="${plot.x}" y1="${plot.y}" x2="${plot.x}" y2="${plot.y + plot.h}" stroke="#333"/>`,
+  );
   const groupW = plot.w / panel.groups.length;
   const barW = Math.min(28, (groupW * 0.8) / backends.length);
   panel.groups.forEach(([label], g) => {
@@ -473,18 +817,26 @@ function drawPanel(results, backends, panel, x0, y0, w, h) {
       const v = values[g][i];
       const bx = gx + i * barW;
       if (v === undefined) {
-        out.push(`<text x="${bx + barW / 2}" y="${plot.y + plot.h - 4}" font-size="9" text-anchor="middle" fill="#999">n/a</text>`);
+        out.push(
+          `<text x="${bx + barW / 2}" y="${plot.y + plot.h - 4}" font-size="9" text-anchor="middle" fill="#999">n/a</text>`,
+        );
         return;
       }
       const y = yOf(v);
-      out.push(`<rect x="${bx.toFixed(1)}" y="${y.toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(plot.y + plot.h - y).toFixed(1)}" fill="${COLORS[b]}"><title>${esc(`${LABELS[b]}: ${v}`)}</title></rect>`);
+      out.push(
+        `<rect x="${bx.toFixed(1)}" y="${y.toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(plot.y + plot.h - y).toFixed(1)}" fill="${COLORS[b]}"><title>${esc(`${LABELS[b]}: ${v}`)}</title></rect>`,
+      );
       const tx = bx + barW / 2 - 1;
       const ty = y - 4;
-      out.push(`<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" font-size="9" text-anchor="start" transform="rotate(-60 ${tx.toFixed(1)} ${ty.toFixed(1)})" fill="#222">${esc(compact(v))}</text>`);
+      out.push(
+        `<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" font-size="9" text-anchor="start" transform="rotate(-60 ${tx.toFixed(1)} ${ty.toFixed(1)})" fill="#222">${esc(compact(v))}</text>`,
+      );
     });
     const cx = plot.x + g * groupW + groupW / 2;
     label.split('\n').forEach((line, k) => {
-      out.push(`<text x="${cx}" y="${plot.y + plot.h + 16 + k * 13}" font-size="11" text-anchor="middle">${esc(line)}</text>`);
+      out.push(
+        `<text x="${cx}" y="${plot.y + plot.h + 16 + k * 13}" font-size="11" text-anchor="middle">${esc(line)}</text>`,
+      );
     });
   });
   return out;

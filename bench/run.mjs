@@ -45,17 +45,26 @@ if (args.help) {
 
 const quick = args.quick;
 const reps = Number(args.reps ?? (quick ? 1 : 3));
-const backends = args.backends ? args.backends.split(',').map((s) => s.trim().toLowerCase()) : BACKENDS;
-for (const b of backends) if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b} (use ${BACKENDS.join(',')})`);
-const only = args.only ? new Set(args.only.split(',').map((s) => s.trim().toUpperCase())) : undefined;
-const workloads = WORKLOADS.filter((w) => !only || only.has(w.id) || only.has(w.part?.toUpperCase()));
-if (workloads.length === 0 && !only?.has('SIO')) throw new Error(`--only ${args.only} selects no workload`);
+const backends = args.backends
+  ? args.backends.split(',').map((s) => s.trim().toLowerCase())
+  : BACKENDS;
+for (const b of backends)
+  if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b} (use ${BACKENDS.join(',')})`);
+const only = args.only
+  ? new Set(args.only.split(',').map((s) => s.trim().toUpperCase()))
+  : undefined;
+const workloads = WORKLOADS.filter(
+  (w) => !only || only.has(w.id) || only.has(w.part?.toUpperCase()),
+);
+if (workloads.length === 0 && !only?.has('SIO'))
+  throw new Error(`--only ${args.only} selects no workload`);
 const outPrefix = args.out ?? fileURLToPath(new URL('./results', import.meta.url));
 
 const hostScript = fileURLToPath(new URL('./host.mjs', import.meta.url));
 const started = new Date();
 const t0 = Date.now();
-const log = (text) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
+const log = (text) =>
+  console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
 if (workloads.length === 0) {
   // --only SIO: just the Socket.IO workload; the other results files are left as they are.
   runSocketIoWorkload();
@@ -108,7 +117,11 @@ function measure(workload, backend, rep) {
   const params = quick ? workload.quick : workload.full;
   const tag = `${process.pid}-${workload.module}-${backend}-${rep}`.replace(/[^A-Za-z0-9-]/g, '');
   return new Promise((resolve, reject) => {
-    const host = fork(hostScript, [], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+    const host = fork(hostScript, [], {
+      execArgv: ['--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+    });
     liveHosts.add(host);
     host.on('exit', () => liveHosts.delete(host));
     let settled = false;
@@ -125,13 +138,18 @@ function measure(workload, backend, rep) {
       else resolve(result);
     };
     const timeoutS = workload.timeoutS * (quick ? 0.5 : 1);
-    const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutS} s`)), timeoutS * 1000);
+    const timer = setTimeout(
+      () => finish(new Error(`timed out after ${timeoutS} s`)),
+      timeoutS * 1000,
+    );
     host.on('message', (m) => {
       if (m.progress) log(`  ${workload.id} ${backend}: ${m.progress}`);
       if (m.result) finish(undefined, m.result);
       if (m.error) finish(new Error(m.error));
     });
-    host.on('exit', (code, signal) => finish(new Error(`host exited (${code ?? signal}) without a result`)));
+    host.on('exit', (code, signal) =>
+      finish(new Error(`host exited (${code ?? signal}) without a result`)),
+    );
     host.send({
       workload: workload.module,
       backend,
@@ -153,7 +171,9 @@ function measureFloor() {
   try {
     const source = fileURLToPath(new URL('./floor.c', import.meta.url));
     const binary = join(dir, 'floor');
-    execFileSync(process.env.CC ?? 'cc', ['-O2', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(process.env.CC ?? 'cc', ['-O2', '-o', binary, source], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     return JSON.parse(execFileSync(binary, { encoding: 'utf8', timeout: 120_000 }));
   } catch (error) {
     return { error: String(error?.message ?? error).split('\n')[0] };
@@ -167,7 +187,11 @@ function sourceInfo() {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const git = (...a) => {
     try {
-      return execFileSync('git', a, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      return execFileSync('git', a, {
+        cwd: root,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
     } catch {
       return undefined;
     }
@@ -179,7 +203,11 @@ function sourceInfo() {
     addon = { path: path.slice(root.length), modified: statSync(path).mtime.toISOString() };
   } catch {}
   const dirty = git('status', '--porcelain', '--', 'lib', 'native', 'binding.gyp');
-  return { commit: git('rev-parse', 'HEAD'), uncommittedFilesInLibNative: dirty ? dirty.split('\n').length : 0, addon };
+  return {
+    commit: git('rev-parse', 'HEAD'),
+    uncommittedFilesInLibNative: dirty ? dirty.split('\n').length : 0,
+    addon,
+  };
 }
 
 const results = {
@@ -205,7 +233,11 @@ try {
     try {
       redis = await RedisServer.start();
       const info = await redisInfo(redis.url);
-      results.redis = { version: info.version, port: redis.port, args: "--save '' --appendonly no" };
+      results.redis = {
+        version: info.version,
+        port: redis.port,
+        args: "--save '' --appendonly no",
+      };
       log(`redis-server ${info.version} on 127.0.0.1:${redis.port} (pid ${redis.pid})`);
     } catch (error) {
       // Without a server the other backends still run; the failure is in the results.
@@ -220,7 +252,10 @@ try {
   log(`machine floor (bench/floor.c): ${JSON.stringify(results.machine.floor)}`);
   log(
     `${quick ? 'QUICK run' : 'run'}: ${reps} repetition(s) of ${workloads.map((w) => w.module).join(', ')} ` +
-      `on ${backends.join(', ')}; ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+      `on ${backends.join(', ')}; ${os.cpus().length} CPUs, load ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
   );
   for (let rep = 1; rep <= reps; rep++) {
     for (const workload of workloads) {
@@ -232,9 +267,14 @@ try {
         try {
           const sample = await measure(workload, backend, rep);
           ((results.samples[workload.module] ??= {})[backend] ??= []).push({ rep, ...sample });
-          log(`${label}: done in ${((Date.now() - began) / 1000).toFixed(1)} s — ${workload.summary(sample)}`);
+          log(
+            `${label}: done in ${((Date.now() - began) / 1000).toFixed(1)} s — ${workload.summary(sample)}`,
+          );
         } catch (error) {
-          const text = String(error?.message ?? error).split('\n').slice(0, 12).join('\n');
+          const text = String(error?.message ?? error)
+            .split('\n')
+            .slice(0, 12)
+            .join('\n');
           results.errors.push({ workload: workload.module, backend, rep, error: text });
           log(`${label}: FAILED: ${text}`);
         }
@@ -270,7 +310,14 @@ function runSocketIoWorkload() {
   log('Socket.IO workload (bench/socketio/run.mjs)');
   const sio = spawnSync(
     process.execPath,
-    [fileURLToPath(new URL('./socketio/run.mjs', import.meta.url)), ...(quick ? ['--quick'] : []), '--reps', String(reps), '--json', `${outPrefix}-socketio.json`],
+    [
+      fileURLToPath(new URL('./socketio/run.mjs', import.meta.url)),
+      ...(quick ? ['--quick'] : []),
+      '--reps',
+      String(reps),
+      '--json',
+      `${outPrefix}-socketio.json`,
+    ],
     { stdio: 'inherit' },
   );
   if (sio.status !== 0) process.exitCode = 1;

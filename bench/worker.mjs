@@ -6,7 +6,9 @@ import cluster from 'node:cluster';
 import { createLayer, settle } from './backends.mjs';
 import { maxRssMB } from './lib.mjs';
 
-const workload = await import(new URL(`./workloads/${process.env.BENCH_WORKLOAD}.mjs`, import.meta.url));
+const workload = await import(
+  new URL(`./workloads/${process.env.BENCH_WORKLOAD}.mjs`, import.meta.url)
+);
 const roles = workload.roles ?? {};
 let layer;
 let backend;

@@ -28,12 +28,18 @@ async function primary() {
   ShmChannelLayer.destroy(LAYER);
   const layer = new ShmChannelLayer({ name: LAYER, capacity: 1000 });
   const results = await layer.newChannel('results');
-  console.log(`shm-channels demo: layer '${LAYER}' in /dev/shm, ${WORKERS} cluster workers, ${SECONDS} s`);
+  console.log(
+    `shm-channels demo: layer '${LAYER}' in /dev/shm, ${WORKERS} cluster workers, ${SECONDS} s`,
+  );
 
   let ready = 0;
   const counts = new Map();
   for (let i = 0; i < WORKERS; i++) {
-    const w = cluster.fork({ DEMO_ID: String(process.pid), RESULTS: results, WORKER_NO: String(i + 1) });
+    const w = cluster.fork({
+      DEMO_ID: String(process.pid),
+      RESULTS: results,
+      WORKER_NO: String(i + 1),
+    });
     w.on('message', (m) => {
       if (m.ready) {
         ready++;
@@ -89,16 +95,22 @@ async function primary() {
   await collector;
   clearInterval(ticker);
   for (const w of Object.values(cluster.workers)) w.send({ stop: true });
-  await new Promise((resolve) => cluster.on('exit', () => Object.keys(cluster.workers).length === 0 && resolve()));
+  await new Promise((resolve) =>
+    cluster.on('exit', () => Object.keys(cluster.workers).length === 0 && resolve()),
+  );
 
   console.log('summary:');
   let chats = 0;
   for (const [no, c] of [...counts].sort((a, b) => a[0] - b[0])) {
-    console.log(`  worker ${no}: ${c.jobs} jobs done, ${c.chatSent} chat messages sent, ${c.chatReceived} received`);
+    console.log(
+      `  worker ${no}: ${c.jobs} jobs done, ${c.chatSent} chat messages sent, ${c.chatReceived} received`,
+    );
     chats += c.chatSent;
   }
   const totalJobs = [...counts.values()].reduce((s, c) => s + c.jobs, 0);
-  console.log(`  ${totalJobs} jobs done by ${counts.size} workers (each job exactly once: ${totalJobs === resultsReceived})`);
+  console.log(
+    `  ${totalJobs} jobs done by ${counts.size} workers (each job exactly once: ${totalJobs === resultsReceived})`,
+  );
   console.log(`  ${chats} chat messages fanned out to ${WORKERS} workers each`);
   const problems = layer.verify();
   console.log(`  segment check: ${problems.length === 0 ? 'consistent' : problems.join('; ')}`);
@@ -136,9 +148,18 @@ async function worker() {
       while (running) {
         const job = await layer.receive('jobs', { signal: controller.signal });
         counts.jobs++;
-        await sendPatiently(layer, process.env.RESULTS, { type: 'result', id: job.id, by: no, square: job.n * job.n });
+        await sendPatiently(layer, process.env.RESULTS, {
+          type: 'result',
+          id: job.id,
+          by: no,
+          square: job.n * job.n,
+        });
         if (counts.jobs % 500 === 0) {
-          await layer.groupSend('room.lobby', { type: 'chat', from: no, text: `${counts.jobs} jobs done` });
+          await layer.groupSend('room.lobby', {
+            type: 'chat',
+            from: no,
+            text: `${counts.jobs} jobs done`,
+          });
           counts.chatSent++;
         }
       }

@@ -46,8 +46,16 @@ export function commonSettings(options: ChannelLayerOptions): CommonSettings {
     capacity,
     channelCapacity,
     expirySeconds: positiveSeconds(options.expiry, 'expiry', DEFAULT_EXPIRY_SECONDS),
-    groupExpirySeconds: positiveSeconds(options.groupExpiry, 'groupExpiry', DEFAULT_GROUP_EXPIRY_SECONDS),
-    maxMessageSize: positiveInteger(options.maxMessageSize, 'maxMessageSize', DEFAULT_MAX_MESSAGE_SIZE),
+    groupExpirySeconds: positiveSeconds(
+      options.groupExpiry,
+      'groupExpiry',
+      DEFAULT_GROUP_EXPIRY_SECONDS,
+    ),
+    maxMessageSize: positiveInteger(
+      options.maxMessageSize,
+      'maxMessageSize',
+      DEFAULT_MAX_MESSAGE_SIZE,
+    ),
   };
 }
 

@@ -91,7 +91,11 @@ function prune(): PruneResult[] {
         results.push({ name, removed, why: 'no process attached and no unexpired message' });
       } else {
         const { processes, queued } = describeLayer(name);
-        results.push({ name, removed, why: `in use: ${processes} processes attached, ${queued ?? '?'} messages queued` });
+        results.push({
+          name,
+          removed,
+          why: `in use: ${processes} processes attached, ${queued ?? '?'} messages queued`,
+        });
       }
     } catch (error) {
       const code = error instanceof ShmError ? error.code : '';
@@ -103,7 +107,11 @@ function prune(): PruneResult[] {
       } else if (code === 'ENOTFOUND' && unused) {
         // The file is there but was never initialised: its creator died half-way.
         ShmChannelLayer.destroy(name);
-        results.push({ name, removed: true, why: 'never initialised (its creator died), no process attached' });
+        results.push({
+          name,
+          removed: true,
+          why: 'never initialised (its creator died), no process attached',
+        });
       } else if (code !== 'ENOTFOUND') {
         results.push({ name, removed: false, why: (error as Error).message });
       }
@@ -128,10 +136,20 @@ function main(argv: string[]): number {
       if (!layers.length) return '(no layers)';
       const rows = [['layer', 'size', '/dev/shm', 'processes', 'queued']];
       for (const l of layers) {
-        rows.push([l.name, bytes(l.sizeBytes), bytes(l.shmBytes), String(l.processes), l.queued === null ? `? (${l.problem})` : String(l.queued)]);
+        rows.push([
+          l.name,
+          bytes(l.sizeBytes),
+          bytes(l.shmBytes),
+          String(l.processes),
+          l.queued === null ? `? (${l.problem})` : String(l.queued),
+        ]);
       }
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n');
+      return rows
+        .map((r) =>
+          r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '),
+        )
+        .join('\n');
     });
     return 0;
   }
@@ -157,30 +175,35 @@ function main(argv: string[]): number {
   try {
     if (command === 'verify') {
       const problems = layer.verify();
-      out({ problems }, () => (problems.length ? problems.join('\n') : `layer '${name}' is consistent`));
+      out({ problems }, () =>
+        problems.length ? problems.join('\n') : `layer '${name}' is consistent`,
+      );
       return problems.length ? 1 : 0;
     }
     const stats = layer.stats(command === 'inspect' ? 100000 : 0);
     // This tool's own attachment is not one of the layer's processes.
     const report = { ...stats, processes: stats.processes - 1 };
-    out(command === 'inspect' ? report : { ...report, channelList: undefined, groupList: undefined }, () => {
-      const lines = [
-        `layer '${name}': ${report.processes} processes attached`,
-        `  channels ${report.channels}, groups ${report.groups}, memberships ${report.members}, queued ${report.queued}`,
-        `  arena ${bytes(report.arenaUsedBytes)} used of ${bytes(report.arenaBytes)} (segment ${bytes(report.segmentBytes)})`,
-        `  sent ${report.messagesSent}, received ${report.messagesReceived}, expired ${report.messagesExpired}, lock recoveries ${report.lockRecoveries}`,
-        // Where undelivered messages went: an operator's first question after a lossy burst.
-        `  not delivered: group members full ${report.deliveriesSkippedFull}, sends refused (channel full) ${report.sendsRefusedFull}, ` +
-          `expired ${report.messagesExpired}, orphaned ('!' channel of a gone process) ${report.messagesOrphaned}, damaged ${report.messagesDamaged}`,
-      ];
-      if (command === 'inspect') {
-        lines.push('channels (depth, groups):');
-        for (const c of report.channelList) lines.push(`  ${c.name}  ${c.depth}  ${c.groups}`);
-        lines.push('groups (members):');
-        for (const g of report.groupList) lines.push(`  ${g.name}  ${g.members}`);
-      }
-      return lines.join('\n');
-    });
+    out(
+      command === 'inspect' ? report : { ...report, channelList: undefined, groupList: undefined },
+      () => {
+        const lines = [
+          `layer '${name}': ${report.processes} processes attached`,
+          `  channels ${report.channels}, groups ${report.groups}, memberships ${report.members}, queued ${report.queued}`,
+          `  arena ${bytes(report.arenaUsedBytes)} used of ${bytes(report.arenaBytes)} (segment ${bytes(report.segmentBytes)})`,
+          `  sent ${report.messagesSent}, received ${report.messagesReceived}, expired ${report.messagesExpired}, lock recoveries ${report.lockRecoveries}`,
+          // Where undelivered messages went: an operator's first question after a lossy burst.
+          `  not delivered: group members full ${report.deliveriesSkippedFull}, sends refused (channel full) ${report.sendsRefusedFull}, ` +
+            `expired ${report.messagesExpired}, orphaned ('!' channel of a gone process) ${report.messagesOrphaned}, damaged ${report.messagesDamaged}`,
+        ];
+        if (command === 'inspect') {
+          lines.push('channels (depth, groups):');
+          for (const c of report.channelList) lines.push(`  ${c.name}  ${c.depth}  ${c.groups}`);
+          lines.push('groups (members):');
+          for (const g of report.groupList) lines.push(`  ${g.name}  ${g.members}`);
+        }
+        return lines.join('\n');
+      },
+    );
     return 0;
   } finally {
     void layer.close();

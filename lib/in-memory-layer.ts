@@ -1,4 +1,9 @@
-import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from './capacity.js';
+import {
+  CapacityRules,
+  checkMessageSize,
+  commonSettings,
+  type CommonSettings,
+} from './capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
 import {
   checkReleasable,
@@ -69,7 +74,10 @@ export class InMemoryChannelLayer implements ChannelLayer {
     this.enqueue(channel, bytes, true);
   }
 
-  async receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+  async receive<T extends Message = Message>(
+    channel: string,
+    options: ReceiveOptions = {},
+  ): Promise<T> {
     this.checkOpen();
     validateChannelName(channel);
     this.checkLocal(channel);
@@ -92,7 +100,9 @@ export class InMemoryChannelLayer implements ChannelLayer {
     options: ReceiveAnyOptions = {},
   ): Promise<ReceivedFrom<T> | null> {
     this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+    const set = this.pending.setFor(channels, (channel) =>
+      validateReceivable(channel, this.clientPrefix),
+    );
     if (options.signal?.aborted) throw abortError(options.signal);
     // The oldest head among the set's non-empty queues. Only non-empty channels have a queue, so
     // walk whichever is shorter: the set's channels or the queues.
@@ -242,7 +252,11 @@ export class InMemoryChannelLayer implements ChannelLayer {
       queue = [];
       this.queues.set(channel, queue);
     }
-    queue.push({ bytes, expiresAt: Date.now() + this.settings.expirySeconds * 1000, seq: this.enqueued++ });
+    queue.push({
+      bytes,
+      expiresAt: Date.now() + this.settings.expirySeconds * 1000,
+      seq: this.enqueued++,
+    });
     return true;
   }
 

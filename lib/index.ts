@@ -4,8 +4,23 @@
 export { ShmChannelLayer, type ShmChannelLayerOptions, type ShmLayerStats } from './shm-layer.js';
 export type { LockHoldKind, LockHoldOp, LockHoldStats } from './native.js';
 export { InMemoryChannelLayer } from './in-memory-layer.js';
-export { RedisChannelLayer, RedisUnavailable, type RedisChannelLayerOptions, type RedisConnector, type RedisConnection, type RedisHost } from './redis/redis-layer.js';
-export { ChannelFull, SegmentFull, MessageTooLarge, ShmError, LayerClosed, ChannelReleased, LockTimeout } from './errors.js';
+export {
+  RedisChannelLayer,
+  RedisUnavailable,
+  type RedisChannelLayerOptions,
+  type RedisConnector,
+  type RedisConnection,
+  type RedisHost,
+} from './redis/redis-layer.js';
+export {
+  ChannelFull,
+  SegmentFull,
+  MessageTooLarge,
+  ShmError,
+  LayerClosed,
+  ChannelReleased,
+  LockTimeout,
+} from './errors.js';
 export { MsgpackSerializer, defaultSerializer } from './serializer.js';
 export { MAX_NAME_LENGTH } from './names.js';
 export type {

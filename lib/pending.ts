@@ -68,7 +68,10 @@ export class PendingReceives {
   private readonly sets = new Map<string, ChannelSet>();
   private readonly setsOf = new Map<string, ChannelSet[]>();
   /** The set last resolved for a caller's array, with the names it held then. */
-  private readonly setOfArray = new WeakMap<readonly string[], { names: string[]; frozen: boolean; set: ChannelSet }>();
+  private readonly setOfArray = new WeakMap<
+    readonly string[],
+    { names: string[]; frozen: boolean; set: ChannelSet }
+  >();
   private total = 0;
   private seq = 0;
 

@@ -55,9 +55,11 @@ function assertSerializable(value: unknown, path: string, depth = 0): void {
             `(new Uint8Array(view.buffer, view.byteOffset, view.byteLength))`,
         );
       }
-      if (depth > MAX_DEPTH) throw new TypeError(`message is nested deeper than ${MAX_DEPTH} levels`);
+      if (depth > MAX_DEPTH)
+        throw new TypeError(`message is nested deeper than ${MAX_DEPTH} levels`);
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) assertSerializable(value[i], `${path}[${i}]`, depth + 1);
+        for (let i = 0; i < value.length; i++)
+          assertSerializable(value[i], `${path}[${i}]`, depth + 1);
         return;
       }
       // Only plain objects nest: msgpack would flatten a class instance to its fields (or, for

@@ -117,9 +117,17 @@ const DAMAGED_MESSAGE = 0xffffffff;
 /** The sizes given explicitly in `options` that the (existing) segment does not have, or null. */
 function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing): string | null {
   const differing: string[] = [];
-  for (const key of ['size', 'maxMessageSize', 'maxChannels', 'maxGroups', 'maxMembers', 'maxNodes'] as const) {
+  for (const key of [
+    'size',
+    'maxMessageSize',
+    'maxChannels',
+    'maxGroups',
+    'maxMembers',
+    'maxNodes',
+  ] as const) {
     const given = options[key];
-    if (given !== undefined && given !== actual[key]) differing.push(`${key} ${actual[key]} (not ${given})`);
+    if (given !== undefined && given !== actual[key])
+      differing.push(`${key} ${actual[key]} (not ${given})`);
   }
   return differing.length ? differing.join(', ') : null;
 }
@@ -139,7 +147,8 @@ interface LockedCall {
 
 /** Maps a native error (with `code`) to the package's error classes. */
 function translate(error: unknown): unknown {
-  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'string') return error;
+  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'string')
+    return error;
   const code = (error as Error & { code: string }).code;
   switch (code) {
     case 'ECHANNELFULL':
@@ -232,7 +241,9 @@ export class ShmChannelLayer implements ChannelLayer {
     const sizing = segmentSizing(options);
     this.lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT_MS;
     if (!(this.lockTimeout >= 0) || !Number.isFinite(this.lockTimeout)) {
-      throw new TypeError(`lockTimeout must be a finite number of milliseconds >= 0, got ${options.lockTimeout}`);
+      throw new TypeError(
+        `lockTimeout must be a finite number of milliseconds >= 0, got ${options.lockTimeout}`,
+      );
     }
     try {
       this.handle = new (native().NativeLayer)(
@@ -296,7 +307,14 @@ export class ShmChannelLayer implements ChannelLayer {
     let handle: NativeLayer;
     try {
       handle = new (native().NativeLayer)(
-        { name, create: false, capacity: 1, channelCapacity: [], expiryMs: 1000, groupExpiryMs: 1000 },
+        {
+          name,
+          create: false,
+          capacity: 1,
+          channelCapacity: [],
+          expiryMs: 1000,
+          groupExpiryMs: 1000,
+        },
         () => {},
       );
     } catch (error) {
@@ -367,7 +385,9 @@ export class ShmChannelLayer implements ChannelLayer {
     let set: ChannelSet;
     try {
       this.checkOpen();
-      set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+      set = this.pending.setFor(channels, (channel) =>
+        validateReceivable(channel, this.clientPrefix),
+      );
       this.stateOf(set);
     } catch (error) {
       return Promise.reject(translate(error));
@@ -660,7 +680,8 @@ export class ShmChannelLayer implements ChannelLayer {
     answerBell = false,
   ): Error | undefined {
     const state = this.stateOf(set);
-    if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0) return undefined;
+    if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0)
+      return undefined;
     const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
     let result: Buffer | number | null;
     try {
@@ -705,7 +726,12 @@ export class ShmChannelLayer implements ChannelLayer {
       const channel = set.channels[batch.readUInt32LE(entry)]!;
       const length = batch.readUInt32LE(entry + 4);
       if (length === DAMAGED_MESSAGE) {
-        fail(new ShmError(`a message for ${channel} failed its checksum in shared memory and was dropped`, 'ECORRUPT'));
+        fail(
+          new ShmError(
+            `a message for ${channel} failed its checksum in shared memory and was dropped`,
+            'ECORRUPT',
+          ),
+        );
         continue;
       }
       // The scratch buffer is reused by the next call: the deserializer gets a copy (it may keep
@@ -812,7 +838,10 @@ export class ShmChannelLayer implements ChannelLayer {
       // Polling paid off: next time poll for a few times the usual wait of a hit (a smoothed
       // average), within the bounds, so quick replies do not cost a long window of polling.
       this.pollHitUs = this.pollHitUs * 0.75 + waitedUs * 0.25;
-      this.pollWindowUs = Math.min(this.pollMaxUs, Math.max(POLL_MIN_US, 4 * this.pollHitUs, this.pollWindowUs));
+      this.pollWindowUs = Math.min(
+        this.pollMaxUs,
+        Math.max(POLL_MIN_US, 4 * this.pollHitUs, this.pollWindowUs),
+      );
       this.answerBell();
       return;
     }
@@ -883,10 +912,11 @@ export class ShmChannelLayer implements ChannelLayer {
           rung && active.length === 1,
         );
         // Another process holds the lock: look again soon, from the event loop; nothing failed.
-        if (busy) this.drainRetry ??= setTimeout(() => {
-          this.drainRetry = undefined;
-          this.drain();
-        }, 1);
+        if (busy)
+          this.drainRetry ??= setTimeout(() => {
+            this.drainRetry = undefined;
+            this.drain();
+          }, 1);
       }
     }
     this.drainChannels();
@@ -958,7 +988,10 @@ export class ShmChannelLayer implements ChannelLayer {
         if (length === DAMAGED_MESSAGE) {
           this.pending.fail(
             channel,
-            new ShmError(`a message for ${channel} failed its checksum in shared memory and was dropped`, 'ECORRUPT'),
+            new ShmError(
+              `a message for ${channel} failed its checksum in shared memory and was dropped`,
+              'ECORRUPT',
+            ),
           );
           continue;
         }
@@ -995,7 +1028,12 @@ export class ShmChannelLayer implements ChannelLayer {
       }
     }
     return new Promise<T>((resolve, reject) => {
-      this.lockBacklog.push({ call, resolve: resolve as (value: unknown) => void, reject, since: Date.now() });
+      this.lockBacklog.push({
+        call,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+        since: Date.now(),
+      });
       this.scheduleLockRetry();
     });
   }

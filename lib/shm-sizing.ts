@@ -27,6 +27,7 @@ export function segmentSizing(options: Partial<SegmentSizing>): SegmentSizing {
     maxGroups: options.maxGroups ?? scaled(4096, 32),
     maxMembers: options.maxMembers ?? scaled(65536, 512),
     maxNodes: options.maxNodes ?? scaled(262144, 2048),
-    maxMessageSize: options.maxMessageSize ?? Math.min(MAX_DEFAULT_MESSAGE_SIZE, Math.floor(size / 4)),
+    maxMessageSize:
+      options.maxMessageSize ?? Math.min(MAX_DEFAULT_MESSAGE_SIZE, Math.floor(size / 4)),
   };
 }

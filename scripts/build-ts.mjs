@@ -9,9 +9,13 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
-execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')], {
-  stdio: 'inherit',
-});
+execFileSync(
+  process.execPath,
+  [require.resolve('typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')],
+  {
+    stdio: 'inherit',
+  },
+);
 writeFileSync(join(root, 'dist/cjs/package.json'), '{ "type": "commonjs" }\n');
 mkdirSync(join(root, 'dist/esm'), { recursive: true });
 // Entry points: package.json `exports` subpath -> compiled CommonJS module (relative to dist/cjs).
@@ -20,7 +24,9 @@ const entries = [
   ['socket.io', 'socket.io/index.js'], // needs the socket.io-adapter peer dependency when loaded
 ];
 for (const [name, cjsPath] of entries) {
-  const names = Object.keys(require(join(root, 'dist/cjs', cjsPath))).filter((n) => n !== 'default');
+  const names = Object.keys(require(join(root, 'dist/cjs', cjsPath))).filter(
+    (n) => n !== 'default',
+  );
   writeFileSync(
     join(root, `dist/esm/${name}.mjs`),
     `import cjs from '../cjs/${cjsPath}';\nexport const { ${names.join(', ')} } = cjs;\nexport default cjs;\n`,

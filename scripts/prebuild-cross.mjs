@@ -6,8 +6,10 @@
 import { spawnSync } from 'node:child_process';
 import { arch } from 'node:os';
 
-const targets = { x64: { arch: 'arm64', triple: 'aarch64-linux-gnu', debian: 'g++-aarch64-linux-gnu' },
-                  arm64: { arch: 'x64', triple: 'x86_64-linux-gnu', debian: 'g++-x86-64-linux-gnu' } };
+const targets = {
+  x64: { arch: 'arm64', triple: 'aarch64-linux-gnu', debian: 'g++-aarch64-linux-gnu' },
+  arm64: { arch: 'x64', triple: 'x86_64-linux-gnu', debian: 'g++-x86-64-linux-gnu' },
+};
 const target = targets[arch()];
 if (!target) {
   console.error(`prebuild-cross: no cross build set up from ${arch()}`);

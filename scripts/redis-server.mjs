@@ -8,7 +8,12 @@ import { delimiter, join } from 'node:path';
 
 /** A binary on the PATH or in the usual system directories. */
 export function findBinary(name) {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/local/bin', '/usr/sbin'];
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/bin',
+    '/usr/local/bin',
+    '/usr/sbin',
+  ];
   for (const dir of dirs) if (dir && existsSync(join(dir, name))) return join(dir, name);
   return undefined;
 }
@@ -55,7 +60,10 @@ export class RedisServer {
   /** Starts a server on a free loopback port (or `port`) and waits until it answers. */
   static async start(port) {
     const binary = findRedisServer();
-    if (!binary) throw new Error('redis-server not found: install it (Debian: apt-get install redis-server) or set REDIS_SERVER_BIN');
+    if (!binary)
+      throw new Error(
+        'redis-server not found: install it (Debian: apt-get install redis-server) or set REDIS_SERVER_BIN',
+      );
     const server = new RedisServer(binary, port ?? (await freePort()));
     await server.launch();
     return server;
@@ -78,14 +86,33 @@ export class RedisServer {
   }
 
   launch() {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', this.dir, '--daemonize', 'no', '--logfile', '', '--loglevel', 'warning'];
+    const args = [
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      this.dir,
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--loglevel',
+      'warning',
+    ];
     const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     return new Promise((resolve, reject) => {
       let output = '';
       let settled = false;
-      const timer = setTimeout(() => fail(new Error(`redis-server did not start in 10 s:\n${output}`)), 10_000);
+      const timer = setTimeout(
+        () => fail(new Error(`redis-server did not start in 10 s:\n${output}`)),
+        10_000,
+      );
       const fail = (error) => {
         if (settled) return;
         settled = true;

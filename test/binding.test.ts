@@ -14,11 +14,29 @@ afterEach(() => {
   for (const name of names.splice(0)) binding.NativeLayer.destroy(name);
 });
 
-function openNative(): { send(c: string, p: Uint8Array): void; groupSend(g: string, p: Uint8Array): number; groupAdd(g: string, c: string): void; stats(): { queued: number; messagesSent: number }; close(): void } {
+function openNative(): {
+  send(c: string, p: Uint8Array): void;
+  groupSend(g: string, p: Uint8Array): number;
+  groupAdd(g: string, c: string): void;
+  stats(): { queued: number; messagesSent: number };
+  close(): void;
+} {
   const name = `binding-${process.pid}-${names.length}`;
   names.push(name);
   return new binding.NativeLayer(
-    { name, size: 4 << 20, maxChannels: 64, maxGroups: 16, maxMembers: 64, maxNodes: 256, maxMessageSize: 1 << 20, capacity: 10, channelCapacity: [], expiryMs: 60_000, groupExpiryMs: 60_000 },
+    {
+      name,
+      size: 4 << 20,
+      maxChannels: 64,
+      maxGroups: 16,
+      maxMembers: 64,
+      maxNodes: 256,
+      maxMessageSize: 1 << 20,
+      capacity: 10,
+      channelCapacity: [],
+      expiryMs: 60_000,
+      groupExpiryMs: 60_000,
+    },
     () => {},
   );
 }

@@ -8,7 +8,10 @@ import { expect, it } from 'vitest';
 const script = join(dirname(fileURLToPath(import.meta.url)), 'chaos', 'chaos.mjs');
 
 it('survives random kills: nothing committed is lost or doubled, no wakeup lost, memory back to baseline', () => {
-  const run = spawnSync(process.execPath, [script, '--seconds', '8', '--json'], { encoding: 'utf8', timeout: 90_000 });
+  const run = spawnSync(process.execPath, [script, '--seconds', '8', '--json'], {
+    encoding: 'utf8',
+    timeout: 90_000,
+  });
   const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
   console.log(`chaos: ${JSON.stringify(result)}`);
   expect(result.problems).toEqual([]);

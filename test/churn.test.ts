@@ -73,7 +73,9 @@ describe('connection churn on ShmChannelLayer', () => {
       const channel = await server.newChannel();
       await server.groupAdd('room', channel);
       const controller = new AbortController();
-      const receiving = server.receive(channel, { signal: controller.signal }).catch((e: Error) => e.name);
+      const receiving = server
+        .receive(channel, { signal: controller.signal })
+        .catch((e: Error) => e.name);
       await tick(); // the receive registered its wait in the segment
       if (connection % 8 === 0) await other.groupSend('room', { type: 'chat', connection });
       if (connection % 8 === 0) expect(await receiving).toEqual({ type: 'chat', connection });
@@ -86,7 +88,12 @@ describe('connection churn on ShmChannelLayer', () => {
     }
     await tick();
     const stats = other.stats();
-    expect({ channels: stats.channels, members: stats.members, groups: stats.groups, queued: stats.queued }).toEqual({
+    expect({
+      channels: stats.channels,
+      members: stats.members,
+      groups: stats.groups,
+      queued: stats.queued,
+    }).toEqual({
       channels: 0,
       members: 0,
       groups: 0,
@@ -103,7 +110,9 @@ describe('connection churn on ShmChannelLayer', () => {
       const channel = await server.newChannel();
       await server.groupAdd('room', channel);
       const controller = new AbortController();
-      const receiving = server.receive(channel, { signal: controller.signal }).catch((e: Error) => e.name);
+      const receiving = server
+        .receive(channel, { signal: controller.signal })
+        .catch((e: Error) => e.name);
       await tick();
       await server.groupDiscard('room', channel);
       controller.abort();
@@ -123,15 +132,14 @@ describe('connection churn on ShmChannelLayer', () => {
       const receives = [];
       for (let i = 0; i < 25; i++) {
         receives.push(
-          layer
-            .receive(`rpc.reply-${round}-${i}`, { signal: AbortSignal.timeout(2) })
-            .then(
-              () => 'message',
-              (e: Error & { code?: string }) => `${e.name}${e.code ? `:${e.code}` : ''}`,
-            ),
+          layer.receive(`rpc.reply-${round}-${i}`, { signal: AbortSignal.timeout(2) }).then(
+            () => 'message',
+            (e: Error & { code?: string }) => `${e.name}${e.code ? `:${e.code}` : ''}`,
+          ),
         );
       }
-      for (const outcome of await Promise.all(receives)) outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+      for (const outcome of await Promise.all(receives))
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
     }
     expect(outcomes).toEqual({ AbortError: 100 });
     await tick();
@@ -153,7 +161,9 @@ await layer.close();`,
     const layer = open(options);
     const other = open(options);
     const controller = new AbortController();
-    const first = layer.receive('reuse.ch', { signal: controller.signal }).catch((e: Error) => e.name);
+    const first = layer
+      .receive('reuse.ch', { signal: controller.signal })
+      .catch((e: Error) => e.name);
     await tick();
     controller.abort();
     // A new receive in the same turn as the abort: the batched withdrawal must not cancel it.
@@ -189,7 +199,11 @@ process.exit(0); // no close(): as if it had crashed`,
     for (let i = 0; i < 20; i++) await server.send(inbox, { i });
     expect(await server.groupSend('room', { type: 'fan' })).toBe(0);
     const stats = observer.stats();
-    expect({ queued: stats.queued, channels: stats.channels, orphaned: stats.messagesOrphaned }).toEqual({
+    expect({
+      queued: stats.queued,
+      channels: stats.channels,
+      orphaned: stats.messagesOrphaned,
+    }).toEqual({
       queued: 0,
       channels: 0,
       orphaned: 20,
@@ -206,12 +220,21 @@ process.exit(0); // no close(): as if it had crashed`,
     expect(await layer.groupSend('room', { n: 2 })).toBe(0);
     await expect(layer.send('member.b', { n: 3 })).rejects.toThrow(/full/);
     const stats = layer.stats();
-    expect({ skipped: stats.deliveriesSkippedFull, refused: stats.sendsRefusedFull }).toEqual({ skipped: 3, refused: 1 });
-    const cli = spawnSync(process.execPath, [join(root, 'dist', 'cjs', 'cli.js'), 'stats', options.name!], {
-      encoding: 'utf8',
+    expect({ skipped: stats.deliveriesSkippedFull, refused: stats.sendsRefusedFull }).toEqual({
+      skipped: 3,
+      refused: 1,
     });
+    const cli = spawnSync(
+      process.execPath,
+      [join(root, 'dist', 'cjs', 'cli.js'), 'stats', options.name!],
+      {
+        encoding: 'utf8',
+      },
+    );
     expect(cli.status).toBe(0);
-    expect(cli.stdout).toContain('not delivered: group members full 3, sends refused (channel full) 1');
+    expect(cli.stdout).toContain(
+      'not delivered: group members full 3, sends refused (channel full) 1',
+    );
   });
 });
 

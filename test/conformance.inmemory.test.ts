@@ -23,4 +23,7 @@ const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm',
 const childLayer = (): string =>
   `import { InMemoryChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new InMemoryChannelLayer();`;
 
-describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), { footprint, childLayer });
+describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), {
+  footprint,
+  childLayer,
+});

@@ -6,7 +6,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe } from 'vitest';
 import { describeConformance } from './conformance.js';
-import { RedisChannelLayer, type ChannelLayer, type RedisChannelLayerOptions } from './support/package.js';
+import {
+  RedisChannelLayer,
+  type ChannelLayer,
+  type RedisChannelLayerOptions,
+} from './support/package.js';
 import { haveRedisServer, RedisServer } from './support/redis-server.js';
 
 const enabled = haveRedisServer();
@@ -70,8 +74,11 @@ describe.skipIf(!enabled)('RedisChannelLayer on redis-server', () => {
       blocked: Map<string, unknown>;
     };
     // Receive loops of cancelled receives end once their BZPOPMIN is unblocked.
-    for (let i = 0; i < 100 && inner.pollers.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    const keys = (await inner.command(0).call('KEYS', `${inner.prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) as unknown[];
+    for (let i = 0; i < 100 && inner.pollers.size > 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    const keys = (await inner
+      .command(0)
+      .call('KEYS', `${inner.prefix.replace(/[*?[\]\\]/g, '\\$&')}*`)) as unknown[];
     return {
       // Not the heartbeat key a layer keeps from its first newChannel() on (one per process).
       keys: keys.filter((key) => !String(key).includes(':alive:')).length,
@@ -93,5 +100,10 @@ describe.skipIf(!enabled)('RedisChannelLayer on redis-server', () => {
 const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(server!.url)}], prefix: ${JSON.stringify(prefix)} });`;
   }
 
-  describeConformance('RedisChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint, childLayer });
+  describeConformance('RedisChannelLayer', makeLayer, {
+    peer,
+    afterEach: cleanup,
+    footprint,
+    childLayer,
+  });
 });

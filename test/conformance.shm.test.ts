@@ -66,7 +66,10 @@ async function cleanup(): Promise<void> {
 }
 
 /** Runs an ES module script in a child Node process with LAYER_NAME set; kills it after 8 s. */
-function runChild(name: string, script: string): Promise<{ code: number | null; signal: string | null; output: string; ms: number }> {
+function runChild(
+  name: string,
+  script: string,
+): Promise<{ code: number | null; signal: string | null; output: string; ms: number }> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
@@ -94,7 +97,10 @@ const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });`;
 /** Records of the segment, and this instance's own bookkeeping (private, read for the churn test). */
 function footprint(layer: ChannelLayer): Record<string, number> {
   const stats = (layer as ShmChannelLayer).stats(0);
-  const inner = layer as unknown as { pending: { size: number; signalCount: number }; dirty: Set<string> };
+  const inner = layer as unknown as {
+    pending: { size: number; signalCount: number };
+    dirty: Set<string>;
+  };
   return {
     channels: stats.channels,
     groups: stats.groups,
@@ -109,7 +115,12 @@ function footprint(layer: ChannelLayer): Record<string, number> {
 const childLayer = (): string =>
   `import { ShmChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new ShmChannelLayer({ name: ${JSON.stringify(uniqueName())} });`;
 
-describeConformance('ShmChannelLayer', makeLayer, { peer, afterEach: cleanup, footprint, childLayer });
+describeConformance('ShmChannelLayer', makeLayer, {
+  peer,
+  afterEach: cleanup,
+  footprint,
+  childLayer,
+});
 
 describe('ShmChannelLayer only', () => {
   afterEach(cleanup);
@@ -183,7 +194,9 @@ describe('ShmChannelLayer only', () => {
     const error = await layer.send('big.ch', tooBig).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(MessageTooLarge);
     expect(error).toBeInstanceOf(RangeError);
-    expect(await layer.groupSend('big-g', tooBig).catch((e: unknown) => e)).toBeInstanceOf(MessageTooLarge);
+    expect(await layer.groupSend('big-g', tooBig).catch((e: unknown) => e)).toBeInstanceOf(
+      MessageTooLarge,
+    );
     const fits = { type: 'fits', data: randomBytes(3000) };
     await layer.send('big.ch', fits);
     expect(await layer.receive('big.ch')).toEqual(fits);
@@ -225,7 +238,12 @@ describe('ShmChannelLayer only', () => {
   });
 
   it('maxChannels limits the channels that exist at once', async () => {
-    const layer = makeLayer({ size: 1024 * 1024, maxMessageSize: 1024, maxChannels: 8, maxNodes: 256 });
+    const layer = makeLayer({
+      size: 1024 * 1024,
+      maxMessageSize: 1024,
+      maxChannels: 8,
+      maxNodes: 256,
+    });
     let created = 0;
     let error: unknown;
     for (; created < 64; created++) {
@@ -334,18 +352,28 @@ setInterval(() => {}, 1000);`,
         });
         child.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
       });
-      expect((await layer.groupMembers('killed-a')).sort()).toEqual([mine, 'killed.from-child', 'killed.plain'].sort());
+      expect((await layer.groupMembers('killed-a')).sort()).toEqual(
+        [mine, 'killed.from-child', 'killed.plain'].sort(),
+      );
       expect(await layer.groupMembers('killed-b')).toEqual([mine]);
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGKILL');
       await exited;
       const killedAt = Date.now();
-      while ((await layer.groupMembers('killed-a')).includes(mine) || (await layer.groupMembers('killed-b')).length) {
-        expect(Date.now() - killedAt, "the dead process's channel is still listed").toBeLessThan(10_000);
+      while (
+        (await layer.groupMembers('killed-a')).includes(mine) ||
+        (await layer.groupMembers('killed-b')).length
+      ) {
+        expect(Date.now() - killedAt, "the dead process's channel is still listed").toBeLessThan(
+          10_000,
+        );
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       // Only the dead process's own '!' channel went: named channels it added stay members.
-      expect((await layer.groupMembers('killed-a')).sort()).toEqual(['killed.from-child', 'killed.plain']);
+      expect((await layer.groupMembers('killed-a')).sort()).toEqual([
+        'killed.from-child',
+        'killed.plain',
+      ]);
       expect(layer.verify()).toEqual([]);
     } finally {
       child.kill('SIGKILL');
@@ -361,22 +389,35 @@ setInterval(() => {}, 1000);`,
     const parent = openShm({ name: sendOnly });
     const woken = parent.receive('child.out');
     const [first, second, third] = await Promise.all([
-      runChild(sendOnly, `${header}
+      runChild(
+        sendOnly,
+        `${header}
 await layer.send('child.out', { type: 'from-child', pid: process.pid });
-console.log('sent');`),
-      runChild(sendAndReceive, `${header}
+console.log('sent');`,
+      ),
+      runChild(
+        sendAndReceive,
+        `${header}
 const waiting = layer.receive('child.loop');
 await layer.send('child.loop', { type: 'loop' });
 await waiting;
 await layer.send('child.out', { type: 'from-child', received: true });
-console.log('sent');`),
-      runChild(aborted, `${header}
+console.log('sent');`,
+      ),
+      runChild(
+        aborted,
+        `${header}
 const controller = new AbortController();
 const waiting = layer.receive('child.never', { signal: controller.signal }).catch((e) => e.name);
 setTimeout(() => controller.abort(), 50);
-console.log(await waiting);`),
+console.log(await waiting);`,
+      ),
     ]);
-    for (const [child, expected] of [[first, 'sent'], [second, 'sent'], [third, 'AbortError']] as const) {
+    for (const [child, expected] of [
+      [first, 'sent'],
+      [second, 'sent'],
+      [third, 'AbortError'],
+    ] as const) {
       expect(child.output.trim()).toBe(expected);
       expect(child.code).toBe(0);
       expect(child.ms).toBeLessThan(5000);
@@ -393,7 +434,9 @@ console.log(await waiting);`),
   // N-API callback: std::terminate, SIGABRT, exit code 134, with or without close().
   it('a process that aborted a receive, then sent to that channel and received, exits cleanly', async () => {
     const name = uniqueName();
-    const result = await runChild(name, `${childHeader}
+    const result = await runChild(
+      name,
+      `${childHeader}
 const controller = new AbortController();
 const waiting = layer.receive('child.abandoned', { signal: controller.signal }).catch((e) => e.name);
 await new Promise((resolve) => setTimeout(resolve, 30));
@@ -401,7 +444,8 @@ controller.abort();
 console.log(await waiting);
 await layer.send('child.abandoned', { type: 'late' });
 console.log((await layer.receive('child.abandoned')).type);
-await layer.close();`);
+await layer.close();`,
+    );
     expect({ code: result.code, signal: result.signal, output: result.output.trim() }).toEqual({
       code: 0,
       signal: null,
@@ -413,15 +457,21 @@ await layer.close();`);
     const layer = openShm({ name });
     const channels = Array.from({ length: 50 }, (_, i) => `child.any-${i}`);
     const first = layer.receiveAny(channels);
-    const child = runChild(name, `${childHeader}
+    const child = runChild(
+      name,
+      `${childHeader}
 await new Promise((resolve) => setTimeout(resolve, 50));
 await layer.send('child.any-41', { n: 0 });
 await new Promise((resolve) => setTimeout(resolve, 50));
 for (let n = 1; n <= 30; n++) await layer.send('child.any-' + ((n * 7) % 50), { n });
-console.log('sent');`);
+console.log('sent');`,
+    );
     expect(await first).toEqual({ channel: 'child.any-41', message: { n: 0 } });
     const result = await child;
-    expect({ code: result.code, output: result.output.trim() }).toEqual({ code: 0, output: 'sent' });
+    expect({ code: result.code, output: result.output.trim() }).toEqual({
+      code: 0,
+      output: 'sent',
+    });
     const got: number[] = [];
     for (let n = 1; n <= 30; n++) {
       const { channel, message } = (await layer.receiveAny(channels))!;
@@ -439,11 +489,19 @@ console.log('sent');`);
     const channels = Array.from({ length: 20 }, (_, i) => `kill.any-${i}`);
     for (let n = 0; n < 1000; n++) await layer.send(channels[n % 20]!, { n });
     // The child prints each message it got, then is killed while its loop runs.
-    const child = spawn(process.execPath, ['--input-type=module', '-e', `${childHeader}
-for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)}); process.stdout.write(message.n + '\\n'); }`], {
-      env: { ...process.env, LAYER_NAME: name },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `${childHeader}
+for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)}); process.stdout.write(message.n + '\\n'); }`,
+      ],
+      {
+        env: { ...process.env, LAYER_NAME: name },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let printed = '';
     child.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
     await new Promise<void>((resolve) => {
@@ -458,7 +516,9 @@ for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)
     // 'close', not 'exit': what the child printed before it died may still be in the pipe.
     await new Promise((resolve) => child.on('close', resolve));
     // Whole lines only: a line cut short by the kill is a message taken but not handed out.
-    const handedOut = new Set(printed.slice(0, printed.lastIndexOf('\n')).split('\n').filter(Boolean).map(Number));
+    const handedOut = new Set(
+      printed.slice(0, printed.lastIndexOf('\n')).split('\n').filter(Boolean).map(Number),
+    );
     const left: number[] = [];
     for (;;) {
       const got = await layer.receiveAny(channels, { wait: false });

@@ -40,9 +40,14 @@ export interface ConformanceHooks {
 }
 
 /** Runs ES module source in a child Node process; kills it after `ms` (then `killed` is true). */
-function runNode(source: string, ms = 8000): Promise<{ code: number | null; output: string; killed: boolean }> {
+function runNode(
+  source: string,
+  ms = 8000,
+): Promise<{ code: number | null; output: string; killed: boolean }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     let killed = false;
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -91,9 +96,12 @@ async function rejection(call: () => unknown, what = 'call', ms = SETTLE_MS): Pr
   try {
     result = call();
   } catch (error) {
-    throw new Error(`${what} threw synchronously instead of returning a rejected promise: ${String(error)}`, {
-      cause: error,
-    });
+    throw new Error(
+      `${what} threw synchronously instead of returning a rejected promise: ${String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   if (!(result instanceof Promise)) throw new Error(`${what} did not return a promise`);
   const outcome = await within(
@@ -104,7 +112,8 @@ async function rejection(call: () => unknown, what = 'call', ms = SETTLE_MS): Pr
     ms,
     what,
   );
-  if (outcome.ok) throw new Error(`${what} resolved (with ${JSON.stringify(outcome.value)}) but should reject`);
+  if (outcome.ok)
+    throw new Error(`${what} resolved (with ${JSON.stringify(outcome.value)}) but should reject`);
   return outcome.error;
 }
 
@@ -113,7 +122,11 @@ function errorName(error: unknown): string | undefined {
 }
 
 /** Asserts `channel` holds no message: a fresh marker sent now is the next thing received. */
-async function expectEmpty(sender: ChannelLayer, channel: string, receiver: ChannelLayer = sender): Promise<void> {
+async function expectEmpty(
+  sender: ChannelLayer,
+  channel: string,
+  receiver: ChannelLayer = sender,
+): Promise<void> {
   const marker = { type: 'conformance.marker', id: randomUUID() };
   await sender.send(channel, marker);
   const next = await within(receiver.receive(channel), SETTLE_MS, `receive(${channel})`);
@@ -147,7 +160,9 @@ export function describeConformance(
     let opened: ChannelLayer[] = [];
 
     /** A fresh layer with its own state; closed after the test. */
-    async function open(options?: ChannelLayerOptions & Record<string, unknown>): Promise<ChannelLayer> {
+    async function open(
+      options?: ChannelLayerOptions & Record<string, unknown>,
+    ): Promise<ChannelLayer> {
       const layer = await makeLayer(options);
       opened.push(layer);
       return layer;
@@ -179,7 +194,12 @@ export function describeConformance(
     describe('send and receive', () => {
       it('round-trips a message', async () => {
         const layer = await open();
-        const message = { type: 'chat.message', text: 'hello', n: 42, nested: { list: [1, 'two', null] } };
+        const message = {
+          type: 'chat.message',
+          text: 'hello',
+          n: 42,
+          nested: { list: [1, 'two', null] },
+        };
         await layer.send('conf.basic', message);
         expect(await within(layer.receive('conf.basic'))).toEqual(message);
       });
@@ -216,7 +236,8 @@ export function describeConformance(
         const layer = await open({ capacity: 1000 });
         for (let i = 0; i < 500; i++) await layer.send('conf.fifo', { type: 'seq', i });
         const got: number[] = [];
-        for (let i = 0; i < 500; i++) got.push((await within(layer.receive('conf.fifo'))).i as number);
+        for (let i = 0; i < 500; i++)
+          got.push((await within(layer.receive('conf.fifo'))).i as number);
         expect(got).toEqual(Array.from({ length: 500 }, (_, i) => i));
         await expectEmpty(layer, 'conf.fifo');
       });
@@ -228,16 +249,22 @@ export function describeConformance(
           await layer.send('conf.order-b', { i: 1000 + i });
         }
         const b: number[] = [];
-        for (let i = 0; i < 200; i++) b.push((await within(layer.receive('conf.order-b'))).i as number);
+        for (let i = 0; i < 200; i++)
+          b.push((await within(layer.receive('conf.order-b'))).i as number);
         const a: number[] = [];
-        for (let i = 0; i < 200; i++) a.push((await within(layer.receive('conf.order-a'))).i as number);
+        for (let i = 0; i < 200; i++)
+          a.push((await within(layer.receive('conf.order-a'))).i as number);
         expect(a).toEqual(Array.from({ length: 200 }, (_, i) => i));
         expect(b).toEqual(Array.from({ length: 200 }, (_, i) => 1000 + i));
       });
 
       it('delivers a copy: changing the sent object afterwards does not change what is received', async () => {
         const layer = await open();
-        const message = { type: 'original', nested: { value: 1, list: [1, 2] }, bin: Buffer.from([1, 2, 3]) };
+        const message = {
+          type: 'original',
+          nested: { value: 1, list: [1, 2] },
+          bin: Buffer.from([1, 2, 3]),
+        };
         await layer.send('conf.copy', message);
         message.type = 'changed';
         message.nested.value = 2;
@@ -254,7 +281,11 @@ export function describeConformance(
         const layer = await open();
         await layer.groupAdd('conf-copies', 'conf.copy-a');
         await layer.groupAdd('conf-copies', 'conf.copy-b');
-        await layer.groupSend('conf-copies', { type: 'shared', nested: { value: 1 }, bin: Buffer.from([7, 8, 9]) });
+        await layer.groupSend('conf-copies', {
+          type: 'shared',
+          nested: { value: 1 },
+          bin: Buffer.from([7, 8, 9]),
+        });
         const a = await within(layer.receive('conf.copy-a'));
         (a.nested as { value: number }).value = 2;
         bytesOf(a.bin)[0] = 0;
@@ -269,7 +300,15 @@ export function describeConformance(
         const random = randomBytes(64 * 1024);
         const view = new Uint8Array([0, 255, 128, 1, 0, 0, 10, 13]);
         const offsetView = new Uint8Array(randomBytes(100).buffer, 10, 50); // a view into a larger buffer
-        const message = { type: 'binary', every, random, view, offsetView, empty: Buffer.alloc(0), list: [Buffer.from('ab')] };
+        const message = {
+          type: 'binary',
+          every,
+          random,
+          view,
+          offsetView,
+          empty: Buffer.alloc(0),
+          list: [Buffer.from('ab')],
+        };
         await layer.send('conf.binary', message);
         const received = await within(layer.receive('conf.binary'));
         expect(bytesOf(received.every).equals(every)).toBe(true);
@@ -299,16 +338,23 @@ export function describeConformance(
         const sent = await rejection(() => layer.send('conf.big', tooBig), 'send(17 MB)');
         expect(sent).toBeInstanceOf(MessageTooLarge);
         expect(sent).toBeInstanceOf(RangeError);
-        expect(await rejection(() => layer.groupSend('conf-big', tooBig), 'groupSend(17 MB)')).toBeInstanceOf(MessageTooLarge);
+        expect(
+          await rejection(() => layer.groupSend('conf-big', tooBig), 'groupSend(17 MB)'),
+        ).toBeInstanceOf(MessageTooLarge);
         const fits = { type: 'fits', payload: Buffer.alloc(16 * 1024 * 1024 - 1024, 7) };
         await layer.send('conf.big', fits);
-        expect(bytesOf((await within(layer.receive('conf.big'))).payload).equals(fits.payload)).toBe(true);
+        expect(
+          bytesOf((await within(layer.receive('conf.big'))).payload).equals(fits.payload),
+        ).toBe(true);
         await expectEmpty(layer, 'conf.big-member');
       });
 
       it('the maxMessageSize option lowers the limit', async () => {
         const layer = await open({ maxMessageSize: 64 * 1024 });
-        const error = await rejection(() => layer.send('conf.small-limit', { type: 'x', payload: Buffer.alloc(70 * 1024) }), 'send');
+        const error = await rejection(
+          () => layer.send('conf.small-limit', { type: 'x', payload: Buffer.alloc(70 * 1024) }),
+          'send',
+        );
         expect(error).toBeInstanceOf(MessageTooLarge);
         await layer.send('conf.small-limit', { type: 'x', payload: Buffer.alloc(60 * 1024) });
         expect(await within(layer.receive('conf.small-limit'))).toMatchObject({ type: 'x' });
@@ -374,9 +420,15 @@ export function describeConformance(
         if (other === layer) other = await open();
         const theirs = await layer.newChannel();
         await layer.send(theirs, { type: 'private' });
-        const error = await rejection(() => other.receive(theirs), 'receive of a foreign process-local channel');
+        const error = await rejection(
+          () => other.receive(theirs),
+          'receive of a foreign process-local channel',
+        );
         expect(error).toBeInstanceOf(Error);
-        const madeUp = await rejection(() => layer.receive('specific.abc123!def456'), 'receive of a made-up channel');
+        const madeUp = await rejection(
+          () => layer.receive('specific.abc123!def456'),
+          'receive of a made-up channel',
+        );
         expect(madeUp).toBeInstanceOf(Error);
         // The rejected receive took nothing: the owner still gets the message.
         expect(await within(layer.receive(theirs))).toEqual({ type: 'private' });
@@ -488,12 +540,17 @@ export function describeConformance(
         const layer = await open();
         const local = await layer.newChannel();
         expect(await layer.groupMembers('conf-members-unknown')).toEqual([]);
-        for (const channel of ['conf.m-a', 'conf.m-b', local, 'conf.m-a']) await layer.groupAdd('conf-members', channel);
+        for (const channel of ['conf.m-a', 'conf.m-b', local, 'conf.m-a'])
+          await layer.groupAdd('conf-members', channel);
         await layer.groupAdd('conf-members-other', 'conf.m-c');
-        expect((await layer.groupMembers('conf-members')).sort()).toEqual(['conf.m-a', 'conf.m-b', local].sort());
+        expect((await layer.groupMembers('conf-members')).sort()).toEqual(
+          ['conf.m-a', 'conf.m-b', local].sort(),
+        );
         expect(await layer.groupMembers('conf-members-other')).toEqual(['conf.m-c']);
         await layer.groupDiscard('conf-members', 'conf.m-b');
-        expect((await layer.groupMembers('conf-members')).sort()).toEqual(['conf.m-a', local].sort());
+        expect((await layer.groupMembers('conf-members')).sort()).toEqual(
+          ['conf.m-a', local].sort(),
+        );
         await layer.groupDiscard('conf-members', 'conf.m-a');
         await layer.groupDiscard('conf-members', local);
         expect(await layer.groupMembers('conf-members')).toEqual([]);
@@ -579,7 +636,12 @@ export function describeConformance(
         await layer.send('conf.counted-a', { type: 'fills' });
         expect(await layer.groupSend('conf-counted', { type: 'one' })).toBe(1);
         expect(await layer.groupSend('conf-counted', { type: 'two' })).toBe(0);
-        expect(await rejection(() => layer.send('conf.counted-b', { type: 'x' }), 'send to a full channel')).toBeInstanceOf(ChannelFull);
+        expect(
+          await rejection(
+            () => layer.send('conf.counted-b', { type: 'x' }),
+            'send to a full channel',
+          ),
+        ).toBeInstanceOf(ChannelFull);
         const after = layer.stats();
         expect(after.deliveriesSkippedFull - before.deliveriesSkippedFull).toBe(3);
         expect(after.sendsRefusedFull - before.sendsRefusedFull).toBe(1);
@@ -590,7 +652,9 @@ export function describeConformance(
         const other = await peerOf(layer);
         const theirs = await (other === layer ? await open() : other).newChannel();
         for (const channel of ['conf.plain', theirs, 'specific.abc123!def456']) {
-          expect(await rejection(() => layer.releaseChannel(channel), `releaseChannel(${channel})`)).toBeInstanceOf(TypeError);
+          expect(
+            await rejection(() => layer.releaseChannel(channel), `releaseChannel(${channel})`),
+          ).toBeInstanceOf(TypeError);
         }
       });
 
@@ -608,9 +672,13 @@ export function describeConformance(
           const channel = await layer.newChannel();
           await layer.groupAdd('conf-churn', channel);
           const controller = new AbortController();
-          const receiving = layer.receive(channel, { signal: controller.signal }).catch((error: unknown) => error);
+          const receiving = layer
+            .receive(channel, { signal: controller.signal })
+            .catch((error: unknown) => error);
           if (connection % 3 === 0) {
-            expect(await other.groupSend('conf-churn', { type: 'chat', connection })).toBeGreaterThanOrEqual(1);
+            expect(
+              await other.groupSend('conf-churn', { type: 'chat', connection }),
+            ).toBeGreaterThanOrEqual(1);
             expect(await within(receiving)).toEqual({ type: 'chat', connection });
           } else {
             await sleep(1);
@@ -654,16 +722,22 @@ console.log('idle');`);
       it('holds 100 messages by default; the 101st send rejects with ChannelFull', async () => {
         const layer = await open();
         for (let i = 0; i < 100; i++) await layer.send('conf.cap-default', { i });
-        const error = await rejection(() => layer.send('conf.cap-default', { i: 100 }), 'the 101st send');
+        const error = await rejection(
+          () => layer.send('conf.cap-default', { i: 100 }),
+          'the 101st send',
+        );
         expect(error).toBeInstanceOf(ChannelFull);
         expect(errorName(error)).toBe('ChannelFull');
         // Other channels are not affected; a receive makes room again.
         await layer.send('conf.cap-other', { type: 'fine' });
         expect((await within(layer.receive('conf.cap-default'))).i).toBe(0);
         await layer.send('conf.cap-default', { i: 100 });
-        expect(await rejection(() => layer.send('conf.cap-default', { i: 101 }))).toBeInstanceOf(ChannelFull);
+        expect(await rejection(() => layer.send('conf.cap-default', { i: 101 }))).toBeInstanceOf(
+          ChannelFull,
+        );
         const rest: number[] = [];
-        for (let i = 0; i < 100; i++) rest.push((await within(layer.receive('conf.cap-default'))).i as number);
+        for (let i = 0; i < 100; i++)
+          rest.push((await within(layer.receive('conf.cap-default'))).i as number);
         expect(rest).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
       });
 
@@ -684,7 +758,14 @@ console.log('idle');`);
       it('applies channelCapacity glob patterns given as an object, first match wins', async () => {
         const layer = await open({
           capacity: 4,
-          channelCapacity: { 'small.*': 1, 'sm*': 2, 'q?': 3, 'r[ab]c': 5, 'big.*': 7, 'x[!ab]z': 6 },
+          channelCapacity: {
+            'small.*': 1,
+            'sm*': 2,
+            'q?': 3,
+            'r[ab]c': 5,
+            'big.*': 7,
+            'x[!ab]z': 6,
+          },
         });
         expect(await fill(layer, 'small.one', 20)).toBe(1); // 'small.*' before 'sm*'
         expect(await fill(layer, 'smile', 20)).toBe(2);
@@ -729,12 +810,16 @@ console.log('idle');`);
         await layer.groupSend('conf-exp', { type: 'old-group' });
         await sleepUntil(start + 600);
         await layer.send('conf.exp', { type: 'young' });
-        expect(await rejection(() => layer.send('conf.exp', { type: 'overflow' }))).toBeInstanceOf(ChannelFull);
+        expect(await rejection(() => layer.send('conf.exp', { type: 'overflow' }))).toBeInstanceOf(
+          ChannelFull,
+        );
         await sleepUntil(start + 1300);
         // The two old messages expired: they free their places, 'young' (0.7 s old) still counts.
         await layer.send('conf.exp', { type: 'new', n: 1 });
         await layer.send('conf.exp', { type: 'new', n: 2 });
-        expect(await rejection(() => layer.send('conf.exp', { type: 'overflow' }))).toBeInstanceOf(ChannelFull);
+        expect(await rejection(() => layer.send('conf.exp', { type: 'overflow' }))).toBeInstanceOf(
+          ChannelFull,
+        );
         expect(await within(layer.receive('conf.exp'))).toEqual({ type: 'young' });
         expect(await within(layer.receive('conf.exp'))).toEqual({ type: 'new', n: 1 });
         expect(await within(layer.receive('conf.exp'))).toEqual({ type: 'new', n: 2 });
@@ -753,7 +838,10 @@ console.log('idle');`);
         await layer.groupAdd('conf-gexp', 'conf.gexp-renewed');
         await layer.groupAdd('conf-gexp', 'conf.gexp-late');
         await sleepUntil(start + 1300);
-        expect((await layer.groupMembers('conf-gexp')).sort()).toEqual(['conf.gexp-late', 'conf.gexp-renewed']);
+        expect((await layer.groupMembers('conf-gexp')).sort()).toEqual([
+          'conf.gexp-late',
+          'conf.gexp-renewed',
+        ]);
         await layer.groupSend('conf-gexp', { type: 'late' });
         expect(await within(layer.receive('conf.gexp-renewed'))).toEqual({ type: 'late' });
         expect(await within(layer.receive('conf.gexp-late'))).toEqual({ type: 'late' });
@@ -829,8 +917,28 @@ console.log('idle');`);
         'x'.repeat(201),
         'x'.repeat(150) + '!' + 'y'.repeat(50),
       ];
-      const badGroups: unknown[] = ['', ' ', 'with space', 'héllo', 'ü', 'a!b', 'a!', '!', 'a/b', 'g'.repeat(201)];
-      const notStrings: unknown[] = [undefined, null, 1, true, {}, ['a'], Symbol('a'), Buffer.from('a')];
+      const badGroups: unknown[] = [
+        '',
+        ' ',
+        'with space',
+        'héllo',
+        'ü',
+        'a!b',
+        'a!',
+        '!',
+        'a/b',
+        'g'.repeat(201),
+      ];
+      const notStrings: unknown[] = [
+        undefined,
+        null,
+        1,
+        true,
+        {},
+        ['a'],
+        Symbol('a'),
+        Buffer.from('a'),
+      ];
 
       async function expectTypeError(call: () => unknown, what: string): Promise<void> {
         const error = await rejection(call, what);
@@ -838,7 +946,9 @@ console.log('idle');`);
       }
 
       const show = (value: unknown): string =>
-        typeof value === 'string' ? JSON.stringify(value.length > 40 ? `${value.slice(0, 20)}…(${value.length})` : value) : String(typeof value);
+        typeof value === 'string'
+          ? JSON.stringify(value.length > 40 ? `${value.slice(0, 20)}…(${value.length})` : value)
+          : String(typeof value);
 
       it('rejects invalid channel names with TypeError in every method', async () => {
         const layer = await open();
@@ -846,8 +956,14 @@ console.log('idle');`);
           const n = name as string;
           await expectTypeError(() => layer.send(n, { type: 'x' }), `send(${show(name)})`);
           await expectTypeError(() => layer.receive(n), `receive(${show(name)})`);
-          await expectTypeError(() => layer.groupAdd('conf-valid', n), `groupAdd(_, ${show(name)})`);
-          await expectTypeError(() => layer.groupDiscard('conf-valid', n), `groupDiscard(_, ${show(name)})`);
+          await expectTypeError(
+            () => layer.groupAdd('conf-valid', n),
+            `groupAdd(_, ${show(name)})`,
+          );
+          await expectTypeError(
+            () => layer.groupDiscard('conf-valid', n),
+            `groupDiscard(_, ${show(name)})`,
+          );
         }
         await expectEmpty(layer, 'conf.still-works');
       });
@@ -857,8 +973,14 @@ console.log('idle');`);
         for (const name of badGroups) {
           const n = name as string;
           await expectTypeError(() => layer.groupAdd(n, 'conf.valid'), `groupAdd(${show(name)})`);
-          await expectTypeError(() => layer.groupDiscard(n, 'conf.valid'), `groupDiscard(${show(name)})`);
-          await expectTypeError(() => layer.groupSend(n, { type: 'x' }), `groupSend(${show(name)})`);
+          await expectTypeError(
+            () => layer.groupDiscard(n, 'conf.valid'),
+            `groupDiscard(${show(name)})`,
+          );
+          await expectTypeError(
+            () => layer.groupSend(n, { type: 'x' }),
+            `groupSend(${show(name)})`,
+          );
           await expectTypeError(() => layer.groupMembers(n), `groupMembers(${show(name)})`);
         }
         await layer.groupSend('conf-valid', { type: 'x' });
@@ -871,11 +993,26 @@ console.log('idle');`);
           const n = name as string;
           await expectTypeError(() => layer.send(n, { type: 'x' }), `send(${show(name)})`);
           await expectTypeError(() => layer.receive(n), `receive(${show(name)})`);
-          await expectTypeError(() => layer.groupAdd(n, 'conf.valid'), `groupAdd(${show(name)}, _)`);
-          await expectTypeError(() => layer.groupAdd('conf-valid', n), `groupAdd(_, ${show(name)})`);
-          await expectTypeError(() => layer.groupDiscard(n, 'conf.valid'), `groupDiscard(${show(name)}, _)`);
-          await expectTypeError(() => layer.groupDiscard('conf-valid', n), `groupDiscard(_, ${show(name)})`);
-          await expectTypeError(() => layer.groupSend(n, { type: 'x' }), `groupSend(${show(name)})`);
+          await expectTypeError(
+            () => layer.groupAdd(n, 'conf.valid'),
+            `groupAdd(${show(name)}, _)`,
+          );
+          await expectTypeError(
+            () => layer.groupAdd('conf-valid', n),
+            `groupAdd(_, ${show(name)})`,
+          );
+          await expectTypeError(
+            () => layer.groupDiscard(n, 'conf.valid'),
+            `groupDiscard(${show(name)}, _)`,
+          );
+          await expectTypeError(
+            () => layer.groupDiscard('conf-valid', n),
+            `groupDiscard(_, ${show(name)})`,
+          );
+          await expectTypeError(
+            () => layer.groupSend(n, { type: 'x' }),
+            `groupSend(${show(name)})`,
+          );
           await expectTypeError(() => layer.groupMembers(n), `groupMembers(${show(name)})`);
         }
       });
@@ -940,11 +1077,23 @@ console.log('idle');`);
       // an array, a Promise as {}). Each must be a TypeError that names where it is.
       const nestedInstances: Array<[string, Message, RegExp]> = [
         ['a nested class instance', { type: 'x', p: new Point() }, /message\.p is a Point/],
-        ['an Error in an array', { type: 'x', list: [1, new Error('boom')] }, /message\.list\[1\] is an Error/],
-        ['a Promise deep inside', { type: 'x', a: { b: { c: Promise.resolve(1) } } }, /message\.a\.b\.c is a Promise/],
+        [
+          'an Error in an array',
+          { type: 'x', list: [1, new Error('boom')] },
+          /message\.list\[1\] is an Error/,
+        ],
+        [
+          'a Promise deep inside',
+          { type: 'x', a: { b: { c: Promise.resolve(1) } } },
+          /message\.a\.b\.c is a Promise/,
+        ],
         ['a nested Map', { type: 'x', m: new Map([['k', 1]]) }, /message\.m is a Map/],
         ['a nested Set', { type: 'x', s: [new Set([1])] }, /message\.s\[0\] is a Set/],
-        ['a Float64Array', { type: 'x', f: new Float64Array([1.5]) }, /message\.f is a Float64Array/],
+        [
+          'a Float64Array',
+          { type: 'x', f: new Float64Array([1.5]) },
+          /message\.f is a Float64Array/,
+        ],
       ];
 
       it('rejects a message that is not a plain object with TypeError', async () => {
@@ -952,8 +1101,14 @@ console.log('idle');`);
         await layer.groupAdd('conf-msg', 'conf.msg-member');
         for (const [what, message] of notPlain) {
           const m = message as Message;
-          expect(await rejection(() => layer.send('conf.msg', m), `send(${what})`), what).toBeInstanceOf(TypeError);
-          expect(await rejection(() => layer.groupSend('conf-msg', m), `groupSend(${what})`), what).toBeInstanceOf(TypeError);
+          expect(
+            await rejection(() => layer.send('conf.msg', m), `send(${what})`),
+            what,
+          ).toBeInstanceOf(TypeError);
+          expect(
+            await rejection(() => layer.groupSend('conf-msg', m), `groupSend(${what})`),
+            what,
+          ).toBeInstanceOf(TypeError);
         }
         await expectEmpty(layer, 'conf.msg');
         await expectEmpty(layer, 'conf.msg-member');
@@ -963,8 +1118,14 @@ console.log('idle');`);
         const layer = await open();
         await layer.groupAdd('conf-msg', 'conf.msg-member');
         for (const [what, message] of notSerializable) {
-          expect(await rejection(() => layer.send('conf.msg', message), `send(${what})`), what).toBeInstanceOf(TypeError);
-          expect(await rejection(() => layer.groupSend('conf-msg', message), `groupSend(${what})`), what).toBeInstanceOf(TypeError);
+          expect(
+            await rejection(() => layer.send('conf.msg', message), `send(${what})`),
+            what,
+          ).toBeInstanceOf(TypeError);
+          expect(
+            await rejection(() => layer.groupSend('conf-msg', message), `groupSend(${what})`),
+            what,
+          ).toBeInstanceOf(TypeError);
         }
         await expectEmpty(layer, 'conf.msg');
         await expectEmpty(layer, 'conf.msg-member');
@@ -977,7 +1138,10 @@ console.log('idle');`);
           const sent = await rejection(() => layer.send('conf.msg', message), `send(${what})`);
           expect(sent, what).toBeInstanceOf(TypeError);
           expect((sent as Error).message, what).toMatch(path);
-          const grouped = await rejection(() => layer.groupSend('conf-msg', message), `groupSend(${what})`);
+          const grouped = await rejection(
+            () => layer.groupSend('conf-msg', message),
+            `groupSend(${what})`,
+          );
           expect(grouped, what).toBeInstanceOf(TypeError);
         }
         await expectEmpty(layer, 'conf.msg');
@@ -987,7 +1151,11 @@ console.log('idle');`);
       it('nested Dates round-trip as Dates; Buffers and Uint8Arrays as Buffers (Uint8Array instances)', async () => {
         const layer = await open();
         const when = new Date(Date.UTC(2024, 1, 29, 12, 0, 0, 123));
-        await layer.send('conf.dates', { type: 'x', at: { when }, bytes: new Uint8Array([1, 2, 3]) });
+        await layer.send('conf.dates', {
+          type: 'x',
+          at: { when },
+          bytes: new Uint8Array([1, 2, 3]),
+        });
         const received = await within(layer.receive('conf.dates'));
         const at = (received.at as { when: unknown }).when;
         expect(at).toBeInstanceOf(Date);
@@ -1017,7 +1185,10 @@ console.log('idle');`);
         expect(await within(layer.receive('conf.abort'))).toEqual({ type: 'kept', n: 1 });
         // Also when the send comes right after the abort, before the rejection is observed.
         const again = new AbortController();
-        const second = rejection(() => layer.receive('conf.abort', { signal: again.signal }), 'second aborted receive');
+        const second = rejection(
+          () => layer.receive('conf.abort', { signal: again.signal }),
+          'second aborted receive',
+        );
         await sleep(20);
         again.abort(new Error('custom reason'));
         await layer.send('conf.abort', { type: 'kept', n: 2 });
@@ -1030,7 +1201,10 @@ console.log('idle');`);
         const layer = await open();
         const controller = new AbortController();
         const first = within(layer.receive('conf.abort-many'));
-        const middle = rejection(() => layer.receive('conf.abort-many', { signal: controller.signal }), 'middle receive');
+        const middle = rejection(
+          () => layer.receive('conf.abort-many', { signal: controller.signal }),
+          'middle receive',
+        );
         const last = within(layer.receive('conf.abort-many'));
         await sleep(20);
         controller.abort();
@@ -1047,7 +1221,10 @@ console.log('idle');`);
         const other = await peerOf(layer);
         const channel = await layer.newChannel();
         const controller = new AbortController();
-        const aborted = rejection(() => layer.receive(channel, { signal: controller.signal }), 'aborted receive');
+        const aborted = rejection(
+          () => layer.receive(channel, { signal: controller.signal }),
+          'aborted receive',
+        );
         await sleep(20);
         controller.abort();
         await other.send(channel, { type: 'cross', n: 1 });
@@ -1082,7 +1259,9 @@ console.log('idle');`);
         expect(await waiting).toEqual({ n: 1 });
         controller.abort();
         await layer.send('conf.abort-late', { n: 2 });
-        expect(await within(layer.receive('conf.abort-late', { signal: new AbortController().signal }))).toEqual({ n: 2 });
+        expect(
+          await within(layer.receive('conf.abort-late', { signal: new AbortController().signal })),
+        ).toEqual({ n: 2 });
       });
 
       it('10,000 receives on one AbortSignal add one abort listener and no leak warning', async () => {
@@ -1126,17 +1305,22 @@ console.log('idle');`);
       it('a signal shared by receives that all completed keeps no listener', async () => {
         const layer = await open();
         const controller = new AbortController();
-        const waiting = Array.from({ length: 20 }, () => layer.receive('conf.signal-done', { signal: controller.signal }));
-        for (let i = 0; i < 20; i++) await layer.send('conf.signal-done', { i });
-        expect((await within(Promise.all(waiting))).map((m) => m.i).sort((a, b) => (a as number) - (b as number))).toEqual(
-          Array.from({ length: 20 }, (_, i) => i),
+        const waiting = Array.from({ length: 20 }, () =>
+          layer.receive('conf.signal-done', { signal: controller.signal }),
         );
+        for (let i = 0; i < 20; i++) await layer.send('conf.signal-done', { i });
+        expect(
+          (await within(Promise.all(waiting)))
+            .map((m) => m.i)
+            .sort((a, b) => (a as number) - (b as number)),
+        ).toEqual(Array.from({ length: 20 }, (_, i) => i));
         expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
       });
     });
 
     describe('concurrent receivers', () => {
-      const ids = (messages: Message[]): number[] => messages.map((m) => m.id as number).sort((a, b) => a - b);
+      const ids = (messages: Message[]): number[] =>
+        messages.map((m) => m.id as number).sort((a, b) => a - b);
       const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
       it('many waiting receives on one channel each get a distinct message', async () => {
@@ -1164,18 +1348,21 @@ console.log('idle');`);
           ...Array.from({ length: 30 }, () => other.receive('conf.shared-many')),
         ];
         await sleep(20);
-        for (let i = 0; i < 60; i++) await (i % 2 ? other : layer).send('conf.shared-many', { id: i });
+        for (let i = 0; i < 60; i++)
+          await (i % 2 ? other : layer).send('conf.shared-many', { id: i });
         expect(ids(await within(Promise.all(receives)))).toEqual(range(60));
         await expectEmpty(layer, 'conf.shared-many', other);
         await expectEmpty(other, 'conf.shared-many', layer);
       });
 
-      it('receives waiting on many channels at once each get their own channel\'s messages', async () => {
+      it("receives waiting on many channels at once each get their own channel's messages", async () => {
         const layer = await open();
         const other = await peerOf(layer);
         const channels = Array.from({ length: 40 }, (_, i) => `conf.fan-in-${i}`);
         const local = await layer.newChannel();
-        const receives = [...channels, local].map((channel) => Promise.all([layer.receive(channel), layer.receive(channel)]));
+        const receives = [...channels, local].map((channel) =>
+          Promise.all([layer.receive(channel), layer.receive(channel)]),
+        );
         await sleep(20);
         for (const [i, channel] of [...channels, local].entries()) {
           await (i % 2 ? other : layer).send(channel, { channel, n: 1 });
@@ -1194,7 +1381,9 @@ console.log('idle');`);
         const layer = await open({ capacity: 500 });
         const other = await peerOf(layer);
         for (let i = 0; i < 100; i++) await layer.send('conf.race', { id: i });
-        const receives = Array.from({ length: 200 }, (_, i) => (i % 2 ? other : layer).receive('conf.race'));
+        const receives = Array.from({ length: 200 }, (_, i) =>
+          (i % 2 ? other : layer).receive('conf.race'),
+        );
         for (let i = 100; i < 200; i++) {
           await (i % 2 ? layer : other).send('conf.race', { id: i });
           if (i % 10 === 0) await sleep(1);
@@ -1221,8 +1410,14 @@ console.log('idle');`);
         const channels = ['conf.any-x', 'conf.any-y', 'conf.any-z'];
         // Interleaved sends from two instances, a few ms apart so send times differ everywhere.
         const order: Array<[string, number]> = [
-          ['conf.any-y', 1], ['conf.any-x', 1], ['conf.any-y', 2], ['conf.any-z', 1],
-          ['conf.any-x', 2], ['conf.any-x', 3], ['conf.any-z', 2], ['conf.any-y', 3],
+          ['conf.any-y', 1],
+          ['conf.any-x', 1],
+          ['conf.any-y', 2],
+          ['conf.any-z', 1],
+          ['conf.any-x', 2],
+          ['conf.any-x', 3],
+          ['conf.any-z', 2],
+          ['conf.any-y', 3],
         ];
         for (const [i, [channel, n]] of order.entries()) {
           await (i % 2 ? other : layer).send(channel, sent(channel, n));
@@ -1273,10 +1468,14 @@ console.log('idle');`);
         const layer = await open();
         const local = await layer.newChannel();
         const started = Date.now();
-        expect(await within(layer.receiveAny(['conf.any-nw1', local], { wait: false }), 1000)).toBeNull();
+        expect(
+          await within(layer.receiveAny(['conf.any-nw1', local], { wait: false }), 1000),
+        ).toBeNull();
         expect(Date.now() - started).toBeLessThan(1000);
         await layer.send(local, { type: 'now' });
-        expect(await within(layer.receiveAny(['conf.any-nw1', local], { wait: false }), 1000)).toEqual({
+        expect(
+          await within(layer.receiveAny(['conf.any-nw1', local], { wait: false }), 1000),
+        ).toEqual({
           channel: local,
           message: { type: 'now' },
         });
@@ -1289,15 +1488,24 @@ console.log('idle');`);
         const other = await peerOf(layer);
         const channels = ['conf.any-ab1', 'conf.any-ab2'];
         const controller = new AbortController();
-        const aborted = rejection(() => layer.receiveAny(channels, { signal: controller.signal }), 'aborted receiveAny');
+        const aborted = rejection(
+          () => layer.receiveAny(channels, { signal: controller.signal }),
+          'aborted receiveAny',
+        );
         await sleep(20);
         controller.abort();
         expect(errorName(await aborted)).toBe('AbortError');
         await other.send('conf.any-ab2', { n: 1 });
-        expect(await within(layer.receiveAny(channels))).toEqual({ channel: 'conf.any-ab2', message: { n: 1 } });
+        expect(await within(layer.receiveAny(channels))).toEqual({
+          channel: 'conf.any-ab2',
+          message: { n: 1 },
+        });
         // A send right after the abort, before the rejection is observed, is not lost either.
         const again = new AbortController();
-        const second = rejection(() => layer.receiveAny(channels, { signal: again.signal }), 'second aborted receiveAny');
+        const second = rejection(
+          () => layer.receiveAny(channels, { signal: again.signal }),
+          'second aborted receiveAny',
+        );
         await sleep(20);
         again.abort();
         await other.send('conf.any-ab1', { n: 2 });
@@ -1321,7 +1529,10 @@ console.log('idle');`);
         const channels = ['conf.any-am1', 'conf.any-am2'];
         const controller = new AbortController();
         const first = within(layer.receiveAny(channels));
-        const middle = rejection(() => layer.receiveAny(channels, { signal: controller.signal }), 'middle receiveAny');
+        const middle = rejection(
+          () => layer.receiveAny(channels, { signal: controller.signal }),
+          'middle receiveAny',
+        );
         const last = within(layer.receiveAny(channels));
         await sleep(20);
         controller.abort();
@@ -1368,8 +1579,15 @@ console.log('idle');`);
         const theirs = await layer.newChannel();
         await layer.send(theirs, { type: 'private' });
         await other.send('conf.any-open', { type: 'open' });
-        for (const channels of [[theirs], ['conf.any-open', theirs], ['conf.any-open', 'specific.abc123!def456']]) {
-          const error = await rejection(() => other.receiveAny(channels), `receiveAny(${JSON.stringify(channels)})`);
+        for (const channels of [
+          [theirs],
+          ['conf.any-open', theirs],
+          ['conf.any-open', 'specific.abc123!def456'],
+        ]) {
+          const error = await rejection(
+            () => other.receiveAny(channels),
+            `receiveAny(${JSON.stringify(channels)})`,
+          );
           expect(error).toBeInstanceOf(TypeError);
         }
         expect(await within(layer.receive(theirs))).toEqual({ type: 'private' });
@@ -1390,7 +1608,8 @@ console.log('idle');`);
           if (id % 8 === 0) await sleep(1);
         }
         const results = await within(Promise.all(receives));
-        for (const result of results) expect(channels[(result!.message.id as number) % channels.length]).toBe(result!.channel);
+        for (const result of results)
+          expect(channels[(result!.message.id as number) % channels.length]).toBe(result!.channel);
         expect(results.map((r) => r!.message.id as number).sort((a, b) => a - b)).toEqual(
           Array.from({ length: receives.length }, (_, i) => i),
         );
@@ -1410,8 +1629,11 @@ console.log('idle');`);
           );
         }
         await sleep(30);
-        for (let id = 0; id < 60; id++) await (id % 3 ? other : layer).send('conf.any-shared', { id });
-        const ids = (await within(Promise.all(receives))).map((m) => m.id as number).sort((a, b) => a - b);
+        for (let id = 0; id < 60; id++)
+          await (id % 3 ? other : layer).send('conf.any-shared', { id });
+        const ids = (await within(Promise.all(receives)))
+          .map((m) => m.id as number)
+          .sort((a, b) => a - b);
         expect(ids).toEqual(Array.from({ length: 60 }, (_, i) => i));
         await expectEmpty(layer, 'conf.any-shared', other);
       });
@@ -1465,14 +1687,23 @@ console.log('idle');`);
         await layer.send('conf.any-l3', { n: 3 });
         expect(await layer.receiveAny(list, { wait: false })).toBeNull();
         list[1] = 'conf.any-l3';
-        expect(await within(layer.receiveAny(list))).toEqual({ channel: 'conf.any-l3', message: { n: 3 } });
+        expect(await within(layer.receiveAny(list))).toEqual({
+          channel: 'conf.any-l3',
+          message: { n: 3 },
+        });
         await layer.send('conf.any-l1', { n: 1 });
-        expect(await within(layer.receiveAny(['conf.any-l1', 'conf.any-l1']))).toEqual({ channel: 'conf.any-l1', message: { n: 1 } });
+        expect(await within(layer.receiveAny(['conf.any-l1', 'conf.any-l1']))).toEqual({
+          channel: 'conf.any-l1',
+          message: { n: 1 },
+        });
         expect(await layer.receiveAny(['conf.any-l1', 'conf.any-l1'], { wait: false })).toBeNull();
         // A frozen list (its contents cannot change) is used as it is.
         const frozen = Object.freeze(['conf.any-l2', 'conf.any-l3']);
         await layer.send('conf.any-l2', { n: 2 });
-        expect(await within(layer.receiveAny(frozen))).toEqual({ channel: 'conf.any-l2', message: { n: 2 } });
+        expect(await within(layer.receiveAny(frozen))).toEqual({
+          channel: 'conf.any-l2',
+          message: { n: 2 },
+        });
         expect(await layer.receiveAny(frozen, { wait: false })).toBeNull();
       });
 
@@ -1485,35 +1716,53 @@ console.log('idle');`);
           channel: 'conf.any-exp2',
           message: { type: 'fresh' },
         });
-        expect(await layer.receiveAny(['conf.any-exp1', 'conf.any-exp2'], { wait: false })).toBeNull();
+        expect(
+          await layer.receiveAny(['conf.any-exp1', 'conf.any-exp2'], { wait: false }),
+        ).toBeNull();
       });
 
       it("releaseChannel rejects a receiveAny naming the released '!' channel with ChannelReleased", async () => {
         const layer = await open();
         const local = await layer.newChannel();
-        const waiting = rejection(() => layer.receiveAny(['conf.any-rel', local]), 'receiveAny during releaseChannel');
+        const waiting = rejection(
+          () => layer.receiveAny(['conf.any-rel', local]),
+          'receiveAny during releaseChannel',
+        );
         await sleep(20);
         await layer.releaseChannel(local);
         expect(errorName(await waiting)).toBe('ChannelReleased');
         // The other channel still works, for a list without the released one.
         await layer.send('conf.any-rel', { n: 1 });
-        expect(await within(layer.receiveAny(['conf.any-rel']))).toEqual({ channel: 'conf.any-rel', message: { n: 1 } });
+        expect(await within(layer.receiveAny(['conf.any-rel']))).toEqual({
+          channel: 'conf.any-rel',
+          message: { n: 1 },
+        });
       });
 
       it('close rejects a waiting receiveAny with LayerClosed; later calls reject too', async () => {
         const layer = await open();
-        const waiting = rejection(() => layer.receiveAny(['conf.any-close', 'conf.any-close2']), 'receiveAny during close');
+        const waiting = rejection(
+          () => layer.receiveAny(['conf.any-close', 'conf.any-close2']),
+          'receiveAny during close',
+        );
         await sleep(20);
         await within(layer.close(), SETTLE_MS, 'close()');
         expect(await waiting).toBeInstanceOf(LayerClosed);
-        expect(await rejection(() => layer.receiveAny(['conf.any-close']), 'receiveAny after close')).toBeInstanceOf(LayerClosed);
+        expect(
+          await rejection(() => layer.receiveAny(['conf.any-close']), 'receiveAny after close'),
+        ).toBeInstanceOf(LayerClosed);
       });
 
       it('types receiveAny<T>() by its type argument', async () => {
         const layer = await open();
         await layer.send('conf.any-typed', { type: 'typed', count: 2 });
-        const got = await within(layer.receiveAny<{ type: string; count: number }>(['conf.any-typed']));
-        expectTypeOf(got).toEqualTypeOf<{ channel: string; message: { type: string; count: number } } | null>();
+        const got = await within(
+          layer.receiveAny<{ type: string; count: number }>(['conf.any-typed']),
+        );
+        expectTypeOf(got).toEqualTypeOf<{
+          channel: string;
+          message: { type: string; count: number };
+        } | null>();
         expect(got!.message.count + 1).toBe(3);
       });
     });
@@ -1523,7 +1772,10 @@ console.log('idle');`);
         const layer = await open();
         const local = await layer.newChannel();
         const plain = rejection(() => layer.receive('conf.closing'), 'receive during close');
-        const mine = rejection(() => layer.receive(local), 'receive on a local channel during close');
+        const mine = rejection(
+          () => layer.receive(local),
+          'receive on a local channel during close',
+        );
         await sleep(20);
         await within(layer.close(), SETTLE_MS, 'close()');
         expect(await plain).toBeInstanceOf(LayerClosed);
@@ -1607,8 +1859,17 @@ console.log('idle');`);
       });
 
       it('rejects invalid options with TypeError', async () => {
-        for (const options of [{ capacity: 0 }, { capacity: 1.5 }, { expiry: -1 }, { groupExpiry: 0 }, { channelCapacity: { 'a*': 0 } }]) {
-          const error = await rejection(async () => open(options), `open(${JSON.stringify(options)})`);
+        for (const options of [
+          { capacity: 0 },
+          { capacity: 1.5 },
+          { expiry: -1 },
+          { groupExpiry: 0 },
+          { channelCapacity: { 'a*': 0 } },
+        ]) {
+          const error = await rejection(
+            async () => open(options),
+            `open(${JSON.stringify(options)})`,
+          );
           expect(error, JSON.stringify(options)).toBeInstanceOf(TypeError);
         }
       });

@@ -2,7 +2,18 @@
 // inside critical sections (test-only fault points: SHMCH_FAULT_POINT=N makes a process SIGKILL
 // itself at native fault point N while it holds the segment lock).
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, openSync, readSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  openSync,
+  readSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -35,7 +46,11 @@ afterEach(async () => {
 function runChild(code: string, env: Record<string, string> = {}) {
   return spawnSync(
     process.execPath,
-    ['--input-type=module', '-e', `import { ShmChannelLayer } from ${JSON.stringify(entry)};\n${code}`],
+    [
+      '--input-type=module',
+      '-e',
+      `import { ShmChannelLayer } from ${JSON.stringify(entry)};\n${code}`,
+    ],
     { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 },
   );
 }
@@ -46,7 +61,8 @@ async function drain(layer: ShmChannelLayer, channel: string): Promise<unknown[]
     try {
       out.push(await layer.receive(channel, { signal: AbortSignal.timeout(150) }));
     } catch (error) {
-      if ((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError') return out;
+      if ((error as Error).name === 'AbortError' || (error as Error).name === 'TimeoutError')
+        return out;
       throw error;
     }
   }
@@ -114,7 +130,8 @@ describe('owner death inside receiveAny', () => {
     expect(layer.verify()).toEqual([]);
     // Every message is still there, once, and the oldest still comes first.
     const got: unknown[] = [];
-    for (let i = 0; i < 31; i++) got.push((await layer.receiveAny(channels, { signal: AbortSignal.timeout(2000) }))!.message);
+    for (let i = 0; i < 31; i++)
+      got.push((await layer.receiveAny(channels, { signal: AbortSignal.timeout(2000) }))!.message);
     expect(got).toEqual([...[...Array(30).keys()].map((i) => ({ i })), { i: 'after' }]);
     expect(await layer.receiveAny(channels, { wait: false })).toBeNull();
     expect(layer.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
@@ -128,17 +145,29 @@ describe('owner death in every other critical section', () => {
     [4, 'group add', `await l.groupAdd('room', 'member.new');`],
     [5, 'group discard', `await l.groupDiscard('room', 'member.a');`],
     [6, 'flush', `await l.flush();`],
-    [7, 'expiry sweep', `const s = new ShmChannelLayer({ name: l.name, expiry: 0.02 });
+    [
+      7,
+      'expiry sweep',
+      `const s = new ShmChannelLayer({ name: l.name, expiry: 0.02 });
        await s.send('stale', { old: 1 }); await s.send('stale', { old: 2 });
        await new Promise((r) => setTimeout(r, 60));
-       await s.send('stale', { fresh: 1 });`],
+       await s.send('stale', { fresh: 1 });`,
+    ],
     [8, 'arena allocation', `await l.send('work', { i: 'child' });`],
     [10, 'record creation', `await l.send('brand.new.channel', { i: 'child' });`],
     // Memory on demand: growing a table, reserving an arena chunk, giving one back.
-    [11, 'channel table growth', `for (let k = 0; k < 5000; k++) await l.send('grow.' + k, { k });`],
+    [
+      11,
+      'channel table growth',
+      `for (let k = 0; k < 5000; k++) await l.send('grow.' + k, { k });`,
+    ],
     [12, 'arena chunk reservation', `await l.send('big', { b: Buffer.alloc(3 << 20) });`],
-    [13, 'arena chunk given back', `for (let k = 0; k < 8; k++) await l.send('big', { b: Buffer.alloc(1 << 20) });
-       for (let k = 0; k < 8; k++) await l.receive('big');`],
+    [
+      13,
+      'arena chunk given back',
+      `for (let k = 0; k < 8; k++) await l.send('big', { b: Buffer.alloc(1 << 20) });
+       for (let k = 0; k < 8; k++) await l.receive('big');`,
+    ],
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
@@ -147,9 +176,12 @@ describe('owner death in every other critical section', () => {
       for (let i = 0; i < 10; i++) await layer.send('work', { i });
       await layer.groupAdd('room', 'member.a');
       await layer.groupAdd('room', 'member.b');
-      const child = runChild(`const l = new ShmChannelLayer({ name: '${name}' });\n${code}\nconsole.log('fault point not reached');`, {
-        SHMCH_FAULT_POINT: String(point),
-      });
+      const child = runChild(
+        `const l = new ShmChannelLayer({ name: '${name}' });\n${code}\nconsole.log('fault point not reached');`,
+        {
+          SHMCH_FAULT_POINT: String(point),
+        },
+      );
       expect(child.signal, child.stdout + child.stderr).toBe('SIGKILL');
 
       const started = Date.now();
@@ -173,7 +205,9 @@ describe('owner death in every other critical section', () => {
 
   it('fault point 9: a creator killed during initialisation leaves no poisoned segment', async () => {
     const name = layerName();
-    const child = runChild(`new ShmChannelLayer({ name: '${name}', size: 4 << 20 });`, { SHMCH_FAULT_POINT: '9' });
+    const child = runChild(`new ShmChannelLayer({ name: '${name}', size: 4 << 20 });`, {
+      SHMCH_FAULT_POINT: '9',
+    });
     expect(child.signal).toBe('SIGKILL');
     const layer = open({ name, size: 4 << 20 });
     await layer.send('fresh', { ok: true });
@@ -199,7 +233,9 @@ describe('dead-process reclamation', () => {
     // Housekeeping runs every 2 s in every attached process.
     await waitFor(() => {
       const s = layer.stats();
-      return s.processes === 1 && s.groups === 0 && s.members === 0 && s.channels === baseline.channels;
+      return (
+        s.processes === 1 && s.groups === 0 && s.members === 0 && s.channels === baseline.channels
+      );
     });
     const after = layer.stats();
     expect(after.arenaUsedBytes).toBe(baseline.arenaUsedBytes);
@@ -323,7 +359,9 @@ describe('limits and hostile segments', () => {
     writeSync(fd, theirs, 0, 4, 8);
     closeSync(fd);
     expect(() => new ShmChannelLayer({ name })).toThrow(
-      new RegExp(`layout version ${version.readUInt32LE(0) + 41}.*this build uses layout version ${version.readUInt32LE(0)}`),
+      new RegExp(
+        `layout version ${version.readUInt32LE(0) + 41}.*this build uses layout version ${version.readUInt32LE(0)}`,
+      ),
     );
   });
 
@@ -361,9 +399,13 @@ describe('limits and hostile segments', () => {
     writeFileSync(planted, Buffer.alloc(32));
     try {
       chmodSync(planted, 0o600);
-      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/doorbell .* is not a FIFO; refusing it/);
+      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(
+        /doorbell .* is not a FIFO; refusing it/,
+      );
       chmodSync(planted, 0o666);
-      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(/doorbell .* mode 0666; refusing it/);
+      expect(() => new ShmChannelLayer({ name, size: 4 << 20 })).toThrow(
+        /doorbell .* mode 0666; refusing it/,
+      );
       if (uid === 0) {
         chmodSync(planted, 0o600);
         chownSync(planted, 65534, 65534);
@@ -380,25 +422,27 @@ describe('limits and hostile segments', () => {
 
   it('concurrent first opens from many processes create one segment', async () => {
     const name = layerName();
-    const children = Array.from({ length: 6 }, (_, k) =>
-      new Promise<string>((resolve) => {
-        const p = spawn(
-          process.execPath,
-          [
-            '--input-type=module',
-            '-e',
-            `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+    const children = Array.from(
+      { length: 6 },
+      (_, k) =>
+        new Promise<string>((resolve) => {
+          const p = spawn(
+            process.execPath,
+            [
+              '--input-type=module',
+              '-e',
+              `import { ShmChannelLayer } from ${JSON.stringify(entry)};
              const l = new ShmChannelLayer({ name: '${name}', size: 4 << 20 });
              await l.send('hello', { k: ${k} });
              console.log(l.stats().segmentBytes);
              await l.close();`,
-          ],
-          { stdio: ['ignore', 'pipe', 'inherit'] },
-        );
-        let out = '';
-        p.stdout.on('data', (d) => (out += d));
-        p.on('exit', () => resolve(out.trim()));
-      }),
+            ],
+            { stdio: ['ignore', 'pipe', 'inherit'] },
+          );
+          let out = '';
+          p.stdout.on('data', (d) => (out += d));
+          p.on('exit', () => resolve(out.trim()));
+        }),
     );
     const sizes = await Promise.all(children);
     expect(sizes).toEqual(Array(6).fill(String(4 << 20)));

@@ -58,7 +58,8 @@ interface Run {
 
 /** Runs an ES module body in a child with its own 64 MB /dev/shm; returns what it report()ed. */
 function inSmallShm(body: string, sizeMb = 64): Promise<Run> {
-  const script = prelude + `\ntry {\n${body}\n} catch (error) { console.error(error); process.exit(1); }\n`;
+  const script =
+    prelude + `\ntry {\n${body}\n} catch (error) { console.error(error); process.exit(1); }\n`;
   return new Promise((resolve) => {
     const child = spawn(
       'unshare',
@@ -80,7 +81,12 @@ function inSmallShm(body: string, sizeMb = 64): Promise<Run> {
     child.stderr.on('data', (d) => (err += d));
     child.on('exit', (status, signal) => {
       const line = out.split('\n').find((l) => l.startsWith('RESULT '));
-      resolve({ result: line ? JSON.parse(line.slice(7)) : undefined, status, signal, stderr: err });
+      resolve({
+        result: line ? JSON.parse(line.slice(7)) : undefined,
+        status,
+        signal,
+        stderr: err,
+      });
     });
   });
 }
@@ -261,9 +267,13 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     `);
     expectClean(run);
     const r = run.result;
-    expect(r.whileAlive).toEqual([expect.objectContaining({ name: 'crashed', processes: 1, queued: 1, sizeBytes: 64 * MiB })]);
+    expect(r.whileAlive).toEqual([
+      expect.objectContaining({ name: 'crashed', processes: 1, queued: 1, sizeBytes: 64 * MiB }),
+    ]);
     expect(r.whileAlive[0].shmBytes).toBeGreaterThan(0);
-    expect(r.afterDeath).toEqual([expect.objectContaining({ name: 'crashed', processes: 0, queued: 1 })]);
+    expect(r.afterDeath).toEqual([
+      expect.objectContaining({ name: 'crashed', processes: 0, queued: 1 }),
+    ]);
     expect(r.listText).toMatch(/layer\s+size\s+\/dev\/shm\s+processes\s+queued/);
     expect(r.listText).toMatch(/crashed\s+64\.0 MiB\s+[\d.]+ [KM]iB\s+0\s+1/);
     // Nobody closed it, yet all it keeps is its records and a reserve the size of its largest
@@ -271,9 +281,19 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     expect(r.deadCost).toBeLessThanOrEqual(5 * MiB + 3 * MiB);
     const byName = Object.fromEntries(r.pruned.map((p: { name: string }) => [p.name, p]));
     expect(byName.expiring.removed).toBe(true);
-    expect(r.listedOld).toMatchObject({ processes: 0, queued: null, problem: expect.stringMatching(/not readable/) });
-    expect(byName['old-version']).toMatchObject({ removed: true, why: expect.stringMatching(/another layout version/) });
-    expect(byName['half-made']).toMatchObject({ removed: true, why: expect.stringMatching(/never initialised/) });
+    expect(r.listedOld).toMatchObject({
+      processes: 0,
+      queued: null,
+      problem: expect.stringMatching(/not readable/),
+    });
+    expect(byName['old-version']).toMatchObject({
+      removed: true,
+      why: expect.stringMatching(/another layout version/),
+    });
+    expect(byName['half-made']).toMatchObject({
+      removed: true,
+      why: expect.stringMatching(/never initialised/),
+    });
     expect(byName.busy.removed).toBe(false);
     expect(byName.busy.why).toMatch(/1 processes attached/);
     expect(byName.crashed.removed).toBe(false);

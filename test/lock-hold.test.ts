@@ -22,7 +22,13 @@ afterEach(async () => {
 });
 
 function open(name: string): ShmChannelLayerType {
-  const layer = new ShmChannelLayer({ name, size: 8 << 20, maxChannels: 64, maxNodes: 1024, capacity: 100 });
+  const layer = new ShmChannelLayer({
+    name,
+    size: 8 << 20,
+    maxChannels: 64,
+    maxNodes: 1024,
+    capacity: 100,
+  });
   layers.push(layer);
   return layer;
 }

@@ -56,7 +56,8 @@ async function childStoppedInsideTheLock(name: string): Promise<ChildProcess> {
   children.push(child);
   const deadline = Date.now() + 15_000;
   while (!isStopped(child.pid!)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('the child never stopped in the lock');
+    if (Date.now() > deadline || child.exitCode !== null)
+      throw new Error('the child never stopped in the lock');
     await new Promise((r) => setTimeout(r, 10));
   }
   return child;
@@ -86,10 +87,15 @@ function tickGaps(): () => { longest: number; ticks: number } {
 function timeNativeCalls(layer: ShmChannelLayer): () => number {
   const handle = (layer as unknown as { handle: Record<string, unknown> }).handle;
   let longest = 0;
-  for (let proto = Object.getPrototypeOf(handle); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+  for (
+    let proto = Object.getPrototypeOf(handle);
+    proto && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto)
+  ) {
     for (const key of Object.getOwnPropertyNames(proto)) {
       const original = handle[key];
-      if (key === 'constructor' || typeof original !== 'function' || Object.hasOwn(handle, key)) continue;
+      if (key === 'constructor' || typeof original !== 'function' || Object.hasOwn(handle, key))
+        continue;
       Object.defineProperty(handle, key, {
         configurable: true,
         value: (...args: unknown[]) => {
@@ -100,7 +106,8 @@ function timeNativeCalls(layer: ShmChannelLayer): () => number {
             const took = performance.now() - started;
             if (took > longest) {
               longest = took;
-              if (process.env.SHMCH_DEBUG_STALL) console.log(`native ${key}: ${took.toFixed(1)} ms`);
+              if (process.env.SHMCH_DEBUG_STALL)
+                console.log(`native ${key}: ${took.toFixed(1)} ms`);
             }
           }
         },
@@ -175,7 +182,12 @@ it('with a small lockTimeout the call fails with LockTimeout naming the holder, 
   child.kill('SIGCONT');
   expect(await exited(child)).toBe(0);
   // Nothing of the failed calls happened; the layer works on.
-  expect(layer.stats().channelList.map((c) => c.name).sort()).toEqual(['from-child']);
+  expect(
+    layer
+      .stats()
+      .channelList.map((c) => c.name)
+      .sort(),
+  ).toEqual(['from-child']);
   expect(layer.stats().groups).toBe(0);
   await layer.send('work', { n: 2 });
   expect(await layer.receive('work')).toEqual({ n: 2 });
@@ -191,7 +203,10 @@ it('sends queued behind a stopped peer keep their own bytes', async () => {
   names.push(name);
   const layer = open({ name });
   const child = await childStoppedInsideTheLock(name);
-  const sent = Array.from({ length: 6 }, (_, n) => ({ n, bytes: Buffer.alloc(1000 + n * 5000, n + 1) }));
+  const sent = Array.from({ length: 6 }, (_, n) => ({
+    n,
+    bytes: Buffer.alloc(1000 + n * 5000, n + 1),
+  }));
   const sends = sent.map((message) => layer.send('queued', message));
   const groupSend = layer.groupSend('no-such-group', { lost: true });
   setTimeout(() => child.kill('SIGCONT'), 200);

@@ -9,7 +9,10 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ShmChannelLayer as ShmChannelLayerType, ShmChannelLayerOptions } from '../lib/index.js';
+import type {
+  ShmChannelLayer as ShmChannelLayerType,
+  ShmChannelLayerOptions,
+} from '../lib/index.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
@@ -62,7 +65,9 @@ function exited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
 }
 
-function waitExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+function waitExit(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   if (exited(child)) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
   return new Promise((done) => child.once('exit', (code, signal) => done({ code, signal })));
 }
@@ -113,7 +118,11 @@ class Remote {
     private readonly output: () => string,
   ) {}
 
-  call<T = unknown>(op: string, args: Record<string, unknown> = {}, timeoutMs = CALL_TIMEOUT): Promise<T> {
+  call<T = unknown>(
+    op: string,
+    args: Record<string, unknown> = {},
+    timeoutMs = CALL_TIMEOUT,
+  ): Promise<T> {
     if (this.dead) return Promise.reject(new Error(`${this.label}: ${op} after ${this.dead}`));
     const id = ++this.seq;
     const promise = new Promise<T>((resolve, reject) => {
@@ -160,8 +169,15 @@ class Remote {
   }
 }
 
-function spawnScript(script: string, env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
-  const childEnv: Record<string, string | undefined> = { ...process.env, SHMCH_DIST: DIST_ESM, ...env };
+function spawnScript(
+  script: string,
+  env: Record<string, string> = {},
+): { child: ChildProcess; output: () => string } {
+  const childEnv: Record<string, string | undefined> = {
+    ...process.env,
+    SHMCH_DIST: DIST_ESM,
+    ...env,
+  };
   if (!env.SHMCH_FAULT_POINT) delete childEnv.SHMCH_FAULT_POINT;
   const child = fork(join(WORKERS, script), [], {
     env: childEnv,
@@ -189,9 +205,14 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   ]);
 }
 
-async function forkAgent(label: string, env: Record<string, string> = {}): Promise<Remote & { child: ChildProcess }> {
+async function forkAgent(
+  label: string,
+  env: Record<string, string> = {},
+): Promise<Remote & { child: ChildProcess }> {
   const { child, output } = spawnScript('agent.mjs', env);
-  const remote = new Remote(label, (m) => child.send(m as object), output) as Remote & { child: ChildProcess };
+  const remote = new Remote(label, (m) => child.send(m as object), output) as Remote & {
+    child: ChildProcess;
+  };
   remote.child = child;
   const ready = new Promise<void>((resolve, reject) => {
     child.on('message', (m: Reply) => {
@@ -211,28 +232,35 @@ async function forkAgent(label: string, env: Record<string, string> = {}): Promi
 }
 
 /** A node:cluster primary (forked) with `count` cluster workers running agent.mjs. */
-async function startCluster(count: number): Promise<{ agents: Remote[]; pids: number[]; primary: ChildProcess }> {
-  const { child: primary, output } = spawnScript('cluster-primary.mjs', { CLUSTER_WORKERS: String(count) });
+async function startCluster(
+  count: number,
+): Promise<{ agents: Remote[]; pids: number[]; primary: ChildProcess }> {
+  const { child: primary, output } = spawnScript('cluster-primary.mjs', {
+    CLUSTER_WORKERS: String(count),
+  });
   const agents = Array.from(
     { length: count },
     (_, i) => new Remote(`cluster worker ${i}`, (msg) => primary.send({ worker: i, msg }), output),
   );
   const ready = new Promise<number[]>((resolve, reject) => {
-    primary.on('message', (m: { ready?: boolean; pids?: number[]; worker?: number; msg?: Reply; exit?: unknown }) => {
-      if (m.ready) {
-        m.pids!.forEach((pid, i) => {
-          agents[i]!.pid = pid;
-          clusterPids.add(pid);
-        });
-        resolve(m.pids!);
-      } else if (m.exit) {
-        const agent = agents[m.worker!]!;
-        clusterPids.delete(agent.pid);
-        agent.died(JSON.stringify(m.exit));
-      } else if (m.msg) {
-        agents[m.worker!]!.handle(m.msg);
-      }
-    });
+    primary.on(
+      'message',
+      (m: { ready?: boolean; pids?: number[]; worker?: number; msg?: Reply; exit?: unknown }) => {
+        if (m.ready) {
+          m.pids!.forEach((pid, i) => {
+            agents[i]!.pid = pid;
+            clusterPids.add(pid);
+          });
+          resolve(m.pids!);
+        } else if (m.exit) {
+          const agent = agents[m.worker!]!;
+          clusterPids.delete(agent.pid);
+          agent.died(JSON.stringify(m.exit));
+        } else if (m.msg) {
+          agents[m.worker!]!.handle(m.msg);
+        }
+      },
+    );
     primary.on('exit', (code, signal) => {
       for (const agent of agents) agent.died(`primary exited: code ${code}, signal ${signal}`);
       reject(new Error(`cluster primary exited (code ${code}, signal ${signal})\n${output()}`));
@@ -257,18 +285,34 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const got = agents.map((a, i) => a.call<Message>('receive', { channel: `ring.${i}` }));
     await Promise.all(
       agents.map((a, i) =>
-        a.call('send', { channel: `ring.${(i + 1) % 3}`, message: { type: 'ring', from: i, pid: pids[i] } }),
+        a.call('send', {
+          channel: `ring.${(i + 1) % 3}`,
+          message: { type: 'ring', from: i, pid: pids[i] },
+        }),
       ),
     );
     const ring = await Promise.all(got);
-    ring.forEach((m, i) => expect(m).toEqual({ type: 'ring', from: (i + 2) % 3, pid: pids[(i + 2) % 3] }));
+    ring.forEach((m, i) =>
+      expect(m).toEqual({ type: 'ring', from: (i + 2) % 3, pid: pids[(i + 2) % 3] }),
+    );
 
     // Test process -> each worker, and each worker -> test process.
-    for (let i = 0; i < 3; i++) await main.send(`ring.${i}`, { type: 'direct', to: i, blob: 'x'.repeat(1000 * i) });
-    const direct = await Promise.all(agents.map((a, i) => a.call<Message>('receive', { channel: `ring.${i}` })));
-    direct.forEach((m, i) => expect(m).toEqual({ type: 'direct', to: i, blob: 'x'.repeat(1000 * i) }));
-    const inbound = Array.from({ length: 3 }, () => main.receive('to-test', { signal: AbortSignal.timeout(20_000) }));
-    await Promise.all(agents.map((a, i) => a.call('send', { channel: 'to-test', message: { type: 'up', from: i } })));
+    for (let i = 0; i < 3; i++)
+      await main.send(`ring.${i}`, { type: 'direct', to: i, blob: 'x'.repeat(1000 * i) });
+    const direct = await Promise.all(
+      agents.map((a, i) => a.call<Message>('receive', { channel: `ring.${i}` })),
+    );
+    direct.forEach((m, i) =>
+      expect(m).toEqual({ type: 'direct', to: i, blob: 'x'.repeat(1000 * i) }),
+    );
+    const inbound = Array.from({ length: 3 }, () =>
+      main.receive('to-test', { signal: AbortSignal.timeout(20_000) }),
+    );
+    await Promise.all(
+      agents.map((a, i) =>
+        a.call('send', { channel: 'to-test', message: { type: 'up', from: i } }),
+      ),
+    );
     const up = await Promise.all(inbound);
     expect(up.map((m) => m.from).sort()).toEqual([0, 1, 2]);
 
@@ -293,22 +337,32 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     expect(new Set(inboxes).size).toBe(3);
     expect(main.stats().groupList).toEqual([{ name: 'room', members: 3 }]);
 
-    const lists = agents.map((a, i) => a.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }));
+    const lists = agents.map((a, i) =>
+      a.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }),
+    );
     await main.groupSend('room', { type: 'fan', k: 1 });
     await main.groupSend('room', { type: 'fan', k: 2 });
     await agents[0]!.call('groupSend', { group: 'room', message: { type: 'fan', k: 3 } });
     await main.groupSend('room', { type: 'end' });
     const received = await Promise.all(lists);
     for (const list of received) {
-      expect(list).toEqual([{ type: 'fan', k: 1 }, { type: 'fan', k: 2 }, { type: 'fan', k: 3 }, { type: 'end' }]);
+      expect(list).toEqual([
+        { type: 'fan', k: 1 },
+        { type: 'fan', k: 2 },
+        { type: 'fan', k: 3 },
+        { type: 'end' },
+      ]);
     }
 
     // A member that leaves gets nothing more; the others still get exactly one copy.
     await agents[1]!.call('groupDiscard', { group: 'room', channel: inboxes[1] });
-    const after = [0, 2].map((i) => agents[i]!.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }));
+    const after = [0, 2].map((i) =>
+      agents[i]!.call<Message[]>('receiveUntil', { channel: inboxes[i], until: 'end' }),
+    );
     await main.groupSend('room', { type: 'fan', k: 4 });
     await main.groupSend('room', { type: 'end' });
-    for (const list of await Promise.all(after)) expect(list).toEqual([{ type: 'fan', k: 4 }, { type: 'end' }]);
+    for (const list of await Promise.all(after))
+      expect(list).toEqual([{ type: 'fan', k: 4 }, { type: 'end' }]);
     expect(main.stats().channelList.find((c) => c.name === inboxes[1])?.depth ?? 0).toBe(0);
     expect(main.verify()).toEqual([]);
   });
@@ -323,10 +377,13 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const serving = servers.map((s) => s.call<{ served: number }>('serve', { channel: 'rpc' }));
 
     const results = clients.map((c) =>
-      c.call<{ reply: string; replies: Array<{ type: string; n: number; by: number }> }>('request', {
-        channel: 'rpc',
-        count: 25,
-      }),
+      c.call<{ reply: string; replies: Array<{ type: string; n: number; by: number }> }>(
+        'request',
+        {
+          channel: 'rpc',
+          count: 25,
+        },
+      ),
     );
     // The test process is a requester too.
     const mine = await main.newChannel('reply');
@@ -356,7 +413,13 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const agents = await Promise.all([1, 2, 3].map((i) => forkAgent(`churner ${i}`)));
     await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
     const churning = agents.map((a, i) =>
-      a.call<string[]>('churn', { prefix: `p${i}`, groups: 5, channels: 12, ops: 400, seed: 1000 + i }),
+      a.call<string[]>('churn', {
+        prefix: `p${i}`,
+        groups: 5,
+        channels: 12,
+        ops: 400,
+        seed: 1000 + i,
+      }),
     );
     // Group sends interleave with the churn.
     let stop = false;
@@ -407,10 +470,21 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const producers = await Promise.all([1, 2, 3].map((i) => forkAgent(`producer ${i}`)));
     const consumer = await forkAgent('consumer');
     const main = openLayer(name);
-    await Promise.all([...producers, consumer].map((a) => a.call('open', { name, options: { ...OPTIONS, capacity: 200 } })));
+    await Promise.all(
+      [...producers, consumer].map((a) =>
+        a.call('open', { name, options: { ...OPTIONS, capacity: 200 } }),
+      ),
+    );
 
-    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', { channel: 'ordered', count: 3 * N });
-    await Promise.all(producers.map((p, i) => p.call('produce', { channel: 'ordered', sender: i + 1, count: N, pace: 25 })));
+    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', {
+      channel: 'ordered',
+      count: 3 * N,
+    });
+    await Promise.all(
+      producers.map((p, i) =>
+        p.call('produce', { channel: 'ordered', sender: i + 1, count: N, pace: 25 }),
+      ),
+    );
     const { items } = await consumed;
 
     expect(items).toHaveLength(3 * N);
@@ -428,10 +502,18 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const consumers = await Promise.all([1, 2, 3, 4].map((i) => forkAgent(`consumer ${i}`)));
     const producers = await Promise.all([1, 2].map((i) => forkAgent(`producer ${i}`)));
     const main = openLayer(name);
-    await Promise.all([...consumers, ...producers].map((a) => a.call('open', { name, options: OPTIONS })));
+    await Promise.all(
+      [...consumers, ...producers].map((a) => a.call('open', { name, options: OPTIONS })),
+    );
 
-    const consuming = consumers.map((c) => c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'work' }));
-    await Promise.all(producers.map((p, i) => p.call('produce', { channel: 'work', sender: i + 1, count: PER_PRODUCER })));
+    const consuming = consumers.map((c) =>
+      c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'work' }),
+    );
+    await Promise.all(
+      producers.map((p, i) =>
+        p.call('produce', { channel: 'work', sender: i + 1, count: PER_PRODUCER }),
+      ),
+    );
     // FIFO: the stops are behind every item, and each consumer quits at its first stop.
     // The consumers may still be draining a full channel (a loaded machine): wait for room.
     for (let i = 0; i < consumers.length; i++) {
@@ -466,11 +548,15 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
 
   it('worker_threads: a worker with its own layer instance exchanges messages with the main thread', async () => {
     const name = layerName();
-    const { child, output } = spawnScript('threads-main.mjs', { MP_ARGS: JSON.stringify({ name, options: OPTIONS }) });
+    const { child, output } = spawnScript('threads-main.mjs', {
+      MP_ARGS: JSON.stringify({ name, options: OPTIONS }),
+    });
     const report = await withTimeout(
       new Promise<{ result?: Record<string, unknown>; error?: string }>((resolve, reject) => {
         child.once('message', (m) => resolve(m as { result?: Record<string, unknown> }));
-        child.once('exit', (code, signal) => reject(new Error(`threads-main exited: ${code} ${signal}\n${output()}`)));
+        child.once('exit', (code, signal) =>
+          reject(new Error(`threads-main exited: ${code} ${signal}\n${output()}`)),
+        );
       }),
       25_000,
       'worker_threads scenario',
@@ -496,12 +582,17 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const consumers = await Promise.all([1, 2, 3].map((i) => forkAgent(`consumer ${i}`)));
     const producer = await forkAgent('producer');
     const main = openLayer(name);
-    await Promise.all([...consumers, producer].map((a) => a.call('open', { name, options: OPTIONS })));
+    await Promise.all(
+      [...consumers, producer].map((a) => a.call('open', { name, options: OPTIONS })),
+    );
 
     const reported: number[][] = consumers.map(() => []);
     consumers.forEach((c, i) => {
       c.onEvent = (e) => {
-        if (e.event === 'got') reported[i]!.push(...(e.ids as Array<[number, number]>).map(([s, q]) => s * 1_000_000 + q));
+        if (e.event === 'got')
+          reported[i]!.push(
+            ...(e.ids as Array<[number, number]>).map(([s, q]) => s * 1_000_000 + q),
+          );
       };
     });
     const victim = consumers[0]!;
@@ -513,11 +604,21 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
         resolve();
       };
     });
-    const victimRun = victim.call('consume', { channel: 'jobs', reportEvery: REPORT_EVERY }).catch(() => 'killed');
+    const victimRun = victim
+      .call('consume', { channel: 'jobs', reportEvery: REPORT_EVERY })
+      .catch(() => 'killed');
     const surviving = survivors.map((c) =>
-      c.call<{ items: Array<[number, number]>; stops: number }>('consume', { channel: 'jobs', reportEvery: REPORT_EVERY }),
+      c.call<{ items: Array<[number, number]>; stops: number }>('consume', {
+        channel: 'jobs',
+        reportEvery: REPORT_EVERY,
+      }),
     );
-    const producing = producer.call('produce', { channel: 'jobs', sender: 1, count: 3000, pace: 20 });
+    const producing = producer.call('produce', {
+      channel: 'jobs',
+      sender: 1,
+      count: 3000,
+      pace: 20,
+    });
 
     await withTimeout(firstReport, 20_000, 'first report of the victim');
     victim.child.kill('SIGKILL');
@@ -563,10 +664,15 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     await dying;
 
     // A live process takes the lock over from the dead holder and rebuilds the derived state.
-    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: 15 });
+    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', {
+      channel: 'fp',
+      count: 15,
+    });
     for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     // The victim died before popping: its message is still there, nothing is lost.
-    expect((await consumed).items.map(([, seq]) => seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    expect((await consumed).items.map(([, seq]) => seq)).toEqual(
+      Array.from({ length: 15 }, (_, i) => i + 1),
+    );
     expect(main.verify()).toEqual([]);
     expect(await consumer.call('verify')).toEqual([]);
     const stats = main.stats();
@@ -580,7 +686,10 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const main = openLayer(name);
     for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
-    const { slot: victimSlot } = await victim.call<{ slot: number }>('open', { name, options: OPTIONS });
+    const { slot: victimSlot } = await victim.call<{ slot: number }>('open', {
+      name,
+      options: OPTIONS,
+    });
     const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
     expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
     await dying;
@@ -590,9 +699,14 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const survivor = await forkAgent('survivor');
     const { slot } = await survivor.call<{ slot: number }>('open', { name, options: OPTIONS });
     expect(slot).toBe(victimSlot);
-    const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: 15 });
+    const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', {
+      channel: 'fp',
+      count: 15,
+    });
     for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
-    expect((await consumed).items.map(([, seq]) => seq)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    expect((await consumed).items.map(([, seq]) => seq)).toEqual(
+      Array.from({ length: 15 }, (_, i) => i + 1),
+    );
     expect(main.verify()).toEqual([]);
     const stats = main.stats();
     expect(stats.processes).toBe(2);
@@ -623,14 +737,19 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
       await survivor.call('open', { name, options: OPTIONS });
       const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: String(point) });
       await victim.call('open', { name, options: OPTIONS });
-      const dying = victim.call('send', { channel: 'fp', message: { type: 'item', sender: 1, seq: 1 } }).catch((e: Error) => e);
+      const dying = victim
+        .call('send', { channel: 'fp', message: { type: 'item', sender: 1, seq: 1 } })
+        .catch((e: Error) => e);
       expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
       await dying;
 
       // Point 1: the node was never linked, the message is gone. Point 2: it was linked, so it
       // is delivered.
       const expected = point === 1 ? [2, 3, 4, 5] : [1, 2, 3, 4, 5];
-      const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', { channel: 'fp', count: expected.length });
+      const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', {
+        channel: 'fp',
+        count: expected.length,
+      });
       for (let seq = 2; seq <= 5; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
       expect((await consumed).items.map(([, seq]) => seq)).toEqual(expected);
       expect(main.verify()).toEqual([]);
@@ -651,7 +770,9 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     await sleep(200); // not a timing assertion: only lets the receive register before the send
     const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '2' });
     await victim.call('open', { name, options: OPTIONS });
-    const dying = victim.call('send', { channel: 'fp2', message: { type: 'item', seq: 1 } }).catch((e: Error) => e);
+    const dying = victim
+      .call('send', { channel: 'fp2', message: { type: 'item', seq: 1 } })
+      .catch((e: Error) => e);
     expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
     await dying;
     // Any operation takes the lock over from the dead sender and recovers the segment; the
@@ -688,7 +809,10 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     expect(stats.processes).toBe(3);
     expect(main.verify()).toEqual([]);
 
-    const received = survivor.call<Message[]>('receiveUntil', { channel: survivorInbox, until: 'end' });
+    const received = survivor.call<Message[]>('receiveUntil', {
+      channel: survivorInbox,
+      until: 'end',
+    });
     await main.groupSend('room', { type: 'end' });
     expect(await received).toEqual([{ type: 'fan', k: 1 }, { type: 'end' }]);
     expect(main.verify()).toEqual([]);
@@ -729,17 +853,23 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     await peer.call('open', { name, options: OPTIONS });
     const sizes = [1, 70_000, 300_000, 1_000_000];
     const blob = (n: number, seed: number): string =>
-      Array.from({ length: Math.ceil(n / 8) }, (_, i) => ((Math.imul(i, 2654435761) + seed) >>> 0).toString(16).padStart(8, '0'))
+      Array.from({ length: Math.ceil(n / 8) }, (_, i) =>
+        ((Math.imul(i, 2654435761) + seed) >>> 0).toString(16).padStart(8, '0'),
+      )
         .join('')
         .slice(0, n);
     const got = peer.call<Message[]>('receiveUntil', { channel: 'big', until: 'end' });
-    for (const [k, n] of sizes.entries()) await main.send('big', { type: 'blob', k, data: blob(n, k) });
+    for (const [k, n] of sizes.entries())
+      await main.send('big', { type: 'blob', k, data: blob(n, k) });
     await main.send('big', { type: 'end' });
     const received = await got;
     expect(received).toHaveLength(sizes.length + 1);
-    for (const [k, n] of sizes.entries()) expect(received[k]).toEqual({ type: 'blob', k, data: blob(n, k) });
+    for (const [k, n] of sizes.entries())
+      expect(received[k]).toEqual({ type: 'blob', k, data: blob(n, k) });
     // Above maxMessageSize (1 MiB): refused, nothing stored.
-    await expect(main.send('big', { type: 'blob', data: blob(1_100_000, 9) })).rejects.toMatchObject({
+    await expect(
+      main.send('big', { type: 'blob', data: blob(1_100_000, 9) }),
+    ).rejects.toMatchObject({
       name: 'MessageTooLarge',
     });
     expect(main.stats().arenaUsedBytes).toBe(0);
@@ -754,13 +884,17 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const producer = await forkAgent('producer');
     await producer.call('open', { name, options });
     for (let i = 0; i < 64; i++) await main.send('pool', { type: 'item', i });
-    const attempt = await producer.call<{ sent: number; errors: Record<string, number> }>('trySend', {
-      channel: 'pool',
-      message: { type: 'item', data: 'x'.repeat(5000) },
-      count: 20,
-    });
+    const attempt = await producer.call<{ sent: number; errors: Record<string, number> }>(
+      'trySend',
+      {
+        channel: 'pool',
+        message: { type: 'item', data: 'x'.repeat(5000) },
+        count: 20,
+      },
+    );
     expect(attempt).toEqual({ sent: 0, errors: { SegmentFull: 20 } });
-    for (let i = 0; i < 64; i++) await main.receive('pool', { signal: AbortSignal.timeout(10_000) });
+    for (let i = 0; i < 64; i++)
+      await main.receive('pool', { signal: AbortSignal.timeout(10_000) });
     expect(main.stats().queued).toBe(0);
     expect(main.verify()).toEqual([]);
     expect(main.stats().arenaUsedBytes).toBe(0);

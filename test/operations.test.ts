@@ -51,7 +51,9 @@ describe('shm-channels CLI', () => {
     const verify = run('verify', name);
     expect(verify.status).toBe(0);
     expect(verify.stdout).toContain('consistent');
-    expect(JSON.parse(run('list', '--json').stdout).map((l: { name: string }) => l.name)).toContain(name);
+    expect(JSON.parse(run('list', '--json').stdout).map((l: { name: string }) => l.name)).toContain(
+      name,
+    );
   });
 
   it('does not create a layer it is asked about, and says so', () => {
@@ -59,7 +61,9 @@ describe('shm-channels CLI', () => {
     const result = run('stats', name);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(`no layer named '${name}'`);
-    expect(JSON.parse(run('list', '--json').stdout).map((l: { name: string }) => l.name)).not.toContain(name);
+    expect(
+      JSON.parse(run('list', '--json').stdout).map((l: { name: string }) => l.name),
+    ).not.toContain(name);
     expect(() => new ShmChannelLayer({ name, create: false })).toThrow(/no layer named/);
   });
 

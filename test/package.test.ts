@@ -3,14 +3,31 @@
 // loaded), installs the tarball with --ignore-scripts under a PATH holding only node, then loads
 // the package through require and import and makes native calls.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const npmCli = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+const npmCli = join(
+  dirname(process.execPath),
+  '..',
+  'lib',
+  'node_modules',
+  'npm',
+  'bin',
+  'npm-cli.js',
+);
 
 let work: string;
 let tarball: string;
@@ -18,20 +35,38 @@ let installDir: string;
 let bareEnv: NodeJS.ProcessEnv;
 
 function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string {
-  return execFileSync(process.execPath, [npmCli, ...args], { cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(process.execPath, [npmCli, ...args], {
+    cwd,
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'shmch-pack-'));
   const source = join(work, 'source');
   mkdirSync(source);
-  for (const entry of ['package.json', 'package-lock.json', 'binding.gyp', 'tsconfig.json', 'README.md', 'lib', 'native', 'scripts']) {
-    if (existsSync(join(root, entry))) cpSync(join(root, entry), join(source, entry), { recursive: true });
+  for (const entry of [
+    'package.json',
+    'package-lock.json',
+    'binding.gyp',
+    'tsconfig.json',
+    'README.md',
+    'lib',
+    'native',
+    'scripts',
+  ]) {
+    if (existsSync(join(root, entry)))
+      cpSync(join(root, entry), join(source, entry), { recursive: true });
   }
   symlinkSync(join(root, 'node_modules'), join(source, 'node_modules'), 'dir');
   // prepack compiles TypeScript and the prebuild; pack writes the tarball.
   const output = npm(['pack', '--json', '--pack-destination', work], source);
-  const [info] = JSON.parse(output.slice(output.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>;
+  const [info] = JSON.parse(output.slice(output.indexOf('['))) as Array<{
+    filename: string;
+    files: Array<{ path: string }>;
+  }>;
   tarball = join(work, info!.filename);
   (globalThis as Record<string, unknown>).__packedFiles = info!.files.map((f) => f.path);
 
@@ -39,11 +74,22 @@ beforeAll(() => {
   const bin = join(work, 'bin');
   mkdirSync(bin);
   symlinkSync(process.execPath, join(bin, 'node'));
-  bareEnv = { HOME: process.env.HOME, PATH: bin, npm_config_cache: process.env.npm_config_cache ?? join(process.env.HOME ?? work, '.npm') };
+  bareEnv = {
+    HOME: process.env.HOME,
+    PATH: bin,
+    npm_config_cache: process.env.npm_config_cache ?? join(process.env.HOME ?? work, '.npm'),
+  };
   installDir = join(work, 'app');
   mkdirSync(installDir);
-  writeFileSync(join(installDir, 'package.json'), '{ "name": "app", "version": "1.0.0", "private": true }\n');
-  npm(['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', tarball], installDir, bareEnv);
+  writeFileSync(
+    join(installDir, 'package.json'),
+    '{ "name": "app", "version": "1.0.0", "private": true }\n',
+  );
+  npm(
+    ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', tarball],
+    installDir,
+    bareEnv,
+  );
 }, 600_000);
 
 afterAll(() => {
@@ -93,7 +139,11 @@ describe('packed tarball', () => {
         ShmChannelLayer.destroy('${name}');
         console.log(JSON.stringify({ loaded, msg, full: typeof ChannelFull }));
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const out = execFileSync(process.execPath, ['-e', script], { cwd: installDir, env: bareEnv, encoding: 'utf8' });
+    const out = execFileSync(process.execPath, ['-e', script], {
+      cwd: installDir,
+      env: bareEnv,
+      encoding: 'utf8',
+    });
     const result = JSON.parse(out.trim()) as { loaded: string; msg: unknown; full: string };
     expect(result.loaded).toContain(join('prebuilds', 'linux-x64'));
     expect(result.msg).toEqual({ type: 'probe', n: 7 });
@@ -147,7 +197,10 @@ void new InMemoryChannelLayer().send('x', 'not an object');
       }),
     );
     const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-    const result = spawnSync(process.execPath, [tsc, '-p', installDir], { cwd: installDir, encoding: 'utf8' });
+    const result = spawnSync(process.execPath, [tsc, '-p', installDir], {
+      cwd: installDir,
+      encoding: 'utf8',
+    });
     expect(result.stdout + result.stderr).toBe('');
     expect(result.status).toBe(0);
   });
@@ -172,7 +225,11 @@ void new InMemoryChannelLayer().send('x', 'not an object');
 
   it('serves shm-channels/socket.io through require and import (with its peer socket.io-adapter)', () => {
     // The peer dependency, as the application would have it installed (linked from ours).
-    symlinkSync(join(root, 'node_modules', 'socket.io-adapter'), join(installDir, 'node_modules', 'socket.io-adapter'), 'dir');
+    symlinkSync(
+      join(root, 'node_modules', 'socket.io-adapter'),
+      join(installDir, 'node_modules', 'socket.io-adapter'),
+      'dir',
+    );
     const script = `
       import { createRequire } from 'node:module';
       import { createAdapter } from 'shm-channels/socket.io';
@@ -206,13 +263,23 @@ void new InMemoryChannelLayer().send('x', 'not an object');
         ShmChannelLayer.destroy('${name}');
         console.log(JSON.stringify({ loaded, arch: process.arch, node: process.version, from: msg.from, blob: msg.blob.length }));
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const out = execFileSync(arm64.qemu, ['-L', arm64.root, join(arm64.root, 'usr', 'bin', 'node'), '-e', script], {
-      cwd: installDir,
-      env: bareEnv,
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
-    const result = JSON.parse(out.trim().split('\n').pop()!) as { loaded: string; arch: string; node: string; from: string; blob: number };
+    const out = execFileSync(
+      arm64.qemu,
+      ['-L', arm64.root, join(arm64.root, 'usr', 'bin', 'node'), '-e', script],
+      {
+        cwd: installDir,
+        env: bareEnv,
+        encoding: 'utf8',
+        timeout: 120_000,
+      },
+    );
+    const result = JSON.parse(out.trim().split('\n').pop()!) as {
+      loaded: string;
+      arch: string;
+      node: string;
+      from: string;
+      blob: number;
+    };
     expect(result.arch).toBe('arm64');
     expect(result.loaded).toContain(join('prebuilds', 'linux-arm64'));
     expect(result.from).toBe('arm64');
@@ -227,7 +294,11 @@ void new InMemoryChannelLayer().send('x', 'not an object');
     cpSync(join(pkg, 'prebuilds'), hidden, { recursive: true });
     rmSync(join(pkg, 'prebuilds'), { recursive: true, force: true });
     try {
-      const result = spawnSync(process.execPath, [join(pkg, 'scripts', 'install.cjs')], { cwd: pkg, env: bareEnv, encoding: 'utf8' });
+      const result = spawnSync(process.execPath, [join(pkg, 'scripts', 'install.cjs')], {
+        cwd: pkg,
+        env: bareEnv,
+        encoding: 'utf8',
+      });
       expect(result.status).not.toBe(0);
       expect(result.stderr).toContain('no prebuilt addon fits linux-x64');
       expect(result.stderr).toContain('apk add --no-cache python3 make g++ linux-headers');
@@ -240,8 +311,11 @@ void new InMemoryChannelLayer().send('x', 'not an object');
 
 /** qemu-aarch64 and Debian's arm64 Node (scripts/arm64-node.sh unpacks it; .ci/run does). */
 function armNode(): { qemu: string; root: string } | null {
-  const sysroot = process.env.SHMCH_ARM64_NODE_ROOT ?? join(root, 'node_modules', '.cache', 'arm64-node');
-  const qemu = spawnSync('/bin/sh', ['-c', 'command -v qemu-aarch64'], { encoding: 'utf8' }).stdout.trim();
+  const sysroot =
+    process.env.SHMCH_ARM64_NODE_ROOT ?? join(root, 'node_modules', '.cache', 'arm64-node');
+  const qemu = spawnSync('/bin/sh', ['-c', 'command -v qemu-aarch64'], {
+    encoding: 'utf8',
+  }).stdout.trim();
   if (qemu && existsSync(join(sysroot, 'usr', 'bin', 'node'))) return { qemu, root: sysroot };
   const why = `needs qemu-aarch64 (apt-get install qemu-user) and an arm64 Node in ${sysroot} (scripts/arm64-node.sh)`;
   if (process.env.CI) throw new Error(`the arm64 prebuild test cannot run: ${why}`);

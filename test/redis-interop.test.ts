@@ -19,7 +19,10 @@ const PEER = join(__dirname, 'python', 'channels_redis_peer.py');
 function haveChannelsRedis(): boolean {
   const ok =
     existsSync(PYTHON) &&
-    spawnSync(PYTHON, ['-c', 'import channels_redis.core, msgpack'], { stdio: 'ignore', timeout: 20_000 }).status === 0;
+    spawnSync(PYTHON, ['-c', 'import channels_redis.core, msgpack'], {
+      stdio: 'ignore',
+      timeout: 20_000,
+    }).status === 0;
   if (ok) return true;
   if (process.env.CI) {
     throw new Error(
@@ -50,7 +53,8 @@ function fromJson(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(fromJson);
   if (value && typeof value === 'object') {
     const entries = Object.entries(value);
-    if (entries.length === 1 && entries[0]![0] === '__bytes__') return Buffer.from(entries[0]![1] as string, 'base64');
+    if (entries.length === 1 && entries[0]![0] === '__bytes__')
+      return Buffer.from(entries[0]![1] as string, 'base64');
     return Object.fromEntries(entries.map(([k, v]) => [k, fromJson(v)]));
   }
   return value;
@@ -58,13 +62,21 @@ function fromJson(value: unknown): unknown {
 
 class PythonPeer {
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private readonly waiting = new Map<
+    number,
+    { resolve(v: unknown): void; reject(e: Error): void }
+  >();
   private stderr = '';
 
   private constructor(private readonly child: ChildProcessWithoutNullStreams) {
     child.stderr.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
     createInterface({ input: child.stdout }).on('line', (line) => {
-      const reply = JSON.parse(line) as { id: number; ok: boolean; result?: unknown; error?: string };
+      const reply = JSON.parse(line) as {
+        id: number;
+        ok: boolean;
+        result?: unknown;
+        error?: string;
+      };
       const waiter = this.waiting.get(reply.id);
       if (!waiter) return;
       this.waiting.delete(reply.id);
@@ -72,13 +84,20 @@ class PythonPeer {
       else waiter.reject(new Error(`python: ${reply.error}`));
     });
     child.on('exit', (code) => {
-      for (const waiter of this.waiting.values()) waiter.reject(new Error(`python peer exited (${code}):\n${this.stderr}`));
+      for (const waiter of this.waiting.values())
+        waiter.reject(new Error(`python peer exited (${code}):\n${this.stderr}`));
       this.waiting.clear();
     });
   }
 
-  static async start(prefix: string, hosts: string[], options: Record<string, unknown> = {}): Promise<PythonPeer> {
-    const child = spawn(PYTHON, [PEER, JSON.stringify({ prefix, hosts, options })], { stdio: 'pipe' });
+  static async start(
+    prefix: string,
+    hosts: string[],
+    options: Record<string, unknown> = {},
+  ): Promise<PythonPeer> {
+    const child = spawn(PYTHON, [PEER, JSON.stringify({ prefix, hosts, options })], {
+      stdio: 'pipe',
+    });
     const peer = new PythonPeer(child);
     await new Promise<void>((resolve, reject) => {
       peer.waiting.set(0, { resolve: () => resolve(), reject });
@@ -120,7 +139,10 @@ const RICH: Message = {
   text: 'héllo wörld ✓ 日本',
   bytes: Buffer.from([0, 1, 2, 253, 254, 255]),
   empty: Buffer.alloc(0),
-  nested: { list: [1, -2, 3.5, 'x', Buffer.from('bin'), null, true, false], deep: { big: 2 ** 40, neg: -(2 ** 31) } },
+  nested: {
+    list: [1, -2, 3.5, 'x', Buffer.from('bin'), null, true, false],
+    deep: { big: 2 ** 40, neg: -(2 ** 31) },
+  },
   none: null,
 };
 
@@ -172,10 +194,12 @@ describe.skipIf(!RUN).each([
 
     await node.send('to-python', { type: 'from.node', n: 1 });
     await node.send('to-python', { type: 'from.node', n: 2 });
-    expect(inOrder([await python.receive('to-python'), await python.receive('to-python')])).toEqual([
-      { type: 'from.node', n: 1 },
-      { type: 'from.node', n: 2 },
-    ]);
+    expect(inOrder([await python.receive('to-python'), await python.receive('to-python')])).toEqual(
+      [
+        { type: 'from.node', n: 1 },
+        { type: 'from.node', n: 2 },
+      ],
+    );
 
     // A receive already waiting on each side.
     const nodeWaits = node.receive('later-node');
@@ -212,7 +236,8 @@ describe.skipIf(!RUN).each([
       // channels_redis 4 send() picks the host of a '!' channel by its full name, its receive()
       // by the part up to '!': a Node receiver reads every host, so it gets those messages too.
       let stray = await node.newChannel();
-      const home = (name: string): number => consistentHash(name.slice(0, name.indexOf('!') + 1), hostCount);
+      const home = (name: string): number =>
+        consistentHash(name.slice(0, name.indexOf('!') + 1), hostCount);
       while (consistentHash(stray, hostCount) === home(stray)) stray = await node.newChannel();
       await python.send(stray, { type: 'stray' });
       expect(await node.receive(stray)).toEqual({ type: 'stray' });
@@ -223,7 +248,13 @@ describe.skipIf(!RUN).each([
     await open();
     const mine = await node.newChannel();
     const channels = ['any-py-a', 'any-py-b', mine];
-    const sends: Array<[string, number]> = [['any-py-b', 1], [mine, 2], ['any-py-a', 3], ['any-py-b', 4], [mine, 5]];
+    const sends: Array<[string, number]> = [
+      ['any-py-b', 1],
+      [mine, 2],
+      ['any-py-a', 3],
+      ['any-py-b', 4],
+      [mine, 5],
+    ];
     for (const [channel, n] of sends) {
       await python.send(channel, { type: 'from.python', n });
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -266,14 +297,16 @@ describe.skipIf(!RUN).each([
     expect(await python.receive(pyChannel)).toEqual({ type: 'group.from.python' });
     // channels_redis's receive() on a normal channel reads one host per call (round-robin) and
     // stays there, so with several hosts it may never see a group message on the other host.
-    if (hostCount === 1) expect(await python.receive('plain-python')).toEqual({ type: 'group.from.python' });
+    if (hostCount === 1)
+      expect(await python.receive('plain-python')).toEqual({ type: 'group.from.python' });
 
     // Discards cross over too.
     await python.call('group_discard', { group: 'node-room', channel: nodeB });
     await node.groupDiscard('node-room', pyChannel);
     await node.groupSend('node-room', { type: 'after.discard' });
     expect(await node.receive(nodeA)).toEqual({ type: 'after.discard' });
-    if (hostCount === 1) expect(await python.receive('plain-python')).toEqual({ type: 'after.discard' });
+    if (hostCount === 1)
+      expect(await python.receive('plain-python')).toEqual({ type: 'after.discard' });
     await node.send(nodeB, { type: 'marker' });
     expect(await node.receive(nodeB)).toEqual({ type: 'marker' });
     await node.send(pyChannel, { type: 'marker' });
@@ -288,9 +321,13 @@ describe.skipIf(!RUN).each([
     await python.call('group_add', { group: 'members-room', channel: pyChannel });
     await python.call('group_add', { group: 'members-room', channel: 'plain-member' });
     await node.groupAdd('members-room', nodeChannel);
-    expect((await node.groupMembers('members-room')).sort()).toEqual([pyChannel, 'plain-member', nodeChannel].sort());
+    expect((await node.groupMembers('members-room')).sort()).toEqual(
+      [pyChannel, 'plain-member', nodeChannel].sort(),
+    );
     await python.call('group_discard', { group: 'members-room', channel: 'plain-member' });
-    expect((await node.groupMembers('members-room')).sort()).toEqual([pyChannel, nodeChannel].sort());
+    expect((await node.groupMembers('members-room')).sort()).toEqual(
+      [pyChannel, nodeChannel].sort(),
+    );
     // The score of a member is the time of its last group_add; it counts as expired group_expiry
     // seconds later, whichever side reads it. Listing removes nothing: Python still reaches it.
     const added = Date.now();
@@ -326,15 +363,18 @@ describe.skipIf(!RUN).each([
   });
 
   // Per host: with several hosts a normal channel has a queue (and a capacity) on each.
-  it.runIf(hostCount === 1)('capacity is shared: a channel Node filled is full for Python, and the reverse', async () => {
-    await open({ capacity: 2 });
-    await node.send('full', { type: 'a' });
-    await python.send('full', { type: 'b' });
-    await expect(python.send('full', { type: 'c' })).rejects.toThrow(/ChannelFull/);
-    await expect(node.send('full', { type: 'c' })).rejects.toBeInstanceOf(ChannelFull);
-    expect(await python.receive('full')).toEqual({ type: 'a' });
-    expect(await node.receive('full')).toEqual({ type: 'b' });
-  });
+  it.runIf(hostCount === 1)(
+    'capacity is shared: a channel Node filled is full for Python, and the reverse',
+    async () => {
+      await open({ capacity: 2 });
+      await node.send('full', { type: 'a' });
+      await python.send('full', { type: 'b' });
+      await expect(python.send('full', { type: 'c' })).rejects.toThrow(/ChannelFull/);
+      await expect(node.send('full', { type: 'c' })).rejects.toBeInstanceOf(ChannelFull);
+      expect(await python.receive('full')).toEqual({ type: 'a' });
+      expect(await node.receive('full')).toEqual({ type: 'b' });
+    },
+  );
 
   it('flush from either side removes the other side’s messages and groups', async () => {
     await open();

@@ -5,7 +5,12 @@ import { crc32 as zlibCrc32 } from 'node:zlib';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayerClosed } from '../lib/errors.js';
-import { IoredisConnector, loadIoredis, type RedisConnection, type RedisConnector } from '../lib/redis/connection.js';
+import {
+  IoredisConnector,
+  loadIoredis,
+  type RedisConnection,
+  type RedisConnector,
+} from '../lib/redis/connection.js';
 import { decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from '../lib/redis/codec.js';
 import { RedisChannelLayer, RedisUnavailable } from '../lib/redis/redis-layer.js';
 import { consistentHash, crc32 } from '../lib/redis/sharding.js';
@@ -34,10 +39,18 @@ describe('redis: pieces without a server', () => {
     const b = encodeMessage(defaultSerializer, { type: 'x', n: 1 }, 'specific.a!b');
     expect(a.subarray(RANDOM_PREFIX_BYTES)).toEqual(b.subarray(RANDOM_PREFIX_BYTES));
     expect(a.subarray(0, RANDOM_PREFIX_BYTES)).not.toEqual(b.subarray(0, RANDOM_PREFIX_BYTES));
-    expect(decodeMessage(defaultSerializer, a)).toEqual({ message: { type: 'x', n: 1 }, channels: ['specific.a!b'] });
+    expect(decodeMessage(defaultSerializer, a)).toEqual({
+      message: { type: 'x', n: 1 },
+      channels: ['specific.a!b'],
+    });
     const group = encodeMessage(defaultSerializer, { type: 'y' }, ['s.a!1', 's.a!2']);
-    expect(decodeMessage(defaultSerializer, group)).toEqual({ message: { type: 'y' }, channels: ['s.a!1', 's.a!2'] });
-    expect(decodeMessage(defaultSerializer, encodeMessage(defaultSerializer, { type: 'z' }))).toEqual({
+    expect(decodeMessage(defaultSerializer, group)).toEqual({
+      message: { type: 'y' },
+      channels: ['s.a!1', 's.a!2'],
+    });
+    expect(
+      decodeMessage(defaultSerializer, encodeMessage(defaultSerializer, { type: 'z' })),
+    ).toEqual({
       message: { type: 'z' },
     });
   });
@@ -55,7 +68,9 @@ describe('redis: pieces without a server', () => {
   it('ioredis is loaded only when a RedisChannelLayer is constructed (built package)', () => {
     const entry = join(__dirname, '..', 'dist', 'cjs', 'index.js');
     if (!existsSync(entry)) {
-      console.warn('dist/cjs/index.js missing (run `npm run build:ts`): lazy-loading check of the build skipped');
+      console.warn(
+        'dist/cjs/index.js missing (run `npm run build:ts`): lazy-loading check of the build skipped',
+      );
       return;
     }
     const script = `
@@ -78,7 +93,9 @@ describe('redis: pieces without a server', () => {
       out.afterConstruct = loaded();
       layer.close().then(() => memory.close()).then(() => console.log(JSON.stringify(out)));
     `;
-    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 }));
+    const out = JSON.parse(
+      execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 }),
+    );
     expect(out).toEqual({
       afterImport: false,
       afterInMemory: false,
@@ -132,7 +149,10 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
       await layer.groupSend('room', { type: 'g' });
       const nonLocal = channel.slice(0, channel.indexOf('!') + 1);
       const stored = await rawA.zrangeBuffer(`${prefix}${nonLocal}`, 0, -1);
-      expect(decodeMessage(defaultSerializer, stored[0]!)).toEqual({ message: { type: 'g' }, channels: [channel] });
+      expect(decodeMessage(defaultSerializer, stored[0]!)).toEqual({
+        message: { type: 'g' },
+        channels: [channel],
+      });
       expect(await layer.receive(channel)).toEqual({ type: 'g' });
       expect(await layer.receive('chat')).toEqual({ type: 'hello' });
 
@@ -175,7 +195,8 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
       // Group sends reach the member's key on its host, once per group.
       for (const group of groups) await sender.groupSend(group, { type: 'group', group });
       const got = [];
-      for (let i = 0; i < groups.length; i++) got.push(((await receiver.receive(target)) as { group: string }).group);
+      for (let i = 0; i < groups.length; i++)
+        got.push(((await receiver.receive(target)) as { group: string }).group);
       expect(got.sort()).toEqual([...groups].sort());
 
       // Normal channels go round-robin over the hosts; a receiver reads all of them.
@@ -221,7 +242,9 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
       const waiting = layer.receiveAny(channels);
       await sleep(100);
       const clients = (await rawA.client('LIST')) as string;
-      const blocked = clients.split('\n').filter((line) => line.includes('name=shm-channels:receive'));
+      const blocked = clients
+        .split('\n')
+        .filter((line) => line.includes('name=shm-channels:receive'));
       expect(blocked).toHaveLength(1);
       expect(blocked[0]).toMatch(/cmd=bzpopmin/);
       await sender.send('any-37', { type: 'x' });
@@ -238,7 +261,9 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     try {
       for (let round = 0; round < 5; round++) {
         const controller = new AbortController();
-        const cancelled = expect(first.receiveAny(['jobs-a', 'jobs-b'], { signal: controller.signal })).rejects.toMatchObject({
+        const cancelled = expect(
+          first.receiveAny(['jobs-a', 'jobs-b'], { signal: controller.signal }),
+        ).rejects.toMatchObject({
           name: 'AbortError',
         });
         await sleep(50); // its BZPOPMIN is now blocked in Redis
@@ -246,7 +271,10 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
         await first.send('jobs-b', { type: 'one', round });
         await cancelled;
         // Taken by the orphaned pop or not, it is back in its channel: the other layer gets it.
-        expect(await second.receiveAny(['jobs-a', 'jobs-b'])).toEqual({ channel: 'jobs-b', message: { type: 'one', round } });
+        expect(await second.receiveAny(['jobs-a', 'jobs-b'])).toEqual({
+          channel: 'jobs-b',
+          message: { type: 'one', round },
+        });
       }
       expect(await rawA.exists(`${prefix}jobs-b`)).toBe(0);
     } finally {
@@ -265,7 +293,8 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
       for (let i = 0; i < 6; i++) await sender.send(i % 2 ? 'two-a' : 'two-b', { i });
       await sender.send(local, { i: 6 });
       const got: number[] = [];
-      for (let i = 0; i < 7; i++) got.push((await receiver.receiveAny(['two-a', 'two-b', local]))!.message.i as number);
+      for (let i = 0; i < 7; i++)
+        got.push((await receiver.receiveAny(['two-a', 'two-b', local]))!.message.i as number);
       expect(got.sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6]);
       expect(await receiver.receiveAny(['two-a', 'two-b', local], { wait: false })).toBeNull();
       const waiting = receiver.receiveAny(['two-a', 'two-b', local]);
@@ -408,7 +437,8 @@ process.exit(0);`,
         }
       }
       const duringResult = await during;
-      const next = duringResult instanceof RedisUnavailable ? await layer.receive('c') : duringResult;
+      const next =
+        duringResult instanceof RedisUnavailable ? await layer.receive('c') : duringResult;
       expect(next).toEqual({ type: 'after' });
       await layer.send(local, { type: 'local-after' });
       expect(await layer.receive(local)).toEqual({ type: 'local-after' });

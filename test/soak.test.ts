@@ -10,10 +10,14 @@ import { haveRedisServer } from './support/redis-server.js';
 const script = join(dirname(fileURLToPath(import.meta.url)), 'soak', 'soak.mjs');
 
 it('30,000 connection cycles in 2 processes: tables end empty, heap and RSS flat, deliveries accounted for', () => {
-  const run = spawnSync(process.execPath, [script, '--cycles', '30000', '--processes', '2', '--json'], {
-    encoding: 'utf8',
-    timeout: 90_000,
-  });
+  const run = spawnSync(
+    process.execPath,
+    [script, '--cycles', '30000', '--processes', '2', '--json'],
+    {
+      encoding: 'utf8',
+      timeout: 90_000,
+    },
+  );
   const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
   console.log(`soak: ${JSON.stringify(result)}`);
   expect(result.problems.join('\n'), JSON.stringify(result)).toBe('');
@@ -24,17 +28,25 @@ it('30,000 connection cycles in 2 processes: tables end empty, heap and RSS flat
   expect(run.status).toBe(0);
 }, 120_000);
 
-it.skipIf(!haveRedisServer())('the same churn on RedisChannelLayer: keys end at zero, per-process maps bounded, heap flat', () => {
-  const run = spawnSync(process.execPath, [script, '--cycles', '10000', '--processes', '2', '--redis', '--json'], {
-    encoding: 'utf8',
-    timeout: 90_000,
-  });
-  const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
-  console.log(`soak (redis): ${JSON.stringify(result)}`);
-  expect(result.problems.join('\n'), JSON.stringify(result)).toBe('');
-  expect(result.cycles).toBeGreaterThanOrEqual(10000);
-  expect(result.end.channels).toBe(0); // Redis keys
-  expect(result.mapsPeak.pollers).toBeLessThanOrEqual(2);
-  expect(result.received).toBeGreaterThan(result.deliveries / 2);
-  expect(run.status).toBe(0);
-}, 120_000);
+it.skipIf(!haveRedisServer())(
+  'the same churn on RedisChannelLayer: keys end at zero, per-process maps bounded, heap flat',
+  () => {
+    const run = spawnSync(
+      process.execPath,
+      [script, '--cycles', '10000', '--processes', '2', '--redis', '--json'],
+      {
+        encoding: 'utf8',
+        timeout: 90_000,
+      },
+    );
+    const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
+    console.log(`soak (redis): ${JSON.stringify(result)}`);
+    expect(result.problems.join('\n'), JSON.stringify(result)).toBe('');
+    expect(result.cycles).toBeGreaterThanOrEqual(10000);
+    expect(result.end.channels).toBe(0); // Redis keys
+    expect(result.mapsPeak.pollers).toBeLessThanOrEqual(2);
+    expect(result.received).toBeGreaterThan(result.deliveries / 2);
+    expect(run.status).toBe(0);
+  },
+  120_000,
+);

@@ -17,11 +17,14 @@ describe('socket.io adapter outbox', () => {
     // until the outbox has met ChannelFull, so the later batches must wait and be retried.
     for (let i = 0; i < 600; i++) outbox.send('dest', Uint8Array.of(i % 256, i >> 8));
     const until = Date.now() + 5000;
-    while (outbox.retries === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (outbox.retries === 0 && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 5));
     expect(outbox.retries).toBeGreaterThan(0);
     const got: number[] = [];
     while (got.length < 600) {
-      const message = await layer.receive<{ type: string; b: Uint8Array[] }>('dest', { signal: AbortSignal.timeout(10_000) });
+      const message = await layer.receive<{ type: string; b: Uint8Array[] }>('dest', {
+        signal: AbortSignal.timeout(10_000),
+      });
       for (const entry of message.b) got.push(entry[0]! + (entry[1]! << 8));
     }
     expect(got).toEqual(Array.from({ length: 600 }, (_, i) => i));
@@ -35,7 +38,11 @@ describe('socket.io adapter outbox', () => {
   it('drops the queue of a destination that is no longer alive', async () => {
     const layer = new InMemoryChannelLayer({ capacity: 1 });
     let alive = true;
-    const outbox = new Outbox((channel, message) => layer.send(channel, message), () => {}, async () => alive);
+    const outbox = new Outbox(
+      (channel, message) => layer.send(channel, message),
+      () => {},
+      async () => alive,
+    );
     outbox.send('gone', Uint8Array.of(1));
     await new Promise((resolve) => setTimeout(resolve, 5));
     outbox.send('gone', Uint8Array.of(2));
@@ -43,7 +50,8 @@ describe('socket.io adapter outbox', () => {
     expect(outbox.waiting('gone')).toBe(1);
     alive = false;
     const until = Date.now() + 5000;
-    while (outbox.waiting('gone') > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    while (outbox.waiting('gone') > 0 && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 20));
     expect(outbox.waiting('gone')).toBe(0);
     outbox.close();
     await layer.close();

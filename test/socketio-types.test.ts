@@ -9,8 +9,23 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 it('type-checks an application that passes createAdapter() to socket.io', () => {
   const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  const args = ['--noEmit', '--strict', '--target', 'ES2022', '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--types', 'node'];
-  const result = spawnSync(process.execPath, [tsc, ...args, join(root, 'test', 'types', 'socketio-consumer.mts')], { cwd: root, encoding: 'utf8' });
+  const args = [
+    '--noEmit',
+    '--strict',
+    '--target',
+    'ES2022',
+    '--module',
+    'NodeNext',
+    '--moduleResolution',
+    'NodeNext',
+    '--types',
+    'node',
+  ];
+  const result = spawnSync(
+    process.execPath,
+    [tsc, ...args, join(root, 'test', 'types', 'socketio-consumer.mts')],
+    { cwd: root, encoding: 'utf8' },
+  );
   expect(result.stdout + result.stderr).toBe('');
   expect(result.status).toBe(0);
 }, 60_000);

@@ -21,7 +21,11 @@ let counter = 0;
 
 const unique = (what: string): string => `${what}-${++counter}`;
 
-async function connect(server: SioServer, nsp = '/', options: Parameters<typeof Client.connect>[2] = {}): Promise<Client> {
+async function connect(
+  server: SioServer,
+  nsp = '/',
+  options: Parameters<typeof Client.connect>[2] = {},
+): Promise<Client> {
   const client = await Client.connect(server, nsp, options);
   clients.push(client);
   return client;
@@ -32,14 +36,20 @@ async function barrier(from: SioServer, nsp = '/'): Promise<void> {
   const marker = unique('marker');
   await from.call('emit', { nsp, event: 'marker', args: [marker] });
   const inNsp = clients.filter((c) => c.socket.connected && c.nsp === nsp);
-  await waitFor(() => inNsp.every((c) => c.got('marker').some(([m]) => m === marker)), `marker ${marker} at every client`);
+  await waitFor(
+    () => inNsp.every((c) => c.got('marker').some(([m]) => m === marker)),
+    `marker ${marker} at every client`,
+  );
 }
 
 beforeAll(async () => {
   servers = await Promise.all(
     ['A', 'B', 'C'].map((name) => SioServer.start({ layer: `shm:${layerName}`, name })),
   );
-  await waitFor(async () => (await servers[0]!.call<number>('serverCount')) === 3, 'three servers counted');
+  await waitFor(
+    async () => (await servers[0]!.call<number>('serverCount')) === 3,
+    'three servers counted',
+  );
 }, 30_000);
 
 afterEach(() => {
@@ -61,7 +71,10 @@ describe('broadcast', () => {
     const [a, b, c] = three();
     const clientsOf = [await connect(a), await connect(b), await connect(c)];
     await b.call('emit', { event: 'news', args: ['hello', 42] });
-    await waitFor(() => clientsOf.every((client) => client.got('news').length === 1), 'news at every client');
+    await waitFor(
+      () => clientsOf.every((client) => client.got('news').length === 1),
+      'news at every client',
+    );
     await barrier(b);
     for (const client of clientsOf) expect(client.got('news')).toEqual([['hello', 42]]);
   });
@@ -71,7 +84,10 @@ describe('broadcast', () => {
     const chat = [await connect(a, '/chat'), await connect(c, '/chat')];
     const main = [await connect(a), await connect(b)];
     await b.call('emit', { nsp: '/chat', event: 'chat', args: ['in chat'] });
-    await waitFor(() => chat.every((client) => client.got('chat').length === 1), 'chat at /chat clients');
+    await waitFor(
+      () => chat.every((client) => client.got('chat').length === 1),
+      'chat at /chat clients',
+    );
     await barrier(b);
     for (const client of main) expect(client.got('chat')).toEqual([]);
   });
@@ -87,7 +103,10 @@ describe('broadcast', () => {
     await inB.join(room);
     const before = await c.call<{ received: number }>('stats');
     for (let i = 0; i < 20; i++) await b.call('emit', { rooms: [room], event: 'room', args: [i] });
-    await waitFor(() => inA.got('room').length === 20 && inB.got('room').length === 20, 'room messages at members');
+    await waitFor(
+      () => inA.got('room').length === 20 && inB.got('room').length === 20,
+      'room messages at members',
+    );
     await barrier(b);
     // Server C has no member: of B's messages it got only the namespace-wide marker, which came
     // after the 20 (one sender's messages arrive in order).
@@ -108,7 +127,10 @@ describe('broadcast', () => {
     await onlyR2.join(r2);
     await excluded.join(r1, r3);
     await c.call('emit', { rooms: [r1, r2], except: [r3], event: 'multi', args: ['x'] });
-    await waitFor(() => both.got('multi').length === 1 && onlyR2.got('multi').length === 1, 'multi-room delivery');
+    await waitFor(
+      () => both.got('multi').length === 1 && onlyR2.got('multi').length === 1,
+      'multi-room delivery',
+    );
     await barrier(c);
     expect(both.got('multi')).toEqual([['x']]);
     expect(excluded.got('multi')).toEqual([]);
@@ -121,7 +143,10 @@ describe('broadcast', () => {
     const others = [await connect(a), await connect(c)];
     await inRoom.join(room);
     await a.call('emit', { except: [room], event: 'except', args: [1] });
-    await waitFor(() => others.every((client) => client.got('except').length === 1), 'except delivery');
+    await waitFor(
+      () => others.every((client) => client.got('except').length === 1),
+      'except delivery',
+    );
     await barrier(a);
     expect(inRoom.got('except')).toEqual([]);
   });
@@ -141,7 +166,10 @@ describe('broadcast', () => {
     const there = await connect(b);
     await a.call('emit', { volatile: true, event: 'volatile', args: ['v'] });
     await a.call('emit', { compress: false, event: 'plain', args: ['p'] });
-    await waitFor(() => there.got('volatile').length === 1 && there.got('plain').length === 1, 'flagged broadcasts');
+    await waitFor(
+      () => there.got('volatile').length === 1 && there.got('plain').length === 1,
+      'flagged broadcasts',
+    );
   });
 
   it('binary payloads arrive intact on other servers', async () => {
@@ -152,7 +180,10 @@ describe('broadcast', () => {
     for (const client of receivers) await client.join(room);
     // IPC carries no Buffers: base64 to the worker, which emits a real Buffer.
     await a.call('emitBinary', { rooms: [room], event: 'bin', bytes: payload.toString('base64') });
-    await waitFor(() => receivers.every((client) => client.got('bin').length === 1), 'binary delivery');
+    await waitFor(
+      () => receivers.every((client) => client.got('bin').length === 1),
+      'binary delivery',
+    );
     for (const client of receivers) {
       const [[meta, data]] = client.got('bin') as [[{ n: number }, ArrayBuffer]];
       expect(meta).toEqual({ n: payload.length });
@@ -166,7 +197,11 @@ describe('broadcast', () => {
     const receivers = [await connect(b), await connect(c), await connect(b)];
     for (const client of receivers) await client.join(room);
     await a.call('emit', { rooms: [room], event: 'burst', args: [], count: 1000 });
-    await waitFor(() => receivers.every((client) => client.got('burst').length >= 1000), '1000 messages at each member', 30_000);
+    await waitFor(
+      () => receivers.every((client) => client.got('burst').length >= 1000),
+      '1000 messages at each member',
+      30_000,
+    );
     const expected = Array.from({ length: 1000 }, (_, i) => [i]);
     for (const client of receivers) expect(client.got('burst')).toEqual(expected);
   });
@@ -175,8 +210,13 @@ describe('broadcast', () => {
 describe('broadcast with acks', () => {
   it('collects the acks of clients on every server', async () => {
     const [a, b, c] = three();
-    for (const server of [a, b, c]) await connect(server, '/', { ackWith: (_e, args) => `ack:${String(args[0])}` });
-    const result = await a.call<{ responses?: unknown[]; error?: string }>('emitWithAck', { timeout: 5000, event: 'ask', args: ['q'] });
+    for (const server of [a, b, c])
+      await connect(server, '/', { ackWith: (_e, args) => `ack:${String(args[0])}` });
+    const result = await a.call<{ responses?: unknown[]; error?: string }>('emitWithAck', {
+      timeout: 5000,
+      event: 'ask',
+      args: ['q'],
+    });
     expect(result.error).toBeUndefined();
     expect(result.responses).toEqual(['ack:q', 'ack:q', 'ack:q']);
   });
@@ -198,7 +238,12 @@ describe('broadcast with acks', () => {
 
   it('resolves with no responses when no client is there', async () => {
     const [a] = three();
-    const result = await a.call('emitWithAck', { rooms: [unique('empty')], timeout: 5000, event: 'ask', args: [] });
+    const result = await a.call('emitWithAck', {
+      rooms: [unique('empty')],
+      timeout: 5000,
+      event: 'ask',
+      args: [],
+    });
     expect(result).toEqual({ responses: [] });
   });
 
@@ -207,7 +252,11 @@ describe('broadcast with acks', () => {
     await connect(a, '/', { ackWith: () => 'fast' });
     await connect(b); // never acks
     const started = Date.now();
-    const result = await a.call<{ error?: string }>('emitWithAck', { timeout: 500, event: 'ask', args: [] });
+    const result = await a.call<{ error?: string }>('emitWithAck', {
+      timeout: 500,
+      event: 'ask',
+      args: [],
+    });
     expect(result.error).toMatch(/timed out/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(450);
   });
@@ -221,9 +270,17 @@ describe('socketsJoin, socketsLeave, disconnectSockets', () => {
     const other = await connect(c);
     for (const client of joined) await client.join(from);
     await a.call('socketsJoin', { rooms: [from], join: to });
-    await waitFor(async () => (await b.call<string[]>('localRooms')).includes(to) && (await c.call<string[]>('localRooms')).includes(to), 'room created by socketsJoin');
+    await waitFor(
+      async () =>
+        (await b.call<string[]>('localRooms')).includes(to) &&
+        (await c.call<string[]>('localRooms')).includes(to),
+      'room created by socketsJoin',
+    );
     await a.call('emit', { rooms: [to], event: 'joined', args: [] });
-    await waitFor(() => joined.every((client) => client.got('joined').length === 1), 'delivery to the joined room');
+    await waitFor(
+      () => joined.every((client) => client.got('joined').length === 1),
+      'delivery to the joined room',
+    );
     await barrier(a);
     expect(other.got('joined')).toEqual([]);
   });
@@ -236,7 +293,10 @@ describe('socketsJoin, socketsLeave, disconnectSockets', () => {
     await leaving.join(room);
     await staying.join(room);
     await a.call('socketsLeave', { rooms: [leaving.socket.id], leave: room });
-    await waitFor(async () => !(await b.call<string[]>('localRooms')).includes(room), 'room left on B');
+    await waitFor(
+      async () => !(await b.call<string[]>('localRooms')).includes(room),
+      'room left on B',
+    );
     await a.call('emit', { rooms: [room], event: 'after-leave', args: [] });
     await waitFor(() => staying.got('after-leave').length === 1, 'delivery to who stayed');
     await barrier(a);
@@ -251,7 +311,10 @@ describe('socketsJoin, socketsLeave, disconnectSockets', () => {
     const spared = await connect(b);
     for (const client of kicked) await client.join(room);
     await a.call('disconnectSockets', { rooms: [room], close: false });
-    await waitFor(() => kicked.every((client) => !client.socket.connected), 'room members disconnected');
+    await waitFor(
+      () => kicked.every((client) => !client.socket.connected),
+      'room members disconnected',
+    );
     await a.call('disconnectSockets', { rooms: [single.socket.id!] });
     await waitFor(() => !single.socket.connected, 'single socket disconnected');
     expect(spared.socket.connected).toBe(true);
@@ -262,10 +325,16 @@ describe('fetchSockets', () => {
   it('returns the sockets of every server with id, rooms, data and handshake', async () => {
     const [a, b, c] = three();
     const room = unique('fetch');
-    const members = [await connect(a, '/', { auth: { user: 'ann' } }), await connect(b, '/', { auth: { user: 'bob' } }), await connect(c, '/', { auth: { user: 'cy' } })];
+    const members = [
+      await connect(a, '/', { auth: { user: 'ann' } }),
+      await connect(b, '/', { auth: { user: 'bob' } }),
+      await connect(c, '/', { auth: { user: 'cy' } }),
+    ];
     await connect(c, '/', { auth: { user: 'outsider' } });
     for (const client of members) await client.join(room);
-    const result = await b.call<{ sockets: Array<{ id: string; rooms: string[]; data: { server: string }; user: string }> }>('fetchSockets', { rooms: [room] });
+    const result = await b.call<{
+      sockets: Array<{ id: string; rooms: string[]; data: { server: string }; user: string }>;
+    }>('fetchSockets', { rooms: [room] });
     const byUser = Object.fromEntries(result.sockets.map((s) => [s.user, s]));
     expect(Object.keys(byUser).sort()).toEqual(['ann', 'bob', 'cy']);
     expect(byUser.ann!.data.server).toBe('A');
@@ -279,12 +348,19 @@ describe('fetchSockets', () => {
   it('finds a single socket on another server by its id, and local() only looks here', async () => {
     const [a, b, c] = three();
     const target = await connect(c, '/', { auth: { user: 'target' } });
-    const one = await a.call<{ sockets: Array<{ id: string; user: string }> }>('fetchSockets', { rooms: [target.socket.id] });
+    const one = await a.call<{ sockets: Array<{ id: string; user: string }> }>('fetchSockets', {
+      rooms: [target.socket.id],
+    });
     expect(one.sockets.map((s) => s.user)).toEqual(['target']);
-    const local = await b.call<{ sockets: unknown[] }>('fetchSockets', { rooms: [target.socket.id], local: true });
+    const local = await b.call<{ sockets: unknown[] }>('fetchSockets', {
+      rooms: [target.socket.id],
+      local: true,
+    });
     expect(local.sockets).toEqual([]);
     // A RemoteSocket acts on the server that has it.
-    expect(await a.call('remoteEmit', { socketId: target.socket.id, event: 'direct', args: ['to you'] })).toEqual({ found: true });
+    expect(
+      await a.call('remoteEmit', { socketId: target.socket.id, event: 'direct', args: ['to you'] }),
+    ).toEqual({ found: true });
     await waitFor(() => target.got('direct').length === 1, 'RemoteSocket.emit delivery');
   });
 });
@@ -294,11 +370,21 @@ describe('RemoteSocket', () => {
     const [a, b, c] = three();
     const target = await connect(c);
     const room = unique('remote-join');
-    expect(await a.call('remoteEmit', { socketId: target.socket.id, join: room })).toEqual({ found: true });
-    await waitFor(async () => (await c.call<string[]>('localRooms')).includes(room), 'remote join applied on C');
+    expect(await a.call('remoteEmit', { socketId: target.socket.id, join: room })).toEqual({
+      found: true,
+    });
+    await waitFor(
+      async () => (await c.call<string[]>('localRooms')).includes(room),
+      'remote join applied on C',
+    );
     await b.call('emit', { rooms: [room], event: 'joined-remotely', args: [] });
-    await waitFor(() => target.got('joined-remotely').length === 1, 'delivery to the remotely joined room');
-    expect(await a.call('remoteEmit', { socketId: target.socket.id, disconnect: true })).toEqual({ found: true });
+    await waitFor(
+      () => target.got('joined-remotely').length === 1,
+      'delivery to the remotely joined room',
+    );
+    expect(await a.call('remoteEmit', { socketId: target.socket.id, disconnect: true })).toEqual({
+      found: true,
+    });
     await waitFor(() => !target.socket.connected, 'remote disconnect');
   });
 });
@@ -309,21 +395,33 @@ describe('serverSideEmit', () => {
     const tag = unique('sse');
     await a.call('serverSideEmit', { args: [tag, { n: 1 }] });
     for (const server of [b, c]) {
-      await waitFor(async () => (await server.call<unknown[][]>('serverSideReceived')).some(([t]) => t === tag), `${server.name} got ${tag}`);
+      await waitFor(
+        async () => (await server.call<unknown[][]>('serverSideReceived')).some(([t]) => t === tag),
+        `${server.name} got ${tag}`,
+      );
     }
     expect((await a.call<unknown[][]>('serverSideReceived')).some(([t]) => t === tag)).toBe(false);
-    expect((await b.call<unknown[][]>('serverSideReceived')).find(([t]) => t === tag)).toEqual([tag, { n: 1 }]);
+    expect((await b.call<unknown[][]>('serverSideReceived')).find(([t]) => t === tag)).toEqual([
+      tag,
+      { n: 1 },
+    ]);
   });
 
   it('with an ack, collects one response per other server', async () => {
     const [a] = three();
-    const result = await a.call<{ responses: string[] }>('serverSideEmit', { ack: true, args: ['q'] });
+    const result = await a.call<{ responses: string[] }>('serverSideEmit', {
+      ack: true,
+      args: ['q'],
+    });
     expect(result.responses.sort()).toEqual(['B:q', 'C:q']);
   });
 
   it('with an ack, times out with the responses so far when a server does not answer', async () => {
     const [a] = three();
-    const result = await a.call<{ error?: string }>('serverSideEmit', { ack: true, args: ['q', 'no-answer'] });
+    const result = await a.call<{ error?: string }>('serverSideEmit', {
+      ack: true,
+      args: ['q', 'no-answer'],
+    });
     expect(result.error).toMatch(/timeout reached: missing 2 responses/);
   });
 });
@@ -338,7 +436,10 @@ describe('namespaces', () => {
     const room = unique('dynroom');
     await roomMember.join(room);
     await a.call('emitDynamic', { event: 'dyn', args: ['all'] });
-    await waitFor(() => [here, there, roomMember].every((client) => client.got('dyn').length === 1), 'dynamic namespace delivery');
+    await waitFor(
+      () => [here, there, roomMember].every((client) => client.got('dyn').length === 1),
+      'dynamic namespace delivery',
+    );
     await a.call('emitDynamic', { rooms: [room], event: 'dynroom', args: ['room'] });
     await waitFor(() => roomMember.got('dynroom').length === 1, 'dynamic namespace room delivery');
     expect(there.got('dynroom')).toEqual([]);
@@ -351,8 +452,13 @@ describe('full channels', () => {
 
   beforeAll(async () => {
     // Channels of 2 messages: a burst fills them at once, so the senders must wait and retry.
-    small = await Promise.all(['F', 'G'].map((n) => SioServer.start({ layer: `shm:${name}`, name: n, channelCapacity: 2 })));
-    await waitFor(async () => (await small[0]!.call<number>('serverCount')) === 2, 'two servers counted');
+    small = await Promise.all(
+      ['F', 'G'].map((n) => SioServer.start({ layer: `shm:${name}`, name: n, channelCapacity: 2 })),
+    );
+    await waitFor(
+      async () => (await small[0]!.call<number>('serverCount')) === 2,
+      'two servers counted',
+    );
   }, 30_000);
 
   afterAll(async () => {
@@ -370,7 +476,11 @@ describe('full channels', () => {
     }
     const expected = Array.from({ length: 1000 }, (_, i) => [i]);
     for (let round = 0; round < 3; round++) {
-      await waitFor(() => receivers.every((client) => client.got(`burst${round}`).length >= 1000), `burst ${round}`, 30_000);
+      await waitFor(
+        () => receivers.every((client) => client.got(`burst${round}`).length >= 1000),
+        `burst ${round}`,
+        30_000,
+      );
       for (const client of receivers) expect(client.got(`burst${round}`)).toEqual(expected);
     }
     expect((await f.call<{ waiting: number }>('stats')).waiting).toBe(0);
@@ -406,10 +516,22 @@ describe('liveness from the layer: servers that die or start', () => {
     await connect(r, '/', { auth: { user: 'on-r' }, ackWith: () => 'r' });
     // R stops answering (still alive, still counted) and then dies with requests waiting on it.
     r.signal('SIGSTOP');
-    const fetching = p.call<{ sockets?: Array<{ user: string }>; error?: string }>('fetchSockets', { timeout: 20_000 });
-    const asking = p.call<{ responses?: string[]; error?: string }>('serverSideEmit', { ack: true, args: ['q'] });
-    const acking = p.call<{ responses?: string[]; error?: string }>('emitWithAck', { timeout: 20_000, event: 'ask', args: [] });
-    await waitFor(async () => (await q.call<unknown[][]>('serverSideReceived')).some(([t]) => t === 'q'), 'the request reached Q');
+    const fetching = p.call<{ sockets?: Array<{ user: string }>; error?: string }>('fetchSockets', {
+      timeout: 20_000,
+    });
+    const asking = p.call<{ responses?: string[]; error?: string }>('serverSideEmit', {
+      ack: true,
+      args: ['q'],
+    });
+    const acking = p.call<{ responses?: string[]; error?: string }>('emitWithAck', {
+      timeout: 20_000,
+      event: 'ask',
+      args: [],
+    });
+    await waitFor(
+      async () => (await q.call<unknown[][]>('serverSideReceived')).some(([t]) => t === 'q'),
+      'the request reached Q',
+    );
     r.signal('SIGKILL');
     const killedAt = Date.now();
     const [fetched, asked, acked] = await Promise.all([fetching, asking, acking]);
@@ -421,12 +543,20 @@ describe('liveness from the layer: servers that die or start', () => {
     expect(acked.responses!.sort()).toEqual(['p', 'q']);
     // Released by the layer's liveness (seconds), not by the 20 s timeouts.
     expect(released).toBeLessThan(12_000);
-    await waitFor(async () => (await p.call<number>('serverCount')) === 2, 'the dead server no longer counted', 10_000);
+    await waitFor(
+      async () => (await p.call<number>('serverCount')) === 2,
+      'the dead server no longer counted',
+      10_000,
+    );
     expect(await q.call('serverCount')).toBe(2);
 
     const s = await SioServer.start({ layer: `shm:${name}`, name: 'S' });
     started.push(s);
-    await waitFor(async () => (await p.call<number>('serverCount')) === 3, 'the new server counted', 5000);
+    await waitFor(
+      async () => (await p.call<number>('serverCount')) === 3,
+      'the new server counted',
+      5000,
+    );
     const client = await connect(s);
     await p.call('emit', { event: 'welcome', args: ['S'] });
     await waitFor(() => client.got('welcome').length === 1, 'broadcast reaches the new server');
@@ -435,7 +565,11 @@ describe('liveness from the layer: servers that die or start', () => {
   it('a broadcast emitted just before io.close() still reaches the other servers', async () => {
     const leaving = await SioServer.start({ layer: `shm:${name}`, name: 'L' });
     started.push(leaving);
-    await waitFor(async () => (await leaving.call<number>('serverCount')) === (await p.call<number>('serverCount')), 'L sees everyone');
+    await waitFor(
+      async () =>
+        (await leaving.call<number>('serverCount')) === (await p.call<number>('serverCount')),
+      'L sees everyone',
+    );
     const listener = await connect(q);
     await leaving.call('emitAndClose', { event: 'last-words', args: ['bye'] });
     await waitFor(() => listener.got('last-words').length === 1, 'the last broadcast delivered');
@@ -446,7 +580,11 @@ describe('liveness from the layer: servers that die or start', () => {
     const t = await SioServer.start({ layer: `shm:${name}`, name: 'T' });
     const before = await p.call<number>('serverCount');
     await t.stop();
-    await waitFor(async () => (await p.call<number>('serverCount')) === before - 1, 'closed server no longer counted', 5000);
+    await waitFor(
+      async () => (await p.call<number>('serverCount')) === before - 1,
+      'closed server no longer counted',
+      5000,
+    );
   });
 });
 
@@ -457,7 +595,8 @@ describe('connection-state recovery across workers', () => {
   let z: SioServer;
 
   beforeAll(async () => {
-    const start = (n: string) => SioServer.start({ layer: `shm:${name}`, name: n, recoveryMs: 30_000 });
+    const start = (n: string) =>
+      SioServer.start({ layer: `shm:${name}`, name: n, recoveryMs: 30_000 });
     [x, y, z] = await Promise.all([start('X'), start('Y'), start('Z')]);
     await waitFor(async () => (await x.call<number>('serverCount')) === 3, 'three servers counted');
   }, 30_000);
@@ -468,7 +607,9 @@ describe('connection-state recovery across workers', () => {
   });
 
   /** Connects to X, joins `room`, receives one room broadcast (for an offset), then drops. */
-  async function dropAfterJoining(room: string): Promise<{ pid: string; offset: string; sid: string }> {
+  async function dropAfterJoining(
+    room: string,
+  ): Promise<{ pid: string; offset: string; sid: string }> {
     const client = await connect(x);
     await client.join(room);
     await z.call('emit', { rooms: [room], event: 'news', args: ['before'] });
@@ -479,7 +620,10 @@ describe('connection-state recovery across workers', () => {
     expect(typeof session.offset).toBe('string');
     // The network goes away (not a deliberate disconnect): a recoverable "transport close".
     client.socket.io.engine.close();
-    await waitFor(async () => !(await x.call<string[]>('localRooms')).includes(session.sid), 'X saw the socket go');
+    await waitFor(
+      async () => !(await x.call<string[]>('localRooms')).includes(session.sid),
+      'X saw the socket go',
+    );
     return session;
   }
 
@@ -491,7 +635,12 @@ describe('connection-state recovery across workers', () => {
     await y.call('emit', { event: 'news', args: ['missed-2'] });
     await z.call('emit', { rooms: [room], event: 'news', args: ['missed-3'] });
     const back = await connect(y, '/', { auth: { pid: session.pid, offset: session.offset } });
-    const who = await back.emitWithAck<{ id: string; recovered: boolean; rooms: string[]; server: string }>('whoami');
+    const who = await back.emitWithAck<{
+      id: string;
+      recovered: boolean;
+      rooms: string[];
+      server: string;
+    }>('whoami');
     expect(who).toMatchObject({ id: session.sid, recovered: true, server: 'Y' });
     expect(who.rooms.sort()).toEqual([room, session.sid].sort());
     await waitFor(() => back.got('news').length >= 3, 'missed packets replayed');
@@ -530,7 +679,11 @@ describe.skipIf(!haveRedisServer())('on RedisChannelLayer', () => {
   beforeAll(async () => {
     redis = await RedisServer.start();
     layer = `redis:${redis.url}|sio${process.pid}:`;
-    const options = { layer, groupExpiry: 3, adapter: { renewIntervalMs: 500, requestsTimeout: 20_000 } };
+    const options = {
+      layer,
+      groupExpiry: 3,
+      adapter: { renewIntervalMs: 500, requestsTimeout: 20_000 },
+    };
     const start = (n: string) => SioServer.start({ ...options, name: n });
     [u, v, w] = await Promise.all([start('U'), start('V'), start('W')]);
     started.push(u, v, w);
@@ -545,7 +698,10 @@ describe.skipIf(!haveRedisServer())('on RedisChannelLayer', () => {
   it('broadcasts to all, and to a room only through the servers with members', async () => {
     const [onU, onV, onW] = [await connect(u), await connect(v), await connect(w)];
     await u.call('emit', { event: 'all', args: ['everyone'] });
-    await waitFor(() => [onU, onV, onW].every((client) => client.got('all').length === 1), 'broadcast to all');
+    await waitFor(
+      () => [onU, onV, onW].every((client) => client.got('all').length === 1),
+      'broadcast to all',
+    );
     const room = unique('redis-room');
     await onV.join(room);
     const before = await w.call<{ received: number }>('stats');
@@ -565,15 +721,41 @@ describe.skipIf(!haveRedisServer())('on RedisChannelLayer', () => {
   });
 
   it('serverCount: a new server is counted, a closed or SIGKILLed one stops being counted', async () => {
-    const x = await SioServer.start({ layer, name: 'RX', groupExpiry: 3, adapter: { renewIntervalMs: 500 } });
+    const x = await SioServer.start({
+      layer,
+      name: 'RX',
+      groupExpiry: 3,
+      adapter: { renewIntervalMs: 500 },
+    });
     started.push(x);
-    await waitFor(async () => (await u.call<number>('serverCount')) === 4, 'the new server counted', 5000);
+    await waitFor(
+      async () => (await u.call<number>('serverCount')) === 4,
+      'the new server counted',
+      5000,
+    );
     await x.stop();
-    await waitFor(async () => (await u.call<number>('serverCount')) === 3, 'the closed server no longer counted', 5000);
-    const y = await SioServer.start({ layer, name: 'RY', groupExpiry: 3, adapter: { renewIntervalMs: 500 } });
+    await waitFor(
+      async () => (await u.call<number>('serverCount')) === 3,
+      'the closed server no longer counted',
+      5000,
+    );
+    const y = await SioServer.start({
+      layer,
+      name: 'RY',
+      groupExpiry: 3,
+      adapter: { renewIntervalMs: 500 },
+    });
     started.push(y);
-    await waitFor(async () => (await u.call<number>('serverCount')) === 4, 'the new server counted', 5000);
+    await waitFor(
+      async () => (await u.call<number>('serverCount')) === 4,
+      'the new server counted',
+      5000,
+    );
     y.signal('SIGKILL');
-    await waitFor(async () => (await u.call<number>('serverCount')) === 3, 'the killed server no longer counted', 10_000);
+    await waitFor(
+      async () => (await u.call<number>('serverCount')) === 3,
+      'the killed server no longer counted',
+      10_000,
+    );
   });
 });

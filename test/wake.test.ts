@@ -10,7 +10,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ShmChannelLayer as ShmChannelLayerType, ShmChannelLayerOptions } from '../lib/index.js';
+import type {
+  ShmChannelLayer as ShmChannelLayerType,
+  ShmChannelLayerOptions,
+} from '../lib/index.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
@@ -19,7 +22,12 @@ const { ShmChannelLayer } = createRequire(import.meta.url)(DIST_CJS) as {
   ShmChannelLayer: typeof ShmChannelLayerType;
 };
 
-const OPTIONS: ShmChannelLayerOptions = { size: 8 << 20, maxChannels: 512, maxNodes: 8192, capacity: 1000 };
+const OPTIONS: ShmChannelLayerOptions = {
+  size: 8 << 20,
+  maxChannels: 512,
+  maxNodes: 8192,
+  capacity: 1000,
+};
 
 const children = new Set<ChildProcess>();
 const layers: ShmChannelLayerType[] = [];
@@ -40,7 +48,8 @@ function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannel
 
 afterEach(async () => {
   for (const layer of layers.splice(0)) await layer.close().catch(() => {});
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   children.clear();
   for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
 });
@@ -88,7 +97,9 @@ ${body}`;
       if (ready !== undefined) return Promise.resolve(ready);
       return new Promise<string>((done, fail) => {
         waiting.push(done);
-        exit.then(({ code, signal }) => fail(new Error(`child exited (${code ?? signal}) before printing`)));
+        exit.then(({ code, signal }) =>
+          fail(new Error(`child exited (${code ?? signal}) before printing`)),
+        );
       });
     },
     exit,
@@ -195,12 +206,20 @@ process.exit(0);`,
     await sleep(300); // armed
     // 10 channels ring: they fit the ready list. Then 80 more: more than it holds (62).
     const first = Array.from({ length: 10 }, (_, i) => i * 7);
-    const sender = child(name, `for (const i of ${JSON.stringify(first)}) await layer.send('many.' + i, { i });\nsay('sent');`);
+    const sender = child(
+      name,
+      `for (const i of ${JSON.stringify(first)}) await layer.send('many.' + i, { i });\nsay('sent');`,
+    );
     expect(await sender.line()).toBe('sent');
     for (const i of first) expect(await waits[i]).toEqual({ i });
     await sleep(300);
-    const rest = Array.from({ length: 100 }, (_, i) => i).filter((i) => !first.includes(i)).slice(0, 80);
-    const second = child(name, `for (const i of ${JSON.stringify(rest)}) await layer.send('many.' + i, { i });\nsay('sent');`);
+    const rest = Array.from({ length: 100 }, (_, i) => i)
+      .filter((i) => !first.includes(i))
+      .slice(0, 80);
+    const second = child(
+      name,
+      `for (const i of ${JSON.stringify(rest)}) await layer.send('many.' + i, { i });\nsay('sent');`,
+    );
     expect(await second.line()).toBe('sent');
     const started = Date.now();
     for (const i of rest) expect(await waits[i]).toEqual({ i });
@@ -241,10 +260,14 @@ say('armed');`,
     const got = layer.receive('unrung.ch');
     await sleep(300); // armed: only a byte on the FIFO or the housekeeping tick can wake it
     const started = Date.now();
-    const sender = child(name, `await layer.send('unrung.ch', { from: 'dead sender' });\nsay('not reached');`, {
-      SHMCH_FAULT_POINT: '20',
-      SHMCH_FAULT_SKIP: '1', // the first critical section is the child's attach
-    });
+    const sender = child(
+      name,
+      `await layer.send('unrung.ch', { from: 'dead sender' });\nsay('not reached');`,
+      {
+        SHMCH_FAULT_POINT: '20',
+        SHMCH_FAULT_SKIP: '1', // the first critical section is the child's attach
+      },
+    );
     expect((await sender.exit).signal).toBe('SIGKILL');
     expect(layer.stats().queued).toBe(1); // published before the kill
     expect(await got).toEqual({ from: 'dead sender' });
@@ -320,7 +343,9 @@ describe('receive batches', () => {
     const name = layerName();
     const a = openLayer(name);
     const b = openLayer(name);
-    const first = (await Promise.all([b.receive('bin.ch'), a.send('bin.ch', { bytes: Buffer.from([1, 2, 3]) })]))[0];
+    const first = (
+      await Promise.all([b.receive('bin.ch'), a.send('bin.ch', { bytes: Buffer.from([1, 2, 3]) })])
+    )[0];
     for (let i = 0; i < 20; i++) {
       await a.send('bin.ch', { bytes: Buffer.alloc(3, 9), i });
       expect(((await b.receive('bin.ch')) as { i: number }).i).toBe(i);

@@ -18,11 +18,16 @@ for (let i = 0; i < count; i++) {
   // Client i is in room i % rooms on worker floor(i / rooms) % workers: a room's members sit on
   // every worker, not all on one.
   const port = ports[Math.floor(i / rooms) % ports.length];
-  const socket = io(`http://127.0.0.1:${port}`, { transports: ['websocket'], auth: { room: i % rooms }, forceNew: true });
+  const socket = io(`http://127.0.0.1:${port}`, {
+    transports: ['websocket'],
+    auth: { room: i % rooms },
+    forceNew: true,
+  });
   socket.on('m', (sentAt) => {
     if (!counting) return;
     delivered++;
-    if (samples < MAX_SAMPLES) latencies[samples++] = performance.timeOrigin + performance.now() - sentAt;
+    if (samples < MAX_SAMPLES)
+      latencies[samples++] = performance.timeOrigin + performance.now() - sentAt;
   });
   sockets.push(new Promise((resolve) => socket.once('connect', () => resolve(socket))));
 }
@@ -43,7 +48,13 @@ process.on('message', ({ id, op }) => {
     const pick = (q) => (samples ? sorted[Math.min(samples - 1, Math.floor(q * samples))] : NaN);
     process.send({
       id,
-      result: { at: performance.now(), cpu: usage.user + usage.system, delivered, p50: pick(0.5), p99: pick(0.99) },
+      result: {
+        at: performance.now(),
+        cpu: usage.user + usage.system,
+        delivered,
+        p50: pick(0.5),
+        p99: pick(0.99),
+      },
     });
   }
 });

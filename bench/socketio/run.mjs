@@ -90,7 +90,10 @@ async function measure(adapter, redis) {
     const serverCall = rpc(server);
     const loadCall = rpc(load);
     const results = {};
-    for (const [mode, rate] of [['fixed', FIXED_RATE], ['full', 0]]) {
+    for (const [mode, rate] of [
+      ['fixed', FIXED_RATE],
+      ['full', 0],
+    ]) {
       await serverCall('emit', { rate, ms: WARMUP_MS });
       const cpuServers0 = await serverCall('cpu');
       const redis0 = processCpu(redis?.pid);
@@ -110,14 +113,21 @@ async function measure(adapter, redis) {
         cpuMsPer1000: (cpuMs / stop.delivered) * 1000,
         cpuMsPerSecond: cpuMs / seconds,
         // shm only: envelopes per layer message (cumulative since the servers started)
-        ...(adapterStats?.[0]?.batches ? { envelopesPerBatch: adapterStats.reduce((n, s) => n + s.sent, 0) / adapterStats.reduce((n, s) => n + s.batches, 0) } : {}),
+        ...(adapterStats?.[0]?.batches
+          ? {
+              envelopesPerBatch:
+                adapterStats.reduce((n, s) => n + s.sent, 0) /
+                adapterStats.reduce((n, s) => n + s.batches, 0),
+            }
+          : {}),
       };
       // Let what is still queued drain before the next mode.
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
     return results;
   } finally {
-    for (const child of children.reverse()) child.kill(process.env.SIO_BENCH_PROFILE ? 'SIGTERM' : 'SIGKILL');
+    for (const child of children.reverse())
+      child.kill(process.env.SIO_BENCH_PROFILE ? 'SIGTERM' : 'SIGKILL');
     if (adapter === 'shm') {
       await new Promise((resolve) => setTimeout(resolve, 200));
       ShmChannelLayer.destroy(layer);
@@ -131,7 +141,9 @@ const median = (values) => {
 };
 
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-console.log(`Socket.IO workload: ${WORKERS} workers, ${CLIENTS} websocket clients in a load process, ${ROOMS} rooms of ${CLIENTS / ROOMS}; ${cpu}, ${os.cpus().length} cores; ${reps} rep(s) of ${WINDOW_MS} ms`);
+console.log(
+  `Socket.IO workload: ${WORKERS} workers, ${CLIENTS} websocket clients in a load process, ${ROOMS} rooms of ${CLIENTS / ROOMS}; ${cpu}, ${os.cpus().length} cores; ${reps} rep(s) of ${WINDOW_MS} ms`,
+);
 const redis = adapters.includes('redis') ? await RedisServer.start() : undefined;
 const samples = Object.fromEntries(adapters.map((a) => [a, []]));
 try {
@@ -141,7 +153,9 @@ try {
       samples[adapter].push(result);
       console.log(
         `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
-          (result.full.envelopesPerBatch ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)` : ''),
+          (result.full.envelopesPerBatch
+            ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)`
+            : ''),
       );
     }
   }
@@ -154,16 +168,27 @@ for (const adapter of adapters) {
   summary[adapter] = {};
   for (const mode of ['fixed', 'full']) {
     const keys = Object.keys(samples[adapter][0][mode]);
-    summary[adapter][mode] = Object.fromEntries(keys.map((k) => [k, median(samples[adapter].map((s) => s[mode][k]))]));
+    summary[adapter][mode] = Object.fromEntries(
+      keys.map((k) => [k, median(samples[adapter].map((s) => s[mode][k]))]),
+    );
   }
 }
 const ceiling = summary.local;
-const names = { local: 'in-memory, own clients only (ceiling)', shm: 'shm-channels/socket.io', cluster: '@socket.io/cluster-adapter', redis: '@socket.io/redis-adapter' };
+const names = {
+  local: 'in-memory, own clients only (ceiling)',
+  shm: 'shm-channels/socket.io',
+  cluster: '@socket.io/cluster-adapter',
+  redis: '@socket.io/redis-adapter',
+};
 console.log('\nmedians');
-console.log('adapter                                | fixed: deliv/s  p50 ms  p99 ms  CPU ms/1k | full: deliv/s  x ceiling  CPU ms/1k  above ceiling');
+console.log(
+  'adapter                                | fixed: deliv/s  p50 ms  p99 ms  CPU ms/1k | full: deliv/s  x ceiling  CPU ms/1k  above ceiling',
+);
 for (const adapter of adapters) {
   const { fixed, full } = summary[adapter];
-  const ratio = ceiling ? (full.deliveredPerSecond / ceiling.full.deliveredPerSecond).toFixed(2) : '-';
+  const ratio = ceiling
+    ? (full.deliveredPerSecond / ceiling.full.deliveredPerSecond).toFixed(2)
+    : '-';
   const own = ceiling ? (full.cpuMsPer1000 - ceiling.full.cpuMsPer1000).toFixed(2) : '-';
   console.log(
     `${names[adapter].padEnd(38)} | ${fixed.deliveredPerSecond.toFixed(0).padStart(13)} ${fixed.p50Ms.toFixed(2).padStart(7)} ${fixed.p99Ms.toFixed(2).padStart(7)} ${fixed.cpuMsPer1000.toFixed(2).padStart(10)} | ${full.deliveredPerSecond.toFixed(0).padStart(12)} ${ratio.padStart(10)} ${full.cpuMsPer1000.toFixed(2).padStart(10)} ${own.padStart(14)}`,
@@ -172,6 +197,24 @@ for (const adapter of adapters) {
 if (summary.shm && summary.cluster && ceiling) {
   const ownShm = summary.shm.full.cpuMsPer1000 - ceiling.full.cpuMsPer1000;
   const ownCluster = summary.cluster.full.cpuMsPer1000 - ceiling.full.cpuMsPer1000;
-  console.log(`\ntargets: throughput >= 0.9x ceiling: ${(summary.shm.full.deliveredPerSecond / ceiling.full.deliveredPerSecond).toFixed(2)}x; own CPU <= 1/3 of cluster adapter's: ${ownShm.toFixed(2)} vs ${ownCluster.toFixed(2)} ms/1k (${(ownShm / ownCluster).toFixed(2)}x); fixed-rate p99 <= cluster's: ${summary.shm.fixed.p99Ms.toFixed(2)} vs ${summary.cluster.fixed.p99Ms.toFixed(2)} ms`);
+  console.log(
+    `\ntargets: throughput >= 0.9x ceiling: ${(summary.shm.full.deliveredPerSecond / ceiling.full.deliveredPerSecond).toFixed(2)}x; own CPU <= 1/3 of cluster adapter's: ${ownShm.toFixed(2)} vs ${ownCluster.toFixed(2)} ms/1k (${(ownShm / ownCluster).toFixed(2)}x); fixed-rate p99 <= cluster's: ${summary.shm.fixed.p99Ms.toFixed(2)} vs ${summary.cluster.fixed.p99Ms.toFixed(2)} ms`,
+  );
 }
-if (args.json) writeFileSync(args.json, JSON.stringify({ cpu, cores: os.cpus().length, node: process.version, date: new Date().toISOString(), params: { WORKERS, CLIENTS, ROOMS, FIXED_RATE, WINDOW_MS, reps }, samples, summary }, null, 2));
+if (args.json)
+  writeFileSync(
+    args.json,
+    JSON.stringify(
+      {
+        cpu,
+        cores: os.cpus().length,
+        node: process.version,
+        date: new Date().toISOString(),
+        params: { WORKERS, CLIENTS, ROOMS, FIXED_RATE, WINDOW_MS, reps },
+        samples,
+        summary,
+      },
+      null,
+      2,
+    ),
+  );

@@ -17,7 +17,10 @@ const rooms = Number(process.env.SIO_BENCH_ROOMS ?? 40);
 if (cluster.isPrimary) {
   if (kind === 'cluster') (await import('@socket.io/cluster-adapter')).setupPrimary();
   // SIO_BENCH_PROFILE=<dir>: workers write V8 CPU profiles there when they exit.
-  if (process.env.SIO_BENCH_PROFILE) cluster.setupPrimary({ execArgv: ['--cpu-prof', `--cpu-prof-dir=${process.env.SIO_BENCH_PROFILE}`] });
+  if (process.env.SIO_BENCH_PROFILE)
+    cluster.setupPrimary({
+      execArgv: ['--cpu-prof', `--cpu-prof-dir=${process.env.SIO_BENCH_PROFILE}`],
+    });
   const forked = [];
   const ports = [];
   let nextId = 1;
@@ -34,7 +37,8 @@ if (cluster.isPrimary) {
     worker.on('message', (message) => {
       if (message?.benchReady) {
         ports[i] = message.port;
-        if (ports.filter(Boolean).length === workers) process.send({ ready: true, ports, pids: forked.map((w) => w.process.pid) });
+        if (ports.filter(Boolean).length === workers)
+          process.send({ ready: true, ports, pids: forked.map((w) => w.process.pid) });
       } else if (message?.benchId) {
         waiting.get(message.benchId)?.(message.result);
         waiting.delete(message.benchId);
@@ -65,7 +69,12 @@ if (cluster.isPrimary) {
   const io = new Server(http, { transports: ['websocket'] });
   if (kind === 'shm') {
     const { createAdapter } = await import('shm-channels/socket.io');
-    io.adapter(createAdapter({ name: process.env.SIO_BENCH_LAYER, ...JSON.parse(process.env.SIO_BENCH_SHM_OPTIONS ?? '{}') }));
+    io.adapter(
+      createAdapter({
+        name: process.env.SIO_BENCH_LAYER,
+        ...JSON.parse(process.env.SIO_BENCH_SHM_OPTIONS ?? '{}'),
+      }),
+    );
   } else if (kind === 'cluster') {
     const { createAdapter } = await import('@socket.io/cluster-adapter');
     io.adapter(createAdapter());

@@ -1,6 +1,8 @@
 // The workloads, their parameters (full and --quick) and a one-line summary for progress output.
 const f = (x, digits = 0) =>
-  x === undefined || x === null ? '-' : Number(x).toLocaleString('en-US', { maximumFractionDigits: digits });
+  x === undefined || x === null
+    ? '-'
+    : Number(x).toLocaleString('en-US', { maximumFractionDigits: digits });
 
 export const WORKLOADS = [
   {
@@ -10,7 +12,8 @@ export const WORKLOADS = [
     full: { duration: 5, warmup: 1 },
     quick: { duration: 1.5, warmup: 0.3 },
     timeoutS: 60,
-    summary: (s) => `${f(s.msgsPerSec)} msg/s (peak RSS consumer ${f(s.consumerMaxRssMB)} MB, producer ${f(s.producerMaxRssMB)} MB)`,
+    summary: (s) =>
+      `${f(s.msgsPerSec)} msg/s (peak RSS consumer ${f(s.consumerMaxRssMB)} MB, producer ${f(s.producerMaxRssMB)} MB)`,
   },
   {
     id: 'W2',
@@ -36,8 +39,14 @@ export const WORKLOADS = [
     part: 'W3b',
     module: 'w3-groupcost',
     title: 'cost of one groupSend vs group size (members idle, 4 processes) and 1 vs 4 processes',
-    full: { sizes: [1, 10, 100, 1000, 10000], sends: { 1: 2000, 10: 2000, 100: 1000, 1000: 200, 10000: 40 } },
-    quick: { sizes: [1, 10, 100, 1000, 10000], sends: { 1: 500, 10: 500, 100: 200, 1000: 50, 10000: 10 } },
+    full: {
+      sizes: [1, 10, 100, 1000, 10000],
+      sends: { 1: 2000, 10: 2000, 100: 1000, 1000: 200, 10000: 40 },
+    },
+    quick: {
+      sizes: [1, 10, 100, 1000, 10000],
+      sends: { 1: 500, 10: 500, 100: 200, 1000: 50, 10000: 10 },
+    },
     timeoutS: 300,
     summary: (s) =>
       Object.entries(s.usPerGroupSend)
@@ -64,7 +73,8 @@ export const WORKLOADS = [
     full: { warmupTrips: 500, trips: 5000, bytes: 5e6 },
     quick: { warmupTrips: 100, trips: 1000, bytes: 5e6 },
     timeoutS: 180,
-    summary: (s) => `p99 idle ${f(s.idleP99us, 1)} µs, under load ${f(s.loadedP99us, 1)} µs (${f(s.p99LoadedOverIdle, 2)}x)`,
+    summary: (s) =>
+      `p99 idle ${f(s.idleP99us, 1)} µs, under load ${f(s.loadedP99us, 1)} µs (${f(s.p99LoadedOverIdle, 2)}x)`,
   },
   {
     id: 'W5',
@@ -83,7 +93,8 @@ export const WORKLOADS = [
     id: 'W5',
     part: 'W5b',
     module: 'w5-channels',
-    title: '100k channels resident, one message each; then receive from 1000 of them in another process',
+    title:
+      '100k channels resident, one message each; then receive from 1000 of them in another process',
     full: { channels: 100000, probes: 1000 },
     quick: { channels: 100000, probes: 1000 },
     timeoutS: 240,
@@ -93,7 +104,8 @@ export const WORKLOADS = [
   {
     id: 'W7',
     module: 'w7-receive-any',
-    title: 'receiveAny: 1 consumer process, one receiveAny() loop over 100 channels, vs one channel (W1 shape) in the same run',
+    title:
+      'receiveAny: 1 consumer process, one receiveAny() loop over 100 channels, vs one channel (W1 shape) in the same run',
     backends: ['shm', 'redis', 'inmemory'], // the cluster IPC baseline has no receiveAny
     full: { duration: 5, warmup: 1, channels: 100 },
     quick: { duration: 1.5, warmup: 0.3, channels: 100 },

@@ -42,13 +42,17 @@ export async function coordinate(ctx) {
   const { duration } = ctx.params;
   // 100 channels x capacity 10000 = 1,000,000 queued deliveries at most: the shm segment gets a
   // node pool that large (the default 262144 would run out before the channels are full).
-  const handles = await ctx.spawn(5, { capacity: 10000, shm: { size: 256 * 2 ** 20, maxNodes: 1_048_576 } });
+  const handles = await ctx.spawn(5, {
+    capacity: 10000,
+    shm: { size: 256 * 2 ** 20, maxNodes: 1_048_576 },
+  });
   const members = handles.slice(0, 4);
   const sender = handles[4];
   const joined = [];
   for (const m of members) joined.push((await m.call('join', { count: 25 })).channels);
   const { start, winStart, winEnd } = window(ctx.params);
-  for (let i = 0; i < 4; i++) await members[i].call('listen', { channels: joined[i], winStart, winEnd });
+  for (let i = 0; i < 4; i++)
+    await members[i].call('listen', { channels: joined[i], winStart, winEnd });
   const sent = await sender.call('groupLoop', { start, until: winEnd });
   await sleepUntil(winEnd + 100 * MS);
   let delivered = 0;
@@ -62,6 +66,6 @@ export async function coordinate(ctx) {
     groupSends: sent.groupSends,
     segmentFullErrors: sent.segmentFull,
     relay: ctx.relayStats(),
-    lockHold: lockHold && { 'fanout4x25': lockHold },
+    lockHold: lockHold && { fanout4x25: lockHold },
   };
 }

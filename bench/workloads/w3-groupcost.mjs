@@ -90,14 +90,21 @@ export async function coordinate(ctx) {
   for (const config of configs) {
     const { size, processes } = config;
     const group = `bench.g${size}p${processes}${config.live ? 'live' : ''}`;
-    const counts = Array.from({ length: processes }, (_, p) => Math.floor(size / processes) + (p < size % processes ? 1 : 0));
-    for (let p = 0; p < processes; p++) await members[p].call('addMembers', { group, count: counts[p] });
-    if (config.live) for (let p = 0; p < processes; p++) await members[p].call('listenAll', { count: counts[p] });
+    const counts = Array.from(
+      { length: processes },
+      (_, p) => Math.floor(size / processes) + (p < size % processes ? 1 : 0),
+    );
+    for (let p = 0; p < processes; p++)
+      await members[p].call('addMembers', { group, count: counts[p] });
+    if (config.live)
+      for (let p = 0; p < processes; p++) await members[p].call('listenAll', { count: counts[p] });
     const n = sends[size];
     const { ns } = await sender.call('timeGroupSends', { group, sends: n });
     const us = ns / 1000 / n;
     if (config.live) for (let p = 0; p < processes; p++) await members[p].call('stopListening');
-    ctx.log(`${size} members in ${processes} process(es)${config.live ? ', live' : ''}: ${us.toFixed(1)} µs per groupSend`);
+    ctx.log(
+      `${size} members in ${processes} process(es)${config.live ? ', live' : ''}: ${us.toFixed(1)} µs per groupSend`,
+    );
     if (config.live) live[`${processes}proc`] = us;
     else {
       if (processes === Math.min(4, size)) usPerGroupSend[size] = us;
@@ -106,5 +113,10 @@ export async function coordinate(ctx) {
     await sender.call('flush');
   }
   await ctx.stop(handles);
-  return { usPerGroupSend, members1000: byProcesses, members1000live: live, relay: ctx.relayStats() };
+  return {
+    usPerGroupSend,
+    members1000: byProcesses,
+    members1000live: live,
+    relay: ctx.relayStats(),
+  };
 }

@@ -16,7 +16,8 @@ async function receiveN({ layer, state }, { count, bytes }) {
       const message = await layer.receive(CHANNEL);
       const t = now();
       if (message.seq !== i) throw new Error(`expected seq ${i}, got ${message.seq}`);
-      if (message.payload.length !== bytes) throw new Error(`payload of ${message.payload.length} bytes, expected ${bytes}`);
+      if (message.payload.length !== bytes)
+        throw new Error(`payload of ${message.payload.length} bytes, expected ${bytes}`);
       received += message.payload.length;
       times.push(t);
     }
@@ -61,7 +62,8 @@ export async function coordinate(ctx) {
     const cpuBefore = await ctx.cpu([consumer, producer]);
     const sent = await producer.call('sendN', { count, bytes, warmup, start: now() + 100e6 });
     const { times } = await consumer.call('received');
-    cpuUsPerMB[label] = ((await ctx.cpu([consumer, producer])) - cpuBefore) / ((count * bytes) / 1e6);
+    cpuUsPerMB[label] =
+      ((await ctx.cpu([consumer, producer])) - cpuBefore) / ((count * bytes) / 1e6);
     const seconds = (times[count - 1] - sent.timed) / 1e9;
     MBps[label] = ((count - warmup) * bytes) / 1e6 / seconds;
     detail[label] = { messages: count - warmup, seconds, fullRetries: sent.fullRetries };
@@ -69,5 +71,11 @@ export async function coordinate(ctx) {
     lockHold[label] = await ctx.lockHold([consumer, producer]);
     await ctx.stop([consumer, producer]);
   }
-  return { MBps, cpuUsPerMB, detail, relay: ctx.relayStats(), lockHold: ctx.backend === 'shm' ? lockHold : undefined };
+  return {
+    MBps,
+    cpuUsPerMB,
+    detail,
+    relay: ctx.relayStats(),
+    lockHold: ctx.backend === 'shm' ? lockHold : undefined,
+  };
 }

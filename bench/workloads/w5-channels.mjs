@@ -25,7 +25,13 @@ async function fill({ layer }, { channels }) {
   let segment;
   if (typeof layer.stats === 'function') {
     const s = layer.stats(1);
-    segment = { segmentBytes: s.segmentBytes, shmBytes: s.shmBytes, arenaUsedBytes: s.arenaUsedBytes, channels: s.channels, queued: s.queued };
+    segment = {
+      segmentBytes: s.segmentBytes,
+      shmBytes: s.shmBytes,
+      arenaUsedBytes: s.arenaUsedBytes,
+      channels: s.channels,
+      queued: s.queued,
+    };
   }
   return { seconds, heapGrowth: heapAfter - heapBefore, segment };
 }

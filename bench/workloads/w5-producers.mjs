@@ -22,7 +22,9 @@ export async function coordinate(ctx) {
     if (n === max) await ctx.lockHold(handles, { reset: true });
     const { start, winStart, winEnd } = window(ctx.params);
     await consumer.call('listen', { channels: [channel], winStart, winEnd });
-    const produced = await Promise.all(producers.slice(0, n).map((p) => p.call('produce', { channel, start, until: winEnd })));
+    const produced = await Promise.all(
+      producers.slice(0, n).map((p) => p.call('produce', { channel, start, until: winEnd })),
+    );
     fullRetries[`${n}p`] = produced.reduce((sum, r) => sum + r.fullRetries, 0);
     await sleepUntil(winEnd + 100 * MS);
     const { count } = await consumer.call('counted');

@@ -60,7 +60,9 @@ export async function coordinate(ctx) {
   const loaded = await pinger.call('ping', { channel, warmupTrips, trips });
   const { sent } = await producer.call('stopStream');
   const { received } = await consumer.call('sunk');
-  ctx.log(`idle p99 ${idle.p99us.toFixed(1)} µs, under 5 MB streaming p99 ${loaded.p99us.toFixed(1)} µs (${received} large messages)`);
+  ctx.log(
+    `idle p99 ${idle.p99us.toFixed(1)} µs, under 5 MB streaming p99 ${loaded.p99us.toFixed(1)} µs (${received} large messages)`,
+  );
   await ctx.stop([ponger, pinger, consumer, producer]);
   return {
     idleP50us: idle.p50us,

@@ -76,13 +76,21 @@ async function runBots() {
   const { io: connect } = await import('socket.io-client');
   const bot = (user, room) =>
     new Promise((resolve, reject) => {
-      const socket = connect(`http://127.0.0.1:${PORT}`, { transports: ['websocket'], auth: { user, room } });
+      const socket = connect(`http://127.0.0.1:${PORT}`, {
+        transports: ['websocket'],
+        auth: { user, room },
+      });
       socket.messages = [];
       socket.on('chat', (message) => socket.messages.push(message));
       socket.once('connect', () => resolve(socket));
       socket.once('connect_error', reject);
     });
-  const bots = await Promise.all([bot('ann', 'tea'), bot('bob', 'tea'), bot('cy', 'tea'), bot('dee', 'coffee')]);
+  const bots = await Promise.all([
+    bot('ann', 'tea'),
+    bot('bob', 'tea'),
+    bot('cy', 'tea'),
+    bot('dee', 'coffee'),
+  ]);
   const who = await bots[0].emitWithAck('who');
   console.log('in #tea:', who.map((d) => `${d.user}@worker${d.worker}`).join(', '));
   await bots[1].emitWithAck('say', 'hello tea');
@@ -90,10 +98,16 @@ async function runBots() {
   while (!bots.slice(0, 3).every((b) => b.messages.length === 1) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  for (const b of bots) console.log(`${b.auth.user} got:`, b.messages.map((m) => `${m.user}: ${m.text} (via worker ${m.worker})`));
+  for (const b of bots)
+    console.log(
+      `${b.auth.user} got:`,
+      b.messages.map((m) => `${m.user}: ${m.text} (via worker ${m.worker})`),
+    );
   for (const b of bots) b.disconnect();
   if (!bots.slice(0, 3).every((b) => b.messages.length === 1) || bots[3].messages.length !== 0) {
-    throw new Error('chat check failed: every #tea bot should get the message once, the #coffee bot none');
+    throw new Error(
+      'chat check failed: every #tea bot should get the message once, the #coffee bot none',
+    );
   }
   console.log('chat check passed');
 }

@@ -27,7 +27,11 @@ function randomPrefixInto(target: Buffer): void {
  * `__asgi_channel__`: the full channel name (a string) for `send` to a 'x!y' channel, the list of
  * group members sharing the key for `group_send`, nothing for a plain `send` to a normal channel.
  */
-export function encodeMessage(serializer: Serializer, message: Message, channels?: string | string[]): Buffer {
+export function encodeMessage(
+  serializer: Serializer,
+  message: Message,
+  channels?: string | string[],
+): Buffer {
   const body = channels === undefined ? message : { ...message, [ASGI_CHANNEL_KEY]: channels };
   const bytes = serializer.serialize(body);
   const out = Buffer.allocUnsafe(RANDOM_PREFIX_BYTES + bytes.length);
@@ -43,7 +47,8 @@ export interface Decoded {
 }
 
 export function decodeMessage(serializer: Serializer, bytes: Uint8Array): Decoded {
-  if (bytes.length < RANDOM_PREFIX_BYTES) throw new TypeError('stored message is shorter than its random prefix');
+  if (bytes.length < RANDOM_PREFIX_BYTES)
+    throw new TypeError('stored message is shorter than its random prefix');
   const message = serializer.deserialize(bytes.subarray(RANDOM_PREFIX_BYTES));
   if (typeof message !== 'object' || message === null || Array.isArray(message)) {
     throw new TypeError('stored message is not a map');
@@ -51,6 +56,8 @@ export function decodeMessage(serializer: Serializer, bytes: Uint8Array): Decode
   if (!Object.prototype.hasOwnProperty.call(message, ASGI_CHANNEL_KEY)) return { message };
   const raw = message[ASGI_CHANNEL_KEY];
   delete message[ASGI_CHANNEL_KEY];
-  const channels = (Array.isArray(raw) ? raw : [raw]).filter((c): c is string => typeof c === 'string');
+  const channels = (Array.isArray(raw) ? raw : [raw]).filter(
+    (c): c is string => typeof c === 'string',
+  );
   return { message, channels };
 }

@@ -66,7 +66,9 @@ export function validateHosts(hosts: unknown): RedisHost[] {
         throw new TypeError(`invalid Redis URL ${JSON.stringify(host)}`);
       }
       if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-        throw new TypeError(`Redis URL must start with redis:// or rediss://, got ${JSON.stringify(host)}`);
+        throw new TypeError(
+          `Redis URL must start with redis:// or rediss://, got ${JSON.stringify(host)}`,
+        );
       }
     } else if (typeof host !== 'object' || host === null) {
       throw new TypeError('each host must be a redis:// URL or a {host, port} object');
@@ -104,7 +106,8 @@ export function loadIoredis(load: (id: string) => unknown = require): IoredisCon
     throw error;
   }
   const ctor = ((mod as { default?: unknown }).default ?? mod) as IoredisConstructor;
-  if (typeof ctor !== 'function') throw new Error("the 'ioredis' module does not export a client class");
+  if (typeof ctor !== 'function')
+    throw new Error("the 'ioredis' module does not export a client class");
   if (load === require) ioredisCache = ctor;
   return ctor;
 }
@@ -130,7 +133,9 @@ export class IoredisConnector implements RedisConnector {
       connectionName: purpose === 'blocking' ? 'shm-channels:receive' : 'shm-channels',
     };
     const client =
-      typeof host === 'string' ? new this.Redis(host, options) : new this.Redis({ ...host, ...options });
+      typeof host === 'string'
+        ? new this.Redis(host, options)
+        : new this.Redis({ ...host, ...options });
     // Connection errors surface on the commands that fail; without a listener ioredis logs them.
     client.on('error', () => {});
     // The socket keeps the process alive only while a command is in flight (a blocked BZPOPMIN
@@ -176,7 +181,9 @@ export function translateConnectionError(error: unknown, host: RedisHost): unkno
     /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH/.test(error.message) ||
     /Stream isn't writeable/.test(error.message)
   ) {
-    return new RedisUnavailable(`Redis at ${describeHost(host)} is unavailable: ${error.message}`, { cause: error });
+    return new RedisUnavailable(`Redis at ${describeHost(host)} is unavailable: ${error.message}`, {
+      cause: error,
+    });
   }
   return error;
 }

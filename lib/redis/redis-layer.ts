@@ -1,5 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CapacityRules, checkMessageSize, commonSettings, type CommonSettings } from '../capacity.js';
+import {
+  CapacityRules,
+  checkMessageSize,
+  commonSettings,
+  type CommonSettings,
+} from '../capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
 import {
   checkReleasable,
@@ -31,10 +36,24 @@ import {
   type RedisConnector,
   type RedisHost,
 } from './connection.js';
-import { FLUSH, GROUP_ADD, GROUP_MEMBERS, GROUP_SEND, POP_OLDEST, PUT_BACK, RESTORE_PARKED, SEND } from './scripts.js';
+import {
+  FLUSH,
+  GROUP_ADD,
+  GROUP_MEMBERS,
+  GROUP_SEND,
+  POP_OLDEST,
+  PUT_BACK,
+  RESTORE_PARKED,
+  SEND,
+} from './scripts.js';
 import { consistentHash } from './sharding.js';
 
-export { RedisUnavailable, type RedisConnection, type RedisConnector, type RedisHost } from './connection.js';
+export {
+  RedisUnavailable,
+  type RedisConnection,
+  type RedisConnector,
+  type RedisHost,
+} from './connection.js';
 
 export interface RedisChannelLayerOptions extends ChannelLayerOptions {
   /**
@@ -219,7 +238,9 @@ export class RedisChannelLayer implements ChannelLayer {
     if (local) {
       if (!nonLocal.endsWith(`.${this.clientPrefix}!`)) {
         return Promise.reject(
-          new Error(`channel ${channel} is process-local and was not created by this layer's newChannel()`),
+          new Error(
+            `channel ${channel} is process-local and was not created by this layer's newChannel()`,
+          ),
         );
       }
       const buffered = this.takeBuffered(channel);
@@ -255,7 +276,9 @@ export class RedisChannelLayer implements ChannelLayer {
     options: ReceiveAnyOptions = {},
   ): Promise<ReceivedFrom<T> | null> {
     this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) => validateReceivable(channel, this.clientPrefix));
+    const set = this.pending.setFor(channels, (channel) =>
+      validateReceivable(channel, this.clientPrefix),
+    );
     if (options.signal?.aborted) throw abortError(options.signal);
     const keys = this.keysOf(set);
     const buffered = this.takeBufferedAny(keys.locals);
@@ -333,7 +356,9 @@ export class RedisChannelLayer implements ChannelLayer {
     this.localGroups.delete(channel);
     if (groups) {
       await Promise.all(
-        [...groups].map((group) => this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel)),
+        [...groups].map((group) =>
+          this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel),
+        ),
       );
     }
   }
@@ -406,12 +431,16 @@ export class RedisChannelLayer implements ChannelLayer {
         now,
         now - this.settings.expirySeconds,
         this.expiryMs(),
-        ...entries.map((entry) => (entry.channels[0]!.includes('!') ? this.aliveKeyOf(entry.channels[0]!) : '')),
+        ...entries.map((entry) =>
+          entry.channels[0]!.includes('!') ? this.aliveKeyOf(entry.channels[0]!) : '',
+        ),
         Date.now() / 1000 - this.heartbeatStaleSeconds,
       );
     });
     const results = await Promise.allSettled(calls);
-    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    const failed = results.find(
+      (result): result is PromiseRejectedResult => result.status === 'rejected',
+    );
     if (failed) throw failed.reason;
     // A key that was full skips every member channel stored under it.
     let reached = 0;
@@ -440,7 +469,9 @@ export class RedisChannelLayer implements ChannelLayer {
   async flush(): Promise<void> {
     this.checkOpen();
     const pattern = this.prefix.replace(/[*?[\]\\]/g, '\\$&') + '*';
-    await Promise.all(this.hosts.map((_, index) => this.command(index).call('EVAL', FLUSH, 0, pattern)));
+    await Promise.all(
+      this.hosts.map((_, index) => this.command(index).call('EVAL', FLUSH, 0, pattern)),
+    );
     this.buffers.clear();
   }
 
@@ -489,7 +520,10 @@ export class RedisChannelLayer implements ChannelLayer {
   private startHeartbeat(): void {
     if (this.heartbeat) return;
     void Promise.allSettled(this.beat(Date.now() / 1000));
-    this.heartbeat = setInterval(() => void Promise.allSettled(this.beat(Date.now() / 1000)), this.heartbeatSeconds * 1000);
+    this.heartbeat = setInterval(
+      () => void Promise.allSettled(this.beat(Date.now() / 1000)),
+      this.heartbeatSeconds * 1000,
+    );
     this.heartbeat.unref(); // never keeps the process alive
   }
 
@@ -544,7 +578,8 @@ export class RedisChannelLayer implements ChannelLayer {
     let connection: RedisConnection | undefined;
     let backoff = this.backoff[index]!;
     // Failures on a '!' key's other hosts (read only for channels_redis's own sends) are not fatal.
-    const fatal = !local || index === consistentHash(key.slice(this.prefix.length), this.hosts.length);
+    const fatal =
+      !local || index === consistentHash(key.slice(this.prefix.length), this.hosts.length);
     try {
       while (!this.closed && this.wanted(key)) {
         if (backoff) {
@@ -582,7 +617,8 @@ export class RedisChannelLayer implements ChannelLayer {
           if (this.closed) break;
           // Idle for a whole timeout (not woken by CLIENT UNBLOCK): a good moment to look for
           // abandoned channels_redis backups.
-          if (Date.now() - started >= this.blockSeconds * 900) await this.restoreParked(index, key).catch(() => {});
+          if (Date.now() - started >= this.blockSeconds * 900)
+            await this.restoreParked(index, key).catch(() => {});
           continue;
         }
         const [, member, score] = reply as [Buffer, Buffer, Buffer];
@@ -596,7 +632,13 @@ export class RedisChannelLayer implements ChannelLayer {
     }
   }
 
-  private dispatch(index: number, key: string, local: boolean, member: Buffer, score: number): void {
+  private dispatch(
+    index: number,
+    key: string,
+    local: boolean,
+    member: Buffer,
+    score: number,
+  ): void {
     // channels_redis drops expired messages only on the next send; dropping them here too keeps
     // `expiry` meaning "never delivered later than this".
     const expiresAt = (score + this.settings.expirySeconds) * 1000;
@@ -659,7 +701,16 @@ export class RedisChannelLayer implements ChannelLayer {
     if (now.size) this.parkedSeen.set(key, now);
     else this.parkedSeen.delete(key);
     const stale = members.filter((member) => seen?.has(member.toString('base64')));
-    if (stale.length) await this.command(index).call('EVAL', RESTORE_PARKED, 2, key, backup, this.expiryMs(), ...stale);
+    if (stale.length)
+      await this.command(index).call(
+        'EVAL',
+        RESTORE_PARKED,
+        2,
+        key,
+        backup,
+        this.expiryMs(),
+        ...stale,
+      );
   }
 
   private keysOf(set: ChannelSet): SetKeys {
@@ -685,8 +736,7 @@ export class RedisChannelLayer implements ChannelLayer {
     for (let index = 0; index < this.hosts.length; index++) {
       for (;;) {
         const reply = (await this.command(index).call('EVAL', POP_OLDEST, keys.length, ...keys)) as
-          | [number, Buffer, Buffer]
-          | null;
+          [number, Buffer, Buffer] | null;
         if (!reply) break;
         const at = Number(reply[0]) - 1;
         const key = keys[at]!;
@@ -695,7 +745,10 @@ export class RedisChannelLayer implements ChannelLayer {
         if (expiresAt <= Date.now()) continue;
         if (!local[at]) {
           // A message this call took: if it cannot be decoded, the caller hears why.
-          return { channel: key.slice(this.prefix.length), message: decodeMessage(this.serializer, reply[1]).message };
+          return {
+            channel: key.slice(this.prefix.length),
+            message: decodeMessage(this.serializer, reply[1]).message,
+          };
         }
         // A '!' key holds all our '!' channels: hand over or buffer what is not for this set.
         let decoded;
@@ -709,7 +762,8 @@ export class RedisChannelLayer implements ChannelLayer {
         for (let i = 0; i < targets.length; i++) {
           const target = targets[i]!;
           if (this.released.has(target)) continue;
-          const message = i === 0 ? decoded.message : decodeMessage(this.serializer, reply[1]).message;
+          const message =
+            i === 0 ? decoded.message : decodeMessage(this.serializer, reply[1]).message;
           if (!mine && set.has(target)) mine = { channel: target, message };
           else if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
         }
@@ -780,8 +834,7 @@ export class RedisChannelLayer implements ChannelLayer {
         let score = 0;
         try {
           const picked = (await connection.call('EVAL', POP_OLDEST, keys.length, ...keys)) as
-            | [number, Buffer, Buffer]
-            | null;
+            [number, Buffer, Buffer] | null;
           if (picked) {
             key = keys[Number(picked[0]) - 1];
             member = picked[1];
@@ -795,8 +848,7 @@ export class RedisChannelLayer implements ChannelLayer {
                 () => {},
               );
               const popped = (await connection.call('BZPOPMIN', ...keys, this.blockSeconds)) as
-                | [Buffer, Buffer, Buffer]
-                | null;
+                [Buffer, Buffer, Buffer] | null;
               if (popped) {
                 key = popped[0].toString('utf8');
                 member = popped[1];
@@ -811,7 +863,14 @@ export class RedisChannelLayer implements ChannelLayer {
               // the empty pick. Back in, and the oldest out, in one step.
               // If this fails the message may be back in Redis: not delivered too (at most once).
               const picked = (await connection.call(
-                'EVAL', POP_OLDEST, keys.length, ...keys, at + 1, score, member!, this.expiryMs(),
+                'EVAL',
+                POP_OLDEST,
+                keys.length,
+                ...keys,
+                at + 1,
+                score,
+                member!,
+                this.expiryMs(),
               )) as [number, Buffer, Buffer] | null;
               key = picked ? keys[Number(picked[0]) - 1] : undefined;
               member = picked?.[1];
@@ -893,7 +952,8 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   private acquireBlocking(index: number): RedisConnection {
-    const connection = this.idleBlocking[index]!.pop() ?? this.connector.connect(this.hosts[index]!, 'blocking');
+    const connection =
+      this.idleBlocking[index]!.pop() ?? this.connector.connect(this.hosts[index]!, 'blocking');
     this.connections.add(connection);
     return connection;
   }

@@ -8,7 +8,13 @@
 //   of the process), so a SIGKILLed server stops being counted and requests stop waiting for it.
 // - Sends never drop silently: see Outbox.
 import { randomBytes } from 'node:crypto';
-import { Adapter, type BroadcastOptions, type Room, type Session, type SocketId } from 'socket.io-adapter';
+import {
+  Adapter,
+  type BroadcastOptions,
+  type Room,
+  type Session,
+  type SocketId,
+} from 'socket.io-adapter';
 import { LayerClosed } from '../errors.js';
 import type { ChannelLayer, Message } from '../types.js';
 import type { LayerSource } from './layer-source.js';
@@ -53,7 +59,11 @@ interface AdapterStats {
 }
 
 function encodeOptions(opts: BroadcastOptions): WireOptions {
-  return { rooms: [...opts.rooms], except: [...(opts.except ?? [])], flags: opts.flags as Record<string, unknown> };
+  return {
+    rooms: [...opts.rooms],
+    except: [...(opts.except ?? [])],
+    flags: opts.flags as Record<string, unknown>,
+  };
 }
 
 function decodeOptions(opts: WireOptions): BroadcastOptions {
@@ -129,7 +139,9 @@ export class LayerAdapter extends Adapter {
     this.sessions?.clear();
     try {
       await this.ready;
-      const leaving = [...this.joinedRooms].map((room) => this.layer.groupDiscard(this.names.room(room), this.uid));
+      const leaving = [...this.joinedRooms].map((room) =>
+        this.layer.groupDiscard(this.names.room(room), this.uid),
+      );
       leaving.push(this.layer.groupDiscard(this.names.servers, this.uid));
       await Promise.allSettled(leaving);
       // Ends our channel: what other servers still send to it is dropped, not queued.
@@ -145,7 +157,12 @@ export class LayerAdapter extends Adapter {
 
   /** Counters of this adapter's traffic with other servers. */
   stats(): AdapterStats {
-    return { ...this.counters, waiting: this.outbox.waiting(), retries: this.outbox.retries, batches: this.outbox.batches };
+    return {
+      ...this.counters,
+      waiting: this.outbox.waiting(),
+      retries: this.outbox.retries,
+      batches: this.outbox.batches,
+    };
   }
 
   /**
@@ -179,12 +196,18 @@ export class LayerAdapter extends Adapter {
   private joinRoom(room: Room): void {
     if (this.joinedRooms.has(room) || this.closed) return;
     this.joinedRooms.add(room);
-    this.changeMembership(() => this.layer.groupAdd(this.names.room(room), this.uid), `joining room ${room}`);
+    this.changeMembership(
+      () => this.layer.groupAdd(this.names.room(room), this.uid),
+      `joining room ${room}`,
+    );
   }
 
   private leaveRoom(room: Room): void {
     if (!this.joinedRooms.delete(room) || this.closed) return;
-    this.changeMembership(() => this.layer.groupDiscard(this.names.room(room), this.uid), `leaving room ${room}`);
+    this.changeMembership(
+      () => this.layer.groupDiscard(this.names.room(room), this.uid),
+      `leaving room ${room}`,
+    );
   }
 
   private changeMembership(change: () => Promise<void>, what: string): void {
@@ -231,7 +254,10 @@ export class LayerAdapter extends Adapter {
         clientCount: clientCountCallback,
         ack,
         counting: new Set(),
-        timer: setTimeout(() => this.ackRequests.delete(requestId), opts.flags?.timeout ?? this.options.requestsTimeout),
+        timer: setTimeout(
+          () => this.ackRequests.delete(requestId),
+          opts.flags?.timeout ?? this.options.requestsTimeout,
+        ),
       };
       this.ackRequests.set(requestId, request);
       const uidAtEncoding = this.uid;
@@ -260,21 +286,30 @@ export class LayerAdapter extends Adapter {
 
   override addSockets(opts: BroadcastOptions, rooms: Room[]): void {
     if (!opts.flags?.local) {
-      this.publishTo(this.targets(opts.rooms), this.envelope(Kind.SocketsJoin, { o: encodeOptions(opts), rooms }));
+      this.publishTo(
+        this.targets(opts.rooms),
+        this.envelope(Kind.SocketsJoin, { o: encodeOptions(opts), rooms }),
+      );
     }
     super.addSockets(opts, rooms);
   }
 
   override delSockets(opts: BroadcastOptions, rooms: Room[]): void {
     if (!opts.flags?.local) {
-      this.publishTo(this.targets(opts.rooms), this.envelope(Kind.SocketsLeave, { o: encodeOptions(opts), rooms }));
+      this.publishTo(
+        this.targets(opts.rooms),
+        this.envelope(Kind.SocketsLeave, { o: encodeOptions(opts), rooms }),
+      );
     }
     super.delSockets(opts, rooms);
   }
 
   override disconnectSockets(opts: BroadcastOptions, close: boolean): void {
     if (!opts.flags?.local) {
-      this.publishTo(this.targets(opts.rooms), this.envelope(Kind.DisconnectSockets, { o: encodeOptions(opts), close }));
+      this.publishTo(
+        this.targets(opts.rooms),
+        this.envelope(Kind.DisconnectSockets, { o: encodeOptions(opts), close }),
+      );
     }
     super.disconnectSockets(opts, close);
   }
@@ -294,14 +329,19 @@ export class LayerAdapter extends Adapter {
           else resolve([...local, ...responses.flat()]);
         },
       );
-      this.sendEach(servers, this.envelope(Kind.FetchSockets, { o: encodeOptions(opts) }, requestId));
+      this.sendEach(
+        servers,
+        this.envelope(Kind.FetchSockets, { o: encodeOptions(opts) }, requestId),
+      );
       this.watchLiveness();
     });
   }
 
   override async serverSideEmit(packet: any[]): Promise<void> {
     const withAck = typeof packet[packet.length - 1] === 'function';
-    const ack = withAck ? (packet.pop() as (error: Error | null, responses: unknown[]) => void) : undefined;
+    const ack = withAck
+      ? (packet.pop() as (error: Error | null, responses: unknown[]) => void)
+      : undefined;
     const servers = [...(await this.liveServers())].filter((server) => server !== this.uid);
     if (!ack) {
       this.sendEach(servers, this.envelope(Kind.ServerSideEmit, { p: packet }));
@@ -311,8 +351,10 @@ export class LayerAdapter extends Adapter {
       ack(null, []);
       return;
     }
-    const requestId = this.requests.start(servers, this.options.requestsTimeout, (error, responses) =>
-      ack(error, responses),
+    const requestId = this.requests.start(
+      servers,
+      this.options.requestsTimeout,
+      (error, responses) => ack(error, responses),
     );
     this.sendEach(servers, this.envelope(Kind.ServerSideEmit, { p: packet }, requestId));
     this.watchLiveness();
@@ -352,7 +394,12 @@ export class LayerAdapter extends Adapter {
 
   private recoverableOffset(packet: any, opts: BroadcastOptions): string | undefined {
     // As socket.io's own adapters: events without an ack that are not volatile can be replayed.
-    if (!this.sessions || packet.type !== SOCKET_IO_EVENT || packet.id !== undefined || opts.flags?.volatile) {
+    if (
+      !this.sessions ||
+      packet.type !== SOCKET_IO_EVENT ||
+      packet.id !== undefined ||
+      opts.flags?.volatile
+    ) {
       return undefined;
     }
     return `${this.offsetPrefix}${(this.offsetCounter++).toString(36)}`;
@@ -375,9 +422,12 @@ export class LayerAdapter extends Adapter {
   private renewMemberships(): void {
     if (this.closed) return;
     const renewals = [this.layer.groupAdd(this.names.servers, this.uid)];
-    for (const room of this.joinedRooms) renewals.push(this.layer.groupAdd(this.names.room(room), this.uid));
+    for (const room of this.joinedRooms)
+      renewals.push(this.layer.groupAdd(this.names.room(room), this.uid));
     if (this.sessions?.prune(Date.now())) this.releaseSessionRooms();
-    void Promise.all(renewals).catch((error: unknown) => this.report(error, 'renewing group memberships'));
+    void Promise.all(renewals).catch((error: unknown) =>
+      this.report(error, 'renewing group memberships'),
+    );
   }
 
   private async receiveLoop(): Promise<void> {
@@ -424,7 +474,8 @@ export class LayerAdapter extends Adapter {
             (response) => this.respond(envelope.u, Kind.BroadcastAck, requestId, response),
           );
         } else {
-          if (data.f !== undefined && this.sessions) this.sessions.record(data.f, data.p.data, opts.rooms, opts.except ?? []);
+          if (data.f !== undefined && this.sessions)
+            this.sessions.record(data.f, data.p.data, opts.rooms, opts.except ?? []);
           super.broadcast(data.p, opts);
         }
         return;
@@ -598,7 +649,8 @@ export class LayerAdapter extends Adapter {
   private report(error: unknown, what: string): void {
     if (this.closed) return;
     const failure = error instanceof Error ? error : new Error(String(error));
-    if (this.listenerCount('error') > 0) this.emit('error', Object.assign(failure, { during: what }));
+    if (this.listenerCount('error') > 0)
+      this.emit('error', Object.assign(failure, { during: what }));
     else process.emitWarning(`shm-channels/socket.io: ${what}: ${failure.message}`);
   }
 }

@@ -24,7 +24,10 @@ export function createAdapter(
   let source: LayerSource;
   if (isChannelLayer(layerOrOptions)) {
     source = borrowedLayer(layerOrOptions);
-  } else if (layerOrOptions === undefined || (typeof layerOrOptions === 'object' && layerOrOptions !== null)) {
+  } else if (
+    layerOrOptions === undefined ||
+    (typeof layerOrOptions === 'object' && layerOrOptions !== null)
+  ) {
     source = ownedLayer((layerOrOptions ?? {}) as ShmChannelLayerOptions);
   } else {
     throw new TypeError(

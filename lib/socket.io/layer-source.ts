@@ -14,9 +14,15 @@ export interface LayerSource {
 export function isChannelLayer(value: unknown): value is ChannelLayer {
   if (typeof value !== 'object' || value === null) return false;
   const layer = value as Record<string, unknown>;
-  return ['send', 'receive', 'newChannel', 'groupAdd', 'groupDiscard', 'groupMembers', 'releaseChannel'].every(
-    (method) => typeof layer[method] === 'function',
-  );
+  return [
+    'send',
+    'receive',
+    'newChannel',
+    'groupAdd',
+    'groupDiscard',
+    'groupMembers',
+    'releaseChannel',
+  ].every((method) => typeof layer[method] === 'function');
 }
 
 export function borrowedLayer(layer: ChannelLayer): LayerSource {
@@ -27,11 +33,17 @@ export function ownedLayer(options: ShmChannelLayerOptions): LayerSource {
   let layer: ShmChannelLayer | undefined;
   let users = 0;
   const capacities = new Map<string, number>(
-    options.channelCapacity instanceof Map ? options.channelCapacity : Object.entries(options.channelCapacity ?? {}),
+    options.channelCapacity instanceof Map
+      ? options.channelCapacity
+      : Object.entries(options.channelCapacity ?? {}),
   );
   // The application's patterns come first (first match wins); ours covers the adapter's channels.
   if (!capacities.has('sio.*')) capacities.set('sio.*', ADAPTER_CHANNEL_CAPACITY);
-  const resolved: ShmChannelLayerOptions = { name: 'socket.io', ...options, channelCapacity: capacities };
+  const resolved: ShmChannelLayerOptions = {
+    name: 'socket.io',
+    ...options,
+    channelCapacity: capacities,
+  };
   return {
     async acquire() {
       layer ??= new ShmChannelLayer(resolved);

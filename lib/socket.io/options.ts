@@ -33,11 +33,15 @@ function positive(value: unknown, name: string, fallback: number): number {
 
 export function resolveAdapterOptions(options: AdapterOptions = {}): ResolvedAdapterOptions {
   if (typeof options !== 'object' || options === null) {
-    throw new TypeError('createAdapter(layerOrOptions, adapterOptions): adapterOptions must be an object');
+    throw new TypeError(
+      'createAdapter(layerOrOptions, adapterOptions): adapterOptions must be an object',
+    );
   }
   const prefix = options.prefix ?? 'sio';
   if (typeof prefix !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(prefix)) {
-    throw new TypeError(`prefix must be 1 to 32 letters, digits, '-' or '_', got ${JSON.stringify(prefix)}`);
+    throw new TypeError(
+      `prefix must be 1 to 32 letters, digits, '-' or '_', got ${JSON.stringify(prefix)}`,
+    );
   }
   return {
     requestsTimeout: positive(options.requestsTimeout, 'requestsTimeout', 5000),

@@ -118,7 +118,10 @@ export class Outbox {
             this.onError(error, destination);
             continue;
           }
-          if (queue.delayMs >= MAX_RETRY_MS && !(await this.isAlive(destination).catch(() => true))) {
+          if (
+            queue.delayMs >= MAX_RETRY_MS &&
+            !(await this.isAlive(destination).catch(() => true))
+          ) {
             this.forget(destination);
             return;
           }
@@ -132,7 +135,8 @@ export class Outbox {
       }
     } finally {
       queue.sending = false;
-      if (this.queues.get(destination) === queue && queue.entries.length === 0) this.queues.delete(destination);
+      if (this.queues.get(destination) === queue && queue.entries.length === 0)
+        this.queues.delete(destination);
       this.maybeIdle();
     }
   }

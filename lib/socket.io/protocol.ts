@@ -41,7 +41,12 @@ export interface Envelope {
   d?: unknown;
 }
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: true, int64AsType: 'auto' as 'number' });
+const packr = new Packr({
+  useRecords: false,
+  mapsAsObjects: true,
+  moreTypes: true,
+  int64AsType: 'auto' as 'number',
+});
 
 /** Layer message type of every adapter message. */
 export const MESSAGE_TYPE = 'socket.io';
@@ -57,7 +62,8 @@ export function decode(message: Record<string, unknown>): Envelope[] {
   for (const entry of message.b) {
     if (!(entry instanceof Uint8Array)) continue;
     const envelope = packr.unpack(entry) as Envelope;
-    if (envelope && typeof envelope === 'object' && typeof envelope.u === 'string') out.push(envelope);
+    if (envelope && typeof envelope === 'object' && typeof envelope.u === 'string')
+      out.push(envelope);
   }
   return out;
 }

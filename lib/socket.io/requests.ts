@@ -39,7 +39,10 @@ export class Requests {
       isFinal,
       timer: setTimeout(() => {
         this.pending.delete(id);
-        settle(new Error(`timeout reached: missing ${request.missing.size} responses`), request.responses);
+        settle(
+          new Error(`timeout reached: missing ${request.missing.size} responses`),
+          request.responses,
+        );
       }, timeoutMs),
     };
     this.pending.set(id, request as PendingRequest<unknown>);
@@ -66,7 +69,8 @@ export class Requests {
   /** Servers some request still waits for. */
   awaited(): Set<string> {
     const servers = new Set<string>();
-    for (const request of this.pending.values()) for (const server of request.missing) servers.add(server);
+    for (const request of this.pending.values())
+      for (const server of request.missing) servers.add(server);
     return servers;
   }
 

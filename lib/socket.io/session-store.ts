@@ -33,7 +33,13 @@ export class SessionStore {
 
   /** A broadcast packet as delivered with `offset` (its last data element). */
   record(offset: string, data: unknown[], rooms: Iterable<string>, except: Iterable<string>): void {
-    const entry: LoggedPacket = { offset, at: Date.now(), rooms: [...rooms], except: [...except], data };
+    const entry: LoggedPacket = {
+      offset,
+      at: Date.now(),
+      rooms: [...rooms],
+      except: [...except],
+      data,
+    };
     this.log.push(entry);
     this.offsets.set(offset, entry);
     this.pruneLog(entry.at);
@@ -65,7 +71,8 @@ export class SessionStore {
     const missedPackets: unknown[][] = [];
     for (let i = this.log.indexOf(from, this.head) + 1; i > 0 && i < this.log.length; i++) {
       const packet = this.log[i]!;
-      const included = packet.rooms.length === 0 || rooms.some((room) => packet.rooms.includes(room));
+      const included =
+        packet.rooms.length === 0 || rooms.some((room) => packet.rooms.includes(room));
       const excluded = rooms.some((room) => packet.except.includes(room));
       if (included && !excluded) missedPackets.push(packet.data);
     }
@@ -75,7 +82,8 @@ export class SessionStore {
   /** Rooms that sessions kept here still belong to (this server keeps receiving them). */
   heldRooms(): Set<string> {
     const rooms = new Set<string>();
-    for (const { session } of this.sessions.values()) for (const room of session.rooms) rooms.add(room);
+    for (const { session } of this.sessions.values())
+      for (const room of session.rooms) rooms.add(room);
     return rooms;
   }
 

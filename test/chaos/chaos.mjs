@@ -10,14 +10,24 @@
 //   npm run chaos                       (10 minutes)
 //   node test/chaos/chaos.mjs --seconds 20 [--json]
 import { fork } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { ShmChannelLayer, ChannelFull } = await import(join(here, '..', '..', 'dist', 'esm', 'index.mjs'));
+const { ShmChannelLayer, ChannelFull } = await import(
+  join(here, '..', '..', 'dist', 'esm', 'index.mjs')
+);
 const QUEUES = ['chaos.q0', 'chaos.q1', 'chaos.q2'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const rand = (n) => Math.floor(Math.random() * n);
@@ -106,7 +116,13 @@ async function main() {
 
   const start = (kind, slot) => {
     const spawn = spawned++;
-    const env = { ...process.env, CHAOS_ROLE: kind, CHAOS_LAYER: name, CHAOS_SPAWN: String(spawn), CHAOS_LOG: join(dir, `${kind}-${spawn}.log`) };
+    const env = {
+      ...process.env,
+      CHAOS_ROLE: kind,
+      CHAOS_LAYER: name,
+      CHAOS_SPAWN: String(spawn),
+      CHAOS_LOG: join(dir, `${kind}-${spawn}.log`),
+    };
     delete env.SHMCH_FAULT_POINT;
     if (kind === 'producer' && Math.random() < 0.5) {
       // inside send: before or after publishing; or after publishing, before ringing (20)
@@ -117,19 +133,25 @@ async function main() {
       env.SHMCH_FAULT_POINT = '3'; // inside receive: copied, not yet popped
       env.SHMCH_FAULT_SKIP = String(rand(3000));
     }
-    const child = fork(fileURLToPath(import.meta.url), [], { env, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      env,
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
     child.kind = kind;
     child.alive = true;
     child.startedAt = Date.now();
     children.add(child);
     let timer;
     if (kind === 'producer' && !env.SHMCH_FAULT_POINT) {
-      timer = setTimeout(() => {
-        if (child.alive) {
-          kills.sigkill++;
-          child.kill('SIGKILL');
-        }
-      }, 20 + rand(600));
+      timer = setTimeout(
+        () => {
+          if (child.alive) {
+            kills.sigkill++;
+            child.kill('SIGKILL');
+          }
+        },
+        20 + rand(600),
+      );
     }
     child.on('exit', (code, signal) => {
       child.alive = false;
@@ -158,11 +180,15 @@ async function main() {
     const issues = layer.verify();
     verifies++;
     if (issues.length) problems.push(`verify: ${issues.join('; ')}`);
-    const queued = stats.channelList.filter((c) => QUEUES.includes(c.name)).reduce((n, c) => n + c.depth, 0);
+    const queued = stats.channelList
+      .filter((c) => QUEUES.includes(c.name))
+      .reduce((n, c) => n + c.depth, 0);
     if (stats.messagesReceived !== lastProgress.received) {
       lastProgress = { at: Date.now(), received: stats.messagesReceived };
     } else if (queued > 0 && Date.now() - lastProgress.at > 5000) {
-      const steady = [...children].some((c) => c.kind === 'consumer' && c.startedAt < lastProgress.at);
+      const steady = [...children].some(
+        (c) => c.kind === 'consumer' && c.startedAt < lastProgress.at,
+      );
       if (steady) {
         problems.push(`lost wakeup: ${queued} messages queued, no receive for 5 s`);
         break;
@@ -227,7 +253,9 @@ async function main() {
   await sleep(2500);
   const final = layer.stats();
   if (final.arenaUsedBytes !== baseline.arenaUsedBytes || final.queued !== baseline.queued) {
-    problems.push(`memory not back to baseline: arena ${final.arenaUsedBytes} B, queued ${final.queued}`);
+    problems.push(
+      `memory not back to baseline: arena ${final.arenaUsedBytes} B, queued ${final.queued}`,
+    );
   }
   if (final.processes !== 1) problems.push(`${final.processes - 1} dead processes still attached`);
   const issues = layer.verify();

@@ -21,7 +21,9 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const { ShmChannelLayer, RedisChannelLayer } = await import(join(here, '..', '..', 'dist', 'esm', 'index.mjs'));
+const { ShmChannelLayer, RedisChannelLayer } = await import(
+  join(here, '..', '..', 'dist', 'esm', 'index.mjs')
+);
 
 function option(name, fallback) {
   const at = process.argv.indexOf(`--${name}`);
@@ -38,13 +40,18 @@ else await primary();
 /** RSS split: the process's own memory, and the shared segment's pages it has touched so far. */
 function rssParts() {
   const status = readFileSync('/proc/self/status', 'utf8');
-  const kib = (field) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  const kib = (field) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024;
   return { rss: kib('VmRSS'), rssAnon: kib('RssAnon'), rssShmem: kib('RssShmem') };
 }
 
 async function worker() {
   const layer = process.env.SOAK_REDIS
-    ? new RedisChannelLayer({ hosts: [process.env.SOAK_REDIS], prefix: `${process.env.SOAK_LAYER}:`, expiry: EXPIRY_SECONDS })
+    ? new RedisChannelLayer({
+        hosts: [process.env.SOAK_REDIS],
+        prefix: `${process.env.SOAK_LAYER}:`,
+        expiry: EXPIRY_SECONDS,
+      })
     : new ShmChannelLayer(layerOptions(process.env.SOAK_LAYER));
   // RedisChannelLayer's own bookkeeping (private; read to prove churn does not grow it).
   const ownMaps = () => {
@@ -104,19 +111,35 @@ async function worker() {
     if (live.length >= window) await disconnect(live.shift(), cycle % 2 === 0);
     live.push(await connect());
     counts.connections++;
-    counts.reached += await layer.groupSend(`soak-room-${next(ROOMS)}`, { type: 'chat', cycle, pid: process.pid });
+    counts.reached += await layer.groupSend(`soak-room-${next(ROOMS)}`, {
+      type: 'chat',
+      cycle,
+      pid: process.pid,
+    });
     counts.sent++;
     // Let the receive loops run now and then, as a server's event loop would between frames.
     if (cycle % 8 === 7) await new Promise((resolve) => setImmediate(resolve));
     if (cycle % sampleEvery === sampleEvery - 1) {
       globalThis.gc();
-      process.send({ sample: { cycle: cycle + 1, heapUsed: process.memoryUsage().heapUsed, ...rssParts(), maps: ownMaps() } });
+      process.send({
+        sample: {
+          cycle: cycle + 1,
+          heapUsed: process.memoryUsage().heapUsed,
+          ...rssParts(),
+          maps: ownMaps(),
+        },
+      });
     }
   }
   for (const [i, connection] of live.splice(0).entries()) await disconnect(connection, i % 2 === 0);
   const own = layer.stats();
   process.send({
-    done: { ...counts, orphaned: own.messagesOrphaned, expired: own.messagesExpired, skippedFull: own.deliveriesSkippedFull },
+    done: {
+      ...counts,
+      orphaned: own.messagesOrphaned,
+      expired: own.messagesExpired,
+      skippedFull: own.deliveriesSkippedFull,
+    },
   });
   await layer.close();
 }
@@ -144,7 +167,15 @@ async function primary() {
     if (useRedis) {
       // A server of its own: every key is ours, but for one heartbeat key per process.
       const keys = (await redisClient.keys('*')).filter((key) => !key.includes(':alive:')).length;
-      tables.push({ ms: Date.now() - started, channels: keys, idleRecords: 0, members: 0, groups: 0, queued: 0, arenaUsedBytes: 0 });
+      tables.push({
+        ms: Date.now() - started,
+        channels: keys,
+        idleRecords: 0,
+        members: 0,
+        groups: 0,
+        queued: 0,
+        arenaUsedBytes: 0,
+      });
       return { channels: keys, members: 0, groups: 0, queued: 0 };
     }
     const s = layer.stats(1 << 20);
@@ -211,13 +242,10 @@ async function primary() {
     const end = await sampleTables();
     const elapsed = (Date.now() - started) / 1000;
     const peak = (key) => Math.max(...tables.map((t) => t[key]));
-    const totals = done.reduce(
-      (sum, counts) => {
-        for (const key of Object.keys(counts)) sum[key] = (sum[key] ?? 0) + counts[key];
-        return sum;
-      },
-      {},
-    );
+    const totals = done.reduce((sum, counts) => {
+      for (const key of Object.keys(counts)) sum[key] = (sum[key] ?? 0) + counts[key];
+      return sum;
+    }, {});
     // Heap and RSS: the median of the second quarter of each process's samples (warm) against
     // the median of its last quarter.
     const median = (values) => {
@@ -247,16 +275,26 @@ async function primary() {
     // justified only by a live connection's waiting receive: more of them than connections is a
     // leak, however fast or slow the machine runs.
     if (peak('idleRecords') > liveConnections + 16) {
-      problems.push(`${peak('idleRecords')} records with no message and no membership (live connections: ${liveConnections})`);
+      problems.push(
+        `${peak('idleRecords')} records with no message and no membership (live connections: ${liveConnections})`,
+      );
     }
-    if (peak('members') > liveConnections + 16) problems.push(`memberships peaked at ${peak('members')}`);
+    if (peak('members') > liveConnections + 16)
+      problems.push(`memberships peaked at ${peak('members')}`);
     for (const [i, g] of growth.entries()) {
-      if (g.heapLateMiB - g.heapWarmMiB > 4) problems.push(`process ${i}: JS heap grew ${g.heapWarmMiB.toFixed(1)} -> ${g.heapLateMiB.toFixed(1)} MiB`);
+      if (g.heapLateMiB - g.heapWarmMiB > 4)
+        problems.push(
+          `process ${i}: JS heap grew ${g.heapWarmMiB.toFixed(1)} -> ${g.heapLateMiB.toFixed(1)} MiB`,
+        );
       // The segment's pages count in RSS as they are first touched (up to its size): only the
       // process's own memory must stay flat.
-      if (g.anonLateMiB - g.anonWarmMiB > 32) problems.push(`process ${i}: private RSS grew ${g.anonWarmMiB.toFixed(1)} -> ${g.anonLateMiB.toFixed(1)} MiB`);
+      if (g.anonLateMiB - g.anonWarmMiB > 32)
+        problems.push(
+          `process ${i}: private RSS grew ${g.anonWarmMiB.toFixed(1)} -> ${g.anonLateMiB.toFixed(1)} MiB`,
+        );
     }
-    if ((totals.connections ?? 0) < cycles) problems.push(`only ${totals.connections} connections ran`);
+    if ((totals.connections ?? 0) < cycles)
+      problems.push(`only ${totals.connections} connections ran`);
     // Redis: each process's own maps hold what its live connections need, no more. (Not
     // `buffers`: messages that reached a client after its receive loop ended wait there until
     // they expire, as on shm they wait in the channel; the heap check covers them.)
@@ -264,13 +302,20 @@ async function primary() {
       for (const [map, size] of Object.entries(samples.at(-1)?.maps ?? {})) {
         if (map === 'buffers') continue;
         const most = Math.max(...samples.map((s) => s.maps?.[map] ?? 0));
-        if (most > window + 16) problems.push(`process ${i}: ${map} reached ${most} entries (${window} live connections); last ${size}`);
+        if (most > window + 16)
+          problems.push(
+            `process ${i}: ${map} reached ${most} entries (${window} live connections); last ${size}`,
+          );
       }
     }
     // shm counts for the whole segment; Redis per instance (summed over the processes).
     const stats = layer
       ? layer.stats(0)
-      : { messagesOrphaned: totals.orphaned ?? 0, messagesExpired: totals.expired ?? 0, deliveriesSkippedFull: totals.skippedFull ?? 0 };
+      : {
+          messagesOrphaned: totals.orphaned ?? 0,
+          messagesExpired: totals.expired ?? 0,
+          deliveriesSkippedFull: totals.skippedFull ?? 0,
+        };
     const result = {
       backend: useRedis ? 'redis' : 'shm',
       cycles: totals.connections ?? 0,
@@ -284,14 +329,37 @@ async function primary() {
       orphaned: stats.messagesOrphaned,
       expired: stats.messagesExpired,
       skippedFull: stats.deliveriesSkippedFull,
-      peak: { channels: peak('channels'), idleRecords: peak('idleRecords'), members: peak('members'), queued: peak('queued'), arenaUsedBytes: peak('arenaUsedBytes') },
-      end: { channels: end.channels, members: end.members, groups: end.groups, queued: end.queued, arenaUsedBytes: end.arenaUsedBytes },
+      peak: {
+        channels: peak('channels'),
+        idleRecords: peak('idleRecords'),
+        members: peak('members'),
+        queued: peak('queued'),
+        arenaUsedBytes: peak('arenaUsedBytes'),
+      },
+      end: {
+        channels: end.channels,
+        members: end.members,
+        groups: end.groups,
+        queued: end.queued,
+        arenaUsedBytes: end.arenaUsedBytes,
+      },
       // Records over time (every 10th sample): flat, or a leak.
       ...(useRedis
-        ? { mapsPeak: Object.fromEntries(['pending', 'keyChannels', 'pollers', 'buffers', 'localGroups'].map((k) => [k, Math.max(0, ...[...memory.values()].flat().map((s) => s.maps?.[k] ?? 0))])) }
+        ? {
+            mapsPeak: Object.fromEntries(
+              ['pending', 'keyChannels', 'pollers', 'buffers', 'localGroups'].map((k) => [
+                k,
+                Math.max(0, ...[...memory.values()].flat().map((s) => s.maps?.[k] ?? 0)),
+              ]),
+            ),
+          }
         : {}),
-      channelsOverTime: tables.filter((_, i) => i % 10 === 0).map((t) => [Math.round(t.ms / 1000), t.channels, t.idleRecords]),
-      memory: growth.map((g) => Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Number(v.toFixed(1))]))),
+      channelsOverTime: tables
+        .filter((_, i) => i % 10 === 0)
+        .map((t) => [Math.round(t.ms / 1000), t.channels, t.idleRecords]),
+      memory: growth.map((g) =>
+        Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Number(v.toFixed(1))])),
+      ),
       problems,
     };
     // Every delivery is accounted for: received, or dropped for a reason the stats name. (Redis
@@ -299,19 +367,25 @@ async function primary() {
     // the remainder is reported, not a failure.)
     const unaccounted = result.deliveries - result.received - result.orphaned - result.expired;
     if (useRedis) result.expiredInRedis = unaccounted;
-    else if (unaccounted !== 0) problems.push(`${unaccounted} deliveries neither received, orphaned nor expired`);
+    else if (unaccounted !== 0)
+      problems.push(`${unaccounted} deliveries neither received, orphaned nor expired`);
     if (json) {
       console.log(JSON.stringify(result));
     } else {
-      console.log(`soak (${result.backend}): ${result.cycles} connection cycles in ${result.processes} processes, ${result.seconds} s (${result.cyclesPerSecond}/s)`);
+      console.log(
+        `soak (${result.backend}): ${result.cycles} connection cycles in ${result.processes} processes, ${result.seconds} s (${result.cyclesPerSecond}/s)`,
+      );
       console.log(
         `  deliveries ${result.deliveries}: received ${result.received}, orphaned ${result.orphaned}, expired ${result.expired}` +
           (useRedis ? `, left to expire in Redis ${result.expiredInRedis}` : ''),
       );
       console.log(`  peak: ${JSON.stringify(result.peak)}`);
       console.log(`  end:  ${JSON.stringify(result.end)}`);
-      if (result.mapsPeak) console.log(`  per-process maps, peak: ${JSON.stringify(result.mapsPeak)}`);
-      console.log(`  [seconds, ${useRedis ? 'Redis keys' : 'records, idle records'}] over time: ${JSON.stringify(result.channelsOverTime)}`);
+      if (result.mapsPeak)
+        console.log(`  per-process maps, peak: ${JSON.stringify(result.mapsPeak)}`);
+      console.log(
+        `  [seconds, ${useRedis ? 'Redis keys' : 'records, idle records'}] over time: ${JSON.stringify(result.channelsOverTime)}`,
+      );
       for (const [i, g] of result.memory.entries()) {
         console.log(
           `  process ${i}: JS heap ${g.heapWarmMiB} -> ${g.heapLateMiB} MiB, private RSS ${g.anonWarmMiB} -> ${g.anonLateMiB} MiB, ` +

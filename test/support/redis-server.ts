@@ -19,7 +19,9 @@ const REDIS_SERVER = findRedisServer();
 export function haveRedisServer(): boolean {
   if (REDIS_SERVER && existsSync(REDIS_SERVER)) return true;
   if (process.env.CI) {
-    throw new Error('redis-server is not installed and CI is set: install it (Debian: apt-get install redis-server)');
+    throw new Error(
+      'redis-server is not installed and CI is set: install it (Debian: apt-get install redis-server)',
+    );
   }
   console.warn(
     '\n' +
@@ -30,4 +32,3 @@ export function haveRedisServer(): boolean {
   );
   return false;
 }
-

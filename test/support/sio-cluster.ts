@@ -22,7 +22,10 @@ export interface ServerOptions {
 
 export class SioServer {
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private readonly waiting = new Map<
+    number,
+    { resolve(v: unknown): void; reject(e: Error): void }
+  >();
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
 
   private constructor(
@@ -31,17 +34,21 @@ export class SioServer {
     readonly port: number,
     readonly pid: number,
   ) {
-    worker.on('message', (message: { id?: number; ok?: boolean; result?: unknown; error?: string }) => {
-      if (typeof message?.id !== 'number') return;
-      const waiter = this.waiting.get(message.id);
-      if (!waiter) return;
-      this.waiting.delete(message.id);
-      if (message.ok) waiter.resolve(message.result);
-      else waiter.reject(new Error(`${name}: ${message.error}`));
-    });
+    worker.on(
+      'message',
+      (message: { id?: number; ok?: boolean; result?: unknown; error?: string }) => {
+        if (typeof message?.id !== 'number') return;
+        const waiter = this.waiting.get(message.id);
+        if (!waiter) return;
+        this.waiting.delete(message.id);
+        if (message.ok) waiter.resolve(message.result);
+        else waiter.reject(new Error(`${name}: ${message.error}`));
+      },
+    );
     this.exited = new Promise((resolve) => {
       worker.once('exit', (code, signal) => {
-        for (const waiter of this.waiting.values()) waiter.reject(new Error(`${name} exited (${code ?? signal})`));
+        for (const waiter of this.waiting.values())
+          waiter.reject(new Error(`${name} exited (${code ?? signal})`));
         this.waiting.clear();
         resolve({ code, signal });
       });
@@ -66,7 +73,9 @@ export class SioServer {
         resolve(message);
       };
       worker.on('message', onMessage);
-      worker.once('exit', (code, signal) => reject(new Error(`${options.name} exited before it was ready (${code ?? signal})`)));
+      worker.once('exit', (code, signal) =>
+        reject(new Error(`${options.name} exited before it was ready (${code ?? signal})`)),
+      );
     });
     return new SioServer(options.name, worker, port, pid);
   }
@@ -111,7 +120,10 @@ export class Client {
   static async connect(
     server: SioServer,
     nsp = '/',
-    options: { auth?: Record<string, unknown>; ackWith?: (event: string, args: unknown[]) => unknown } = {},
+    options: {
+      auth?: Record<string, unknown>;
+      ackWith?: (event: string, args: unknown[]) => unknown;
+    } = {},
   ): Promise<Client> {
     const socket = connectClient(`http://127.0.0.1:${server.port}${nsp}`, {
       transports: ['websocket'],
@@ -135,7 +147,9 @@ export class Client {
 
   /** Arguments of every `event` received so far. */
   got(event: string): unknown[][] {
-    return this.events.filter((e) => e.event === event).map((e) => e.args.filter((a) => typeof a !== 'function'));
+    return this.events
+      .filter((e) => e.event === event)
+      .map((e) => e.args.filter((a) => typeof a !== 'function'));
   }
 
   emitWithAck<T = unknown>(event: string, ...args: unknown[]): Promise<T> {
@@ -152,7 +166,11 @@ export class Client {
 }
 
 /** Waits until `condition()` is true (polling), failing with `what` after `ms`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
   const until = Date.now() + ms;
   for (;;) {
     if (await condition()) return;

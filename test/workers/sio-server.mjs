@@ -31,7 +31,11 @@ if (layerSpec.startsWith('shm:')) {
   adapterFactory = createAdapter({ name: layerSpec.slice(4), channelCapacity }, adapterOptions);
 } else {
   const [url, prefix] = layerSpec.slice(6).split('|');
-  layer = new RedisChannelLayer({ hosts: [url], prefix, groupExpiry: Number(process.env.SIO_GROUP_EXPIRY ?? 86400) });
+  layer = new RedisChannelLayer({
+    hosts: [url],
+    prefix,
+    groupExpiry: Number(process.env.SIO_GROUP_EXPIRY ?? 86400),
+  });
   adapterFactory = createAdapter(layer, adapterOptions);
 }
 
@@ -40,7 +44,9 @@ const recovery = process.env.SIO_RECOVERY ? Number(process.env.SIO_RECOVERY) : u
 const io = new Server(http, {
   transports: ['websocket'],
   adapter: adapterFactory,
-  ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: recovery, skipMiddlewares: true } } : {}),
+  ...(recovery
+    ? { connectionStateRecovery: { maxDisconnectionDuration: recovery, skipMiddlewares: true } }
+    : {}),
 });
 
 /** serverSideEmit events this server got, by namespace. */
@@ -48,7 +54,11 @@ const serverSide = new Map();
 
 function setUp(nsp) {
   nsp.on('connection', (socket) => {
-    socket.data = { server: name, user: socket.handshake.auth?.user ?? null, recovered: socket.recovered };
+    socket.data = {
+      server: name,
+      user: socket.handshake.auth?.user ?? null,
+      recovered: socket.recovered,
+    };
     socket.on('join', async (rooms, cb) => {
       await socket.join(rooms);
       cb?.(name);
@@ -57,7 +67,9 @@ function setUp(nsp) {
       await socket.leave(room);
       cb?.(name);
     });
-    socket.on('whoami', (cb) => cb({ server: name, id: socket.id, recovered: socket.recovered, rooms: [...socket.rooms] }));
+    socket.on('whoami', (cb) =>
+      cb({ server: name, id: socket.id, recovered: socket.recovered, rooms: [...socket.rooms] }),
+    );
   });
   nsp.on('hello', (...args) => {
     const ack = typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
@@ -130,7 +142,12 @@ const ops = {
     try {
       const sockets = await target(args.nsp, args).fetchSockets();
       return {
-        sockets: sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data, user: s.handshake?.auth?.user ?? null })),
+        sockets: sockets.map((s) => ({
+          id: s.id,
+          rooms: [...s.rooms],
+          data: s.data,
+          user: s.handshake?.auth?.user ?? null,
+        })),
       };
     } catch (error) {
       return { error: error.message };
@@ -138,7 +155,10 @@ const ops = {
   },
   async remoteEmit(args) {
     // RemoteSocket.emit / join / leave / disconnect on a socket that may live on another server.
-    const [socket] = await io.of(args.nsp ?? '/').in(args.socketId).fetchSockets();
+    const [socket] = await io
+      .of(args.nsp ?? '/')
+      .in(args.socketId)
+      .fetchSockets();
     if (!socket) return { found: false };
     if (args.join) socket.join(args.join);
     if (args.event) socket.emit(args.event, ...args.args);

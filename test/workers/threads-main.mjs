@@ -37,7 +37,8 @@ async function main() {
     // 2. worker -> main on a named channel, while main receives concurrently.
     await layer.send(inbox, { type: 'burst', channel: 'from-worker', count: 300 });
     result.items = [];
-    for (let i = 0; i < 300; i++) result.items.push((await layer.receive('from-worker', timeout())).seq);
+    for (let i = 0; i < 300; i++)
+      result.items.push((await layer.receive('from-worker', timeout())).seq);
 
     // 3. group fan-out from main to the worker's inbox (the worker joined group 'threads').
     await layer.groupSend('threads', { type: 'fan', reply: mine });
