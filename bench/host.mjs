@@ -42,7 +42,7 @@ process.on('disconnect', () => {
 
 const job = await new Promise((resolve) => process.once('message', resolve));
 const { workload, backend, params, redisUrl, redisPid, tag, ipcSerialization } = job;
-const module = await import(new URL(`./workloads/${workload}.mjs`, import.meta.url));
+const module = await import(new URL(`./workloads/${workload}.mjs`, import.meta.url).href);
 
 cluster.setupPrimary({
   exec: fileURLToPath(new URL('./worker.mjs', import.meta.url)),
@@ -120,7 +120,7 @@ function forkWorker() {
   const worker = cluster.fork({ BENCH_WORKLOAD: workload });
   workers.add(worker);
   // A send to a worker the host has just stopped fails with ERR_IPC_CHANNEL_CLOSED: harmless.
-  worker.on('error', (error) => {
+  worker.on('error', (/** @type {any} */ error) => {
     if (error?.code !== 'ERR_IPC_CHANNEL_CLOSED') ctx.log(`worker ${worker.process.pid}: ${error}`);
   });
   const physical = new Physical(worker);

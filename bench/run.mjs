@@ -142,7 +142,7 @@ function measure(workload, backend, rep) {
       () => finish(new Error(`timed out after ${timeoutS} s`)),
       timeoutS * 1000,
     );
-    host.on('message', (m) => {
+    host.on('message', (/** @type {any} */ m) => {
       if (m.progress) log(`  ${workload.id} ${backend}: ${m.progress}`);
       if (m.result) finish(undefined, m.result);
       if (m.error) finish(new Error(m.error));

@@ -7,7 +7,7 @@ import { createLayer, settle } from './backends.mjs';
 import { maxRssMB } from './lib.mjs';
 
 const workload = await import(
-  new URL(`./workloads/${process.env.BENCH_WORKLOAD}.mjs`, import.meta.url)
+  new URL(`./workloads/${process.env.BENCH_WORKLOAD}.mjs`, import.meta.url).href
 );
 const roles = workload.roles ?? {};
 let layer;
@@ -56,14 +56,14 @@ function reply(message) {
 }
 // A reply racing the host's exit (^C, a killed host) fails with EPIPE: nobody is left to tell.
 cluster.worker?.on('error', () => {});
-process.on('message', (m) => {
+process.on('message', (/** @type {any} */ m) => {
   if (m === null || typeof m !== 'object' || m.bench !== 'call') return;
   call(m.vid, m.fn, m.args).then(
     (value) => reply({ bench: 'reply', id: m.id, value }),
     (error) => reply({ bench: 'reply', id: m.id, error: String(error?.stack ?? error) }),
   );
 });
-process.on('unhandledRejection', (error) => {
+process.on('unhandledRejection', (/** @type {any} */ error) => {
   // A receive loop that ends with LayerClosed after close() is expected; anything else is a bug.
   if (error?.name === 'LayerClosed' || error?.name === 'AbortError') return;
   console.error(`[bench worker ${process.pid}] unhandled rejection:`, error);

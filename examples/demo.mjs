@@ -126,7 +126,7 @@ async function worker() {
   const counts = { jobs: 0, chatSent: 0, chatReceived: 0 };
   let running = true;
   const controller = new AbortController();
-  process.on('message', async (m) => {
+  process.on('message', async (/** @type {any} */ m) => {
     if (!m.stop) return;
     running = false;
     controller.abort();

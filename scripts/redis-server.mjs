@@ -28,7 +28,7 @@ export function freePort() {
     server.unref();
     server.on('error', reject);
     server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
+      const { port } = /** @type {any} */ (server.address());
       server.close(() => resolve(port));
     });
   });

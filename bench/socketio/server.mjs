@@ -119,11 +119,12 @@ if (cluster.isPrimary) {
     });
   }
 
-  process.on('message', async (message) => {
+  process.on('message', async (/** @type {any} */ message) => {
     if (!message?.benchId) return;
     let result;
     if (message.op === 'emit') result = await emit(message);
-    else if (message.op === 'stats') result = io.of('/').adapter.stats?.() ?? null;
+    else if (message.op === 'stats')
+      result = /** @type {any} */ (io.of('/').adapter).stats?.() ?? null;
     else if (message.op === 'cpu') {
       const usage = process.cpuUsage();
       result = usage.user + usage.system;
@@ -131,6 +132,6 @@ if (cluster.isPrimary) {
     process.send({ benchId: message.benchId, result });
   });
   http.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () =>
-    process.send({ benchReady: true, port: http.address().port }),
+    process.send({ benchReady: true, port: /** @type {any} */ (http.address()).port }),
   );
 }

@@ -76,10 +76,12 @@ async function runBots() {
   const { io: connect } = await import('socket.io-client');
   const bot = (user, room) =>
     new Promise((resolve, reject) => {
-      const socket = connect(`http://127.0.0.1:${PORT}`, {
-        transports: ['websocket'],
-        auth: { user, room },
-      });
+      const socket = /** @type {any} */ (
+        connect(`http://127.0.0.1:${PORT}`, {
+          transports: ['websocket'],
+          auth: { user, room },
+        })
+      );
       socket.messages = [];
       socket.on('chat', (message) => socket.messages.push(message));
       socket.once('connect', () => resolve(socket));

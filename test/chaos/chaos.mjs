@@ -116,13 +116,13 @@ async function main() {
 
   const start = (kind, slot) => {
     const spawn = spawned++;
-    const env = {
+    const env = /** @type {any} */ ({
       ...process.env,
       CHAOS_ROLE: kind,
       CHAOS_LAYER: name,
       CHAOS_SPAWN: String(spawn),
       CHAOS_LOG: join(dir, `${kind}-${spawn}.log`),
-    };
+    });
     delete env.SHMCH_FAULT_POINT;
     if (kind === 'producer' && Math.random() < 0.5) {
       // inside send: before or after publishing; or after publishing, before ringing (20)
@@ -133,10 +133,12 @@ async function main() {
       env.SHMCH_FAULT_POINT = '3'; // inside receive: copied, not yet popped
       env.SHMCH_FAULT_SKIP = String(rand(3000));
     }
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      env,
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-    });
+    const child = /** @type {any} */ (
+      fork(fileURLToPath(import.meta.url), [], {
+        env,
+        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      })
+    );
     child.kind = kind;
     child.alive = true;
     child.startedAt = Date.now();

@@ -212,7 +212,7 @@ async function primary() {
         },
       });
       memory.set(child.pid, []);
-      child.on('message', (message) => {
+      child.on('message', (/** @type {any} */ message) => {
         if (message.sample) memory.get(child.pid).push(message.sample);
         if (message.done) done.push(message.done);
       });
@@ -316,7 +316,7 @@ async function primary() {
           messagesExpired: totals.expired ?? 0,
           deliveriesSkippedFull: totals.skippedFull ?? 0,
         };
-    const result = {
+    const result = /** @type {any} */ ({
       backend: useRedis ? 'redis' : 'shm',
       cycles: totals.connections ?? 0,
       processes,
@@ -361,7 +361,7 @@ async function primary() {
         Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Number(v.toFixed(1))])),
       ),
       problems,
-    };
+    });
     // Every delivery is accounted for: received, or dropped for a reason the stats name. (Redis
     // expires what was left in a key when its receivers had gone without telling anyone: there
     // the remainder is reported, not a failure.)

@@ -180,7 +180,7 @@ const ops = {
   },
 };
 
-process.on('message', async (command) => {
+process.on('message', async (/** @type {any} */ command) => {
   const { id, op, ...args } = command;
   try {
     if (!ops[op]) throw new Error(`agent: unknown op ${op}`);

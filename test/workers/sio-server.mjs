@@ -93,7 +93,7 @@ dynamic.on('connection', (socket) => {
 });
 
 function target(nsp, { rooms, except, local, volatile, compress, timeout }) {
-  let operator = io.of(nsp ?? '/');
+  let operator = /** @type {any} */ (io.of(nsp ?? '/'));
   if (local) operator = operator.local;
   if (rooms?.length) operator = operator.to(rooms);
   if (except?.length) operator = operator.except(except);
@@ -112,7 +112,7 @@ const ops = {
     }
     // Returns once the broadcasts are in the other servers' channels: later steps of a test
     // (e.g. another server's request) are then ordered after them.
-    await io.of(args.nsp ?? '/').adapter.sent();
+    await /** @type {any} */ (io.of(args.nsp ?? '/').adapter).sent();
   },
   async emitBinary(args) {
     const bytes = Buffer.from(args.bytes, 'base64');
@@ -184,7 +184,7 @@ const ops = {
     return io.of(args.nsp ?? '/').adapter.serverCount();
   },
   async stats(args) {
-    return io.of(args.nsp ?? '/').adapter.stats();
+    return /** @type {any} */ (io.of(args.nsp ?? '/').adapter).stats();
   },
   async localRooms(args) {
     return [...io.of(args.nsp ?? '/').adapter.rooms.keys()];
@@ -202,7 +202,7 @@ const ops = {
   },
 };
 
-process.on('message', async (message) => {
+process.on('message', async (/** @type {any} */ message) => {
   if (!message || typeof message.id !== 'number') return;
   const { id, op, ...args } = message;
   try {
@@ -216,5 +216,5 @@ process.on('message', async (message) => {
 process.on('disconnect', () => process.exit(0));
 
 http.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-  process.send({ ready: true, port: http.address().port, pid: process.pid });
+  process.send({ ready: true, port: /** @type {any} */ (http.address()).port, pid: process.pid });
 });
