@@ -335,6 +335,9 @@ const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(a.url)}, ${JSON.s
 const channel = await layer.newChannel();
 await layer.groupAdd('room', channel);
 console.log(channel);
+// Lives a moment, as a real process would: its first heartbeat (written to every host without
+// waiting) must reach them all before it dies, or its channel looks like a channels_redis one.
+await new Promise((resolve) => setTimeout(resolve, 200));
 process.exit(0);`,
         ],
         { encoding: 'utf8' },
