@@ -720,35 +720,15 @@ export class ShmChannelLayer implements ChannelLayer {
         this.scheduleDrain();
       }
     }
-    let entry = end - ready * 4 - count * 8;
-    let offset = 0;
-    for (let i = 0; i < count; i++, entry += 8) {
-      const channel = set.channels[batch.readUInt32LE(entry)]!;
-      const length = batch.readUInt32LE(entry + 4);
-      if (length === DAMAGED_MESSAGE) {
-        fail(
-          new ShmError(
-            `a message for ${channel} failed its checksum in shared memory and was dropped`,
-            'ECORRUPT',
-          ),
-        );
-        continue;
-      }
-      // The scratch buffer is reused by the next call: the deserializer gets a copy (it may keep
-      // views of what it is given).
-      const payload = inScratch
-        ? Buffer.from(batch.subarray(offset, offset + length))
-        : batch.subarray(offset, offset + length);
-      offset += length;
-      let message: Message;
-      try {
-        message = this.serializer.deserialize(payload);
-      } catch (error) {
-        fail(error);
-        continue;
-      }
-      deliver(channel, message);
-    }
+    this.decodeMessages(
+      batch,
+      inScratch,
+      end - ready * 4 - count * 8,
+      count,
+      (index) => set.channels[index]!,
+      deliver,
+      (_channel, error) => fail(error),
+    );
     return undefined;
   }
 
@@ -980,36 +960,60 @@ export class ShmChannelLayer implements ChannelLayer {
       const batch = typeof result === 'number' ? this.scratch : result;
       const end = typeof result === 'number' ? result : result.length;
       const count = batch.readUInt32LE(end - 4);
-      let entry = end - 4 - count * 8;
-      let offset = 0;
-      for (let i = 0; i < count; i++, entry += 8) {
-        const channel = wanted[batch.readUInt32LE(entry)]![0];
-        const length = batch.readUInt32LE(entry + 4);
-        if (length === DAMAGED_MESSAGE) {
-          this.pending.fail(
-            channel,
-            new ShmError(
-              `a message for ${channel} failed its checksum in shared memory and was dropped`,
-              'ECORRUPT',
-            ),
-          );
-          continue;
-        }
-        // The scratch buffer is reused by the next drain: a deserializer may keep views of what
-        // it is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
-        const payload = inScratch
-          ? Buffer.from(batch.subarray(offset, offset + length))
-          : batch.subarray(offset, offset + length);
-        offset += length;
-        let message: Message;
-        try {
-          message = this.serializer.deserialize(payload);
-        } catch (error) {
-          this.pending.fail(channel, error);
-          continue;
-        }
-        this.pending.deliver(channel, message);
+      this.decodeMessages(
+        batch,
+        inScratch,
+        end - 4 - count * 8,
+        count,
+        (index) => wanted[index]![0],
+        (channel, message) => this.pending.deliver(channel, message),
+        (channel, error) => this.pending.fail(channel, error),
+      );
+    }
+  }
+
+  /**
+   * Decodes the messages of a native receive batch: `count` entries of (request index, length)
+   * from `entries` on, payloads back to back from offset 0. A message that failed its checksum
+   * fails its receiver with ECORRUPT; one that does not deserialize fails it with that error.
+   */
+  private decodeMessages(
+    batch: Buffer,
+    inScratch: boolean,
+    entries: number,
+    count: number,
+    channelAt: (index: number) => string,
+    deliver: (channel: string, message: Message) => void,
+    fail: (channel: string, error: unknown) => void,
+  ): void {
+    let offset = 0;
+    for (let i = 0, entry = entries; i < count; i++, entry += 8) {
+      const channel = channelAt(batch.readUInt32LE(entry));
+      const length = batch.readUInt32LE(entry + 4);
+      if (length === DAMAGED_MESSAGE) {
+        fail(
+          channel,
+          new ShmError(
+            `a message for ${channel} failed its checksum in shared memory and was dropped`,
+            'ECORRUPT',
+          ),
+        );
+        continue;
       }
+      // The scratch buffer is reused by the next call: a deserializer may keep views of what it
+      // is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
+      const payload = inScratch
+        ? Buffer.from(batch.subarray(offset, offset + length))
+        : batch.subarray(offset, offset + length);
+      offset += length;
+      let message: Message;
+      try {
+        message = this.serializer.deserialize(payload);
+      } catch (error) {
+        fail(channel, error);
+        continue;
+      }
+      deliver(channel, message);
     }
   }
 
