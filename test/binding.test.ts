@@ -1,12 +1,8 @@
 // The Node-API binding called directly, as lib/ does: inputs the core cannot represent are refused
 // with a typed error instead of being cut down or crashing the process.
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
+import { native } from './support/internal.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { native } = createRequire(import.meta.url)(join(root, 'dist', 'cjs', 'native.js'));
 const binding = native();
 const names: string[] = [];
 

@@ -2,13 +2,14 @@
 // segment. Each test uses a small segment, so a leak of one record per connection fills the
 // table within the test instead of after a day of traffic.
 import { spawn, spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ShmChannelLayer, type ShmChannelLayerOptions } from './support/package.js';
+import {
+  CLI,
+  PACKAGE_ESM,
+  ShmChannelLayer,
+  type ShmChannelLayerOptions,
+} from './support/package.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const entry = join(root, 'dist', 'esm', 'index.mjs');
 const namePrefix = `churn-${process.pid}-`;
 let counter = 0;
 const opened: ShmChannelLayer[] = [];
@@ -146,7 +147,7 @@ describe('connection churn on ShmChannelLayer', () => {
     expect(layer.stats().channels).toBe(0);
     const child = await runChild(
       options.name!,
-      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
 for (let i = 0; i < 60; i++) await layer.send('other.process-' + i, { i });
 console.log('sent', layer.stats().channels);
@@ -185,7 +186,7 @@ describe('deliveries not made are counted', () => {
     const server = open(options);
     const child = await runChild(
       options.name!,
-      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
 const inbox = await layer.newChannel();
 await layer.groupAdd('room', inbox);
@@ -224,13 +225,9 @@ process.exit(0); // no close(): as if it had crashed`,
       skipped: 3,
       refused: 1,
     });
-    const cli = spawnSync(
-      process.execPath,
-      [join(root, 'dist', 'cjs', 'cli.js'), 'stats', options.name!],
-      {
-        encoding: 'utf8',
-      },
-    );
+    const cli = spawnSync(process.execPath, [CLI, 'stats', options.name!], {
+      encoding: 'utf8',
+    });
     expect(cli.status).toBe(0);
     expect(cli.stdout).toContain(
       'not delivered: group members full 3, sends refused (channel full) 1',
@@ -243,7 +240,7 @@ process.exit(0); // no close(): as if it had crashed`,
 // thread and a semaphore; now the FIFO's read end, polled by the event loop) until the process
 // exited: 0 of 20 were collected.
 describe('a layer dropped without close()', () => {
-  const script = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+  const script = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 const name = process.env.LAYER_NAME;
@@ -300,7 +297,7 @@ await observer.close();`;
     names.add(name);
     const child = await runChild(
       name,
-      `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 import { setTimeout as sleep } from 'node:timers/promises';
 const name = process.env.LAYER_NAME;
 const received = (() => new ShmChannelLayer({ name }).receive('kept.ch'))();

@@ -1,8 +1,6 @@
 // The conformance suite against InMemoryChannelLayer: one process, so a "peer" is the layer itself.
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describeConformance } from './conformance.js';
-import { InMemoryChannelLayer } from './support/package.js';
+import { InMemoryChannelLayer, PACKAGE_ESM } from './support/package.js';
 
 /** The layer's own maps (private: read here only to prove that churn leaves them as they were). */
 function footprint(layer: unknown): Record<string, number> {
@@ -19,9 +17,8 @@ function footprint(layer: unknown): Record<string, number> {
   };
 }
 
-const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
 const childLayer = (): string =>
-  `import { InMemoryChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new InMemoryChannelLayer();`;
+  `import { InMemoryChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};\nconst layer = new InMemoryChannelLayer();`;
 
 describeConformance('InMemoryChannelLayer', (options) => new InMemoryChannelLayer(options), {
   footprint,

@@ -2,11 +2,10 @@
 // prefix of its own, so tests are isolated; a "peer" is a second instance with the same prefix and
 // hosts (another process, as far as Redis can tell). After each test the prefix's keys are deleted.
 // Without redis-server the suite is skipped loudly (or fails when CI is set): see support/redis-server.
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe } from 'vitest';
 import { describeConformance } from './conformance.js';
 import {
+  PACKAGE_ESM,
   RedisChannelLayer,
   type ChannelLayer,
   type RedisChannelLayerOptions,
@@ -92,11 +91,10 @@ describe.skipIf(!enabled)('RedisChannelLayer on redis-server', () => {
     };
   }
 
-  const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
   function childLayer(): string {
     const prefix = `conf${process.pid}x${++counter}:`;
     prefixes.add(prefix);
-    return `import { RedisChannelLayer } from ${JSON.stringify(entry)};
+    return `import { RedisChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(server!.url)}], prefix: ${JSON.stringify(prefix)} });`;
   }
 

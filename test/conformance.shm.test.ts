@@ -5,14 +5,13 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { describeConformance } from './conformance.js';
 import {
   ChannelFull,
   LayerClosed,
   MessageTooLarge,
+  PACKAGE_ESM,
   SegmentFull,
   ShmChannelLayer,
   ShmError,
@@ -20,8 +19,6 @@ import {
   type ShmChannelLayerOptions,
 } from './support/package.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const entry = join(root, 'dist', 'esm', 'index.mjs');
 const namePrefix = `conf-${process.pid}-`;
 
 let counter = 0;
@@ -91,7 +88,7 @@ function runChild(
   });
 }
 
-const childHeader = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+const childHeader = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });`;
 
 /** Records of the segment, and this instance's own bookkeeping (private, read for the churn test). */
@@ -113,7 +110,7 @@ function footprint(layer: ChannelLayer): Record<string, number> {
 }
 
 const childLayer = (): string =>
-  `import { ShmChannelLayer } from ${JSON.stringify(entry)};\nconst layer = new ShmChannelLayer({ name: ${JSON.stringify(uniqueName())} });`;
+  `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};\nconst layer = new ShmChannelLayer({ name: ${JSON.stringify(uniqueName())} });`;
 
 describeConformance('ShmChannelLayer', makeLayer, {
   peer,

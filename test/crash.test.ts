@@ -14,12 +14,9 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ChannelFull, SegmentFull, ShmChannelLayer } from '../dist/esm/index.mjs';
+import { ChannelFull, PACKAGE_ESM, SegmentFull, ShmChannelLayer } from './support/package.js';
 
-const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
 const uid = process.getuid!();
 let counter = 0;
 const names: string[] = [];
@@ -49,7 +46,7 @@ function runChild(code: string, env: Record<string, string> = {}) {
     [
       '--input-type=module',
       '-e',
-      `import { ShmChannelLayer } from ${JSON.stringify(entry)};\n${code}`,
+      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};\n${code}`,
     ],
     { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 },
   );
@@ -254,7 +251,7 @@ describe('dead-process reclamation', () => {
       `process.exit(3);`,
       `await l.close();`,
       `const { Worker } = await import('node:worker_threads');
-       const w = new Worker(\`import { ShmChannelLayer } from ${JSON.stringify(JSON.stringify(entry)).slice(1, -1)};
+       const w = new Worker(\`import { ShmChannelLayer } from ${JSON.stringify(JSON.stringify(PACKAGE_ESM)).slice(1, -1)};
          const l = new ShmChannelLayer({ name: '${name}' });
          const c = await l.newChannel(); await l.groupAdd('churn', c); await l.send(c, { x: 1 });
          setInterval(() => {}, 1000);\`, { eval: true, type: 'module' });
@@ -271,7 +268,7 @@ describe('dead-process reclamation', () => {
             [
               '--input-type=module',
               '-e',
-              `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+              `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
                const l = new ShmChannelLayer({ name: '${name}' });
                const inbox = await l.newChannel();
                await l.groupAdd('churn', inbox);
@@ -431,7 +428,7 @@ describe('limits and hostile segments', () => {
             [
               '--input-type=module',
               '-e',
-              `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+              `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
              const l = new ShmChannelLayer({ name: '${name}', size: 4 << 20 });
              await l.send('hello', { k: ${k} });
              console.log(l.stats().segmentBytes);

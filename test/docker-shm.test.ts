@@ -3,13 +3,9 @@
 // (`unshare -m`) whose /dev/shm is a fresh 64 MB tmpfs, as Docker gives a container. Needs root
 // (CI runs as root); without it the tests are skipped with a loud message, never when CI is set.
 import { spawn, spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { CLI, PACKAGE_ESM } from './support/package.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const entry = join(root, 'dist', 'esm', 'index.mjs');
-const cli = join(root, 'dist', 'cjs', 'cli.js');
 const MiB = 1 << 20;
 
 function canUnshare(): boolean {
@@ -27,7 +23,7 @@ if (!available) {
 const prelude = `
 import { closeSync, openSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { ShmChannelLayer, SegmentFull, ShmError, ChannelFull } from ${JSON.stringify(entry)};
+import { ShmChannelLayer, SegmentFull, ShmError, ChannelFull } from ${JSON.stringify(PACKAGE_ESM)};
 const MiB = ${MiB};
 const used = () => { const s = statfsSync('/dev/shm'); return (s.blocks - s.bfree) * s.bsize; };
 const free = () => { const s = statfsSync('/dev/shm'); return s.bavail * s.bsize; };
@@ -43,7 +39,7 @@ function fill(left) {
     while (want > 0) { const n = Math.min(want, chunk.length); writeSync(fd, chunk, 0, n); want -= n; }
   } finally { closeSync(fd); }
 }
-const cli = (...args) => execFileSync(process.execPath, [${JSON.stringify(cli)}, ...args], { encoding: 'utf8' });
+const cli = (...args) => execFileSync(process.execPath, [${JSON.stringify(CLI)}, ...args], { encoding: 'utf8' });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const report = (value) => console.log('RESULT ' + JSON.stringify(value));
 `;
@@ -225,7 +221,7 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
     const run = await inSmallShm(`
       // A process that carries a 5 MB message, leaves one small message queued, and is killed.
       const child = spawn(process.execPath, ['--input-type=module', '-e', \`
-        import { ShmChannelLayer } from ${JSON.stringify(entry)};
+        import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
         const layer = new ShmChannelLayer({ name: 'crashed' });
         await layer.send('big', { body: Buffer.alloc(5_000_000) });
         await layer.receive('big');

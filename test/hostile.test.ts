@@ -3,14 +3,10 @@
 // process keeps using the layer. Every call must either work or fail with a typed error; the
 // process must never crash or hang.
 import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
-import { ShmChannelLayer } from '../dist/esm/index.mjs';
+import { NATIVE_MODULE } from './support/internal.js';
+import { PACKAGE_ESM, ShmChannelLayer } from './support/package.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const entry = join(root, 'dist', 'esm', 'index.mjs');
-const nativeEntry = join(root, 'dist', 'cjs', 'native.js');
 const names: string[] = [];
 
 afterEach(() => {
@@ -18,10 +14,10 @@ afterEach(() => {
 });
 
 const victim = (name: string, seed: number) => `
-import { ShmChannelLayer } from ${JSON.stringify(entry)};
+import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 import { createRequire } from 'node:module';
 import { openSync, readSync, writeSync, fstatSync } from 'node:fs';
-const { native } = createRequire(import.meta.url)(${JSON.stringify(nativeEntry)});
+const { native } = createRequire(import.meta.url)(${JSON.stringify(NATIVE_MODULE)});
 const { lockOffset, lockBytes } = native();
 let state = ${seed};
 const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);

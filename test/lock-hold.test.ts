@@ -1,19 +1,10 @@
 // layer.lockHoldStats(): how long this process held the segment lock, per kind of operation,
 // counted by the core around every critical section. Real segments, a real second process.
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
-import type { LockHoldStats, ShmChannelLayer as ShmChannelLayerType } from '../lib/index.js';
+import { PACKAGE_ESM, ShmChannelLayer, type LockHoldStats } from './support/package.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
-const { ShmChannelLayer } = createRequire(import.meta.url)(join(ROOT, 'dist/cjs/index.js')) as {
-  ShmChannelLayer: typeof ShmChannelLayerType;
-};
-
-const layers: ShmChannelLayerType[] = [];
+const layers: ShmChannelLayer[] = [];
 const names: string[] = [];
 
 afterEach(async () => {
@@ -21,7 +12,7 @@ afterEach(async () => {
   for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
 });
 
-function open(name: string): ShmChannelLayerType {
+function open(name: string): ShmChannelLayer {
   const layer = new ShmChannelLayer({
     name,
     size: 8 << 20,
@@ -60,7 +51,7 @@ it('counts every critical section under its own kind, per process, and resets on
     [
       '--input-type=module',
       '-e',
-      `import { ShmChannelLayer } from ${JSON.stringify(DIST_ESM)};
+      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
        const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, create: false });
        for (let i = 0; i < 7; i++) await layer.send('lockhold.q', { type: 'm', i });
        await layer.groupSend('lockhold.group', { type: 'm', i: 7 });

@@ -5,12 +5,9 @@
 // compiled into every build, like the crash tests' fault points.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
-import { LockTimeout, ShmChannelLayer } from '../dist/esm/index.mjs';
+import { LockTimeout, PACKAGE_ESM, ShmChannelLayer } from './support/package.js';
 
-const entry = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'esm', 'index.mjs');
 let counter = 0;
 const names: string[] = [];
 const layers: ShmChannelLayer[] = [];
@@ -45,7 +42,7 @@ function isStopped(pid: number): boolean {
 
 /** Starts a child that attaches to the layer and stops itself holding the segment lock. */
 async function childStoppedInsideTheLock(name: string): Promise<ChildProcess> {
-  const code = `import { ShmChannelLayer } from ${JSON.stringify(entry)};
+  const code = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
     const layer = new ShmChannelLayer({ name: '${name}' });
     await layer.send('from-child', { resumed: true });
     await layer.close();`;

@@ -3,28 +3,17 @@
 // `npm run build:native && npm run build:ts` first. Every test uses its own layer name, destroys it
 // afterwards and SIGKILLs every child it started, whether it passed or not.
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import type {
-  ShmChannelLayer as ShmChannelLayerType,
-  ShmChannelLayerOptions,
-} from '../lib/index.js';
+import {
+  PACKAGE_ESM,
+  ROOT,
+  ShmChannelLayer,
+  type ShmChannelLayerOptions,
+} from './support/package.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
-const DIST_CJS = join(ROOT, 'dist/cjs/index.js');
 const WORKERS = join(ROOT, 'test/workers');
-if (!existsSync(DIST_ESM) || !existsSync(DIST_CJS)) {
-  throw new Error(`${DIST_ESM} is missing: run \`npm run build:native && npm run build:ts\` first`);
-}
-// Node's own require, not the test runner's transform: the same code the children load.
-const { ShmChannelLayer } = createRequire(import.meta.url)(DIST_CJS) as {
-  ShmChannelLayer: typeof ShmChannelLayerType;
-};
 
 const TEST_TIMEOUT = 30_000;
 const CALL_TIMEOUT = 25_000;
@@ -45,7 +34,7 @@ const OPTIONS: ShmChannelLayerOptions = {
 
 const children = new Set<ChildProcess>();
 const clusterPids = new Set<number>(); // cluster workers not yet reported dead by their primary
-const layers: ShmChannelLayerType[] = [];
+const layers: ShmChannelLayer[] = [];
 const names: string[] = [];
 let nameCounter = 0;
 
@@ -55,7 +44,7 @@ function layerName(): string {
   return name;
 }
 
-function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayerType {
+function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayer {
   const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
   layers.push(layer);
   return layer;
@@ -175,7 +164,7 @@ function spawnScript(
 ): { child: ChildProcess; output: () => string } {
   const childEnv: Record<string, string | undefined> = {
     ...process.env,
-    SHMCH_DIST: DIST_ESM,
+    SHMCH_DIST: PACKAGE_ESM,
     ...env,
   };
   if (!env.SHMCH_FAULT_POINT) delete childEnv.SHMCH_FAULT_POINT;

@@ -1,12 +1,9 @@
 // Operating a layer: the CLI (stats, inspect, verify, destroy, list), attach-only opens, and a
 // segment removed underneath running processes.
 import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ShmChannelLayer } from '../dist/esm/index.mjs';
+import { CLI, ShmChannelLayer } from './support/package.js';
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cjs', 'cli.js');
 let counter = 0;
 const names: string[] = [];
 const layers: ShmChannelLayer[] = [];
@@ -23,7 +20,7 @@ afterEach(async () => {
 });
 
 function run(...args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
 }
 
 describe('shm-channels CLI', () => {

@@ -6,10 +6,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ChannelFull } from '../lib/errors.js';
-import { RedisChannelLayer } from '../lib/redis/redis-layer.js';
-import { consistentHash } from '../lib/redis/sharding.js';
-import type { Message } from '../lib/types.js';
+import { consistentHash } from './support/internal.js';
+import { ChannelFull, RedisChannelLayer, type Message } from './support/package.js';
 import { haveRedisServer, RedisServer } from './support/redis-server.js';
 
 const PYTHON = process.env.PYTHON_BIN ?? '/usr/bin/python3';

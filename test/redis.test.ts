@@ -1,20 +1,26 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LayerClosed } from '../lib/errors.js';
 import {
+  consistentHash,
+  crc32,
+  decodeMessage,
+  encodeMessage,
   IoredisConnector,
   loadIoredis,
+  RANDOM_PREFIX_BYTES,
+} from './support/internal.js';
+import {
+  defaultSerializer,
+  LayerClosed,
+  PACKAGE_CJS,
+  PACKAGE_ESM,
+  RedisChannelLayer,
+  RedisUnavailable,
   type RedisConnection,
   type RedisConnector,
-} from '../lib/redis/connection.js';
-import { decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from '../lib/redis/codec.js';
-import { RedisChannelLayer, RedisUnavailable } from '../lib/redis/redis-layer.js';
-import { consistentHash, crc32 } from '../lib/redis/sharding.js';
-import { defaultSerializer } from '../lib/serializer.js';
+} from './support/package.js';
 import { haveRedisServer, RedisServer } from './support/redis-server.js';
 
 let prefixCounter = 0;
@@ -66,16 +72,9 @@ describe('redis: pieces without a server', () => {
   });
 
   it('ioredis is loaded only when a RedisChannelLayer is constructed (built package)', () => {
-    const entry = join(__dirname, '..', 'dist', 'cjs', 'index.js');
-    if (!existsSync(entry)) {
-      console.warn(
-        'dist/cjs/index.js missing (run `npm run build:ts`): lazy-loading check of the build skipped',
-      );
-      return;
-    }
     const script = `
       const Module = require('node:module');
-      const lib = require(${JSON.stringify(entry)});
+      const lib = require(${JSON.stringify(PACKAGE_CJS)});
       const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
       const out = { afterImport: loaded() };
       const memory = new lib.InMemoryChannelLayer();
@@ -317,7 +316,6 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     const sender = new QuickLayer({ hosts: [a.url, b.url], prefix });
     const alive = new QuickLayer({ hosts: [a.url, b.url], prefix });
     const closed = new RedisChannelLayer({ hosts: [a.url, b.url], prefix });
-    const entry = join(__dirname, '..', 'dist', 'esm', 'index.mjs');
     try {
       const live = await alive.newChannel();
       const gone = await closed.newChannel();
@@ -330,7 +328,7 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
         [
           '--input-type=module',
           '-e',
-          `import { RedisChannelLayer } from ${JSON.stringify(entry)};
+          `import { RedisChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(a.url)}, ${JSON.stringify(b.url)}], prefix: ${JSON.stringify(prefix)} });
 const channel = await layer.newChannel();
 await layer.groupAdd('room', channel);

@@ -1,8 +1,8 @@
 // The adapter's outbox on its own: a full destination channel makes sends wait and retry, in
 // order, and nothing is dropped. InMemoryChannelLayer with capacity 1 makes "full" certain.
 import { describe, expect, it } from 'vitest';
-import { InMemoryChannelLayer } from '../lib/in-memory-layer.js';
-import { Outbox } from '../lib/socket.io/outbox.js';
+import { Outbox } from './support/internal.js';
+import { InMemoryChannelLayer } from './support/package.js';
 
 describe('socket.io adapter outbox', () => {
   it('batches what is sent in one turn, retries a full destination, delivers every entry once, in order', async () => {

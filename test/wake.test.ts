@@ -4,23 +4,15 @@
 // transition (polling, armed, woken) with real processes, kill receivers while armed and senders
 // between publishing and ringing, and check that an idle receiver really is idle.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import type {
-  ShmChannelLayer as ShmChannelLayerType,
-  ShmChannelLayerOptions,
-} from '../lib/index.js';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST_ESM = join(ROOT, 'dist/esm/index.mjs');
-const DIST_CJS = join(ROOT, 'dist/cjs/index.js');
-const { ShmChannelLayer } = createRequire(import.meta.url)(DIST_CJS) as {
-  ShmChannelLayer: typeof ShmChannelLayerType;
-};
+import {
+  PACKAGE_CJS,
+  PACKAGE_ESM,
+  ShmChannelLayer,
+  type ShmChannelLayerOptions,
+} from './support/package.js';
 
 const OPTIONS: ShmChannelLayerOptions = {
   size: 8 << 20,
@@ -30,7 +22,7 @@ const OPTIONS: ShmChannelLayerOptions = {
 };
 
 const children = new Set<ChildProcess>();
-const layers: ShmChannelLayerType[] = [];
+const layers: ShmChannelLayer[] = [];
 const names: string[] = [];
 let counter = 0;
 
@@ -40,7 +32,7 @@ function layerName(): string {
   return name;
 }
 
-function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayerType {
+function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayer {
   const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
   layers.push(layer);
   return layer;
@@ -63,7 +55,7 @@ interface Child {
 
 /** Runs an ES module in a child Node process with `layer` open on `name` (OPTIONS). */
 function child(name: string, body: string, env: Record<string, string> = {}): Child {
-  const script = `import { ShmChannelLayer } from ${JSON.stringify(DIST_ESM)};
+  const script = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)} });
 const say = (line) => process.stdout.write(line + '\\n');
 ${body}`;
@@ -317,7 +309,7 @@ process.exit(0);`,
   it('a worker thread with a sleeping receive terminates promptly and cleanly', async () => {
     const name = layerName();
     const worker = new Worker(
-      `const { ShmChannelLayer } = require(${JSON.stringify(DIST_CJS)});
+      `const { ShmChannelLayer } = require(${JSON.stringify(PACKAGE_CJS)});
 const { parentPort } = require('node:worker_threads');
 const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)} });
 layer.receive('worker.never').catch(() => {});
