@@ -162,8 +162,10 @@ describe('owner death in every other critical section', () => {
     [
       13,
       'arena chunk given back',
+      // Emptied chunks stay in the warm reserve while the layer is busy; prune gives them back.
       `for (let k = 0; k < 8; k++) await l.send('big', { b: Buffer.alloc(1 << 20) });
-       for (let k = 0; k < 8; k++) await l.receive('big');`,
+       for (let k = 0; k < 8; k++) await l.receive('big');
+       ShmChannelLayer.prune(l.name);`,
     ],
   ];
   for (const [point, what, code] of scenarios) {

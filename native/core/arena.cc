@@ -91,8 +91,15 @@ uint32_t Arena::Allocate(uint32_t length) {
   uint32_t first = kNil;
   uint64_t reserved_pages = uint64_t{h.committed_chunks} * kChunkPages;
   if (reserved_pages >= uint64_t{used} + pages) {
-    first = FindReservedRun(rover, page_count, pages);
-    if (first == kNil) first = FindReservedRun(0, wrap_end, pages);
+    // A block of a chunk or more takes the lowest reserved run that fits, not the next one after
+    // the rover: a stream of large messages then cycles through the same chunks, which stay
+    // reserved and mapped, instead of marching through the arena and faulting in fresh pages.
+    if (pages >= kChunkPages) {
+      first = FindReservedRun(0, page_count, pages);
+    } else {
+      first = FindReservedRun(rover, page_count, pages);
+      if (first == kNil) first = FindReservedRun(0, wrap_end, pages);
+    }
   }
   if (first == kNil) {
     first = FindRun(rover, page_count, pages);
@@ -102,9 +109,9 @@ uint32_t Arena::Allocate(uint32_t length) {
   }
   SetRange(first, pages, true);
   CountUsed(first, pages, true);
-  if (pages > h.largest_block_pages) h.largest_block_pages = pages;
   FAULT_POINT(8);
   h.used_pages += pages;
+  if (h.used_pages > h.peak_used_pages) h.peak_used_pages = h.used_pages;
   h.page_rover = first + pages;
   auto* block = reinterpret_cast<BlockHeader*>(seg_.page(first));
   block->refcount = 0;
@@ -207,14 +214,17 @@ void Arena::ReleaseChunk(uint32_t c) {
 }
 
 uint64_t Arena::KeepEmptyBytes() const {
-  uint64_t largest = uint64_t{seg_.header().largest_block_pages} * kPageSize + kChunkBytes;
-  uint64_t cap = seg_.shm_total_bytes() / 8;
-  if (largest > cap) largest = cap;
-  return largest > kKeepEmptyBytes ? largest : kKeepEmptyBytes;
+  const Header& h = seg_.header();
+  const uint64_t peak = uint64_t{h.peak_used_pages} * kPageSize;
+  const uint64_t used = uint64_t{h.used_pages} * kPageSize;
+  uint64_t keep = (peak > used ? peak - used : 0) + 2 * uint64_t{kChunkBytes};
+  const uint64_t cap = seg_.shm_total_bytes() / 8;
+  if (keep > cap) keep = cap;
+  return keep > kKeepEmptyBytes ? keep : kKeepEmptyBytes;
 }
 
 void Arena::Trim() {
-  seg_.header().largest_block_pages = 0;
+  seg_.header().peak_used_pages = seg_.header().used_pages;
   for (uint32_t c = 0; c < seg_.chunk_count(); ++c) {
     const ArenaChunk& chunk = seg_.chunk(c);
     if (chunk.committed == 1 && chunk.used_pages == 0) ReleaseChunk(c);

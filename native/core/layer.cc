@@ -870,10 +870,10 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
           continue;
         }
         size_t at = out.bytes.size();
-        out.bytes.resize(at + info.length);
+        uint8_t* into = AppendRoom(out.bytes, info.length);
         // Checked as it is copied: what we hand out is exactly what was checked, even if a
         // hostile writer changes the arena under us.
-        if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(block), info.length) != info.checksum) {
+        if (CopyWithCrc32c(into, arena_->Payload(block), info.length) != info.checksum) {
           out.bytes.resize(at);
           out.length_of.push_back(kDamagedMessage);
           continue;

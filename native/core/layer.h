@@ -62,6 +62,25 @@ struct UninitializedAllocator : std::allocator<T> {
   }
 };
 
+// Bytes the binding appends after a batch's payloads (8 per message, and a count): reserved with
+// the first payload, so a 5 MB receive does not grow to 10 MB (a second copy of the payload and
+// twice the fresh pages) when the trailer is added.
+constexpr size_t kReceiveTrailerSlack = 4096;
+
+// Makes room for `length` more bytes at the end of `bytes` and returns where they go. Grows
+// geometrically for batches of many messages, exactly (plus the trailer) for the first.
+template <typename Bytes>
+uint8_t* AppendRoom(Bytes& bytes, size_t length) {
+  const size_t at = bytes.size();
+  const size_t needed = at + length + kReceiveTrailerSlack;
+  if (bytes.capacity() < needed) {
+    size_t doubled = bytes.capacity() * 2;
+    bytes.reserve(at == 0 || doubled < needed ? needed : doubled);
+  }
+  bytes.resize(at + length);
+  return bytes.data() + at;
+}
+
 struct ReceivedBatch {
   std::vector<uint8_t, UninitializedAllocator<uint8_t>> bytes;
   std::vector<uint32_t> request_of;

@@ -197,7 +197,7 @@ struct Header {
   uint64_t flush_epoch;  // bumped by flush(), so sleeping receivers re-register
   uint32_t committed_chunks;  // derived: chunks with committed == 1
   uint32_t empty_chunks;      // derived: committed chunks with no used page
-  uint32_t largest_block_pages;  // largest block since the layer was last idle (sizes the reserve)
+  uint32_t peak_used_pages;  // most pages in use since the layer was last idle (sizes the reserve)
   uint32_t pad2;
 
   uint64_t messages_sent;

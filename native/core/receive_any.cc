@@ -198,9 +198,9 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
       damaged_blocks = true;
     } else {
       size_t at = out.bytes.size();
-      out.bytes.resize(at + info.length);
+      uint8_t* into = AppendRoom(out.bytes, info.length);
       // Checked as it is copied: what we hand out is exactly what was checked.
-      if (CopyWithCrc32c(out.bytes.data() + at, arena_->Payload(block), info.length) != info.checksum) {
+      if (CopyWithCrc32c(into, arena_->Payload(block), info.length) != info.checksum) {
         out.bytes.resize(at);
         out.length_of.push_back(kDamagedMessage);
       } else {
