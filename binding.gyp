@@ -9,11 +9,15 @@
         "native/core/doorbell.cc",
         "native/core/errors.cc",
         "native/core/fault_points.cc",
+        "native/core/groups.cc",
         "native/core/layer.cc",
+        "native/core/queues.cc",
         "native/core/receive_any.cc",
         "native/core/recovery.cc",
         "native/core/segment.cc",
-        "native/core/shared_lock.cc"
+        "native/core/shared_lock.cc",
+        "native/core/slots.cc",
+        "native/core/wakeups.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -62,6 +62,9 @@ struct UninitializedAllocator : std::allocator<T> {
   }
 };
 
+// Payloads copied out of the segment, back to back.
+using PayloadBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
+
 // Bytes the binding appends after a batch's payloads (8 per message, and a count): reserved with
 // the first payload, so a 5 MB receive does not grow to 10 MB (a second copy of the payload and
 // twice the fresh pages) when the trailer is added.
@@ -82,7 +85,7 @@ uint8_t* AppendRoom(Bytes& bytes, size_t length) {
 }
 
 struct ReceivedBatch {
-  std::vector<uint8_t, UninitializedAllocator<uint8_t>> bytes;
+  PayloadBytes bytes;
   std::vector<uint32_t> request_of;
   std::vector<uint32_t> length_of;
 };
@@ -92,7 +95,7 @@ struct ReceivedBatch {
 // that still hold messages (our wait there is withdrawn); and how many channels of the set are
 // known to hold messages (`held`: the next call takes from them without being told).
 struct AnyBatch {
-  std::vector<uint8_t, UninitializedAllocator<uint8_t>> bytes;
+  PayloadBytes bytes;
   std::vector<uint32_t> position_of;
   std::vector<uint32_t> length_of;
   std::vector<uint32_t> still_ready;
@@ -161,31 +164,36 @@ struct GroupInfo {
 
 class Layer {
  public:
+  // --- Open, attach, close ---
+  // Opens (creating it if need be) the layer's segment and attaches this instance to a slot.
   explicit Layer(const LayerOptions& options);
   ~Layer();
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;
-
   // Removes a layer's segment and doorbells by name.
   static bool Destroy(const std::string& layer_name);
-  static void ValidateName(std::string_view name, bool allow_bang, const char* what);
+  void Close();
+  bool closed() const { return closed_; }
 
+  // --- Send ---
   // Queues one message. Throws Error kChannelFull / kArenaFull / kTooLarge; never blocks on space.
   // A message for a '!' channel whose instance is no longer attached is dropped and counted
   // (nobody could ever receive it): returns false then.
   bool Send(std::string_view channel, const uint8_t* data, uint32_t length);
-  // Sends to every live member with room; returns how many received it. The payload is stored once.
-  uint32_t GroupSend(std::string_view group, const uint8_t* data, uint32_t length);
+
+  // --- Receive ---
   // Pops messages for each request; a request left short registers this slot as a waiter on its
   // channel, so the next send rings our doorbell.
   // `covers_all_waits`: the requests name every channel this instance waits on. Then the same
-  // critical section also consumes the bell and the ready list (one lock per wake-up), and withdraws
-  // stale waits on ready channels the requests do not name, passing their wake-up on.
+  // critical section also consumes the bell and the ready list (one lock per wake-up), and
+  // withdraws stale waits on ready channels the requests do not name, passing their wake-up on.
   void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
                bool covers_all_waits = false);
-  // receiveAny: a channel set is defined once (its names checked then) and named by its id
-  // after, so a receiver of many channels does not pass every name on every call. Sets are this
-  // instance's own (not in shared memory).
+
+  // --- Receive any (receive_any.cc) ---
+  // A channel set is defined once (its names checked then) and named by its id after, so a
+  // receiver of many channels does not pass every name on every call. Sets are this instance's
+  // own (not in shared memory).
   uint32_t DefineSet(const std::vector<std::string>& channels);
   void ForgetSet(uint32_t id);
   // Takes up to `wanted` messages from set `id`, oldest first by enqueue order among its channels
@@ -195,35 +203,47 @@ class Layer {
   // wake-up on. With `answer_bell` the same critical section consumes the bell and the ready
   // list (one lock per wake-up): ready channels of the set join `positions`, the others are
   // reported in out.other_ready.
-  void ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out,
-                  bool answer_bell = false);
-  void GroupAdd(std::string_view group, std::string_view channel);
-  void GroupDiscard(std::string_view group, std::string_view channel);
-  // The channels of a group's live, unexpired memberships (none for an unknown group). Reads
-  // only: expired memberships are left for GroupSend and Maintain to remove.
-  std::vector<std::string> GroupMembers(std::string_view group);
-  // Empties every channel and group of the segment.
-  void Flush();
+  void ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted,
+                  AnyBatch& out, bool answer_bell = false);
+
+  // --- New channel: names are made by the caller; the core checks them ---
+  static void ValidateName(std::string_view name, bool allow_bang, const char* what);
   // The owner is finished with a '!' channel: drops its queued messages (counted as orphaned),
   // its group memberships, waiter registrations and record. Returns the messages dropped.
   uint32_t ReleaseChannel(std::string_view channel);
 
-  // Housekeeping, called every few seconds: reclaims dead instances' slots, '!' channels and
-  // memberships, and drops expired messages and memberships nobody touched.
+  // --- Group add, group discard, group send, group members ---
+  void GroupAdd(std::string_view group, std::string_view channel);
+  void GroupDiscard(std::string_view group, std::string_view channel);
+  // Sends to every live member with room; returns how many received it. The payload is stored once.
+  uint32_t GroupSend(std::string_view group, const uint8_t* data, uint32_t length);
+  // The channels of a group's live, unexpired memberships (none for an unknown group). Reads
+  // only: expired memberships are left for GroupSend and Maintain to remove.
+  std::vector<std::string> GroupMembers(std::string_view group);
+
+  // --- Flush ---
+  // Empties every channel and group of the segment.
+  void Flush();
+
+  // --- Housekeeping and expiry ---
+  // Called every few seconds: reclaims dead instances' slots, '!' channels and memberships, and
+  // drops expired messages and memberships nobody touched.
   // Returns false if the segment's name was removed or now names another segment: this instance
   // is cut off from processes that open the layer from now on.
   // `still_waiting`, when given, lists every channel this instance has receives waiting on: its
   // waiter registrations anywhere else are stale (a cancelled receive whose withdrawal was
   // missed) and are dropped, so their records are freed.
   bool Maintain(const std::vector<std::string>* still_waiting = nullptr);
-
+  // For `prune`: when no other process is attached and no unexpired message is queued, removes
+  // the layer (segment and doorbells) and closes this instance; true if it did. Otherwise it
+  // only gives back the layer's empty memory.
+  bool PruneIfUnused();
   // Names of the channels that rang this instance since it last asked. False when more rang than
   // were recorded (or state was rebuilt): then every waiting channel must be looked at.
   bool TakeReady(std::vector<std::string>& names);
   // Withdraws this instance's wait on channels it no longer receives from (cancelled receives).
   // A wake-up it was given for a channel that still holds messages goes to another waiter.
   void Unwait(const std::vector<std::string>& channels);
-
   // The doorbell, for the receiver's event loop: poll doorbell_fd() for reading. Before sleeping
   // on it, Arm(); it returns false (stay awake, look now) when a ring came in already. After a
   // wake-up, Disarm() (empties the FIFO too). TakeBell() consumes a ring without the lock.
@@ -235,77 +255,108 @@ class Layer {
   int segment_fd() const { return segment_->fd(); }
   // Where this instance's Slot lies in the segment file, so a view of its bell can be mapped.
   uint64_t slot_offset() const;
-
-  LayerStats Stats();
-  // For `prune`: when no other process is attached and no unexpired message is queued, removes
-  // the layer (segment and doorbells) and closes this instance; true if it did. Otherwise it
-  // only gives back the layer's empty memory.
-  bool PruneIfUnused();
-  std::vector<ChannelInfo> ListChannels(uint32_t limit);
-  std::vector<GroupInfo> ListGroups(uint32_t limit);
-  // Walks every structure and returns the problems found (empty when consistent).
-  std::vector<std::string> Verify();
-
-  // The sizes the segment was created with (an attach takes them from the segment, not options).
-  SegmentConfig Config() const;
-
   // Bound of every later lock wait (kBusy after it); UINT64_MAX waits as long as the holder lives.
   void SetLockWait(uint64_t ns) { options_.lock_wait_ns = ns; }
   uint64_t lock_wait() const { return options_.lock_wait_ns; }
 
+  // --- Stats and inspection ---
+  LayerStats Stats();
+  std::vector<ChannelInfo> ListChannels(uint32_t limit);
+  std::vector<GroupInfo> ListGroups(uint32_t limit);
+  // Walks every structure and returns the problems found (empty when consistent; recovery.cc).
+  std::vector<std::string> Verify();
+  // The sizes the segment was created with (an attach takes them from the segment, not options).
+  SegmentConfig Config() const;
   // How long this instance held the segment lock, per operation (private memory, always on).
   const LockHoldStats& lock_hold() const { return lock_hold_; }
   void ResetLockHold() { lock_hold_ = LockHoldStats{}; }
-
   uint32_t slot_index() const { return slot_; }
   uint32_t slot_generation() const { return generation_; }
   bool IsUnlinked() const { return segment_->IsUnlinked(); }
-  void Close();
-  bool closed() const { return closed_; }
 
  private:
   friend class Critical;
+
+  // Process slots and the segment lock (slots.cc).
   void ClaimSlot();
   void ReleaseSlot();
-  void LockSegment(LockOp op);
-  void UnlockSegment();
-  void Recover();
-  void RepairIfCorrupted() noexcept;
   void ReclaimDeadSlots();
   void ReclaimSlotLocked(uint32_t index);
-  // Returns the messages that were still queued.
-  uint32_t DropChannel(uint32_t index);
   // True if an attached, live instance made '!' channels with this client id.
   bool IsClientAttached(std::string_view client) const;
   bool IsSlotAlive(uint32_t index) const;
   bool AnyOtherSlotAlive() const;
   void AbandonFailedOpen() noexcept;
-  void DropAllExpired(uint64_t now);
+  void CheckOpen() const;
+  // The client part of '<prefix>.<client>!<random>', or empty for other names.
+  static std::string_view ClientOf(std::string_view name);
+  void LockSegment(LockOp op);
+  void UnlockSegment();
 
+  // Recovery (recovery.cc).
+  void Recover();
+  void RepairIfCorrupted() noexcept;
+
+  // Channel records and their queues (queues.cc).
   uint32_t CapacityOf(std::string_view channel) const;
   // The capacity of an existing record: cached in it when its creator had our options.
   uint32_t CapacityOf(const Channel& record, std::string_view name) const;
   uint32_t EnsureChannel(std::string_view name);
   void MaybeReleaseChannel(uint32_t index);
-  uint32_t FindGroup(std::string_view name) const;
-  uint32_t FindMember(uint32_t group, uint32_t channel) const;
-  void RemoveMember(uint32_t index);
-  uint32_t AllocateNode();
-  void FreeNode(uint32_t index);
-  void DropHeadExpired(Channel& channel, uint64_t now);
-  // Appends a node referencing `block` to the channel; collects waiters to ring after unlock.
-  void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at);
+  // Returns the messages that were still queued.
+  uint32_t DropChannel(uint32_t index);
+  void DropAllExpired(uint64_t now);
+  // Throws kTooLarge for a message above the segment's maxMessageSize.
+  void CheckMessageSize(uint32_t length) const;
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
   void ReleaseBlockRef(uint32_t block);
   void ReleaseUnqueuedBlock(uint32_t block);
-  void RingPending() noexcept;
+  uint32_t AllocateNode();
+  void FreeNode(uint32_t index);
+  // Appends a node referencing `block` to the channel; collects waiters to ring after unlock.
+  void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at);
+  // Unlinks `head` (the channel's head node, read once by the caller), then releases its block
+  // reference and frees it; returns its expiry. `fault_point` (0: none) lies between the unlink
+  // and the release. `skip_invalid_block`: a block that fails its check is left to recovery
+  // instead of reported as corruption (a receive, which counted it damaged already).
+  uint64_t PopHead(Channel& channel, uint32_t head, int fault_point, bool skip_invalid_block);
+  void DropHeadExpired(Channel& channel, uint64_t now);
+  // Appends a queued block's payload to `bytes` and its length to `length_of`, checksummed as
+  // it is copied (kDamagedMessage when that fails). False when the block header itself is
+  // damaged: its pages are unaccounted for and recovery must follow (CountDamaged).
+  bool CopyOut(uint32_t block, PayloadBytes& bytes, std::vector<uint32_t>& length_of);
+  // A receive's commit: pops the `walked` nodes it passed from a channel's head (copied and
+  // expired alike), then passes our wake-up on if messages are left.
+  void CommitWalk(uint32_t channel_index, uint32_t walked, uint64_t now);
+  void CountDamaged(const std::vector<uint32_t>& length_of, bool damaged_blocks);
+
+  // Groups and memberships (groups.cc).
+  uint32_t FindGroup(std::string_view name) const;
+  // The group's record, made (with growth of the table) when there is none: `inserted` says so.
+  uint32_t FindOrInsertGroup(std::string_view name, bool& inserted);
+  void RemoveGroupIfEmpty(uint32_t group);
+  uint32_t FindMember(uint32_t group, uint32_t channel) const;
+  // A free member record (growing the table if need be), or kNil when none can be had.
+  uint32_t TakeMemberRecord();
+  void LinkMember(uint32_t member, uint32_t group, uint32_t channel, uint64_t expires_at);
+  void RemoveMember(uint32_t index);
+  // Removes a membership and its group if that was the last one.
+  void DropMembership(uint32_t index);
+
+  // Waiters and doorbells (wakeups.cc).
+  static bool HasWaiters(const Channel& channel);
   // Wakes a waiter of a channel that just got a message, noting the channel as ready in its slot:
   // one waiter, round robin (whoever takes a message and leaves some passes the wake-up on), or
   // every waiter when `all` (recovery). `except`: a slot not to pick (the caller's own).
-  void WakeWaiters(Channel& channel, uint32_t channel_index, bool all = false, uint32_t except = kNil);
+  void WakeWaiters(Channel& channel, uint32_t channel_index, bool all = false,
+                   uint32_t except = kNil);
   void NoteReady(uint32_t slot_index, uint32_t channel_index);
+  // The channel still holds messages and has waiters: wake one other than `except`.
+  void PassWakeupOn(Channel& channel, uint32_t channel_index, uint32_t except);
+  // Withdraws this instance's wait on a channel, passing on a wake-up it may have been given.
+  void WithdrawWait(uint32_t channel_index);
   void MarkAllReady();
-  void CheckOpen() const;
+  void RingPending() noexcept;
 
   LayerOptions options_;
   std::unique_ptr<Segment> segment_;
@@ -313,11 +364,11 @@ class Layer {
   std::unique_ptr<Arena> arena_;
   uint32_t slot_ = kNil;
   uint32_t generation_ = 0;
-  uint32_t lock_word_ = 0;  // what the lock word holds while this instance holds the lock
+  uint32_t lock_word_ = 0;     // what the lock word holds while this instance holds the lock
   uint32_t capacity_tag_ = 1;  // of options_.capacity and channel_capacity (Channel::capacity_tag)
   bool closed_ = false;
-  uint64_t pending_ring_[kSlotMaskWords] = {};  // slots to ring once the lock is released
-  uint64_t sent_at_last_maintain_ = ~uint64_t{0};  // messages_sent at our last housekeeping
+  uint64_t pending_ring_[kSlotMaskWords] = {};          // slots to ring once the lock is released
+  uint64_t sent_at_last_maintain_ = ~uint64_t{0};       // messages_sent at our last housekeeping
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
   LockHoldStats lock_hold_;
   LockOp lock_op_ = LockOp::kOther;  // of the critical section in progress

@@ -6,7 +6,6 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "checksum.h"
 #include "clock.h"
 #include "critical.h"
 #include "fault_points.h"
@@ -17,12 +16,6 @@ namespace shmch {
 
 namespace {
 
-bool AnyWaiter(const Channel& c) {
-  for (uint64_t w : c.waiters)
-    if (w) return true;
-  return false;
-}
-
 // std::*_heap build max-heaps: ordered by "later", the oldest head is on top.
 bool Later(const ChannelSetState::Head& a, const ChannelSetState::Head& b) { return a.seq > b.seq; }
 
@@ -31,8 +24,9 @@ bool Later(const ChannelSetState::Head& a, const ChannelSetState::Head& b) { ret
 uint32_t Layer::DefineSet(const std::vector<std::string>& channels) {
   CheckOpen();
   if (channels.empty() || channels.size() > kMaxSetChannels) {
-    throw Error(ErrorCode::kInvalidArgument, "a channel set holds 1 to " + std::to_string(kMaxSetChannels) +
-                                                 " channels, not " + std::to_string(channels.size()));
+    throw Error(ErrorCode::kInvalidArgument,
+                "a channel set holds 1 to " + std::to_string(kMaxSetChannels) + " channels, not " +
+                    std::to_string(channels.size()));
   }
   std::unordered_set<std::string_view> seen;
   for (const std::string& name : channels) {
@@ -55,22 +49,23 @@ uint32_t Layer::DefineSet(const std::vector<std::string>& channels) {
 
 void Layer::ForgetSet(uint32_t id) { sets_.erase(id); }
 
-void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted, AnyBatch& out,
-                       bool answer_bell) {
+void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint32_t wanted,
+                       AnyBatch& out, bool answer_bell) {
   CheckOpen();
   auto found = sets_.find(id);
-  if (found == sets_.end()) throw Error(ErrorCode::kInvalidArgument, "unknown channel set " + std::to_string(id));
+  if (found == sets_.end())
+    throw Error(ErrorCode::kInvalidArgument, "unknown channel set " + std::to_string(id));
   ChannelSetState& set = found->second;
   for (uint32_t position : positions) {
     if (position >= set.names.size()) {
       throw Error(ErrorCode::kInvalidArgument, "channel set position " + std::to_string(position) +
-                                                   " out of range (the set has " + std::to_string(set.names.size()) + ")");
+                                                   " out of range (the set has " +
+                                                   std::to_string(set.names.size()) + ")");
     }
   }
   if (wanted == 0) return;
   uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kReceiveAny);
-  Header& h = segment_->header();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   const uint32_t max_nodes = segment_->node_records();
 
@@ -192,21 +187,7 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     const uint32_t block = LoadOnce(shared_node.block);
     const uint32_t next = LoadOnce(shared_node.next);
     out.position_of.push_back(k.position);
-    BlockInfo info = segment_->ReadBlock(block);
-    if (!info.message) {
-      out.length_of.push_back(kDamagedMessage);
-      damaged_blocks = true;
-    } else {
-      size_t at = out.bytes.size();
-      uint8_t* into = AppendRoom(out.bytes, info.length);
-      // Checked as it is copied: what we hand out is exactly what was checked.
-      if (CopyWithCrc32c(into, arena_->Payload(block), info.length) != info.checksum) {
-        out.bytes.resize(at);
-        out.length_of.push_back(kDamagedMessage);
-      } else {
-        out.length_of.push_back(info.length);
-      }
-    }
+    if (!CopyOut(block, out.bytes, out.length_of)) damaged_blocks = true;
     ++got;
     if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
     k.cursor = next;
@@ -217,7 +198,8 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   // brings us back to it without a ring).
   for (Touch& k : touched) {
     if (k.cursor == kNil) {
-      if (k.record == kNil) k.record = set.record[k.position] = EnsureChannel(set.names[k.position]);
+      if (k.record == kNil)
+        k.record = set.record[k.position] = EnsureChannel(set.names[k.position]);
       segment_->channel(k.record).waiters[slot_ / 64] |= my_bit;
     } else {
       segment_->channel(k.record).waiters[slot_ / 64] &= ~my_bit;
@@ -227,32 +209,10 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   FAULT_POINT(21);
   // Phase 2 commits: pops what phase 1 passed, copied and expired alike.
   for (const Touch& k : touched) {
-    if (k.record == kNil) continue;
-    Channel& c = segment_->channel(k.record);
-    for (uint32_t i = 0; i < k.walked; ++i) {
-      uint32_t node_index = LoadOnce(c.head);
-      if (node_index == kNil) break;
-      Node& n = segment_->node(node_index);
-      bool expired = LoadOnce(n.expires_at_ms) <= now;
-      uint32_t block = LoadOnce(n.block);
-      uint32_t next = LoadOnce(n.next);
-      c.head = next;
-      if (next == kNil) c.tail = kNil;
-      if (c.count) --c.count;
-      if (segment_->IsValidBlock(block)) ReleaseBlockRef(block);
-      FreeNode(node_index);
-      if (expired) ++h.messages_expired; else ++h.messages_received;
-    }
-    // Messages left behind: we may have been the waiter woken for them; wake another.
-    if (c.head != kNil && AnyWaiter(c)) WakeWaiters(c, k.record, false, slot_);
-    MaybeReleaseChannel(k.record);
+    if (k.record != kNil) CommitWalk(k.record, k.walked, now);
   }
   out.held = static_cast<uint32_t>(set.heap.size());
-  for (uint32_t length : out.length_of) {
-    if (length == kDamagedMessage) ++h.messages_damaged;
-  }
-  // A damaged block header leaves its pages unaccounted for: rebuild the page map.
-  if (damaged_blocks) Recover();
+  CountDamaged(out.length_of, damaged_blocks);
 }
 
 }  // namespace shmch

@@ -1,0 +1,290 @@
+// Channel records and their queues: making and releasing records, capacity, message blocks in
+// the arena, nodes, and putting messages on and taking them off a queue. Called with the segment
+// lock held.
+#include <fnmatch.h>
+
+#include "checksum.h"
+#include "fault_points.h"
+#include "layer.h"
+#include "tables.h"
+
+namespace shmch {
+
+namespace {
+
+constexpr uint32_t kCapacityBits = 24;
+constexpr uint32_t kCapacityMask = (1u << kCapacityBits) - 1;
+
+// The check byte covers the options and the value: a scribbled word, or a record made by a
+// process with other options, fails it (but for 1 in 256) and is recomputed, never trusted.
+uint32_t CapacityCheck(uint32_t options_tag, uint32_t capacity) {
+  return ((options_tag ^ capacity) * 0x9e3779b1u) >> kCapacityBits;
+}
+
+// 0 (never valid: capacity 0 is not cached) when the capacity does not fit 24 bits.
+uint32_t CachedCapacityWord(uint32_t options_tag, uint32_t capacity) {
+  if (capacity == 0 || capacity > kCapacityMask) return 0;
+  return capacity | (CapacityCheck(options_tag, capacity) << kCapacityBits);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Channel records
+// ---------------------------------------------------------------------------------------------
+
+uint32_t Layer::CapacityOf(std::string_view channel) const {
+  if (options_.channel_capacity.empty()) return options_.capacity;
+  std::string name(channel);
+  for (const auto& [pattern, capacity] : options_.channel_capacity) {
+    if (fnmatch(pattern.c_str(), name.c_str(), 0) == 0) return capacity;
+  }
+  return options_.capacity;
+}
+
+uint32_t Layer::CapacityOf(const Channel& record, std::string_view name) const {
+  uint32_t word = LoadOnce(record.cached_capacity);
+  uint32_t capacity = word & kCapacityMask;
+  if (capacity != 0 && (word >> kCapacityBits) == CapacityCheck(capacity_tag_, capacity)) {
+    return capacity;
+  }
+  return CapacityOf(name);
+}
+
+uint32_t Layer::EnsureChannel(std::string_view name) {
+  auto table = Channels(*segment_);
+  uint32_t index = table.Find(name);
+  if (index != kNil) return index;
+  Header& h = segment_->header();
+  // Matched once, when the record is made: later sends and groupSends read it from the record.
+  const uint32_t capacity = CapacityOf(name);
+  auto init = [&](Channel& c) { c.cached_capacity = CachedCapacityWord(capacity_tag_, capacity); };
+  index = table.Insert(name, h.channel_rover, h.channels_used, init);
+  // Every existing record is taken: the table grows by a step, reserved in /dev/shm first.
+  while (index == kNil && segment_->GrowTable(Segment::Table::kChannels) != kNil) {
+    index = Channels(*segment_).Insert(name, h.channel_rover, h.channels_used, init);
+  }
+  if (index == kNil) {
+    throw Error(ErrorCode::kTableFull, "no free channel record (maxChannels " +
+                                           std::to_string(segment_->channel_limit()) + ")");
+  }
+  return index;
+}
+
+void Layer::MaybeReleaseChannel(uint32_t index) {
+  Channel& c = segment_->channel(index);
+  if (c.in_use == 1 && c.head == kNil && c.memberships == 0 && !HasWaiters(c)) {
+    Channels(*segment_).Remove(index, segment_->header().channels_used);
+  }
+}
+
+uint32_t Layer::DropChannel(uint32_t index) {
+  Header& h = segment_->header();
+  uint32_t dropped = 0;
+  Channel& c = segment_->channel(index);
+  if (c.memberships) {
+    for (uint32_t m = 0; m < segment_->member_records() && c.memberships; ++m) {
+      Member& member = segment_->member(m);
+      if (member.in_use != 1 || member.channel != index) continue;
+      DropMembership(m);
+    }
+  }
+  for (uint32_t steps = 0;; ++steps) {
+    const uint32_t head = LoadOnce(c.head);
+    if (head == kNil) break;
+    if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
+    PopHead(c, head, 16, false);
+    ++dropped;
+  }
+  c.tail = kNil;
+  c.count = 0;
+  for (uint64_t& w : c.waiters) w = 0;
+  if (c.in_use == 1) Channels(*segment_).Remove(index, h.channels_used);
+  return dropped;
+}
+
+void Layer::DropAllExpired(uint64_t now) {
+  for (uint32_t c = 0; c < segment_->channel_records(); ++c) {
+    Channel& ch = segment_->channel(c);
+    if (ch.in_use != 1 || ch.head == kNil) continue;
+    DropHeadExpired(ch, now);
+    MaybeReleaseChannel(c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message blocks and nodes
+// ---------------------------------------------------------------------------------------------
+
+void Layer::CheckMessageSize(uint32_t length) const {
+  if (length > segment_->max_message_size()) {
+    throw Error(ErrorCode::kTooLarge, "message of " + std::to_string(length) +
+                                          " bytes exceeds maxMessageSize " +
+                                          std::to_string(segment_->max_message_size()));
+  }
+}
+
+// The payload is copied (and checksummed) while the segment lock is held: ~0.5 ms for 5 MB warm,
+// up to ~3 ms when the pages are touched for the first time, and Receive's copy out likewise.
+// Taking the copies out of the lock needs two short critical sections per message (reserve a
+// block tagged with its owner's slot, copy unlocked, publish; receive: pop and pin, copy, unpin)
+// and recovery that frees blocks of dead owners only; not done yet (review finding 13).
+uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
+  uint32_t block = arena_->Allocate(length);
+  if (block == kNil) {
+    throw Error(ErrorCode::kArenaFull,
+                "the segment's message arena has no room for " + std::to_string(length) +
+                    " bytes (" +
+                    std::to_string(uint64_t{segment_->header().used_pages} * kPageSize) + " of " +
+                    std::to_string(uint64_t{segment_->page_count()} * kPageSize) +
+                    " bytes in use): receive what is queued, or create the layer with a larger "
+                    "`size`");
+  }
+  segment_->block(block).checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
+  return block;
+}
+
+void Layer::ReleaseUnqueuedBlock(uint32_t block) {
+  // A block that no queue references yet (its first Enqueue failed) would leak.
+  if (block != kNil && segment_->CheckedBlock(block).refcount == 0) arena_->Free(block);
+}
+
+void Layer::ReleaseBlockRef(uint32_t block) {
+  uint32_t refcount = segment_->CheckedBlock(block).refcount;
+  if (refcount > 1) {
+    segment_->block(block).refcount = refcount - 1;
+  } else {
+    arena_->Free(block);
+  }
+}
+
+uint32_t Layer::AllocateNode() {
+  Header& h = segment_->header();
+  if (h.free_node == kNil) {
+    uint32_t first = segment_->GrowTable(Segment::Table::kNodes);
+    if (first == kNil) return kNil;
+    // The new nodes join the free list (derived: recovery rebuilds it from node_records).
+    for (uint32_t n = segment_->node_records(); n-- > first;) FreeNode(n);
+  }
+  uint32_t index = h.free_node;
+  if (index == kNil) return kNil;
+  Node& n = segment_->node(index);
+  h.free_node = n.next;
+  --h.free_nodes;
+  return index;
+}
+
+void Layer::FreeNode(uint32_t index) {
+  Header& h = segment_->header();
+  Node& n = segment_->node(index);
+  n.block = kNil;
+  n.next = h.free_node;
+  h.free_node = index;
+  ++h.free_nodes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Putting messages on a queue and taking them off
+// ---------------------------------------------------------------------------------------------
+
+void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at) {
+  Channel& c = segment_->channel(channel_index);
+  uint32_t index = AllocateNode();
+  if (index == kNil) {
+    throw Error(ErrorCode::kArenaFull, "the segment's node pool is exhausted (maxNodes " +
+                                           std::to_string(segment_->node_limit()) + ")");
+  }
+  Node& n = segment_->node(index);
+  n.block = block;
+  n.expires_at_ms = expires_at;
+  n.seq = segment_->header().next_seq++;
+  n.next = kNil;
+  segment_->block(block).refcount += 1;
+  FAULT_POINT(1);
+  // Publish: the node is complete before anything links to it.
+  if (c.tail == kNil) {
+    __atomic_store_n(&c.head, index, __ATOMIC_RELEASE);
+  } else {
+    __atomic_store_n(&segment_->node(c.tail).next, index, __ATOMIC_RELEASE);
+  }
+  FAULT_POINT(2);
+  c.tail = index;
+  ++c.count;
+  WakeWaiters(c, channel_index);
+}
+
+uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_invalid_block) {
+  // Every field used is read once: another process may rewrite the node while we look.
+  Node& n = segment_->node(head);
+  const uint64_t expires_at = LoadOnce(n.expires_at_ms);
+  const uint32_t block = LoadOnce(n.block);
+  const uint32_t next = LoadOnce(n.next);
+  c.head = next;
+  // A crash here leaves the node and block unreferenced: recovery frees both.
+  if (fault_point != 0) FAULT_POINT(fault_point);
+  if (next == kNil) c.tail = kNil;
+  if (c.count) --c.count;
+  if (!skip_invalid_block || segment_->IsValidBlock(block)) ReleaseBlockRef(block);
+  FreeNode(head);
+  return expires_at;
+}
+
+void Layer::DropHeadExpired(Channel& c, uint64_t now) {
+  Header& h = segment_->header();
+  for (uint32_t steps = 0;; ++steps) {
+    const uint32_t head = LoadOnce(c.head);
+    if (head == kNil) break;
+    if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
+    if (LoadOnce(segment_->node(head).expires_at_ms) > now) break;
+    PopHead(c, head, 7, false);
+    ++h.messages_expired;
+  }
+}
+
+bool Layer::CopyOut(uint32_t block, PayloadBytes& bytes, std::vector<uint32_t>& length_of) {
+  BlockInfo info = segment_->ReadBlock(block);
+  if (!info.message) {
+    length_of.push_back(kDamagedMessage);
+    return false;
+  }
+  size_t at = bytes.size();
+  uint8_t* into = AppendRoom(bytes, info.length);
+  // Checked as it is copied: what we hand out is exactly what was checked, even if a hostile
+  // writer changes the arena under us.
+  if (CopyWithCrc32c(into, arena_->Payload(block), info.length) != info.checksum) {
+    bytes.resize(at);
+    length_of.push_back(kDamagedMessage);
+  } else {
+    length_of.push_back(info.length);
+  }
+  return true;
+}
+
+void Layer::CommitWalk(uint32_t index, uint32_t walked, uint64_t now) {
+  Header& h = segment_->header();
+  Channel& c = segment_->channel(index);
+  for (uint32_t i = 0; i < walked; ++i) {
+    const uint32_t head = LoadOnce(c.head);
+    if (head == kNil) break;
+    // A block the copy-out found damaged was counted there; recovery follows and frees it.
+    if (PopHead(c, head, 0, true) <= now) {
+      ++h.messages_expired;
+    } else {
+      ++h.messages_received;
+    }
+  }
+  // We leave messages behind (we wanted fewer, or were woken for them): wake another waiter.
+  PassWakeupOn(c, index, slot_);
+  MaybeReleaseChannel(index);
+}
+
+void Layer::CountDamaged(const std::vector<uint32_t>& length_of, bool damaged_blocks) {
+  Header& h = segment_->header();
+  for (uint32_t length : length_of) {
+    if (length == kDamagedMessage) ++h.messages_damaged;
+  }
+  // A damaged block header leaves its pages unaccounted for: rebuild the page map.
+  if (damaged_blocks) Recover();
+}
+
+}  // namespace shmch
