@@ -61,52 +61,69 @@ std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
   // could pass the maxMessageSize check and send a prefix).
   if (array.ByteLength() >= (size_t{1} << 32)) {
     Napi::Error error = Napi::RangeError::New(
-        v.Env(), "payload of " + std::to_string(array.ByteLength()) +
-                     " bytes is larger than any message can be (4 GiB); keep it under maxMessageSize");
+        v.Env(),
+        "payload of " + std::to_string(array.ByteLength()) +
+            " bytes is larger than any message can be (4 GiB); keep it under maxMessageSize");
     error.Set("code", Napi::String::New(v.Env(), "ETOOLARGE"));
     throw error;
   }
   return {array.Data(), static_cast<uint32_t>(array.ByteLength())};
 }
 
+// The optional limit of a listing call (channels, groups): 1000 when not given.
+uint32_t ListLimit(const Napi::CallbackInfo& info) {
+  return info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
+}
+
+// One JS object per listed record, its fields set by `describe`.
+template <typename Info, typename Describe>
+Napi::Array ObjectsOf(Napi::Env env, const std::vector<Info>& list, Describe describe) {
+  Napi::Array out = Napi::Array::New(env, list.size());
+  for (uint32_t i = 0; i < list.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    describe(o, list[i]);
+    out.Set(i, o);
+  }
+  return out;
+}
+
 class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(
-        env, "NativeLayer",
-        {
-            InstanceMethod<&NativeLayer::Send>("send"),
-            InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
-            InstanceMethod<&NativeLayer::Receive>("receive"),
-            InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
-            InstanceMethod<&NativeLayer::ForgetSet>("forgetSet"),
-            InstanceMethod<&NativeLayer::ReceiveAny>("receiveAny"),
-            InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
-            InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
-            InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
-            InstanceMethod<&NativeLayer::Flush>("flush"),
-            InstanceMethod<&NativeLayer::ReleaseChannel>("releaseChannel"),
-            InstanceMethod<&NativeLayer::Maintain>("maintain"),
-            InstanceMethod<&NativeLayer::Ready>("ready"),
-            InstanceMethod<&NativeLayer::Unwait>("unwait"),
-            InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
-            InstanceMethod<&NativeLayer::Arm>("arm"),
-            InstanceMethod<&NativeLayer::BellRung>("bellRung"),
-            InstanceMethod<&NativeLayer::BellView>("bellView"),
-            InstanceMethod<&NativeLayer::Stats>("stats"),
-            InstanceMethod<&NativeLayer::LockHoldStats>("lockHoldStats"),
-            InstanceMethod<&NativeLayer::Config>("config"),
-            InstanceMethod<&NativeLayer::Channels>("channels"),
-            InstanceMethod<&NativeLayer::Groups>("groups"),
-            InstanceMethod<&NativeLayer::Verify>("verify"),
-            InstanceMethod<&NativeLayer::IsUnlinked>("isUnlinked"),
-            InstanceMethod<&NativeLayer::Prune>("prune"),
-            InstanceMethod<&NativeLayer::Close>("close"),
-            InstanceAccessor<&NativeLayer::Slot>("slot"),
-            StaticMethod<&NativeLayer::Destroy>("destroy"),
-            StaticMethod<&NativeLayer::AttachedProcesses>("attachedProcesses"),
-            StaticMethod<&NativeLayer::PeekQueued>("peekQueued"),
-        });
+    return DefineClass(env, "NativeLayer",
+                       {
+                           InstanceMethod<&NativeLayer::Send>("send"),
+                           InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
+                           InstanceMethod<&NativeLayer::Receive>("receive"),
+                           InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
+                           InstanceMethod<&NativeLayer::ForgetSet>("forgetSet"),
+                           InstanceMethod<&NativeLayer::ReceiveAny>("receiveAny"),
+                           InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
+                           InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
+                           InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
+                           InstanceMethod<&NativeLayer::Flush>("flush"),
+                           InstanceMethod<&NativeLayer::ReleaseChannel>("releaseChannel"),
+                           InstanceMethod<&NativeLayer::Maintain>("maintain"),
+                           InstanceMethod<&NativeLayer::Ready>("ready"),
+                           InstanceMethod<&NativeLayer::Unwait>("unwait"),
+                           InstanceMethod<&NativeLayer::SetWaiting>("setWaiting"),
+                           InstanceMethod<&NativeLayer::Arm>("arm"),
+                           InstanceMethod<&NativeLayer::BellRung>("bellRung"),
+                           InstanceMethod<&NativeLayer::BellView>("bellView"),
+                           InstanceMethod<&NativeLayer::Stats>("stats"),
+                           InstanceMethod<&NativeLayer::LockHoldStats>("lockHoldStats"),
+                           InstanceMethod<&NativeLayer::Config>("config"),
+                           InstanceMethod<&NativeLayer::Channels>("channels"),
+                           InstanceMethod<&NativeLayer::Groups>("groups"),
+                           InstanceMethod<&NativeLayer::Verify>("verify"),
+                           InstanceMethod<&NativeLayer::IsUnlinked>("isUnlinked"),
+                           InstanceMethod<&NativeLayer::Prune>("prune"),
+                           InstanceMethod<&NativeLayer::Close>("close"),
+                           InstanceAccessor<&NativeLayer::Slot>("slot"),
+                           StaticMethod<&NativeLayer::Destroy>("destroy"),
+                           StaticMethod<&NativeLayer::AttachedProcesses>("attachedProcesses"),
+                           StaticMethod<&NativeLayer::PeekQueued>("peekQueued"),
+                       });
   }
 
   NativeLayer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLayer>(info) {
@@ -173,7 +190,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         uv_poll_init(loop, &doorbell->poll, doorbell->fd) != 0) {
       if (doorbell->fd >= 0) close(doorbell->fd);
       layer_->Close();
-      throw Napi::Error::New(env, "shm-channels: cannot poll the layer's doorbell on the event loop");
+      throw Napi::Error::New(env,
+                             "shm-channels: cannot poll the layer's doorbell on the event loop");
     }
     doorbell->poll.data = doorbell.get();
     doorbell->owner = this;
@@ -289,7 +307,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     bool covers_all = info.Length() > 2 && info[2].ToBoolean().Value();
     std::vector<shmch::ReceiveRequest> requests;
     if (info[0].IsString()) {
-      requests.push_back({info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Uint32Value()});
+      requests.push_back(
+          {info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Uint32Value()});
     } else {
       auto channels = info[0].As<Napi::Array>();
       auto wanted = info[1].As<Napi::Array>();
@@ -335,7 +354,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // defineSet(channels: string[]): the id receiveAny() names the set by.
   Napi::Value DefineSet(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "defineSet takes an array of channel names");
+    if (!info[0].IsArray())
+      throw Napi::TypeError::New(env, "defineSet takes an array of channel names");
     auto list = info[0].As<Napi::Array>();
     std::vector<std::string> channels;
     channels.reserve(list.Length());
@@ -365,7 +385,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value ReceiveAny(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) {
-      throw Napi::TypeError::New(env, "receiveAny(set: number, positions: number[], wanted: number)");
+      throw Napi::TypeError::New(env,
+                                 "receiveAny(set: number, positions: number[], wanted: number)");
     }
     auto list = info[1].As<Napi::Array>();
     std::vector<uint32_t> positions;
@@ -473,7 +494,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Env env = info.Env();
     auto list = info[0].As<Napi::Array>();
     std::vector<std::string> channels;
-    for (uint32_t i = 0; i < list.Length(); ++i) channels.push_back(list.Get(i).ToString().Utf8Value());
+    for (uint32_t i = 0; i < list.Length(); ++i)
+      channels.push_back(list.Get(i).ToString().Utf8Value());
     Guard(env, [&] { Open(env).Unwait(channels); });
     return env.Undefined();
   }
@@ -486,7 +508,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     if (has_list) {
       auto list = info[0].As<Napi::Array>();
       waiting.reserve(list.Length());
-      for (uint32_t i = 0; i < list.Length(); ++i) waiting.push_back(list.Get(i).ToString().Utf8Value());
+      for (uint32_t i = 0; i < list.Length(); ++i)
+        waiting.push_back(list.Get(i).ToString().Utf8Value());
     }
     bool attached = Guard(env, [&] { return Open(env).Maintain(has_list ? &waiting : nullptr); });
     return Napi::Boolean::New(env, attached);
@@ -521,16 +544,17 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   // An Int32Array over this instance's Slot words [state, bell, sleeping] in shared memory, so the
-  // event loop can poll the bell and arm with Atomics, with no native call and no syscall. A mapping
-  // of its own (unmapped when the view is collected) keeps it valid whatever happens to the layer.
-  // null where external buffers are not allowed (then: bellRung() and arm()).
+  // event loop can poll the bell and arm with Atomics, with no native call and no syscall. A
+  // mapping of its own (unmapped when the view is collected) keeps it valid whatever happens to the
+  // layer. null where external buffers are not allowed (then: bellRung() and arm()).
   Napi::Value BellView(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     shmch::Layer& layer = Open(env);
     uint64_t offset = layer.slot_offset();
     uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
     uint64_t base = offset & ~(page - 1);
-    size_t length = static_cast<size_t>(offset - base + sizeof(shmch::Slot) + page - 1) & ~(page - 1);
+    size_t length =
+        static_cast<size_t>(offset - base + sizeof(shmch::Slot) + page - 1) & ~(page - 1);
     void* map = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, layer.segment_fd(),
                      static_cast<off_t>(base));
     if (map == MAP_FAILED) return env.Null();
@@ -561,7 +585,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    shmch::LayerStats s = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).Stats(); }); });
+    shmch::LayerStats s =
+        Guard(env, [&] { return WithLockTimeout([&] { return Open(env).Stats(); }); });
     Napi::Object o = Napi::Object::New(env);
     o.Set("slot", layer_->slot_index());
     o.Set("processes", s.slots_attached);
@@ -634,31 +659,25 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Channels(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
-    auto list = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListChannels(limit); }); });
-    Napi::Array out = Napi::Array::New(env, list.size());
-    for (uint32_t i = 0; i < list.size(); ++i) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", list[i].name);
-      o.Set("depth", list[i].depth);
-      o.Set("groups", list[i].memberships);
-      out.Set(i, o);
-    }
-    return out;
+    uint32_t limit = ListLimit(info);
+    auto list =
+        Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListChannels(limit); }); });
+    return ObjectsOf(env, list, [](Napi::Object& o, const shmch::ChannelInfo& channel) {
+      o.Set("name", channel.name);
+      o.Set("depth", channel.depth);
+      o.Set("groups", channel.memberships);
+    });
   }
 
   Napi::Value Groups(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint32_t limit = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
-    auto list = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListGroups(limit); }); });
-    Napi::Array out = Napi::Array::New(env, list.size());
-    for (uint32_t i = 0; i < list.size(); ++i) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", list[i].name);
-      o.Set("members", list[i].members);
-      out.Set(i, o);
-    }
-    return out;
+    uint32_t limit = ListLimit(info);
+    auto list =
+        Guard(env, [&] { return WithLockTimeout([&] { return Open(env).ListGroups(limit); }); });
+    return ObjectsOf(env, list, [](Napi::Object& o, const shmch::GroupInfo& group) {
+      o.Set("name", group.name);
+      o.Set("members", group.members);
+    });
   }
 
   Napi::Value Verify(const Napi::CallbackInfo& info) {
@@ -676,7 +695,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // Removes the layer if no other process uses it and no unexpired message waits; closes us then.
   Napi::Value Prune(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    bool removed = Guard(env, [&] { return WithLockTimeout([&] { return Open(env).PruneIfUnused(); }); });
+    bool removed =
+        Guard(env, [&] { return WithLockTimeout([&] { return Open(env).PruneIfUnused(); }); });
     if (removed) Shutdown();
     return Napi::Boolean::New(env, removed);
   }

@@ -30,6 +30,27 @@ bool ValidName(const char* name, uint32_t length, bool allow_bang) {
   return true;
 }
 
+// Puts a channel or group record back into its table's hash, counted in `used`, when its name
+// is valid and not taken yet; otherwise frees it (a bad or duplicate name can only come from
+// corruption). Returns whether the record stays.
+template <typename Table, typename Record>
+bool Relink(Table& table, Record& record, uint32_t index, bool allow_bang, uint32_t& used) {
+  const uint32_t name_length = LoadOnce(record.name_length);  // checked and used: read once
+  if (record.in_use != 1 || !ValidName(record.name, name_length, allow_bang)) {
+    record.in_use = 0;
+    return false;
+  }
+  std::string_view name(record.name, name_length);
+  record.hash = HashName(name);
+  if (table.Find(name) != kNil) {
+    record.in_use = 0;
+    return false;
+  }
+  table.Link(index);
+  ++used;
+  return true;
+}
+
 }  // namespace
 
 void Layer::Recover() {
@@ -37,7 +58,8 @@ void Layer::Recover() {
   Segment& seg = *segment_;
   Header& h = seg.header();
   std::vector<uint8_t> node_live(seg.node_records(), 0);
-  std::vector<uint32_t> refs(seg.page_count(), 0);  // first page of a live block -> queued references
+  std::vector<uint32_t> refs(seg.page_count(),
+                             0);  // first page of a live block -> queued references
   arena_->ClearAll();
 
   // Channels and their queues.
@@ -47,19 +69,7 @@ void Layer::Recover() {
   h.channels_used = 0;
   for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
-    const uint32_t name_length = LoadOnce(c.name_length);  // checked and used: read once
-    if (c.in_use != 1 || !ValidName(c.name, name_length, true)) {
-      c.in_use = 0;
-      continue;
-    }
-    std::string_view name(c.name, name_length);
-    c.hash = HashName(name);
-    if (channels.Find(name) != kNil) {  // a duplicate can only come from corruption
-      c.in_use = 0;
-      continue;
-    }
-    channels.Link(ci);
-    ++h.channels_used;
+    if (!Relink(channels, c, ci, true, h.channels_used)) continue;
     c.memberships = 0;
     uint32_t* link = &c.head;
     uint32_t tail = kNil, count = 0;
@@ -109,19 +119,7 @@ void Layer::Recover() {
   h.groups_used = 0;
   for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     Group& g = seg.group(gi);
-    const uint32_t name_length = LoadOnce(g.name_length);  // checked and used: read once
-    if (g.in_use != 1 || !ValidName(g.name, name_length, false)) {
-      g.in_use = 0;
-      continue;
-    }
-    std::string_view name(g.name, name_length);
-    g.hash = HashName(name);
-    if (groups.Find(name) != kNil) {
-      g.in_use = 0;
-      continue;
-    }
-    groups.Link(gi);
-    ++h.groups_used;
+    if (!Relink(groups, g, gi, false, h.groups_used)) continue;
     g.first_member = kNil;
     g.member_count = 0;
   }

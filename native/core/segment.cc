@@ -66,8 +66,10 @@ bool PlanRegions(Header& h, uint64_t size) {
     field = off;
     off += bytes;
   };
-  if (h.max_channels == 0 || h.max_groups == 0 || h.max_members == 0 || h.max_nodes == 0) return false;
-  if (h.max_channels >= kNil || h.max_groups >= kNil || h.max_members >= kNil || h.max_nodes >= kNil)
+  if (h.max_channels == 0 || h.max_groups == 0 || h.max_members == 0 || h.max_nodes == 0)
+    return false;
+  if (h.max_channels >= kNil || h.max_groups >= kNil || h.max_members >= kNil ||
+      h.max_nodes >= kNil)
     return false;
   take(h.slots_offset, uint64_t{kMaxSlots} * sizeof(Slot), 64);
   take(h.channel_buckets_offset, uint64_t{h.channel_buckets} * 4, 64);
@@ -188,8 +190,8 @@ Segment::Segment(const SegmentConfig& config) {
   if (!config.create) {
     fd_ = shm_open(object_name_.c_str(), O_RDWR | O_CLOEXEC, 0);
     if (fd_ < 0 && errno == ENOENT) {
-      throw Error(ErrorCode::kNotFound, "no layer named '" + config.name + "' (" + object_name_ +
-                                            " does not exist)");
+      throw Error(ErrorCode::kNotFound,
+                  "no layer named '" + config.name + "' (" + object_name_ + " does not exist)");
     }
     if (fd_ < 0) ThrowSystemError("shm_open(" + object_name_ + ")", errno);
   }
@@ -309,7 +311,8 @@ void Segment::InitializeLocked(const SegmentConfig& config, uint64_t current_siz
   // Emptied first so everything reads as zero. Only a file nobody is attached to gets here (the
   // caller re-initialises a non-ready segment only when no slot is held): a fresh one (size 0),
   // or one whose creator died initialising it.
-  if ((current_size != 0 && ftruncate(fd_, 0) != 0) || ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
+  if ((current_size != 0 && ftruncate(fd_, 0) != 0) ||
+      ftruncate(fd_, static_cast<off_t>(config.size)) != 0) {
     ThrowSystemError("ftruncate(" + object_name_ + ")", errno);
   }
   int err = Reserve(0, plan.fixed_bytes);
@@ -361,8 +364,8 @@ void Segment::ValidateLocked(const SegmentConfig& config) {
   }
   if (h.segment_size != size_) {
     throw Error(ErrorCode::kCorrupt, "segment " + object_name_ + " header size " +
-                                         std::to_string(h.segment_size) + " differs from file size " +
-                                         std::to_string(size_));
+                                         std::to_string(h.segment_size) +
+                                         " differs from file size " + std::to_string(size_));
   }
   Header check;
   std::memset(static_cast<void*>(&check), 0, sizeof check);
@@ -381,8 +384,7 @@ void Segment::ValidateLocked(const SegmentConfig& config) {
       check.channels_offset != h.channels_offset || check.members_offset != h.members_offset ||
       check.groups_offset != h.groups_offset || check.chunks_offset != h.chunks_offset ||
       check.chunk_count != h.chunk_count || check.fixed_bytes != h.fixed_bytes ||
-      check.page_bitmap_offset != h.page_bitmap_offset ||
-      h.max_message_size == 0 ||
+      check.page_bitmap_offset != h.page_bitmap_offset || h.max_message_size == 0 ||
       uint64_t{h.max_message_size} + sizeof(BlockHeader) > uint64_t{h.page_count} * kPageSize) {
     throw Error(ErrorCode::kCorrupt, "segment " + object_name_ + " has an inconsistent header");
   }
@@ -423,24 +425,30 @@ void Segment::ComputeRegions(const Header& h) {
 
 uint64_t Segment::RecordOffset(Table table, uint32_t index) const {
   const Header& h = *header_;
+  // One line per table reads as a table.
+  // clang-format off
   switch (table) {
     case Table::kChannels: return h.channels_offset + uint64_t{index} * sizeof(Channel);
     case Table::kGroups: return h.groups_offset + uint64_t{index} * sizeof(Group);
     case Table::kMembers: return h.members_offset + uint64_t{index} * sizeof(Member);
     case Table::kNodes: return h.nodes_offset + uint64_t{index} * sizeof(Node);
   }
+  // clang-format on
   return 0;
 }
 
 void Segment::AdoptRecords(Table table, uint32_t target) {
   uint32_t* local = nullptr;
   uint32_t limit = 0;
+  // One line per table reads as a table.
+  // clang-format off
   switch (table) {
     case Table::kChannels: local = &channel_records_; limit = max_channels_; break;
     case Table::kGroups: local = &group_records_; limit = max_groups_; break;
     case Table::kMembers: local = &member_records_; limit = max_members_; break;
     case Table::kNodes: local = &node_records_; limit = max_nodes_; break;
   }
+  // clang-format on
   if (target > limit) target = limit;
   if (target <= *local) return;
   // Whoever published the count reserved these records first; reserving again costs nothing
@@ -480,12 +488,15 @@ uint32_t Segment::GrowTable(Table table) {
   uint32_t* shared = nullptr;
   uint32_t current = 0, limit = 0;
   size_t record = 0;
+  // One line per table reads as a table.
+  // clang-format off
   switch (table) {
     case Table::kChannels: shared = &h.channel_records; current = channel_records_; limit = max_channels_; record = sizeof(Channel); break;
     case Table::kGroups: shared = &h.group_records; current = group_records_; limit = max_groups_; record = sizeof(Group); break;
     case Table::kMembers: shared = &h.member_records; current = member_records_; limit = max_members_; record = sizeof(Member); break;
     case Table::kNodes: shared = &h.node_records; current = node_records_; limit = max_nodes_; record = sizeof(Node); break;
   }
+  // clang-format on
   if (current >= limit) return kNil;
   uint32_t step = static_cast<uint32_t>(kTableStepBytes / record);
   uint32_t target = limit - current < step ? limit : current + step;
@@ -498,19 +509,22 @@ uint32_t Segment::GrowTable(Table table) {
       throw Error(ErrorCode::kNoSpace,
                   std::string("no room in /dev/shm for more ") + kNames[t] + " records (" +
                       std::to_string(current) + " in use of " + kOptions[t] + " " +
-                      std::to_string(limit) + ", the next " + Mib(bytes) + " could not be reserved): " +
-                      SpaceReport() + ". " + SpaceAdvice());
+                      std::to_string(limit) + ", the next " + Mib(bytes) +
+                      " could not be reserved): " + SpaceReport() + ". " + SpaceAdvice());
     }
     ThrowSystemError("fallocate(" + object_name_ + ")", err);
   }
   FAULT_POINT(11);  // table step reserved, not yet published
   *shared = target;
+  // One line per table reads as a table.
+  // clang-format off
   switch (table) {
     case Table::kChannels: channel_records_ = target; break;
     case Table::kGroups: group_records_ = target; break;
     case Table::kMembers: member_records_ = target; break;
     case Table::kNodes: node_records_ = target; break;
   }
+  // clang-format on
   return current;
 }
 
@@ -579,38 +593,24 @@ void Segment::OutOfBounds(const char* what, uint32_t index, uint32_t limit) cons
           " outside 0.." + std::to_string(limit));
 }
 
-Slot& Segment::slot(uint32_t i) const {
-  if (i >= kMaxSlots) OutOfBounds("slot", i, kMaxSlots);
-  return slots_[i];
-}
+Slot& Segment::slot(uint32_t i) const { return Checked(slots_, i, kMaxSlots, "slot"); }
 Channel& Segment::channel(uint32_t i) const {
-  if (i >= channel_records_) OutOfBounds("channel", i, channel_records_);
-  return channels_[i];
+  return Checked(channels_, i, channel_records_, "channel");
 }
 uint32_t& Segment::channel_bucket(uint32_t i) const {
-  if (i >= channel_buckets_count_) OutOfBounds("channel bucket", i, channel_buckets_count_);
-  return channel_buckets_[i];
+  return Checked(channel_buckets_, i, channel_buckets_count_, "channel bucket");
 }
-Group& Segment::group(uint32_t i) const {
-  if (i >= group_records_) OutOfBounds("group", i, group_records_);
-  return groups_[i];
-}
+Group& Segment::group(uint32_t i) const { return Checked(groups_, i, group_records_, "group"); }
 uint32_t& Segment::group_bucket(uint32_t i) const {
-  if (i >= group_buckets_count_) OutOfBounds("group bucket", i, group_buckets_count_);
-  return group_buckets_[i];
+  return Checked(group_buckets_, i, group_buckets_count_, "group bucket");
 }
 Member& Segment::member(uint32_t i) const {
-  if (i >= member_records_) OutOfBounds("member", i, member_records_);
-  return members_[i];
+  return Checked(members_, i, member_records_, "member");
 }
 uint32_t& Segment::member_bucket(uint32_t i) const {
-  if (i >= member_buckets_count_) OutOfBounds("member bucket", i, member_buckets_count_);
-  return member_buckets_[i];
+  return Checked(member_buckets_, i, member_buckets_count_, "member bucket");
 }
-Node& Segment::node(uint32_t i) const {
-  if (i >= node_records_) OutOfBounds("node", i, node_records_);
-  return nodes_[i];
-}
+Node& Segment::node(uint32_t i) const { return Checked(nodes_, i, node_records_, "node"); }
 uint8_t* Segment::page(uint32_t i) const {
   if (i >= page_count_) OutOfBounds("page", i, page_count_);
   return arena_ + uint64_t{i} * kPageSize;
@@ -618,7 +618,8 @@ uint8_t* Segment::page(uint32_t i) const {
 BlockInfo Segment::ReadBlock(uint32_t first_page) const {
   BlockInfo info;
   if (first_page >= page_count_) return info;
-  const BlockHeader& b = *reinterpret_cast<const BlockHeader*>(arena_ + uint64_t{first_page} * kPageSize);
+  const BlockHeader& b =
+      *reinterpret_cast<const BlockHeader*>(arena_ + uint64_t{first_page} * kPageSize);
   // Never read a header in pages that are not backed (reserved) in /dev/shm.
   if (LoadOnce(chunks_[first_page / kChunkPages].committed) != 1) return info;
   uint32_t magic = LoadOnce(b.magic);
@@ -651,7 +652,9 @@ bool Segment::TryLockSlotByte(uint32_t index) {
   return OfdLock(fd_, F_WRLCK, kSlotLockBase + index, false);
 }
 
-void Segment::UnlockSlotByte(uint32_t index) { OfdLock(fd_, F_UNLCK, kSlotLockBase + index, false); }
+void Segment::UnlockSlotByte(uint32_t index) {
+  OfdLock(fd_, F_UNLCK, kSlotLockBase + index, false);
+}
 
 bool Segment::IsSlotHeld(uint32_t index) const {
   struct flock fl;

@@ -44,7 +44,8 @@ struct SegmentConfig {
 class Segment {
  public:
   // Creates the segment or attaches to the existing one. Concurrent openers serialise on an OFD
-  // lock; whoever finds the segment uninitialised (new, or its creator died mid-way) initialises it.
+  // lock; whoever finds the segment uninitialised (new, or its creator died mid-way) initialises
+  // it.
   explicit Segment(const SegmentConfig& config);
   ~Segment();
   Segment(const Segment&) = delete;
@@ -99,7 +100,9 @@ class Segment {
   int Reserve(uint64_t offset, uint64_t length);
   // Gives the pages of a range back to /dev/shm (reads as zeros after).
   void Release(uint64_t offset, uint64_t length);
-  uint64_t chunk_offset(uint32_t chunk) const { return arena_offset_ + uint64_t{chunk} * kChunkBytes; }
+  uint64_t chunk_offset(uint32_t chunk) const {
+    return arena_offset_ + uint64_t{chunk} * kChunkBytes;
+  }
   uint64_t chunk_bytes(uint32_t chunk) const;
   ArenaChunk& chunk(uint32_t index) const;
   // Bytes of /dev/shm this segment occupies now (its allocated blocks).
@@ -160,6 +163,13 @@ class Segment {
   void AdoptRecords(Table table, uint32_t target);
   uint64_t RecordOffset(Table table, uint32_t index) const;
   [[noreturn]] void OutOfBounds(const char* what, uint32_t index, uint32_t limit) const;
+  // Record `index` of a table of `limit` records; an index from shared memory outside it is
+  // reported as corruption, never followed.
+  template <typename Record>
+  Record& Checked(Record* table, uint32_t index, uint32_t limit, const char* what) const {
+    if (index >= limit) OutOfBounds(what, index, limit);
+    return table[index];
+  }
 
   std::string object_name_;
   int fd_ = -1;
