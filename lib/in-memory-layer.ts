@@ -1,32 +1,10 @@
-import {
-  CapacityRules,
-  checkMessageSize,
-  commonSettings,
-  type CommonSettings,
-} from './capacity.js';
+import { CapacityRules, checkMessageSize } from './capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
-import {
-  checkReleasable,
-  isOwnLocalChannel,
-  validateChannelName,
-  validateGroupName,
-  validateMessage,
-  validateReceivable,
-} from './names.js';
+import { ChannelLayerBase } from './layer-base.js';
+import { LocalChannels } from './local-channels.js';
+import { validateGroupName } from './names.js';
 import { PendingReceives } from './pending.js';
-import { randomHex } from './random.js';
-import { defaultSerializer } from './serializer.js';
-import type {
-  ChannelLayer,
-  ChannelLayerOptions,
-  DeliveryStats,
-  Message,
-  MessageInput,
-  ReceiveAnyOptions,
-  ReceivedFrom,
-  ReceiveOptions,
-  Serializer,
-} from './types.js';
+import type * as api from './types.js';
 
 interface Queued {
   bytes: Uint8Array;
@@ -39,48 +17,38 @@ interface Queued {
  * A layer for one process (tests, development, a single worker). Messages are serialized on send,
  * like every other backend, so what works here works across processes too.
  */
-export class InMemoryChannelLayer implements ChannelLayer {
-  readonly extensions = ['groups', 'flush'] as const;
-  private readonly settings: CommonSettings;
+export class InMemoryChannelLayer extends ChannelLayerBase implements api.ChannelLayer {
   private readonly capacities: CapacityRules;
-  private readonly serializer: Serializer;
-  private readonly clientPrefix = randomHex(6);
   private readonly queues = new Map<string, Queued[]>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly pending = new PendingReceives(() => this.keepAlive(false));
   /** Ref'd while receives wait: a pending receive keeps the process alive, as on every backend. */
   private alive: NodeJS.Timeout | undefined;
-  private closed = false;
   private enqueued = 0;
-  private readonly counts: DeliveryStats = {
+  private readonly counts: api.DeliveryStats = {
     deliveriesSkippedFull: 0,
     sendsRefusedFull: 0,
     messagesExpired: 0,
     messagesOrphaned: 0,
   };
 
-  constructor(options: ChannelLayerOptions = {}) {
-    this.settings = commonSettings(options);
+  constructor(options: api.ChannelLayerOptions = {}) {
+    super(options, new LocalChannels(6, 12));
     this.capacities = new CapacityRules(this.settings);
-    this.serializer = options.serializer ?? defaultSerializer;
   }
 
-  async send(channel: string, message: MessageInput): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    validateMessage(message);
+  async send(channel: string, message: api.MessageInput): Promise<void> {
+    this.checkSend(channel, message);
     const bytes = this.serializer.serialize(message);
     checkMessageSize(bytes.length, this.settings);
     this.enqueue(channel, bytes, true);
   }
 
-  async receive<T extends Message = Message>(
+  async receive<T extends api.Message = api.Message>(
     channel: string,
-    options: ReceiveOptions = {},
+    options: api.ReceiveOptions = {},
   ): Promise<T> {
-    this.checkOpen();
-    validateChannelName(channel);
-    this.checkLocal(channel);
+    this.checkReceive(channel);
     // An already-aborted signal rejects at once, even with a message queued (which stays queued).
     if (options.signal?.aborted) throw abortError(options.signal);
     const queue = this.queues.get(channel);
@@ -95,14 +63,12 @@ export class InMemoryChannelLayer implements ChannelLayer {
     return (await waiting) as T;
   }
 
-  async receiveAny<T extends Message = Message>(
+  async receiveAny<T extends api.Message = api.Message>(
     channels: readonly string[],
-    options: ReceiveAnyOptions = {},
-  ): Promise<ReceivedFrom<T> | null> {
+    options: api.ReceiveAnyOptions = {},
+  ): Promise<api.ReceivedFrom<T> | null> {
     this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) =>
-      validateReceivable(channel, this.clientPrefix),
-    );
+    const set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
     if (options.signal?.aborted) throw abortError(options.signal);
     // The oldest head among the set's non-empty queues. Only non-empty channels have a queue, so
     // walk whichever is shorter: the set's channels or the queues.
@@ -129,20 +95,11 @@ export class InMemoryChannelLayer implements ChannelLayer {
     if (options.wait === false) return null;
     const waiting = this.pending.addAny(set, options.signal);
     this.keepAlive(true);
-    return (await waiting) as ReceivedFrom<T>;
-  }
-
-  async newChannel(prefix = 'specific'): Promise<string> {
-    this.checkOpen();
-    const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
-    validateChannelName(name);
-    return name;
+    return (await waiting) as api.ReceivedFrom<T>;
   }
 
   async groupAdd(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
+    this.checkMembership(group, channel);
     let members = this.groups.get(group);
     if (!members) {
       members = new Map();
@@ -153,9 +110,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
   }
 
   async groupDiscard(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
+    this.checkMembership(group, channel);
     const members = this.groups.get(group);
     if (!members) return;
     members.delete(channel);
@@ -173,10 +128,8 @@ export class InMemoryChannelLayer implements ChannelLayer {
     return live;
   }
 
-  async groupSend(group: string, message: MessageInput): Promise<number> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateMessage(message);
+  async groupSend(group: string, message: api.MessageInput): Promise<number> {
+    this.checkGroupSend(group, message);
     const members = this.groups.get(group);
     const bytes = this.serializer.serialize(message);
     checkMessageSize(bytes.length, this.settings);
@@ -199,9 +152,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
   }
 
   async releaseChannel(channel: string): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    checkReleasable(channel, this.clientPrefix);
+    this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
     this.counts.messagesOrphaned += this.queues.get(channel)?.length ?? 0;
     this.queues.delete(channel);
@@ -238,7 +189,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
       return false;
     }
     if (!queue && this.pending.waits(channel)) {
-      let message: Message;
+      let message: api.Message;
       try {
         message = this.serializer.deserialize(bytes);
       } catch (error) {
@@ -270,7 +221,7 @@ export class InMemoryChannelLayer implements ChannelLayer {
   }
 
   /** Deliveries not made by this layer, and what it holds now. */
-  stats(): DeliveryStats & { channels: number; groups: number; queued: number } {
+  stats(): api.DeliveryStats & { channels: number; groups: number; queued: number } {
     let queued = 0;
     for (const queue of this.queues.values()) queued += queue.length;
     return { ...this.counts, channels: this.queues.size, groups: this.groups.size, queued };
@@ -282,17 +233,5 @@ export class InMemoryChannelLayer implements ChannelLayer {
       clearInterval(this.alive);
       this.alive = undefined;
     }
-  }
-
-  private checkLocal(channel: string): void {
-    if (channel.includes('!') && !isOwnLocalChannel(channel, this.clientPrefix)) {
-      throw new Error(
-        `channel ${channel} is process-local and was not created by this layer's newChannel()`,
-      );
-    }
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new LayerClosed();
   }
 }

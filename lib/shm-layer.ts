@@ -1,4 +1,3 @@
-import { commonSettings, type CommonSettings } from './capacity.js';
 import {
   abortError,
   ChannelFull,
@@ -9,31 +8,16 @@ import {
   SegmentFull,
   ShmError,
 } from './errors.js';
-import {
-  checkReleasable,
-  isOwnLocalChannel,
-  validateChannelName,
-  validateGroupName,
-  validateMessage,
-  validateReceivable,
-} from './names.js';
+import { ChannelLayerBase } from './layer-base.js';
+import { LocalChannels } from './local-channels.js';
+import { validateGroupName } from './names.js';
 import { native, type LockHoldStats, type NativeLayer, type NativeStats } from './native.js';
 import { ChannelSet, PendingReceives } from './pending.js';
-import { randomHex } from './random.js';
 import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
-import { MsgpackSerializer, defaultSerializer } from './serializer.js';
-import type {
-  ChannelLayer,
-  ChannelLayerOptions,
-  Message,
-  MessageInput,
-  ReceiveAnyOptions,
-  ReceivedFrom,
-  ReceiveOptions,
-  Serializer,
-} from './types.js';
+import { MsgpackSerializer } from './serializer.js';
+import type * as api from './types.js';
 
-export interface ShmChannelLayerOptions extends ChannelLayerOptions {
+export interface ShmChannelLayerOptions extends api.ChannelLayerOptions {
   /** Layer name: every process that opens the same name shares one segment. Default 'default'. */
   name?: string;
   /** Segment size in bytes, reserved in /dev/shm when the segment is created. Default 64 MiB. */
@@ -186,13 +170,9 @@ interface SetState {
  * shared-memory segment holds the queues, groups and messages; a per-instance doorbell wakes
  * receivers. No server.
  */
-export class ShmChannelLayer implements ChannelLayer {
-  readonly extensions = ['groups', 'flush'] as const;
+export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLayer {
   readonly name: string;
-  private readonly settings: CommonSettings;
-  private readonly serializer: Serializer;
   private readonly handle: NativeLayer;
-  private readonly clientPrefix = randomHex(6);
   private readonly pending: PendingReceives;
   private readonly maintenance: NodeJS.Timeout;
   private drainScheduled = false;
@@ -203,7 +183,6 @@ export class ShmChannelLayer implements ChannelLayer {
   /** Look at every waiting channel on the next drain (after flush, overflowed ready lists...). */
   private drainAll = false;
   private waiting = false;
-  private closed = false;
   private unlinked = false;
   /** Our slot's doorbell words in shared memory; null where external buffers are refused. */
   private readonly bell: Int32Array | null;
@@ -227,8 +206,8 @@ export class ShmChannelLayer implements ChannelLayer {
   private readonly scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
 
   constructor(options: ShmChannelLayerOptions = {}) {
-    this.settings = commonSettings(options);
-    this.serializer = options.serializer ?? defaultSerializer;
+    // The client id must fit the core's kMaxClientLength (32) characters.
+    super(options, new LocalChannels(6, 12));
     this.transient = this.serializer instanceof MsgpackSerializer ? this.serializer : undefined;
     this.name = options.name ?? 'default';
     this.pending = new PendingReceives(
@@ -258,7 +237,7 @@ export class ShmChannelLayer implements ChannelLayer {
           expiryMs: Math.round(this.settings.expirySeconds * 1000),
           groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
           lockTimeoutMs: this.lockTimeout,
-          clientId: this.clientPrefix,
+          clientId: this.local.client,
         },
         ShmChannelLayer.weakly(this).wake,
       );
@@ -347,10 +326,8 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  async send(channel: string, message: MessageInput): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    validateMessage(message);
+  async send(channel: string, message: api.MessageInput): Promise<void> {
+    this.checkSend(channel, message);
     let bytes = this.serializeForSend(message);
     const waiting = this.locked(() => void this.handle.send(channel, bytes));
     if (waiting) {
@@ -360,15 +337,12 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+  receive<T extends api.Message = api.Message>(
+    channel: string,
+    options: api.ReceiveOptions = {},
+  ): Promise<T> {
     try {
-      this.checkOpen();
-      validateChannelName(channel);
-      if (channel.includes('!') && !isOwnLocalChannel(channel, this.clientPrefix)) {
-        throw new Error(
-          `channel ${channel} is process-local and was not created by this layer's newChannel()`,
-        );
-      }
+      this.checkReceive(channel);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -378,16 +352,14 @@ export class ShmChannelLayer implements ChannelLayer {
     return promise;
   }
 
-  receiveAny<T extends Message = Message>(
+  receiveAny<T extends api.Message = api.Message>(
     channels: readonly string[],
-    options: ReceiveAnyOptions = {},
-  ): Promise<ReceivedFrom<T> | null> {
+    options: api.ReceiveAnyOptions = {},
+  ): Promise<api.ReceivedFrom<T> | null> {
     let set: ChannelSet;
     try {
       this.checkOpen();
-      set = this.pending.setFor(channels, (channel) =>
-        validateReceivable(channel, this.clientPrefix),
-      );
+      set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
       this.stateOf(set);
     } catch (error) {
       return Promise.reject(translate(error));
@@ -395,34 +367,23 @@ export class ShmChannelLayer implements ChannelLayer {
     if (options.wait === false) {
       if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
       try {
-        return Promise.resolve(this.locked(() => this.takeNow(set)) as ReceivedFrom<T> | null);
+        return Promise.resolve(this.locked(() => this.takeNow(set)) as api.ReceivedFrom<T> | null);
       } catch (error) {
         return Promise.reject(error);
       }
     }
-    const promise = this.pending.addAny(set, options.signal) as Promise<ReceivedFrom<T>>;
+    const promise = this.pending.addAny(set, options.signal) as Promise<api.ReceivedFrom<T>>;
     this.scheduleDrain();
     return promise;
   }
 
-  async newChannel(prefix = 'specific'): Promise<string> {
-    this.checkOpen();
-    const name = `${prefix}.${this.clientPrefix}!${randomHex(12)}`;
-    validateChannelName(name);
-    return name;
-  }
-
   async groupAdd(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
+    this.checkMembership(group, channel);
     return this.locked(() => this.handle.groupAdd(group, channel));
   }
 
   async groupDiscard(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
+    this.checkMembership(group, channel);
     return this.locked(() => this.handle.groupDiscard(group, channel));
   }
 
@@ -432,10 +393,8 @@ export class ShmChannelLayer implements ChannelLayer {
     return this.locked(() => this.handle.groupMembers(group));
   }
 
-  async groupSend(group: string, message: MessageInput): Promise<number> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateMessage(message);
+  async groupSend(group: string, message: api.MessageInput): Promise<number> {
+    this.checkGroupSend(group, message);
     let bytes = this.serializeForSend(message);
     const waiting = this.locked(() => this.handle.groupSend(group, bytes));
     // Waiting for the lock: bytes of its own (transient ones are reused).
@@ -447,16 +406,14 @@ export class ShmChannelLayer implements ChannelLayer {
    * The default serializer's transient bytes when the native call copies them at once (saves a
    * large allocation per large message); any other serializer's own.
    */
-  private serializeForSend(message: MessageInput): Uint8Array {
+  private serializeForSend(message: api.MessageInput): Uint8Array {
     return this.transient
-      ? this.transient.serializeTransient(message as Message)
-      : this.serializer.serialize(message as Message);
+      ? this.transient.serializeTransient(message as api.Message)
+      : this.serializer.serialize(message as api.Message);
   }
 
   async releaseChannel(channel: string): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    checkReleasable(channel, this.clientPrefix);
+    this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
     await this.locked(() => this.handle.releaseChannel(channel));
     this.markCandidate(channel); // its record went, and our wait with it
@@ -675,7 +632,7 @@ export class ShmChannelLayer implements ChannelLayer {
   private pullSet(
     set: ChannelSet,
     wanted: number,
-    deliver: (channel: string, message: Message) => void,
+    deliver: (channel: string, message: api.Message) => void,
     fail: (error: unknown) => void,
     answerBell = false,
   ): Error | undefined {
@@ -733,10 +690,10 @@ export class ShmChannelLayer implements ChannelLayer {
   }
 
   /** receiveAny(wait: false): one call, now (throws EBUSY for `locked` to retry). */
-  private takeNow(set: ChannelSet): ReceivedFrom | null {
+  private takeNow(set: ChannelSet): api.ReceivedFrom | null {
     if (this.bellRung()) this.collectReady();
     if (this.drainAll) this.markAllSets();
-    let result: ReceivedFrom | null = null;
+    let result: api.ReceivedFrom | null = null;
     let failure: { error: unknown } | undefined;
     const busy = this.pullSet(
       set,
@@ -983,7 +940,7 @@ export class ShmChannelLayer implements ChannelLayer {
     entries: number,
     count: number,
     channelAt: (index: number) => string,
-    deliver: (channel: string, message: Message) => void,
+    deliver: (channel: string, message: api.Message) => void,
     fail: (channel: string, error: unknown) => void,
   ): void {
     let offset = 0;
@@ -1006,7 +963,7 @@ export class ShmChannelLayer implements ChannelLayer {
         ? Buffer.from(batch.subarray(offset, offset + length))
         : batch.subarray(offset, offset + length);
       offset += length;
-      let message: Message;
+      let message: api.Message;
       try {
         message = this.serializer.deserialize(payload);
       } catch (error) {
@@ -1092,8 +1049,8 @@ export class ShmChannelLayer implements ChannelLayer {
     }
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw new LayerClosed();
+  protected override checkOpen(): void {
+    super.checkOpen();
     if (this.unlinked) throw this.unlinkedError();
   }
 }

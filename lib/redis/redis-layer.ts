@@ -1,33 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  CapacityRules,
-  checkMessageSize,
-  commonSettings,
-  type CommonSettings,
-} from '../capacity.js';
+import { CapacityRules, checkMessageSize } from '../capacity.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
-import {
-  checkReleasable,
-  isOwnLocalChannel,
-  validateChannelName,
-  validateGroupName,
-  validateMessage,
-  validateReceivable,
-} from '../names.js';
+import { ChannelLayerBase } from '../layer-base.js';
+import { clientOf, isProcessLocal, LocalChannels, nonLocalPart } from '../local-channels.js';
+import { validateChannelName, validateGroupName } from '../names.js';
 import { ChannelSet, PendingReceives } from '../pending.js';
-import { randomHex } from '../random.js';
-import { defaultSerializer } from '../serializer.js';
-import type {
-  ChannelLayer,
-  ChannelLayerOptions,
-  DeliveryStats,
-  Message,
-  MessageInput,
-  ReceiveAnyOptions,
-  ReceivedFrom,
-  ReceiveOptions,
-  Serializer,
-} from '../types.js';
+import type * as api from '../types.js';
 import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from './codec.js';
 import {
   IoredisConnector,
@@ -55,7 +33,7 @@ export {
   type RedisHost,
 } from './connection.js';
 
-export interface RedisChannelLayerOptions extends ChannelLayerOptions {
+export interface RedisChannelLayerOptions extends api.ChannelLayerOptions {
   /**
    * Redis servers, as 'redis://host:port' URLs or `{ host, port }`. Several hosts shard the keys
    * exactly as channels_redis does; every process must list the same hosts in the same order.
@@ -72,7 +50,7 @@ export interface RedisChannelLayerOptions extends ChannelLayerOptions {
 const MAX_IDLE_BLOCKING = 4;
 
 interface Buffered {
-  message: Message;
+  message: api.Message;
   expiresAt: number;
 }
 
@@ -98,19 +76,6 @@ const HEARTBEAT_SECONDS = 3;
 /** A heartbeat key outlives its process this long (sends to its channels are dropped meanwhile). */
 const HEARTBEAT_KEY_TTL_SECONDS = 86400;
 
-/** The client id in '<prefix>.<client>!<random>' (what newChannel() makes), or undefined. */
-function clientOf(channel: string): string | undefined {
-  const bang = channel.indexOf('!');
-  if (bang === -1) return undefined;
-  const dot = channel.lastIndexOf('.', bang);
-  return dot === -1 || dot + 1 === bang ? undefined : channel.slice(dot + 1, bang);
-}
-
-function nonLocalName(channel: string): string {
-  const bang = channel.indexOf('!');
-  return bang === -1 ? channel : channel.slice(0, bang + 1);
-}
-
 /**
  * A channel layer over one or more Redis servers, wire-compatible with channels_redis 4.x
  * (`channels_redis.core.RedisChannelLayer`): Python and Node processes with the same `prefix` and
@@ -125,15 +90,11 @@ function nonLocalName(channel: string): string {
  * (`<prefix>:alive:<client>`, on every host); sends to the '!' channels of a process whose
  * heartbeat is stale (or 0: closed) are dropped and counted instead of queued for nobody.
  */
-export class RedisChannelLayer implements ChannelLayer {
-  readonly extensions = ['groups', 'flush'] as const;
+export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLayer {
   readonly prefix: string;
   private readonly hosts: RedisHost[];
   private readonly connector: RedisConnector;
-  private readonly settings: CommonSettings;
   private readonly capacities: CapacityRules;
-  private readonly serializer: Serializer;
-  private readonly clientPrefix = randomHex(16);
   private readonly commandConnections: Array<RedisConnection | undefined>;
   private readonly idleBlocking: RedisConnection[][];
   /** Per host: ms the next receive loop waits before its first pop (after failures). */
@@ -160,13 +121,12 @@ export class RedisChannelLayer implements ChannelLayer {
   /** Members seen in each key's '$inflight' backup at the last look (see `restoreParked`). */
   private readonly parkedSeen = new Map<string, Set<string>>();
   private sendIndex = 0;
-  private readonly counts: DeliveryStats = {
+  private readonly counts: api.DeliveryStats = {
     deliveriesSkippedFull: 0,
     sendsRefusedFull: 0,
     messagesExpired: 0,
     messagesOrphaned: 0,
   };
-  private closed = false;
   /** Seconds one BZPOPMIN blocks before the receive loop looks around (channels_redis's brpop_timeout). */
   protected blockSeconds = 5;
   /** Seconds between this layer's heartbeats (once it made a '!' channel). */
@@ -176,9 +136,9 @@ export class RedisChannelLayer implements ChannelLayer {
   private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(options: RedisChannelLayerOptions = {}) {
-    this.settings = commonSettings(options);
+    // channels_redis's client prefix and channel suffixes are uuid4().hex: 16 random bytes.
+    super(options, new LocalChannels(16, 16));
     this.capacities = new CapacityRules(this.settings);
-    this.serializer = options.serializer ?? defaultSerializer;
     this.prefix = options.prefix ?? 'asgi';
     if (typeof this.prefix !== 'string') throw new TypeError('prefix must be a string');
     this.hosts = validateHosts(options.hosts);
@@ -188,13 +148,11 @@ export class RedisChannelLayer implements ChannelLayer {
     this.backoff = this.hosts.map(() => 0);
   }
 
-  async send(channel: string, message: MessageInput): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    validateMessage(message);
+  async send(channel: string, message: api.MessageInput): Promise<void> {
+    this.checkSend(channel, message);
     checkReserved(message);
-    const local = channel.includes('!');
-    const nonLocal = nonLocalName(channel);
+    const local = isProcessLocal(channel);
+    const nonLocal = nonLocalPart(channel);
     // channels_redis: '!' channels live on the host their non-local part hashes to (where their
     // receiver reads); normal channels go round-robin (their receivers read every host).
     const index = local ? consistentHash(nonLocal, this.hosts.length) : this.nextSendIndex();
@@ -225,7 +183,10 @@ export class RedisChannelLayer implements ChannelLayer {
     }
   }
 
-  receive<T extends Message = Message>(channel: string, options: ReceiveOptions = {}): Promise<T> {
+  receive<T extends api.Message = api.Message>(
+    channel: string,
+    options: api.ReceiveOptions = {},
+  ): Promise<T> {
     try {
       this.checkOpen();
       validateChannelName(channel);
@@ -233,15 +194,13 @@ export class RedisChannelLayer implements ChannelLayer {
       return Promise.reject(error);
     }
     if (options.signal?.aborted) return this.pending.add(channel, options.signal) as Promise<T>;
-    const local = channel.includes('!');
-    const nonLocal = nonLocalName(channel);
+    const local = isProcessLocal(channel);
+    const nonLocal = nonLocalPart(channel);
     if (local) {
-      if (!nonLocal.endsWith(`.${this.clientPrefix}!`)) {
-        return Promise.reject(
-          new Error(
-            `channel ${channel} is process-local and was not created by this layer's newChannel()`,
-          ),
-        );
+      try {
+        this.local.checkReceivable(channel);
+      } catch (error) {
+        return Promise.reject(error);
       }
       const buffered = this.takeBuffered(channel);
       if (buffered) return Promise.resolve(buffered as T);
@@ -271,20 +230,19 @@ export class RedisChannelLayer implements ChannelLayer {
    * holds), then one atomic oldest-first pick over the channels' keys (POP_OLDEST); only when
    * every key is empty, one BZPOPMIN over all of them on one connection per host.
    */
-  async receiveAny<T extends Message = Message>(
+  async receiveAny<T extends api.Message = api.Message>(
     channels: readonly string[],
-    options: ReceiveAnyOptions = {},
-  ): Promise<ReceivedFrom<T> | null> {
+    options: api.ReceiveAnyOptions = {},
+  ): Promise<api.ReceivedFrom<T> | null> {
     this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) =>
-      validateReceivable(channel, this.clientPrefix),
-    );
+    const set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
     if (options.signal?.aborted) throw abortError(options.signal);
     const keys = this.keysOf(set);
     const buffered = this.takeBufferedAny(keys.locals);
-    if (buffered) return buffered as ReceivedFrom<T>;
-    if (options.wait === false) return (await this.pickAny(set, keys)) as ReceivedFrom<T> | null;
-    const promise = this.pending.addAny(set, options.signal) as Promise<ReceivedFrom<T>>;
+    if (buffered) return buffered as api.ReceivedFrom<T>;
+    if (options.wait === false)
+      return (await this.pickAny(set, keys)) as api.ReceivedFrom<T> | null;
+    const promise = this.pending.addAny(set, options.signal) as Promise<api.ReceivedFrom<T>>;
     if (options.signal) {
       promise.catch(() => {
         if (!this.closed && set.waiters.length === 0) this.unblockSet(set);
@@ -297,19 +255,15 @@ export class RedisChannelLayer implements ChannelLayer {
     return promise;
   }
 
-  async newChannel(prefix = 'specific'): Promise<string> {
+  override async newChannel(prefix = 'specific'): Promise<string> {
     this.checkOpen();
     this.startHeartbeat();
-    const name = `${prefix}.${this.clientPrefix}!${randomHex(16)}`;
-    validateChannelName(name);
-    return name;
+    return super.newChannel(prefix);
   }
 
   async groupAdd(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
-    if (isOwnLocalChannel(channel, this.clientPrefix)) {
+    this.checkMembership(group, channel);
+    if (this.local.owns(channel)) {
       let groups = this.localGroups.get(channel);
       if (!groups) {
         groups = new Set();
@@ -329,18 +283,14 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   async groupDiscard(group: string, channel: string): Promise<void> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateChannelName(channel);
+    this.checkMembership(group, channel);
     const groups = this.localGroups.get(channel);
     if (groups?.delete(group) && groups.size === 0) this.localGroups.delete(channel);
     await this.command(this.groupHost(group)).call('ZREM', this.groupKey(group), channel);
   }
 
   async releaseChannel(channel: string): Promise<void> {
-    this.checkOpen();
-    validateChannelName(channel);
-    checkReleasable(channel, this.clientPrefix);
+    this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
     this.counts.messagesOrphaned += this.buffers.get(channel)?.length ?? 0;
     this.buffers.delete(channel);
@@ -380,10 +330,8 @@ export class RedisChannelLayer implements ChannelLayer {
     return members.map((member) => member.toString('utf8'));
   }
 
-  async groupSend(group: string, message: MessageInput): Promise<number> {
-    this.checkOpen();
-    validateGroupName(group);
-    validateMessage(message);
+  async groupSend(group: string, message: api.MessageInput): Promise<number> {
+    this.checkGroupSend(group, message);
     checkReserved(message);
     // Fails on an unserializable or too large message before touching Redis.
     checkMessageSize(this.serializer.serialize(message).length, this.settings);
@@ -399,7 +347,7 @@ export class RedisChannelLayer implements ChannelLayer {
     const byKey = new Map<string, { channels: string[]; index: number; capacity: number }>();
     for (const raw of members) {
       const channel = raw.toString('utf8');
-      const nonLocal = nonLocalName(channel);
+      const nonLocal = nonLocalPart(channel);
       const key = this.prefix + nonLocal;
       let entry = byKey.get(key);
       if (!entry) {
@@ -432,7 +380,7 @@ export class RedisChannelLayer implements ChannelLayer {
         now - this.settings.expirySeconds,
         this.expiryMs(),
         ...entries.map((entry) =>
-          entry.channels[0]!.includes('!') ? this.aliveKeyOf(entry.channels[0]!) : '',
+          isProcessLocal(entry.channels[0]!) ? this.aliveKeyOf(entry.channels[0]!) : '',
         ),
         Date.now() / 1000 - this.heartbeatStaleSeconds,
       );
@@ -462,7 +410,7 @@ export class RedisChannelLayer implements ChannelLayer {
    * sends refused as full, expired messages its receivers met, messages for its released
    * channels. (Redis drops other expired messages itself without telling anyone.)
    */
-  stats(): DeliveryStats {
+  stats(): api.DeliveryStats {
     return { ...this.counts };
   }
 
@@ -528,7 +476,7 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   private beat(seconds: number): Array<Promise<unknown>> {
-    const key = `${this.prefix}:alive:${this.clientPrefix}`;
+    const key = `${this.prefix}:alive:${this.local.client}`;
     return this.hosts.map((_, index) =>
       this.command(index).call('SET', key, String(seconds), 'EX', HEARTBEAT_KEY_TTL_SECONDS),
     );
@@ -657,7 +605,7 @@ export class RedisChannelLayer implements ChannelLayer {
         this.putBacks.add(putBack);
         return;
       }
-      let message: Message;
+      let message: api.Message;
       try {
         message = decodeMessage(this.serializer, member).message;
       } catch (error) {
@@ -668,7 +616,7 @@ export class RedisChannelLayer implements ChannelLayer {
       return;
     }
     let targets: string[] | undefined;
-    let message: Message;
+    let message: api.Message;
     try {
       ({ message, channels: targets } = decodeMessage(this.serializer, member));
     } catch {
@@ -719,9 +667,9 @@ export class RedisChannelLayer implements ChannelLayer {
     const local: boolean[] = [];
     const locals: string[] = [];
     for (const channel of set.channels) {
-      const nonLocal = nonLocalName(channel);
+      const nonLocal = nonLocalPart(channel);
       const key = this.prefix + nonLocal;
-      if (channel.includes('!')) locals.push(channel);
+      if (isProcessLocal(channel)) locals.push(channel);
       if (keys.includes(key)) continue;
       keys.push(key);
       local.push(nonLocal.endsWith('!'));
@@ -732,7 +680,10 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   /** receiveAny(wait: false): one pick per host in turn, until one gives a message of the set. */
-  private async pickAny(set: ChannelSet, { keys, local }: SetKeys): Promise<ReceivedFrom | null> {
+  private async pickAny(
+    set: ChannelSet,
+    { keys, local }: SetKeys,
+  ): Promise<api.ReceivedFrom | null> {
     for (let index = 0; index < this.hosts.length; index++) {
       for (;;) {
         const reply = (await this.command(index).call('EVAL', POP_OLDEST, keys.length, ...keys)) as
@@ -758,7 +709,7 @@ export class RedisChannelLayer implements ChannelLayer {
           continue;
         }
         const targets = decoded.channels ?? [];
-        let mine: ReceivedFrom | undefined;
+        let mine: api.ReceivedFrom | undefined;
         for (let i = 0; i < targets.length; i++) {
           const target = targets[i]!;
           if (this.released.has(target)) continue;
@@ -774,7 +725,7 @@ export class RedisChannelLayer implements ChannelLayer {
   }
 
   /** The oldest buffered message of the given '!' channels. */
-  private takeBufferedAny(channels: readonly string[]): ReceivedFrom | undefined {
+  private takeBufferedAny(channels: readonly string[]): api.ReceivedFrom | undefined {
     let best: string | undefined;
     let bestExpiry = Infinity;
     for (const channel of channels) {
@@ -894,7 +845,7 @@ export class RedisChannelLayer implements ChannelLayer {
     }
   }
 
-  private buffer(channel: string, message: Message, expiresAt: number): void {
+  private buffer(channel: string, message: api.Message, expiresAt: number): void {
     let list = this.buffers.get(channel);
     if (!list) {
       list = [];
@@ -921,7 +872,7 @@ export class RedisChannelLayer implements ChannelLayer {
     }
   }
 
-  private takeBuffered(channel: string): Message | undefined {
+  private takeBuffered(channel: string): api.Message | undefined {
     const list = this.buffers.get(channel);
     if (!list) return undefined;
     const now = Date.now();
@@ -988,10 +939,6 @@ export class RedisChannelLayer implements ChannelLayer {
   private expiryMs(): number {
     return Math.max(1, Math.round(this.settings.expirySeconds * 1000));
   }
-
-  private checkOpen(): void {
-    if (this.closed) throw new LayerClosed();
-  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
@@ -1004,7 +951,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined>
   ]).finally(() => clearTimeout(timer));
 }
 
-function checkReserved(message: Message): void {
+function checkReserved(message: api.Message): void {
   if (Object.prototype.hasOwnProperty.call(message, ASGI_CHANNEL_KEY)) {
     throw new TypeError(`messages must not contain the reserved key ${ASGI_CHANNEL_KEY}`);
   }
