@@ -22,10 +22,38 @@ export class MessageTooLarge extends RangeError {
   }
 }
 
+/**
+ * What a ShmError's `code` says went wrong (the README's "Errors" lists what to do for each). The
+ * shared-memory core's failures that have no class of their own, and the layer's own:
+ */
+export type ShmErrorCode =
+  /** No free channel, group or membership record in the segment (maxChannels, maxGroups...). */
+  | 'ETABLEFULL'
+  /** The segment was made by another layout version of shm-channels. */
+  | 'EVERSION'
+  /** Shared memory failed a bounds or consistency check, or a message failed its checksum. */
+  | 'ECORRUPT'
+  /** The segment belongs to another user or has a looser mode (see `allowForeign`). */
+  | 'EPERMISSION'
+  /** /dev/shm cannot hold the segment. */
+  | 'ENOSPACE'
+  /** `create: false` and no such layer. */
+  | 'ENOTFOUND'
+  /** An OS call failed (the message names it and its errno). */
+  | 'ESYSTEM'
+  /** A live process held the segment lock past a synchronous wait (constructor, stats, verify). */
+  | 'EBUSY'
+  /** Sizes given that an existing segment does not have. */
+  | 'EOPTIONS'
+  /** The segment was removed (destroy, rm /dev/shm) while this process was attached. */
+  | 'EUNLINKED'
+  /** LockTimeout: the segment lock was held past `lockTimeout`. */
+  | 'ELOCKTIMEOUT';
+
 /** Error of the shared-memory layer that is not one of the above; `code` says which. */
 export class ShmError extends Error {
-  readonly code: string;
-  constructor(message: string, code: string) {
+  readonly code: ShmErrorCode;
+  constructor(message: string, code: ShmErrorCode) {
     super(message);
     this.name = 'ShmError';
     this.code = code;

@@ -1,8 +1,8 @@
-import { commonSettings, type CommonSettings } from './capacity.js';
 import { LayerClosed } from './errors.js';
-import { LocalChannels } from './local-channels.js';
+import type { LocalChannels } from './local-channels.js';
 import { validateChannelName, validateGroupName, validateMessage } from './names.js';
 import { defaultSerializer } from './serializer.js';
+import { commonSettings, type CommonSettings } from './settings.js';
 import type { ChannelLayerOptions, MessageInput, Serializer } from './types.js';
 
 /**

@@ -2,13 +2,15 @@
 // re-exports it, so `import` and `require` share one copy of every class (instanceof ChannelFull
 // works in both).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
+// From scratch: a module moved or removed in lib/ must not live on in dist/ (and in what tests load).
+rmSync(join(root, 'dist'), { recursive: true, force: true });
 execFileSync(
   process.execPath,
   [require.resolve('typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')],

@@ -1,19 +1,21 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CapacityRules, checkMessageSize } from '../capacity.js';
+import { CapacityRules } from '../capacity-rules.js';
+import type { ChannelSet } from '../channel-set.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
 import { ChannelLayerBase } from '../layer-base.js';
 import { clientOf, isProcessLocal, LocalChannels, nonLocalPart } from '../local-channels.js';
 import { validateChannelName, validateGroupName } from '../names.js';
-import { ChannelSet, PendingReceives } from '../pending.js';
+import { PendingReceives } from '../pending-receives.js';
+import { checkMessageSize } from '../settings.js';
 import type * as api from '../types.js';
 import { ASGI_CHANNEL_KEY, decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from './codec.js';
 import {
-  IoredisConnector,
   validateHosts,
   type RedisConnection,
   type RedisConnector,
   type RedisHost,
 } from './connection.js';
+import { IoredisConnector } from './ioredis-connector.js';
 import {
   FLUSH,
   GROUP_ADD,
@@ -25,13 +27,6 @@ import {
   SEND,
 } from './scripts.js';
 import { consistentHash } from './sharding.js';
-
-export {
-  RedisUnavailable,
-  type RedisConnection,
-  type RedisConnector,
-  type RedisHost,
-} from './connection.js';
 
 export interface RedisChannelLayerOptions extends api.ChannelLayerOptions {
   /**

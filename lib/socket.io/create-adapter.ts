@@ -1,5 +1,5 @@
 import type { Adapter } from 'socket.io-adapter';
-import type { ShmChannelLayerOptions } from '../shm-layer.js';
+import type { ShmChannelLayerOptions } from '../shm/shm-layer.js';
 import type { ChannelLayer } from '../types.js';
 import { LayerAdapter } from './adapter.js';
 import { borrowedLayer, isChannelLayer, ownedLayer, type LayerSource } from './layer-source.js';

@@ -1,6 +1,6 @@
 // Where an adapter's layer comes from: one the application passed (and keeps owning), or a
 // ShmChannelLayer the adapter opens from options and closes when its last namespace closes.
-import { ShmChannelLayer, type ShmChannelLayerOptions } from '../shm-layer.js';
+import { ShmChannelLayer, type ShmChannelLayerOptions } from '../shm/shm-layer.js';
 import type { ChannelLayer } from '../types.js';
 
 /** Capacity of the adapter's own channels in a layer it opens: room for bursts between drains. */

@@ -160,7 +160,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     }
     // The constructor is synchronous: it may wait for a live lock holder up to lockTimeoutMs.
     // Every later call waits only one short slice and throws EBUSY after it, so that JS can retry
-    // from the event loop instead of freezing it behind a stopped process (lib/shm-layer.ts).
+    // from the event loop instead of freezing it behind a stopped process (lib/shm/shm-layer.ts).
     lock_timeout_ns_ = OptionalUint64(o, "lockTimeoutMs", 5000) * 1'000'000;
     lock_slice_ns_ = OptionalUint64(o, "lockSliceMicros", 1000) * 1000;
     options.lock_wait_ns = lock_timeout_ns_;
@@ -579,7 +579,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       return env.Null();
     }
     static_assert(offsetof(shmch::Slot, bell) == 4 && offsetof(shmch::Slot, sleeping) == 8,
-                  "lib/shm-layer.ts reads the bell and the armed word at these indices");
+                  "lib/shm/shm-layer.ts reads the bell and the armed word at these indices");
     return Napi::Int32Array::New(env, 3, Napi::ArrayBuffer(env, buffer), offset - base);
   }
 

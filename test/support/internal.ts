@@ -5,11 +5,11 @@
 import { join } from 'node:path';
 import { ROOT } from './package.js';
 
-export { native } from '../../dist/cjs/native.js';
+export { native } from '../../dist/cjs/shm/addon.js';
 export { Outbox } from '../../dist/cjs/socket.io/outbox.js';
-export { IoredisConnector, loadIoredis } from '../../dist/cjs/redis/connection.js';
+export { IoredisConnector, loadIoredis } from '../../dist/cjs/redis/ioredis-connector.js';
 export { decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from '../../dist/cjs/redis/codec.js';
 export { consistentHash, crc32 } from '../../dist/cjs/redis/sharding.js';
 
 /** Absolute path of the built binding loader (exports `native()`), for child processes. */
-export const NATIVE_MODULE = join(ROOT, 'dist', 'cjs', 'native.js');
+export const NATIVE_MODULE = join(ROOT, 'dist', 'cjs', 'shm', 'addon.js');

@@ -1,7 +1,7 @@
 // The package as users get it: the BUILT dist/ (run `npm run build:ts` first), loaded by Node
 // itself (vitest.config.ts keeps dist/ out of Vite's transform). Tests import the public API from
 // here and nowhere else; white-box tests add test/support/internal.ts.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,8 +17,12 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
  */
 export const PACKAGE_ESM = join(ROOT, 'dist', 'esm', 'index.mjs');
 export const PACKAGE_CJS = join(ROOT, 'dist', 'cjs', 'index.js');
-/** The `shm-channels` command (package.json `bin`). */
-export const CLI = join(ROOT, 'dist', 'cjs', 'cli.js');
+/** The `shm-channels` command, where package.json's `bin` puts it. */
+export const CLI = join(
+  ROOT,
+  (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> })
+    .bin['shm-channels']!,
+);
 
 if (!existsSync(PACKAGE_ESM) || !existsSync(PACKAGE_CJS)) {
   throw new Error(`${PACKAGE_ESM} is missing: run \`npm run build:ts\` first`);

@@ -1,21 +1,22 @@
+import type { ChannelSet } from '../channel-set.js';
+import { abortError, ChannelReleased, LayerClosed, LockTimeout, ShmError } from '../errors.js';
+import { ChannelLayerBase } from '../layer-base.js';
+import { LocalChannels } from '../local-channels.js';
+import { validateGroupName } from '../names.js';
+import { PendingReceives } from '../pending-receives.js';
+import { MsgpackSerializer } from '../serializer.js';
+import type * as api from '../types.js';
+import { native, type LockHoldStats, type NativeLayer, type NativeStats } from './addon.js';
 import {
-  abortError,
-  ChannelFull,
-  ChannelReleased,
-  LayerClosed,
-  LockTimeout,
-  MessageTooLarge,
-  SegmentFull,
-  ShmError,
-} from './errors.js';
-import { ChannelLayerBase } from './layer-base.js';
-import { LocalChannels } from './local-channels.js';
-import { validateGroupName } from './names.js';
-import { native, type LockHoldStats, type NativeLayer, type NativeStats } from './native.js';
-import { ChannelSet, PendingReceives } from './pending.js';
-import { segmentSizing, type SegmentSizing } from './shm-sizing.js';
-import { MsgpackSerializer } from './serializer.js';
-import type * as api from './types.js';
+  callNative,
+  isLockBusy,
+  readReceiveAnyBatch,
+  readReceiveBatch,
+  tryLocked,
+  type BatchVisitor,
+  type LockBusy,
+} from './boundary.js';
+import { segmentSizing, type SegmentSizing } from './sizing.js';
 
 export interface ShmChannelLayerOptions extends api.ChannelLayerOptions {
   /** Layer name: every process that opens the same name shares one segment. Default 'default'. */
@@ -95,8 +96,6 @@ const BELL = 1;
 const ARMED = 2;
 /** Receive batches up to this size are copied into one reused buffer. */
 const SCRATCH_BYTES = 64 * 1024;
-/** Length the native receive reports for a message whose bytes failed their checksum. */
-const DAMAGED_MESSAGE = 0xffffffff;
 
 /** The sizes given explicitly in `options` that the (existing) segment does not have, or null. */
 function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing): string | null {
@@ -116,38 +115,12 @@ function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing):
   return differing.length ? differing.join(', ') : null;
 }
 
-/** The native call found the segment lock held by a live process for one short slice. */
-function isBusy(error: unknown): error is Error & { pid?: number } {
-  return error instanceof Error && (error as { code?: unknown }).code === 'EBUSY';
-}
-
 /** A native call waiting for the segment lock (lib's retry queue). */
 interface LockedCall {
   call(): unknown;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   since: number;
-}
-
-/** Maps a native error (with `code`) to the package's error classes. */
-function translate(error: unknown): unknown {
-  if (!(error instanceof Error) || typeof (error as { code?: unknown }).code !== 'string')
-    return error;
-  const code = (error as Error & { code: string }).code;
-  switch (code) {
-    case 'ECHANNELFULL':
-      return new ChannelFull(error.message);
-    case 'EARENAFULL':
-      return new SegmentFull(error.message);
-    case 'ETOOLARGE':
-      return new MessageTooLarge(error.message);
-    case 'EINVALIDARG':
-      return new TypeError(error.message);
-    case 'ECLOSED':
-      return new LayerClosed();
-    default:
-      return new ShmError(error.message, code);
-  }
 }
 
 /**
@@ -224,27 +197,26 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         `lockTimeout must be a finite number of milliseconds >= 0, got ${options.lockTimeout}`,
       );
     }
-    try {
-      this.handle = new (native().NativeLayer)(
-        {
-          name: this.name,
-          ...sizing,
-          mode: options.mode,
-          allowForeign: options.allowForeign,
-          create: options.create,
-          capacity: this.settings.capacity,
-          channelCapacity: this.settings.channelCapacity,
-          expiryMs: Math.round(this.settings.expirySeconds * 1000),
-          groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
-          lockTimeoutMs: this.lockTimeout,
-          clientId: this.local.client,
-        },
-        ShmChannelLayer.weakly(this).wake,
-      );
-      this.bell = this.handle.bellView();
-    } catch (error) {
-      throw translate(error);
-    }
+    this.handle = callNative(
+      () =>
+        new (native().NativeLayer)(
+          {
+            name: this.name,
+            ...sizing,
+            mode: options.mode,
+            allowForeign: options.allowForeign,
+            create: options.create,
+            capacity: this.settings.capacity,
+            channelCapacity: this.settings.channelCapacity,
+            expiryMs: Math.round(this.settings.expirySeconds * 1000),
+            groupExpiryMs: Math.round(this.settings.groupExpirySeconds * 1000),
+            lockTimeoutMs: this.lockTimeout,
+            clientId: this.local.client,
+          },
+          ShmChannelLayer.weakly(this).wake,
+        ),
+    );
+    this.bell = callNative(() => this.handle.bellView());
     const mismatch = differingSizes(options, this.handle.config());
     if (mismatch) {
       this.handle.close();
@@ -270,11 +242,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
 
   /** Removes a layer's segment and doorbells. Processes still attached keep working on their copy. */
   static destroy(name: string): boolean {
-    try {
-      return native().NativeLayer.destroy(name);
-    } catch (error) {
-      throw translate(error);
-    }
+    return callNative(() => native().NativeLayer.destroy(name));
   }
 
   /**
@@ -283,26 +251,22 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
    * Returns whether it was removed. Throws ENOTFOUND for a layer that does not exist.
    */
   static prune(name: string): boolean {
-    let handle: NativeLayer;
+    const handle = callNative(
+      () =>
+        new (native().NativeLayer)(
+          {
+            name,
+            create: false,
+            capacity: 1,
+            channelCapacity: [],
+            expiryMs: 1000,
+            groupExpiryMs: 1000,
+          },
+          () => {},
+        ),
+    );
     try {
-      handle = new (native().NativeLayer)(
-        {
-          name,
-          create: false,
-          capacity: 1,
-          channelCapacity: [],
-          expiryMs: 1000,
-          groupExpiryMs: 1000,
-        },
-        () => {},
-      );
-    } catch (error) {
-      throw translate(error);
-    }
-    try {
-      return handle.prune();
-    } catch (error) {
-      throw translate(error);
+      return callNative(() => handle.prune());
     } finally {
       handle.close();
     }
@@ -310,20 +274,12 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
 
   /** Messages queued in layer `name`, read without attaching; -1 if missing or unreadable. */
   static peekQueued(name: string): number {
-    try {
-      return native().NativeLayer.peekQueued(name);
-    } catch (error) {
-      throw translate(error);
-    }
+    return callNative(() => native().NativeLayer.peekQueued(name));
   }
 
   /** Processes attached to layer `name` (of any shm-channels version); -1 if it does not exist. */
   static attachedProcesses(name: string): number {
-    try {
-      return native().NativeLayer.attachedProcesses(name);
-    } catch (error) {
-      throw translate(error);
-    }
+    return callNative(() => native().NativeLayer.attachedProcesses(name));
   }
 
   async send(channel: string, message: api.MessageInput): Promise<void> {
@@ -362,7 +318,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
       this.stateOf(set);
     } catch (error) {
-      return Promise.reject(translate(error));
+      return Promise.reject(error);
     }
     if (options.wait === false) {
       if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
@@ -443,16 +399,12 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   /** Processes, channels with depths, groups with sizes and arena use of the whole segment. */
   stats(limit = 1000): ShmLayerStats {
     this.checkOpen();
-    try {
-      return {
-        name: this.name,
-        ...this.handle.stats(),
-        channelList: this.handle.channels(limit),
-        groupList: this.handle.groups(limit),
-      };
-    } catch (error) {
-      throw translate(error);
-    }
+    return callNative(() => ({
+      name: this.name,
+      ...this.handle.stats(),
+      channelList: this.handle.channels(limit),
+      groupList: this.handle.groups(limit),
+    }));
   }
 
   /**
@@ -470,11 +422,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   /** Walks every shared structure; returns the inconsistencies found (none when healthy). */
   verify(): string[] {
     this.checkOpen();
-    try {
-      return this.handle.verify();
-    } catch (error) {
-      throw translate(error);
-    }
+    return callNative(() => this.handle.verify());
   }
 
   private maintain(): void {
@@ -538,7 +486,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     try {
       ready = this.handle.ready();
     } catch (error) {
-      if (isBusy(error)) return; // the bell stays rung: the next drain looks again
+      if (isLockBusy(error)) return; // the bell stays rung: the next drain looks again
       ready = null; // a damaged segment: the full drain will surface the error to the receivers
     }
     this.noteReady(ready);
@@ -597,7 +545,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private stateOf(set: ChannelSet): SetState {
     let state = set.state as SetState | undefined;
     if (!state) {
-      const id = this.handle.defineSet(set.channels);
+      const id = callNative(() => this.handle.defineSet(set.channels));
       state = {
         id,
         positionOf: new Map(set.channels.map((channel, i) => [channel, i])),
@@ -626,8 +574,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   /**
    * One native call for a set: up to `wanted` messages, oldest first, from the channels the core
    * knows to hold messages and those that may have got some since (candidates); the ones found
-   * empty get our wait. Returns the native EBUSY error, untouched, when another process holds
-   * the lock (nothing happened: the caller tries again later).
+   * empty get our wait. Returns LockBusy when another process holds the lock (nothing happened:
+   * the caller tries again later).
    */
   private pullSet(
     set: ChannelSet,
@@ -635,56 +583,49 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     deliver: (channel: string, message: api.Message) => void,
     fail: (error: unknown) => void,
     answerBell = false,
-  ): Error | undefined {
+  ): LockBusy | undefined {
     const state = this.stateOf(set);
     if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0)
       return undefined;
     const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
-    let result: Buffer | number | null;
+    let result: Buffer | number | null | LockBusy;
     try {
-      result = this.handle.receiveAny(
-        state.id,
-        positions,
-        wanted,
-        answerBell,
-        answerBell ? this.onOtherReady : undefined,
-        this.scratch,
+      result = tryLocked(() =>
+        this.handle.receiveAny(
+          state.id,
+          positions,
+          wanted,
+          answerBell,
+          answerBell ? this.onOtherReady : undefined,
+          this.scratch,
+        ),
       );
-    } catch (error) {
-      if (isBusy(error)) return error;
+    } catch (failure) {
       state.all = true; // what it registered is unknown: look at everything next time
-      const failure = translate(error);
       for (let i = 0; i < wanted; i++) fail(failure);
       return undefined;
     }
+    if (isLockBusy(result)) return result;
     state.all = false;
     state.candidates.clear();
     state.held = 0;
     if (result === null) return undefined;
-    // In the scratch buffer (its used length returned), or a buffer of its own.
-    const inScratch = typeof result === 'number';
-    const batch = typeof result === 'number' ? this.scratch : result;
-    const end = (typeof result === 'number' ? result : result.length) - 12;
-    const count = batch.readUInt32LE(end);
-    const ready = batch.readUInt32LE(end + 4);
-    state.held = batch.readUInt32LE(end + 8);
-    for (let at = end - ready * 4; at < end; at += 4) {
-      const position = batch.readUInt32LE(at);
-      // The set's call withdrew our wait there: a receive() of that channel looks too.
-      const channel = set.channels[position]!;
-      if (this.pending.count(channel) > 0) {
-        this.dirty.add(channel);
-        this.scheduleDrain();
-      }
-    }
-    this.decodeMessages(
-      batch,
-      inScratch,
-      end - ready * 4 - count * 8,
-      count,
-      (index) => set.channels[index]!,
-      deliver,
-      (_channel, error) => fail(error),
+    state.held = readReceiveAnyBatch(
+      result,
+      this.scratch,
+      (position) => {
+        // The set's call withdrew our wait there: a receive() of that channel looks too.
+        const channel = set.channels[position]!;
+        if (this.pending.count(channel) > 0) {
+          this.dirty.add(channel);
+          this.scheduleDrain();
+        }
+      },
+      this.deliverEach(
+        (position) => set.channels[position]!,
+        deliver,
+        (_channel, error) => fail(error),
+      ),
     );
     return undefined;
   }
@@ -881,9 +822,9 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     this.dirty.clear();
     this.drainAll = false;
     if (wanted.length === 0) return;
-    let result: Buffer | number | null;
+    let result: Buffer | number | null | LockBusy;
     try {
-      result =
+      result = tryLocked(() =>
         wanted.length === 1
           ? this.handle.receive(wanted[0]![0], wanted[0]![1], coversAll, this.scratch)
           : this.handle.receive(
@@ -891,63 +832,51 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
               wanted.map(([, count]) => count),
               coversAll,
               this.scratch,
-            );
-    } catch (error) {
-      if (isBusy(error)) {
-        // Another process holds the lock: look again soon, from the event loop. The receives
-        // keep waiting (their own signals bound them), nothing is failed.
-        this.drainAll = true;
-        this.drainRetry ??= setTimeout(() => {
-          this.drainRetry = undefined;
-          this.drain();
-        }, 1);
-        return;
-      }
-      const failure = translate(error);
+            ),
+      );
+    } catch (failure) {
       for (const [channel, count] of wanted) {
         for (let i = 0; i < count; i++) this.pending.fail(channel, failure);
       }
       return;
     }
+    if (isLockBusy(result)) {
+      // Another process holds the lock: look again soon, from the event loop. The receives
+      // keep waiting (their own signals bound them), nothing is failed.
+      this.drainAll = true;
+      this.drainRetry ??= setTimeout(() => {
+        this.drainRetry = undefined;
+        this.drain();
+      }, 1);
+      return;
+    }
     // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
     if (this.pending.setCount > 0) for (const [channel] of wanted) this.markCandidate(channel);
     if (result !== null) {
-      // In the scratch buffer (its used length returned), or a buffer of its own.
-      const inScratch = typeof result === 'number';
-      const batch = typeof result === 'number' ? this.scratch : result;
-      const end = typeof result === 'number' ? result : result.length;
-      const count = batch.readUInt32LE(end - 4);
-      this.decodeMessages(
-        batch,
-        inScratch,
-        end - 4 - count * 8,
-        count,
-        (index) => wanted[index]![0],
-        (channel, message) => this.pending.deliver(channel, message),
-        (channel, error) => this.pending.fail(channel, error),
+      readReceiveBatch(
+        result,
+        this.scratch,
+        this.deliverEach(
+          (request) => wanted[request]![0],
+          (channel, message) => this.pending.deliver(channel, message),
+          (channel, error) => this.pending.fail(channel, error),
+        ),
       );
     }
   }
 
   /**
-   * Decodes the messages of a native receive batch: `count` entries of (request index, length)
-   * from `entries` on, payloads back to back from offset 0. A message that failed its checksum
-   * fails its receiver with ECORRUPT; one that does not deserialize fails it with that error.
+   * What a batch's messages become: each deserialized and delivered, or its receiver failed
+   * (ECORRUPT for a message that failed its checksum, or the deserializer's error).
    */
-  private decodeMessages(
-    batch: Buffer,
-    inScratch: boolean,
-    entries: number,
-    count: number,
-    channelAt: (index: number) => string,
+  private deliverEach(
+    channelAt: (request: number) => string,
     deliver: (channel: string, message: api.Message) => void,
     fail: (channel: string, error: unknown) => void,
-  ): void {
-    let offset = 0;
-    for (let i = 0, entry = entries; i < count; i++, entry += 8) {
-      const channel = channelAt(batch.readUInt32LE(entry));
-      const length = batch.readUInt32LE(entry + 4);
-      if (length === DAMAGED_MESSAGE) {
+  ): BatchVisitor {
+    return (request, payload) => {
+      const channel = channelAt(request);
+      if (payload === null) {
         fail(
           channel,
           new ShmError(
@@ -955,23 +884,17 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
             'ECORRUPT',
           ),
         );
-        continue;
+        return;
       }
-      // The scratch buffer is reused by the next call: a deserializer may keep views of what it
-      // is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
-      const payload = inScratch
-        ? Buffer.from(batch.subarray(offset, offset + length))
-        : batch.subarray(offset, offset + length);
-      offset += length;
       let message: api.Message;
       try {
         message = this.serializer.deserialize(payload);
       } catch (error) {
         fail(channel, error);
-        continue;
+        return;
       }
       deliver(channel, message);
-    }
+    };
   }
 
   /**
@@ -982,11 +905,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
    */
   private locked<T>(call: () => T): T | Promise<T> {
     if (this.lockBacklog.length === 0) {
-      try {
-        return call(); // done at once: the common case costs no extra promise
-      } catch (error) {
-        if (!isBusy(error)) throw translate(error);
-      }
+      const result = tryLocked(call);
+      if (!isLockBusy(result)) return result; // done at once: the common case costs no promise
     }
     return new Promise<T>((resolve, reject) => {
       this.lockBacklog.push({
@@ -1009,30 +929,32 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private retryLocked(): void {
     while (this.lockBacklog.length > 0) {
       const next = this.lockBacklog[0]!;
+      let result: unknown;
       try {
-        const value = next.call();
-        this.lockBacklog.shift();
-        next.resolve(value);
+        result = tryLocked(next.call);
       } catch (error) {
-        if (!isBusy(error)) {
-          this.lockBacklog.shift();
-          next.reject(translate(error));
-          continue;
-        }
-        if (Date.now() - next.since < this.lockTimeout) {
-          this.scheduleLockRetry();
-          return;
-        }
         this.lockBacklog.shift();
-        const pid = typeof error.pid === 'number' ? error.pid : 0;
-        next.reject(
-          new LockTimeout(
-            `the segment lock of layer '${this.name}' has been held by process ${pid} for more ` +
-              `than ${this.lockTimeout} ms (stopped, under a debugger or frozen?); nothing was done`,
-            pid,
-          ),
-        );
+        next.reject(error);
+        continue;
       }
+      if (!isLockBusy(result)) {
+        this.lockBacklog.shift();
+        next.resolve(result);
+        continue;
+      }
+      if (Date.now() - next.since < this.lockTimeout) {
+        this.scheduleLockRetry();
+        return;
+      }
+      this.lockBacklog.shift();
+      const pid = typeof result.pid === 'number' ? result.pid : 0;
+      next.reject(
+        new LockTimeout(
+          `the segment lock of layer '${this.name}' has been held by process ${pid} for more ` +
+            `than ${this.lockTimeout} ms (stopped, under a debugger or frozen?); nothing was done`,
+          pid,
+        ),
+      );
     }
   }
 

@@ -1,10 +1,11 @@
-import { CapacityRules, checkMessageSize } from './capacity.js';
-import { abortError, ChannelFull, ChannelReleased, LayerClosed } from './errors.js';
-import { ChannelLayerBase } from './layer-base.js';
-import { LocalChannels } from './local-channels.js';
-import { validateGroupName } from './names.js';
-import { PendingReceives } from './pending.js';
-import type * as api from './types.js';
+import { CapacityRules } from '../capacity-rules.js';
+import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
+import { ChannelLayerBase } from '../layer-base.js';
+import { LocalChannels } from '../local-channels.js';
+import { validateGroupName } from '../names.js';
+import { PendingReceives } from '../pending-receives.js';
+import { checkMessageSize } from '../settings.js';
+import type * as api from '../types.js';
 
 interface Queued {
   bytes: Uint8Array;

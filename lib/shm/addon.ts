@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import type { SegmentSizing } from './shm-sizing.js';
+import type { SegmentSizing } from './sizing.js';
 
 export interface NativeStats {
   slot: number;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Operations tool: npx shm-channels list | prune | stats <name> | inspect <name> | verify <name> | destroy <name>
 import { readdirSync, statSync } from 'node:fs';
-import { ShmError } from './errors.js';
+import { ShmError } from '../errors.js';
 import { ShmChannelLayer } from './shm-layer.js';
 
 const USAGE = `usage: shm-channels <command> [name] [--json]

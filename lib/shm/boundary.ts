@@ -1,0 +1,147 @@
+// The boundary between ShmChannelLayer and the addon: how a native call's errors become the
+// package's errors, how a busy segment lock is told apart from a failure, and how a receive
+// batch is read.
+import {
+  ChannelFull,
+  LayerClosed,
+  MessageTooLarge,
+  SegmentFull,
+  ShmError,
+  type ShmErrorCode,
+} from '../errors.js';
+
+/**
+ * The addon's error for a call that found the segment lock held by a live process for the one
+ * short slice it waits: nothing was done, and the caller tries again from the event loop.
+ */
+export type LockBusy = Error & { code: 'EBUSY'; pid?: number };
+
+export function isLockBusy(value: unknown): value is LockBusy {
+  return value instanceof Error && (value as { code?: unknown }).code === 'EBUSY';
+}
+
+/** A native error (an Error with a `code`) as the package's error; anything else unchanged. */
+export function packageError(error: unknown): unknown {
+  if (error instanceof ShmError || !(error instanceof Error)) return error;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return error;
+  switch (code) {
+    case 'ECHANNELFULL':
+      return new ChannelFull(error.message);
+    case 'EARENAFULL':
+      return new SegmentFull(error.message);
+    case 'ETOOLARGE':
+      return new MessageTooLarge(error.message);
+    case 'EINVALIDARG':
+      return new TypeError(error.message);
+    case 'ECLOSED':
+      return new LayerClosed();
+    default:
+      return new ShmError(error.message, code as ShmErrorCode);
+  }
+}
+
+/** Runs a call into the addon; what it throws, it throws as the package's error. */
+export function callNative<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    throw packageError(error);
+  }
+}
+
+/**
+ * Runs a call that takes the segment lock: its result, or the LockBusy error returned (not
+ * thrown) when the lock was busy; any other failure is thrown as the package's error.
+ */
+export function tryLocked<T>(call: () => T): T | LockBusy {
+  try {
+    return call();
+  } catch (error) {
+    if (isLockBusy(error)) return error;
+    throw packageError(error);
+  }
+}
+
+/*
+ * Receive batches. The addon's receive() and receiveAny() return null when they took nothing;
+ * otherwise one batch, either in a Buffer of its own or, when it fits, written to the start of
+ * the `scratch` buffer the caller passed (its length returned instead). All numbers are u32
+ * little-endian:
+ *
+ *   payloads back to back, from offset 0
+ *   (request, length) per message, in delivery order: `request` indexes the call's channel list
+ *     (receive) or the set's channels (receiveAny); `length` is DAMAGED_MESSAGE, with no payload
+ *     bytes, for a message whose bytes failed their checksum in shared memory
+ *   receiveAny only: the positions it looked at that still hold messages, one u32 each
+ *   trailer: receive: the message count
+ *            receiveAny: the message count, the number of positions listed, and how many of the
+ *            set's channels the core knows to hold messages
+ */
+
+/** Length the addon reports for a message whose stored bytes failed their checksum. */
+const DAMAGED_MESSAGE = 0xffffffff;
+
+/**
+ * One message of a batch: the index of its request and its bytes (the receiver's to keep), or
+ * null for a message that failed its checksum and was dropped.
+ */
+export type BatchVisitor = (request: number, payload: Buffer | null) => void;
+
+/** Visits the messages of a receive() batch. */
+export function readReceiveBatch(
+  result: Buffer | number,
+  scratch: Buffer,
+  visit: BatchVisitor,
+): void {
+  const batch = typeof result === 'number' ? scratch : result;
+  const end = (typeof result === 'number' ? result : result.length) - 4;
+  const count = batch.readUInt32LE(end);
+  visitMessages(batch, batch === scratch, end - count * 8, count, visit);
+}
+
+/**
+ * Visits the messages of a receiveAny() batch, and each position still holding messages; returns
+ * how many of the set's channels the core knows to hold messages.
+ */
+export function readReceiveAnyBatch(
+  result: Buffer | number,
+  scratch: Buffer,
+  stillHolding: (position: number) => void,
+  visit: BatchVisitor,
+): number {
+  const batch = typeof result === 'number' ? scratch : result;
+  const end = (typeof result === 'number' ? result : result.length) - 12;
+  const count = batch.readUInt32LE(end);
+  const positions = batch.readUInt32LE(end + 4);
+  const held = batch.readUInt32LE(end + 8);
+  const listed = end - positions * 4;
+  for (let at = listed; at < end; at += 4) stillHolding(batch.readUInt32LE(at));
+  visitMessages(batch, batch === scratch, listed - count * 8, count, visit);
+  return held;
+}
+
+function visitMessages(
+  batch: Buffer,
+  inScratch: boolean,
+  entries: number,
+  count: number,
+  visit: BatchVisitor,
+): void {
+  let offset = 0;
+  for (let i = 0, entry = entries; i < count; i++, entry += 8) {
+    const request = batch.readUInt32LE(entry);
+    const length = batch.readUInt32LE(entry + 4);
+    if (length === DAMAGED_MESSAGE) {
+      visit(request, null);
+      continue;
+    }
+    // The scratch buffer is reused by the next call: a deserializer may keep views of what it
+    // is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
+    const payload = inScratch
+      ? Buffer.from(batch.subarray(offset, offset + length))
+      : batch.subarray(offset, offset + length);
+    offset += length;
+    visit(request, payload);
+  }
+}
