@@ -1,9 +1,11 @@
-import { LayerClosed } from './errors.js';
+import type { ChannelSet } from './channel-set.js';
+import { abortError, LayerClosed } from './errors.js';
 import type { LocalChannels } from './local-channels.js';
 import { validateChannelName, validateGroupName, validateMessage } from './names.js';
+import type { PendingReceives } from './pending-receives.js';
 import { defaultSerializer } from './serializer.js';
 import { commonSettings, type CommonSettings } from './settings.js';
-import type { ChannelLayerOptions, MessageInput, Serializer } from './types.js';
+import type { ChannelLayerOptions, DeliveryStats, MessageInput, Serializer } from './types.js';
 
 /**
  * What every backend does the same way: the shared options checked and defaulted, the
@@ -16,6 +18,16 @@ export abstract class ChannelLayerBase {
   protected readonly serializer: Serializer;
   protected readonly local: LocalChannels;
   protected closed = false;
+  /**
+   * Deliveries not made, as this instance saw them (what stats() reports on the backends that
+   * count in-process; ShmChannelLayer reports the whole segment's counts instead).
+   */
+  protected readonly counts: DeliveryStats = {
+    deliveriesSkippedFull: 0,
+    sendsRefusedFull: 0,
+    messagesExpired: 0,
+    messagesOrphaned: 0,
+  };
 
   constructor(options: ChannelLayerOptions, local: LocalChannels) {
     this.settings = commonSettings(options);
@@ -37,6 +49,21 @@ export abstract class ChannelLayerBase {
     this.checkOpen();
     validateChannelName(channel);
     this.local.checkReceivable(channel);
+  }
+
+  /**
+   * receiveAny(): open, and every channel one this instance may receive from; the list's channel
+   * set in `pending`. With `signal`, an aborted one rejects now.
+   */
+  protected receivableSet(
+    pending: PendingReceives,
+    channels: readonly string[],
+    signal?: AbortSignal,
+  ): ChannelSet {
+    this.checkOpen();
+    const set = pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
+    if (signal?.aborted) throw abortError(signal);
+    return set;
   }
 
   /** send(): open, a valid channel name, a plain-object message. */

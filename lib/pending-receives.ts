@@ -203,34 +203,32 @@ export class PendingReceives {
 
   /** Hands a message to the oldest receive that wants the channel's messages; false if none. */
   deliver(channel: string, message: Message): boolean {
-    const waiter = this.takeOldest(channel);
-    if (!waiter) return false;
-    waiter.resolve(channel, message);
-    if (this.total === 0) this.onEmpty();
-    return true;
+    return this.resolveTaken(this.takeOldest(channel), channel, message);
   }
 
   /** Hands a message of `channel` (one of the set's) to the set's oldest receiveAny(). */
   deliverToSet(set: ChannelSet, channel: string, message: Message): boolean {
-    const waiter = this.takeFromSet(set);
+    return this.resolveTaken(this.takeFromSet(set), channel, message);
+  }
+
+  /** Fails the oldest receive of the channel (its message could not be decoded). */
+  fail(channel: string, error: unknown): boolean {
+    return this.rejectTaken(this.takeOldest(channel), error);
+  }
+
+  /** Fails the set's oldest receiveAny(). */
+  failSet(set: ChannelSet, error: unknown): boolean {
+    return this.rejectTaken(this.takeFromSet(set), error);
+  }
+
+  private resolveTaken(waiter: Waiter | undefined, channel: string, message: Message): boolean {
     if (!waiter) return false;
     waiter.resolve(channel, message);
     if (this.total === 0) this.onEmpty();
     return true;
   }
 
-  /** Fails the oldest receive of the channel (its message could not be decoded). */
-  fail(channel: string, error: unknown): boolean {
-    const waiter = this.takeOldest(channel);
-    if (!waiter) return false;
-    waiter.reject(error);
-    if (this.total === 0) this.onEmpty();
-    return true;
-  }
-
-  /** Fails the set's oldest receiveAny(). */
-  failSet(set: ChannelSet, error: unknown): boolean {
-    const waiter = this.takeFromSet(set);
+  private rejectTaken(waiter: Waiter | undefined, error: unknown): boolean {
     if (!waiter) return false;
     waiter.reject(error);
     if (this.total === 0) this.onEmpty();

@@ -26,12 +26,6 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
   /** Ref'd while receives wait: a pending receive keeps the process alive, as on every backend. */
   private alive: NodeJS.Timeout | undefined;
   private enqueued = 0;
-  private readonly counts: api.DeliveryStats = {
-    deliveriesSkippedFull: 0,
-    sendsRefusedFull: 0,
-    messagesExpired: 0,
-    messagesOrphaned: 0,
-  };
 
   constructor(options: api.ChannelLayerOptions = {}) {
     super(options, new LocalChannels(6, 12));
@@ -68,9 +62,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     channels: readonly string[],
     options: api.ReceiveAnyOptions = {},
   ): Promise<api.ReceivedFrom<T> | null> {
-    this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
-    if (options.signal?.aborted) throw abortError(options.signal);
+    const set = this.receivableSet(this.pending, channels, options.signal);
     // The oldest head among the set's non-empty queues. Only non-empty channels have a queue, so
     // walk whichever is shorter: the set's channels or the queues.
     let best: { channel: string; queue: Queued[] } | undefined;

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapacityRules } from '../capacity-rules.js';
 import type { ChannelSet } from '../channel-set.js';
-import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
+import { ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
 import { ChannelLayerBase } from '../layer-base.js';
 import { clientOf, isProcessLocal, LocalChannels, nonLocalPart } from '../local-channels.js';
 import { validateChannelName, validateGroupName } from '../names.js';
@@ -116,12 +116,6 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
   /** Members seen in each key's '$inflight' backup at the last look (see `restoreParked`). */
   private readonly parkedSeen = new Map<string, Set<string>>();
   private sendIndex = 0;
-  private readonly counts: api.DeliveryStats = {
-    deliveriesSkippedFull: 0,
-    sendsRefusedFull: 0,
-    messagesExpired: 0,
-    messagesOrphaned: 0,
-  };
   /** Seconds one BZPOPMIN blocks before the receive loop looks around (channels_redis's brpop_timeout). */
   protected blockSeconds = 5;
   /** Seconds between this layer's heartbeats (once it made a '!' channel). */
@@ -229,9 +223,7 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
     channels: readonly string[],
     options: api.ReceiveAnyOptions = {},
   ): Promise<api.ReceivedFrom<T> | null> {
-    this.checkOpen();
-    const set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
-    if (options.signal?.aborted) throw abortError(options.signal);
+    const set = this.receivableSet(this.pending, channels, options.signal);
     const keys = this.keysOf(set);
     const buffered = this.takeBufferedAny(keys.locals);
     if (buffered) return buffered as api.ReceivedFrom<T>;

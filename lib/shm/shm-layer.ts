@@ -314,8 +314,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   ): Promise<api.ReceivedFrom<T> | null> {
     let set: ChannelSet;
     try {
-      this.checkOpen();
-      set = this.pending.setFor(channels, (channel) => this.local.validateReceivable(channel));
+      set = this.receivableSet(this.pending, channels);
       this.stateOf(set);
     } catch (error) {
       return Promise.reject(error);
