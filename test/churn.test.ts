@@ -2,40 +2,20 @@
 // segment. Each test uses a small segment, so a leak of one record per connection fills the
 // table within the test instead of after a day of traffic.
 import { spawn, spawnSync } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  CLI,
-  PACKAGE_ESM,
-  ShmChannelLayer,
-  type ShmChannelLayerOptions,
-} from './support/package.js';
+import { describe, expect, it } from 'vitest';
+import { CLI, PACKAGE_ESM, type ShmChannelLayerOptions } from './support/package.js';
+import { shmLayers } from './support/fixtures.js';
 
-const namePrefix = `churn-${process.pid}-`;
-let counter = 0;
-const opened: ShmChannelLayer[] = [];
-const names = new Set<string>();
-
-function open(options: ShmChannelLayerOptions): ShmChannelLayer {
-  const layer = new ShmChannelLayer(options);
-  opened.push(layer);
-  names.add(layer.name);
-  return layer;
-}
+const shm = shmLayers('churn');
 
 const small = (): ShmChannelLayerOptions => ({
-  name: `${namePrefix}${++counter}`,
+  name: shm.name(),
   size: 1024 * 1024,
   maxMessageSize: 1024,
   maxChannels: 64,
   maxGroups: 8,
   maxMembers: 64,
   maxNodes: 256,
-});
-
-afterEach(async () => {
-  for (const layer of opened.splice(0)) await layer.close();
-  for (const name of names) ShmChannelLayer.destroy(name);
-  names.clear();
 });
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -68,8 +48,8 @@ describe('connection churn on ShmChannelLayer', () => {
   // ETABLEFULL: every aborted receive left its waiter bit, and with it the channel record.
   it('connect, join, abort the receive, leave: repeated 5x past maxChannels, no record is left', async () => {
     const options = small();
-    const server = open(options);
-    const other = open(options);
+    const server = shm.open(options);
+    const other = shm.open(options);
     for (let connection = 0; connection < 5 * 64; connection++) {
       const channel = await server.newChannel();
       await server.groupAdd('room', channel);
@@ -106,7 +86,7 @@ describe('connection churn on ShmChannelLayer', () => {
 
   it('leaving before the receive is cancelled frees the record too', async () => {
     const options = small();
-    const server = open(options);
+    const server = shm.open(options);
     for (let connection = 0; connection < 3 * 64; connection++) {
       const channel = await server.newChannel();
       await server.groupAdd('room', channel);
@@ -127,7 +107,7 @@ describe('connection churn on ShmChannelLayer', () => {
   // 64-record table used to end with 36 ETABLEFULL rejections, and another process's send failed.
   it('100 timed-out receives on a 64-record table: all time out, nothing is left, another process can send', async () => {
     const options = small();
-    const layer = open(options);
+    const layer = shm.open(options);
     const outcomes: Record<string, number> = {};
     for (let round = 0; round < 4; round++) {
       const receives = [];
@@ -159,8 +139,8 @@ await layer.close();`,
 
   it('a receive that got its message leaves nothing; a new receive on an abandoned channel still works', async () => {
     const options = small();
-    const layer = open(options);
-    const other = open(options);
+    const layer = shm.open(options);
+    const other = shm.open(options);
     const controller = new AbortController();
     const first = layer
       .receive('reuse.ch', { signal: controller.signal })
@@ -183,7 +163,7 @@ await layer.close();`,
 describe('deliveries not made are counted', () => {
   it("a send to a '!' channel of a process that is gone is dropped and counted, never queued", async () => {
     const options = { ...small(), capacity: 5 };
-    const server = open(options);
+    const server = shm.open(options);
     const child = await runChild(
       options.name!,
       `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
@@ -196,7 +176,7 @@ process.exit(0); // no close(): as if it had crashed`,
     expect(child.code).toBe(0);
     const inbox = child.output.trim();
     // The next instance to attach reclaims the dead slot (housekeeping does so every 2 s too).
-    const observer = open(options);
+    const observer = shm.open(options);
     for (let i = 0; i < 20; i++) await server.send(inbox, { i });
     expect(await server.groupSend('room', { type: 'fan' })).toBe(0);
     const stats = observer.stats();
@@ -213,7 +193,7 @@ process.exit(0); // no close(): as if it had crashed`,
 
   it('stats() and the CLI show members skipped as full and sends refused as full', async () => {
     const options = { ...small(), capacity: 1 };
-    const layer = open(options);
+    const layer = shm.open(options);
     await layer.groupAdd('room', 'member.a');
     await layer.groupAdd('room', 'member.b');
     await layer.send('member.a', { fills: true });
@@ -279,8 +259,7 @@ console.log(JSON.stringify({ before, dropped, after }));
 await observer.close();`;
 
   it('is collected and gives back its slot and doorbell', async () => {
-    const name = `${namePrefix}${++counter}`;
-    names.add(name);
+    const name = shm.name();
     const child = await runChild(name, script, ['--expose-gc']);
     expect(child.code, child.output).toBe(0);
     const { before, dropped, after } = JSON.parse(child.output.trim()) as Record<
@@ -293,8 +272,7 @@ await observer.close();`;
   });
 
   it('is kept while a receive waits on it, and that receive still gets its message', async () => {
-    const name = `${namePrefix}${++counter}`;
-    names.add(name);
+    const name = shm.name();
     const child = await runChild(
       name,
       `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};

@@ -1,7 +1,6 @@
 // Crash safety and hostile conditions of the shared-memory layer, with real processes that die
 // inside critical sections (test-only fault points: SHMCH_FAULT_POINT=N makes a process SIGKILL
 // itself at native fault point N while it holds the segment lock).
-import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -14,43 +13,12 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { runModule, shmLayers, spawnModule } from './support/fixtures.js';
 import { ChannelFull, PACKAGE_ESM, SegmentFull, ShmChannelLayer } from './support/package.js';
 
 const uid = process.getuid!();
-let counter = 0;
-const names: string[] = [];
-const layers: ShmChannelLayer[] = [];
-
-function layerName(): string {
-  const name = `crash-${process.pid}-${++counter}`;
-  names.push(name);
-  return name;
-}
-
-function open(options: ConstructorParameters<typeof ShmChannelLayer>[0]): ShmChannelLayer {
-  const layer = new ShmChannelLayer(options);
-  layers.push(layer);
-  return layer;
-}
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
-
-/** Runs an ESM snippet in a child node process that has `ShmChannelLayer` imported. */
-function runChild(code: string, env: Record<string, string> = {}) {
-  return spawnSync(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};\n${code}`,
-    ],
-    { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 },
-  );
-}
+const shm = shmLayers('crash');
 
 async function drain(layer: ShmChannelLayer, channel: string): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -78,10 +46,10 @@ describe('owner death inside a critical section', () => {
   // 3: receive, payload copied but head not advanced.
   for (const point of [1, 2, 3]) {
     it(`fault point ${point}: survivors continue at once, nothing committed is lost or doubled`, async () => {
-      const name = layerName();
-      const layer = open({ name });
+      const name = shm.name();
+      const layer = shm.open({ name });
       for (let i = 0; i < 20; i++) await layer.send('work', { i });
-      const child = runChild(
+      const child = runModule(
         `const l = new ShmChannelLayer({ name: '${name}' });
          await l.send('work', { i: 'child' });
          await l.receive('work');
@@ -110,11 +78,11 @@ describe('owner death inside a critical section', () => {
 
 describe('owner death inside receiveAny', () => {
   it('fault point 21 (receiveAny: copied out, waits registered, nothing popped): nothing is lost or doubled, order holds', async () => {
-    const name = layerName();
-    const layer = open({ name });
+    const name = shm.name();
+    const layer = shm.open({ name });
     const channels = ['any.a', 'any.b', 'any.c'];
     for (let i = 0; i < 30; i++) await layer.send(channels[i % 3]!, { i });
-    const child = runChild(
+    const child = runModule(
       `const l = new ShmChannelLayer({ name: '${name}' });
        await l.receiveAny(${JSON.stringify(channels)});
        console.log('fault point not reached');`,
@@ -170,12 +138,12 @@ describe('owner death in every other critical section', () => {
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
-      const name = layerName();
-      const layer = open({ name });
+      const name = shm.name();
+      const layer = shm.open({ name });
       for (let i = 0; i < 10; i++) await layer.send('work', { i });
       await layer.groupAdd('room', 'member.a');
       await layer.groupAdd('room', 'member.b');
-      const child = runChild(
+      const child = runModule(
         `const l = new ShmChannelLayer({ name: '${name}' });\n${code}\nconsole.log('fault point not reached');`,
         {
           SHMCH_FAULT_POINT: String(point),
@@ -203,12 +171,12 @@ describe('owner death in every other critical section', () => {
   }
 
   it('fault point 9: a creator killed during initialisation leaves no poisoned segment', async () => {
-    const name = layerName();
-    const child = runChild(`new ShmChannelLayer({ name: '${name}', size: 4 << 20 });`, {
+    const name = shm.name();
+    const child = runModule(`new ShmChannelLayer({ name: '${name}', size: 4 << 20 });`, {
       SHMCH_FAULT_POINT: '9',
     });
     expect(child.signal).toBe('SIGKILL');
-    const layer = open({ name, size: 4 << 20 });
+    const layer = shm.open({ name, size: 4 << 20 });
     await layer.send('fresh', { ok: true });
     expect(await layer.receive('fresh')).toEqual({ ok: true });
     expect(layer.verify()).toEqual([]);
@@ -217,10 +185,10 @@ describe('owner death in every other critical section', () => {
 
 describe('dead-process reclamation', () => {
   it("reclaims a SIGKILLed process's slot, '!' channels, memberships and messages", async () => {
-    const name = layerName();
-    const layer = open({ name });
+    const name = shm.name();
+    const layer = shm.open({ name });
     const baseline = layer.stats();
-    const child = runChild(
+    const child = runModule(
       `const l = new ShmChannelLayer({ name: '${name}' });
        const inbox = await l.newChannel();
        await l.groupAdd('room', inbox);
@@ -243,8 +211,8 @@ describe('dead-process reclamation', () => {
   });
 
   it('returns memory to baseline after churning processes that die in different ways', async () => {
-    const name = layerName();
-    const layer = open({ name });
+    const name = shm.name();
+    const layer = shm.open({ name });
     await layer.send('warm', { hello: 1 });
     await layer.receive('warm');
     const baseline = layer.stats();
@@ -265,18 +233,13 @@ describe('dead-process reclamation', () => {
       const ending = endings[round % endings.length];
       children.push(
         new Promise<void>((resolve) => {
-          const p = spawn(
-            process.execPath,
-            [
-              '--input-type=module',
-              '-e',
-              `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-               const l = new ShmChannelLayer({ name: '${name}' });
-               const inbox = await l.newChannel();
-               await l.groupAdd('churn', inbox);
-               for (let i = 0; i < 5; i++) await l.send(inbox, { i, pad: 'y'.repeat(500) });
-               ${ending}`,
-            ],
+          const p = spawnModule(
+            `const l = new ShmChannelLayer({ name: '${name}' });
+             const inbox = await l.newChannel();
+             await l.groupAdd('churn', inbox);
+             for (let i = 0; i < 5; i++) await l.send(inbox, { i, pad: 'y'.repeat(500) });
+             ${ending}`,
+            {},
             { stdio: 'ignore' },
           );
           p.on('exit', () => resolve());
@@ -296,8 +259,8 @@ describe('dead-process reclamation', () => {
 
 describe('limits and hostile segments', () => {
   it('a full arena gives SegmentFull (a ChannelFull) and the sender keeps working', async () => {
-    const name = layerName();
-    const layer = open({ name, size: 2 << 20, capacity: 100000 });
+    const name = shm.name();
+    const layer = shm.open({ name, size: 2 << 20, capacity: 100000 });
     let sent = 0;
     let error: unknown;
     try {
@@ -318,8 +281,8 @@ describe('limits and hostile segments', () => {
   });
 
   it('groupSend skips the members it has no room for, and throws only when it reached nobody', async () => {
-    const name = layerName();
-    const layer = open({ name, size: 2 << 20, maxNodes: 2048 });
+    const name = shm.name();
+    const layer = shm.open({ name, size: 2 << 20, maxNodes: 2048 });
     for (let i = 0; i < 8; i++) await layer.groupAdd('room', `member.${i}`);
     // Use up all but 5 nodes of the pool with plain sends.
     for (let i = 0; i < 2048 - 5; i++) await layer.send(`filler.${i % 40}`, { i });
@@ -334,10 +297,10 @@ describe('limits and hostile segments', () => {
   });
 
   it('a segment larger than /dev/shm opens: memory is reserved as it is used, not at open', async () => {
-    const name = layerName();
+    const name = shm.name();
     const { bavail, bsize } = statfsSync('/dev/shm');
     const larger = Math.ceil((bavail * bsize + 2 ** 30) / 2 ** 20) * 2 ** 20;
-    const layer = open({ name, size: larger });
+    const layer = shm.open({ name, size: larger });
     expect(layer.stats().segmentBytes).toBe(larger);
     // At open only the header, slots, hash buckets and the page bitmap (1/512 of the size).
     expect(layer.stats().shmBytes).toBeLessThan(larger / 256);
@@ -347,8 +310,8 @@ describe('limits and hostile segments', () => {
   });
 
   it('refuses a segment of another layout version, naming both versions', async () => {
-    const name = layerName();
-    open({ name, size: 4 << 20 });
+    const name = shm.name();
+    shm.open({ name, size: 4 << 20 });
     const file = `/dev/shm/shmch.${uid}.${name}`;
     const fd = openSync(file, 'r+');
     const version = Buffer.alloc(4);
@@ -365,8 +328,8 @@ describe('limits and hostile segments', () => {
   });
 
   it('refuses a segment with a wrong magic', () => {
-    const name = layerName();
-    open({ name, size: 4 << 20 });
+    const name = shm.name();
+    shm.open({ name, size: 4 << 20 });
     const fd = openSync(`/dev/shm/shmch.${uid}.${name}`, 'r+');
     writeSync(fd, Buffer.from('NOTCHANS'), 0, 8, 0);
     closeSync(fd);
@@ -374,9 +337,9 @@ describe('limits and hostile segments', () => {
   });
 
   it('creates segment and doorbells with mode 0600 and refuses a looser segment unless allowed', async () => {
-    const name = layerName();
-    const layer = open({ name, size: 4 << 20 });
-    const other = open({ name });
+    const name = shm.name();
+    const layer = shm.open({ name, size: 4 << 20 });
+    const other = shm.open({ name });
     await other.send('ring', { a: 1 });
     const waiting = layer.receive('ring');
     await waiting;
@@ -385,15 +348,15 @@ describe('limits and hostile segments', () => {
     expect(statSync(bell).isFIFO()).toBe(true);
     expect(statSync(bell).mode & 0o077).toBe(0);
 
-    const loose = layerName();
-    open({ name: loose, size: 4 << 20, mode: 0o644 });
+    const loose = shm.name();
+    shm.open({ name: loose, size: 4 << 20, mode: 0o644 });
     expect(statSync(`/dev/shm/shmch.${uid}.${loose}`).mode & 0o777).toBe(0o644);
     expect(() => new ShmChannelLayer({ name: loose })).toThrow(/mode 0644, expected 0600/);
-    open({ name: loose, allowForeign: true });
+    shm.open({ name: loose, allowForeign: true });
   });
 
   it('refuses a doorbell planted by someone else or with a looser mode', () => {
-    const name = layerName();
+    const name = shm.name();
     const planted = `/dev/shm/shmch-bell.${uid}.${name}.0`;
     writeFileSync(planted, Buffer.alloc(32));
     try {
@@ -414,38 +377,33 @@ describe('limits and hostile segments', () => {
       rmSync(planted, { force: true });
     }
     // Without the planted file the layer opens, and its doorbell is its own.
-    open({ name, size: 4 << 20 });
+    shm.open({ name, size: 4 << 20 });
     expect(statSync(planted).uid).toBe(uid);
     expect(statSync(planted).isFIFO()).toBe(true);
   });
 
   it('concurrent first opens from many processes create one segment', async () => {
-    const name = layerName();
+    const name = shm.name();
     const children = Array.from(
       { length: 6 },
       (_, k) =>
         new Promise<string>((resolve) => {
-          const p = spawn(
-            process.execPath,
-            [
-              '--input-type=module',
-              '-e',
-              `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-             const l = new ShmChannelLayer({ name: '${name}', size: 4 << 20 });
+          const p = spawnModule(
+            `const l = new ShmChannelLayer({ name: '${name}', size: 4 << 20 });
              await l.send('hello', { k: ${k} });
              console.log(l.stats().segmentBytes);
              await l.close();`,
-            ],
+            {},
             { stdio: ['ignore', 'pipe', 'inherit'] },
           );
           let out = '';
-          p.stdout.on('data', (d) => (out += d));
+          p.stdout!.on('data', (d) => (out += d));
           p.on('exit', () => resolve(out.trim()));
         }),
     );
     const sizes = await Promise.all(children);
     expect(sizes).toEqual(Array(6).fill(String(4 << 20)));
-    const layer = open({ name });
+    const layer = shm.open({ name });
     const got = (await drain(layer, 'hello')) as Array<{ k: number }>;
     expect(got.map((m) => m.k).sort()).toEqual([0, 1, 2, 3, 4, 5]);
   });

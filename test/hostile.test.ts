@@ -2,19 +2,13 @@
 // segment (except the lock word, which no layout can protect against forgery), and a second
 // process keeps using the layer. Every call must either work or fail with a typed error; the
 // process must never crash or hang.
-import { spawnSync } from 'node:child_process';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { NATIVE_MODULE } from './support/internal.js';
-import { PACKAGE_ESM, ShmChannelLayer } from './support/package.js';
+import { runModule, shmLayers } from './support/fixtures.js';
 
-const names: string[] = [];
-
-afterEach(() => {
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
+const shm = shmLayers('hostile');
 
 const victim = (name: string, seed: number) => `
-import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
 import { createRequire } from 'node:module';
 import { openSync, readSync, writeSync, fstatSync } from 'node:fs';
 const { native } = createRequire(import.meta.url)(${JSON.stringify(NATIVE_MODULE)});
@@ -66,12 +60,8 @@ await layer.close();
 
 for (const seed of [1, 2, 3, 4]) {
   it(`random bytes in a live segment give typed errors, never a crash or a hang (seed ${seed})`, () => {
-    const name = `hostile-${process.pid}-${seed}`;
-    names.push(name);
-    const run = spawnSync(process.execPath, ['--input-type=module', '-e', victim(name, seed)], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
+    const name = shm.name();
+    const run = runModule(victim(name, seed), {}, { timeout: 60_000 });
     expect(run.signal, run.stderr).toBeNull();
     expect(run.status, run.stderr).toBe(0);
     const outcomes = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as Record<string, number>;

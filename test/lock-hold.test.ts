@@ -1,28 +1,15 @@
 // layer.lockHoldStats(): how long this process held the segment lock, per kind of operation,
 // counted by the core around every critical section. Real segments, a real second process.
-import { spawnSync } from 'node:child_process';
-import { afterEach, expect, it } from 'vitest';
-import { PACKAGE_ESM, ShmChannelLayer, type LockHoldStats } from './support/package.js';
+import { expect, it } from 'vitest';
+import { runModule, shmLayers } from './support/fixtures.js';
+import { type LockHoldStats } from './support/package.js';
 
-const layers: ShmChannelLayer[] = [];
-const names: string[] = [];
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
+const shm = shmLayers('lockhold', {
+  size: 8 << 20,
+  maxChannels: 64,
+  maxNodes: 1024,
+  capacity: 100,
 });
-
-function open(name: string): ShmChannelLayer {
-  const layer = new ShmChannelLayer({
-    name,
-    size: 8 << 20,
-    maxChannels: 64,
-    maxNodes: 1024,
-    capacity: 100,
-  });
-  layers.push(layer);
-  return layer;
-}
 
 function checkConsistent(stats: LockHoldStats): void {
   for (const [kind, op] of Object.entries(stats)) {
@@ -37,29 +24,23 @@ function checkConsistent(stats: LockHoldStats): void {
 }
 
 it('counts every critical section under its own kind, per process, and resets on request', async () => {
-  const name = `lockhold-${process.pid}-1`;
-  names.push(name);
-  const receiver = open(name);
+  const name = shm.name();
+  const receiver = shm.open({ name });
   const before = receiver.lockHoldStats();
   expect(before.other.count).toBeGreaterThanOrEqual(1); // attaching took the lock
   expect(before.send.count).toBe(0);
 
   // Another process sends 7 messages and one groupSend, and reports its own figures.
   await receiver.groupAdd('lockhold.group', 'lockhold.q');
-  const child = spawnSync(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-       const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, create: false });
+  const child = runModule(
+    `const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, create: false });
        for (let i = 0; i < 7; i++) await layer.send('lockhold.q', { type: 'm', i });
        await layer.groupSend('lockhold.group', { type: 'm', i: 7 });
        const stats = layer.lockHoldStats();
        await layer.close();
        process.stdout.write(JSON.stringify(stats));`,
-    ],
-    { encoding: 'utf8', timeout: 30_000 },
+    {},
+    { timeout: 30_000 },
   );
   expect(child.stderr).toBe('');
   const sender = JSON.parse(child.stdout) as LockHoldStats;
@@ -91,9 +72,8 @@ it('counts every critical section under its own kind, per process, and resets on
 });
 
 it('counts receiveAny under its own kind', async () => {
-  const name = `lockhold-${process.pid}-2`;
-  names.push(name);
-  const layer = open(name);
+  const name = shm.name();
+  const layer = shm.open({ name });
   await layer.send('lockhold.a', { type: 'm', from: 'a' });
   await layer.send('lockhold.b', { type: 'm', from: 'b' });
   const got = await layer.receiveAny(['lockhold.a', 'lockhold.b']);

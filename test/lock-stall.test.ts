@@ -5,30 +5,14 @@
 // compiled into every build, like the crash tests' fault points.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
+import { childProcesses, shmLayers } from './support/fixtures.js';
 import { LockTimeout, PACKAGE_ESM, ShmChannelLayer } from './support/package.js';
 
-let counter = 0;
-const names: string[] = [];
-const layers: ShmChannelLayer[] = [];
-const children: ChildProcess[] = [];
-
-afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGCONT');
-      child.kill('SIGKILL');
-    }
-  }
-  for (const layer of layers.splice(0)) await layer.close();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
-
-function open(options: ConstructorParameters<typeof ShmChannelLayer>[0]): ShmChannelLayer {
-  const layer = new ShmChannelLayer(options);
-  layers.push(layer);
-  return layer;
-}
+const shm = shmLayers('stall');
+// After shmLayers(): vitest runs afterEach hooks last-registered first, so a child stopped inside
+// the lock is killed before the layers close.
+const children = childProcesses();
 
 function isStopped(pid: number): boolean {
   try {
@@ -50,7 +34,7 @@ async function childStoppedInsideTheLock(name: string): Promise<ChildProcess> {
     env: { ...process.env, SHMCH_FAULT_POINT: '12', SHMCH_FAULT_ACTION: 'stop' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  children.push(child);
+  children.track(child);
   const deadline = Date.now() + 15_000;
   while (!isStopped(child.pid!)) {
     if (Date.now() > deadline || child.exitCode !== null)
@@ -123,9 +107,8 @@ const exited = (child: ChildProcess) =>
 // Finding 5 of the review: a 100 ms stop blocked every other process's send for 100.3 ms, a 2 s
 // stop for 2 s, and a process that meant to SIGCONT the peer from a timer never could.
 it('a peer stopped inside the lock for 600 ms blocks the event loop only in short slices', async () => {
-  const name = `stall-${process.pid}-${++counter}`;
-  names.push(name);
-  const layer = open({ name });
+  const name = shm.name();
+  const layer = shm.open({ name });
   const child = await childStoppedInsideTheLock(name);
   const longestNativeCall = timeNativeCalls(layer);
   const received = layer.receive('from-child'); // waits through the stop, is not failed by it
@@ -155,9 +138,8 @@ it('a peer stopped inside the lock for 600 ms blocks the event loop only in shor
 });
 
 it('with a small lockTimeout the call fails with LockTimeout naming the holder, and loses nothing', async () => {
-  const name = `stall-${process.pid}-${++counter}`;
-  names.push(name);
-  const layer = open({ name, lockTimeout: 200 });
+  const name = shm.name();
+  const layer = shm.open({ name, lockTimeout: 200 });
   const child = await childStoppedInsideTheLock(name);
   const longestNativeCall = timeNativeCalls(layer);
   const gaps = tickGaps();
@@ -196,9 +178,8 @@ it('with a small lockTimeout the call fails with LockTimeout naming the holder, 
 // Sends that wait for the lock must keep copies: here every send waits behind the stopped peer
 // while the next ones serialize, and each message must still arrive as it was sent.
 it('sends queued behind a stopped peer keep their own bytes', async () => {
-  const name = `stall-${process.pid}-${++counter}`;
-  names.push(name);
-  const layer = open({ name });
+  const name = shm.name();
+  const layer = shm.open({ name });
   const child = await childStoppedInsideTheLock(name);
   const sent = Array.from({ length: 6 }, (_, n) => ({
     n,

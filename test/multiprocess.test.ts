@@ -5,13 +5,9 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  PACKAGE_ESM,
-  ROOT,
-  ShmChannelLayer,
-  type ShmChannelLayerOptions,
-} from './support/package.js';
+import { describe, expect, it } from 'vitest';
+import { PACKAGE_ESM, ROOT, type ShmChannelLayerOptions } from './support/package.js';
+import { childProcesses, shmLayers, waitExit } from './support/fixtures.js';
 
 const WORKERS = join(ROOT, 'test/workers');
 
@@ -30,56 +26,11 @@ const OPTIONS: ShmChannelLayerOptions = {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Cleanup registry: children, cluster workers, layers of this process, layer names.
+// Cleanup: layers of this process and their names; children and cluster workers (killed first:
+// vitest runs afterEach hooks last-registered first).
 
-const children = new Set<ChildProcess>();
-const clusterPids = new Set<number>(); // cluster workers not yet reported dead by their primary
-const layers: ShmChannelLayer[] = [];
-const names: string[] = [];
-let nameCounter = 0;
-
-function layerName(): string {
-  const name = `mp-${process.pid}-${++nameCounter}`;
-  names.push(name);
-  return name;
-}
-
-function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayer {
-  const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
-  layers.push(layer);
-  return layer;
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function waitExit(
-  child: ChildProcess,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (exited(child)) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
-  return new Promise((done) => child.once('exit', (code, signal) => done({ code, signal })));
-}
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close().catch(() => {});
-  const waits: Promise<unknown>[] = [];
-  for (const child of children) {
-    if (!exited(child)) {
-      child.kill('SIGKILL');
-      waits.push(Promise.race([waitExit(child), sleep(5000)]));
-    }
-  }
-  for (const pid of clusterPids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {}
-  }
-  await Promise.all(waits);
-  children.clear();
-  clusterPids.clear();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
+const shm = shmLayers('mp', OPTIONS, { ignoreCloseErrors: true });
+const children = childProcesses(); // cluster workers are tracked until their primary reports them dead
 
 // ---------------------------------------------------------------------------------------------
 // Remote control of agent.mjs (directly forked, or a cluster worker behind cluster-primary.mjs).
@@ -174,7 +125,7 @@ function spawnScript(
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     serialization: 'json',
   });
-  children.add(child);
+  children.track(child);
   let text = '';
   const keep = (chunk: Buffer): void => {
     text = (text + chunk.toString()).slice(-8000);
@@ -238,12 +189,12 @@ async function startCluster(
         if (m.ready) {
           m.pids!.forEach((pid, i) => {
             agents[i]!.pid = pid;
-            clusterPids.add(pid);
+            children.trackPid(pid);
           });
           resolve(m.pids!);
         } else if (m.exit) {
           const agent = agents[m.worker!]!;
-          clusterPids.delete(agent.pid);
+          children.forget(agent.pid);
           agent.died(JSON.stringify(m.exit));
         } else if (m.msg) {
           agents[m.worker!]!.handle(m.msg);
@@ -263,9 +214,9 @@ async function startCluster(
 
 describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   it('node:cluster workers share one layer: cross-process send and receive', async () => {
-    const name = layerName();
+    const name = shm.name();
     const { agents, pids, primary } = await startCluster(3);
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
     expect(new Set([...pids, process.pid, primary.pid]).size).toBe(5);
     expect(main.stats().processes).toBe(4);
@@ -310,9 +261,9 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('group fan-out reaches newChannel() channels in different cluster workers exactly once', async () => {
-    const name = layerName();
+    const name = shm.name();
     const { agents } = await startCluster(3);
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
     // Each worker makes its own process-local channel and joins the group; that is its "ready".
     const inboxes = await Promise.all(
@@ -357,9 +308,9 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('reply channels: requests on a named channel are answered on the requester’s newChannel()', async () => {
-    const name = layerName();
+    const name = shm.name();
     const { agents, pids } = await startCluster(4);
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
     const servers = [agents[0]!, agents[1]!];
     const clients = [agents[2]!, agents[3]!];
@@ -397,8 +348,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('keeps the group tables consistent under concurrent groupAdd/groupDiscard from several processes', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     const agents = await Promise.all([1, 2, 3].map((i) => forkAgent(`churner ${i}`)));
     await Promise.all(agents.map((a) => a.call('open', { name, options: OPTIONS })));
     const churning = agents.map((a, i) =>
@@ -454,11 +405,11 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('keeps each sender’s order: several producer processes, one consumer', async () => {
-    const name = layerName();
+    const name = shm.name();
     const N = 1000;
     const producers = await Promise.all([1, 2, 3].map((i) => forkAgent(`producer ${i}`)));
     const consumer = await forkAgent('consumer');
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(
       [...producers, consumer].map((a) =>
         a.call('open', { name, options: { ...OPTIONS, capacity: 200 } }),
@@ -486,11 +437,11 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('delivers every message exactly once to concurrent receivers in 4 processes', async () => {
-    const name = layerName();
+    const name = shm.name();
     const PER_PRODUCER = 2500;
     const consumers = await Promise.all([1, 2, 3, 4].map((i) => forkAgent(`consumer ${i}`)));
     const producers = await Promise.all([1, 2].map((i) => forkAgent(`producer ${i}`)));
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(
       [...consumers, ...producers].map((a) => a.call('open', { name, options: OPTIONS })),
     );
@@ -536,7 +487,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('worker_threads: a worker with its own layer instance exchanges messages with the main thread', async () => {
-    const name = layerName();
+    const name = shm.name();
     const { child, output } = spawnScript('threads-main.mjs', {
       MP_ARGS: JSON.stringify({ name, options: OPTIONS }),
     });
@@ -566,11 +517,11 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('survives a consumer process SIGKILLed mid-stream: the others go on, the layer stays consistent', async () => {
-    const name = layerName();
+    const name = shm.name();
     const REPORT_EVERY = 25;
     const consumers = await Promise.all([1, 2, 3].map((i) => forkAgent(`consumer ${i}`)));
     const producer = await forkAgent('producer');
-    const main = openLayer(name);
+    const main = shm.open({ name });
     await Promise.all(
       [...consumers, producer].map((a) => a.call('open', { name, options: OPTIONS })),
     );
@@ -641,8 +592,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   // it holds the segment lock: 3 = Receive after copying a message out, before popping it;
   // 1 = Send before linking the new node; 2 = Send after linking it, before the bookkeeping.
   it('recovers when a consumer process dies holding the segment lock (fault point 3)', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     const consumer = await forkAgent('consumer');
     await consumer.call('open', { name, options: OPTIONS });
@@ -671,8 +622,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('recovers when the process that dies holding the lock is replaced in its slot by a newcomer', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
     const { slot: victimSlot } = await victim.call<{ slot: number }>('open', {
@@ -704,8 +655,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
 
   // Regression: a takeover by the newcomer in the dead holder's slot was not counted.
   it('counts a lock takeover by a newcomer in the dead holder’s slot in lockRecoveries', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     await main.send('fp', { type: 'item', sender: 1, seq: 1 });
     const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
     await victim.call('open', { name, options: OPTIONS });
@@ -720,8 +671,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
 
   for (const point of [1, 2]) {
     it(`recovers when a producer process dies holding the segment lock (fault point ${point})`, async () => {
-      const name = layerName();
-      const main = openLayer(name);
+      const name = shm.name();
+      const main = shm.open({ name });
       const survivor = await forkAgent('survivor');
       await survivor.call('open', { name, options: OPTIONS });
       const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: String(point) });
@@ -750,8 +701,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   // Regression: a sender that died after linking the node (fault point 2) but before ringing the
   // channel's waiters left them asleep; recovery now rings waiters of every non-empty channel.
   it('wakes a receiver waiting for a message that a dying sender had already linked (fault point 2)', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     const survivor = await forkAgent('survivor');
     await survivor.call('open', { name, options: OPTIONS });
     // The survivor waits first, so it is registered as a waiter on the channel.
@@ -773,8 +724,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('reclaims the newChannel() channels and group memberships of a SIGKILLed process', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     const [victim, survivor] = await Promise.all([forkAgent('victim'), forkAgent('survivor')]);
     await victim.call('open', { name, options: OPTIONS });
     await survivor.call('open', { name, options: OPTIONS });
@@ -808,8 +759,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('flush() in one process empties the layer for all and re-arms receivers waiting elsewhere', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     const [waiter, other] = await Promise.all([forkAgent('waiter'), forkAgent('other')]);
     await waiter.call('open', { name, options: OPTIONS });
     await other.call('open', { name, options: OPTIONS });
@@ -836,8 +787,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   });
 
   it('carries large messages between processes intact', async () => {
-    const name = layerName();
-    const main = openLayer(name);
+    const name = shm.name();
+    const main = shm.open({ name });
     const peer = await forkAgent('peer');
     await peer.call('open', { name, options: OPTIONS });
     const sizes = [1, 70_000, 300_000, 1_000_000];
@@ -867,9 +818,9 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
 
   // Regression: a send refused for lack of nodes used to leak the arena block it had stored.
   it('a producer process refused with SegmentFull (no free node) leaks no arena space', async () => {
-    const name = layerName();
+    const name = shm.name();
     const options = { ...OPTIONS, maxNodes: 64, capacity: 1000 };
-    const main = openLayer(name, options); // the creator: the segment has 64 nodes
+    const main = shm.open({ name, ...options }); // the creator: the segment has 64 nodes
     const producer = await forkAgent('producer');
     await producer.call('open', { name, options });
     for (let i = 0; i < 64; i++) await main.send('pool', { type: 'item', i });

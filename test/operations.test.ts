@@ -1,23 +1,11 @@
 // Operating a layer: the CLI (stats, inspect, verify, destroy, list), attach-only opens, and a
 // segment removed underneath running processes.
 import { spawnSync } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { shmLayers } from './support/fixtures.js';
 import { CLI, ShmChannelLayer } from './support/package.js';
 
-let counter = 0;
-const names: string[] = [];
-const layers: ShmChannelLayer[] = [];
-
-function layerName(): string {
-  const name = `ops-${process.pid}-${++counter}`;
-  names.push(name);
-  return name;
-}
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
+const shm = shmLayers('ops');
 
 function run(...args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -25,9 +13,8 @@ function run(...args: string[]) {
 
 describe('shm-channels CLI', () => {
   it('stats, inspect and verify show what the processes did', async () => {
-    const name = layerName();
-    const layer = new ShmChannelLayer({ name });
-    layers.push(layer);
+    const name = shm.name();
+    const layer = shm.open({ name });
     await layer.send('jobs.a', { n: 1 });
     await layer.send('jobs.a', { n: 2 });
     const inbox = await layer.newChannel();
@@ -54,7 +41,7 @@ describe('shm-channels CLI', () => {
   });
 
   it('does not create a layer it is asked about, and says so', () => {
-    const name = layerName();
+    const name = shm.name();
     const result = run('stats', name);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(`no layer named '${name}'`);
@@ -65,9 +52,8 @@ describe('shm-channels CLI', () => {
   });
 
   it('destroy removes the segment; an attached process notices instead of splitting in two', async () => {
-    const name = layerName();
-    const layer = new ShmChannelLayer({ name });
-    layers.push(layer);
+    const name = shm.name();
+    const layer = shm.open({ name });
     const pending = layer.receive('never');
     const destroyed = run('destroy', name);
     expect(destroyed.status).toBe(0);

@@ -6,13 +6,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  PACKAGE_CJS,
-  PACKAGE_ESM,
-  ShmChannelLayer,
-  type ShmChannelLayerOptions,
-} from './support/package.js';
+import { describe, expect, it } from 'vitest';
+import { PACKAGE_CJS, PACKAGE_ESM, type ShmChannelLayerOptions } from './support/package.js';
+import { childProcesses, shmLayers } from './support/fixtures.js';
 
 const OPTIONS: ShmChannelLayerOptions = {
   size: 8 << 20,
@@ -21,30 +17,8 @@ const OPTIONS: ShmChannelLayerOptions = {
   capacity: 1000,
 };
 
-const children = new Set<ChildProcess>();
-const layers: ShmChannelLayer[] = [];
-const names: string[] = [];
-let counter = 0;
-
-function layerName(): string {
-  const name = `wake-${process.pid}-${++counter}`;
-  names.push(name);
-  return name;
-}
-
-function openLayer(name: string, extra: ShmChannelLayerOptions = {}): ShmChannelLayer {
-  const layer = new ShmChannelLayer({ name, ...OPTIONS, ...extra });
-  layers.push(layer);
-  return layer;
-}
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close().catch(() => {});
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  children.clear();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
+const shm = shmLayers('wake', OPTIONS, { ignoreCloseErrors: true });
+const children = childProcesses();
 
 interface Child {
   process: ChildProcess;
@@ -63,7 +37,7 @@ ${body}`;
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  children.add(proc);
+  children.track(proc);
   const lines: string[] = [];
   const waiting: Array<(line: string) => void> = [];
   let buffered = '';
@@ -100,7 +74,7 @@ ${body}`;
 
 describe('wake-ups across processes', () => {
   it('a receiver with pending receives and no traffic is idle once its poll window ends', async () => {
-    const name = layerName();
+    const name = shm.name();
     const receiver = child(
       name,
       `const pending = [];
@@ -123,14 +97,14 @@ process.exit(0);`,
     // Generous: housekeeping and timers cost a little; a poll that never stops costs ~100%.
     expect(share).toBeLessThan(0.05);
     expect(await receiver.line()).toBe('waiting');
-    const sender = openLayer(name);
+    const sender = shm.open({ name });
     await sender.send('idle.7', { n: 7 });
     expect(JSON.parse(await receiver.line())).toEqual({ n: 7 });
     expect((await receiver.exit).code).toBe(0);
   }, 20_000);
 
   it('replies that come while the receiver polls, arms or sleeps are all delivered promptly', async () => {
-    const name = layerName();
+    const name = shm.name();
     // The echo answers after a random delay from none to 3 ms: the pinger is caught polling,
     // between polling and arming, armed, and woken.
     const echo = child(
@@ -146,7 +120,7 @@ for (;;) {
 process.exit(0);`,
     );
     expect(await echo.line()).toBe('ready');
-    const layer = openLayer(name);
+    const layer = shm.open({ name });
     const reply = await layer.newChannel('echo');
     let slowest = 0;
     for (let seq = 0; seq < 300; seq++) {
@@ -164,7 +138,7 @@ process.exit(0);`,
   }, 30_000);
 
   it('with polling off (spinMicros: 0) every hop sleeps on the doorbell and still arrives', async () => {
-    const name = layerName();
+    const name = shm.name();
     const echo = child(
       name,
       `const quiet = new ShmChannelLayer({ name: ${JSON.stringify(name)}, ...${JSON.stringify(OPTIONS)}, spinMicros: 0 });
@@ -177,7 +151,7 @@ for (;;) {
 process.exit(0);`,
     );
     expect(await echo.line()).toBe('ready');
-    const layer = openLayer(name, { spinMicros: 0 });
+    const layer = shm.open({ name, spinMicros: 0 });
     const reply = await layer.newChannel('nospin');
     const started = performance.now();
     for (let seq = 0; seq < 200; seq++) {
@@ -191,8 +165,8 @@ process.exit(0);`,
   }, 20_000);
 
   it('a receiver waiting on 100 channels finds what rang, through the ready list and past its overflow', async () => {
-    const name = layerName();
-    const layer = openLayer(name);
+    const name = shm.name();
+    const layer = shm.open({ name });
     const waits = Array.from({ length: 100 }, (_, i) => layer.receive(`many.${i}`));
     for (const wait of waits) wait.catch(() => {}); // the 10 never sent to end with the layer
     await sleep(300); // armed
@@ -219,7 +193,7 @@ process.exit(0);`,
   }, 20_000);
 
   it('a receiver killed while armed: senders survive, and a live waiter of the same channel gets every message', async () => {
-    const name = layerName();
+    const name = shm.name();
     const doomed = child(
       name,
       `layer.receive('shared.work').then(() => say('took one'));
@@ -227,12 +201,12 @@ await new Promise((r) => setTimeout(r, 500)); // armed by now
 say('armed');`,
     );
     expect(await doomed.line()).toBe('armed');
-    const survivor = openLayer(name);
+    const survivor = shm.open({ name });
     const got = survivor.receive('shared.work');
     await sleep(300); // the survivor is armed too
     doomed.process.kill('SIGKILL');
     await doomed.exit;
-    const sender = openLayer(name);
+    const sender = shm.open({ name });
     const started = Date.now();
     // The wake-up may go to the dead receiver (its wait is still registered until its slot is
     // reclaimed); reclaiming passes it on.
@@ -247,8 +221,8 @@ say('armed');`,
   }, 20_000);
 
   it('a sender killed between publishing and ringing (fault point 20): the armed receiver still gets the message', async () => {
-    const name = layerName();
-    const layer = openLayer(name);
+    const name = shm.name();
+    const layer = shm.open({ name });
     const got = layer.receive('unrung.ch');
     await sleep(300); // armed: only a byte on the FIFO or the housekeeping tick can wake it
     const started = Date.now();
@@ -269,7 +243,7 @@ say('armed');`,
   }, 20_000);
 
   it('a message to a channel several processes wait on is taken once, and the rest follow', async () => {
-    const name = layerName();
+    const name = shm.name();
     const takers = Array.from({ length: 3 }, () =>
       child(
         name,
@@ -285,7 +259,7 @@ process.exit(0);`,
     );
     for (const taker of takers) expect(await taker.line()).toBe('ready');
     await sleep(300); // all armed
-    const sender = openLayer(name);
+    const sender = shm.open({ name });
     const seen: number[] = [];
     const collect = takers.map(async (taker) => {
       for (;;) {
@@ -307,7 +281,7 @@ process.exit(0);`,
   }, 20_000);
 
   it('a worker thread with a sleeping receive terminates promptly and cleanly', async () => {
-    const name = layerName();
+    const name = shm.name();
     const worker = new Worker(
       `const { ShmChannelLayer } = require(${JSON.stringify(PACKAGE_CJS)});
 const { parentPort } = require('node:worker_threads');
@@ -322,7 +296,7 @@ setTimeout(() => parentPort.postMessage('armed'), 300);`,
     expect(code).toBe(1);
     expect(Date.now() - started).toBeLessThan(2000);
     // Its slot was released: a sender sees one process (itself) attached.
-    const sender = openLayer(name);
+    const sender = shm.open({ name });
     expect(sender.stats().processes).toBe(1);
     await sender.send('worker.never', { late: true }); // rings nobody, throws nothing
   }, 20_000);
@@ -332,9 +306,9 @@ describe('receive batches', () => {
   // Small batches land in one reused scratch buffer; what a deserializer keeps of a message
   // (msgpack bin values come back as views of what it was given) must not change afterwards.
   it('binary values of a received message survive the receives that follow', async () => {
-    const name = layerName();
-    const a = openLayer(name);
-    const b = openLayer(name);
+    const name = shm.name();
+    const a = shm.open({ name });
+    const b = shm.open({ name });
     const first = (
       await Promise.all([b.receive('bin.ch'), a.send('bin.ch', { bytes: Buffer.from([1, 2, 3]) })])
     )[0];
