@@ -2,17 +2,13 @@
 // worker threads sharing one segment, no mocks. Children run the BUILT package (dist/), so run
 // `npm run build:native && npm run build:ts` first. Every test uses its own layer name, destroys it
 // afterwards and SIGKILLs every child it started, whether it passed or not.
-import { type ChildProcess, fork } from 'node:child_process';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { PACKAGE_ESM, ROOT, type ShmChannelLayerOptions } from './support/package.js';
+import { type ShmChannelLayerOptions } from './support/package.js';
+import { agentHarness, withTimeout } from './support/agents.js';
 import { childProcesses, shmLayers, waitExit } from './support/fixtures.js';
 
-const WORKERS = join(ROOT, 'test/workers');
-
 const TEST_TIMEOUT = 30_000;
-const CALL_TIMEOUT = 25_000;
 
 // Small tables and segment: tests run side by side with other users of the machine.
 const OPTIONS: ShmChannelLayerOptions = {
@@ -25,192 +21,31 @@ const OPTIONS: ShmChannelLayerOptions = {
   capacity: 500,
 };
 
-// ---------------------------------------------------------------------------------------------
 // Cleanup: layers of this process and their names; children and cluster workers (killed first:
 // vitest runs afterEach hooks last-registered first).
-
 const shm = shmLayers('mp', OPTIONS, { ignoreCloseErrors: true });
 const children = childProcesses(); // cluster workers are tracked until their primary reports them dead
-
-// ---------------------------------------------------------------------------------------------
-// Remote control of agent.mjs (directly forked, or a cluster worker behind cluster-primary.mjs).
+const { forkAgent, spawnScript, startCluster } = agentHarness(children);
 
 type Message = Record<string, unknown>;
-interface Reply {
-  id?: number;
-  ok?: boolean;
-  result?: unknown;
-  error?: string;
-  event?: string;
-  [key: string]: unknown;
+
+/**
+ * Forks an agent that opens `name` and runs `op` with fault point `point` armed, so it SIGKILLs
+ * itself inside that critical section; resolves, once it is dead, with the slot it had.
+ */
+async function dieAtFaultPoint(
+  name: string,
+  point: number,
+  op: string,
+  args: Record<string, unknown>,
+): Promise<{ slot: number }> {
+  const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: String(point) });
+  const opened = await victim.call<{ slot: number }>('open', { name, options: OPTIONS });
+  const dying = victim.call(op, args).catch((e: Error) => e);
+  expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
+  await dying;
+  return opened;
 }
-
-class Remote {
-  pid = 0;
-  private seq = 0;
-  private readonly calls = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
-  private dead: string | undefined;
-  onEvent: (event: Reply) => void = () => {};
-
-  constructor(
-    readonly label: string,
-    private readonly sendRaw: (message: unknown) => void,
-    private readonly output: () => string,
-  ) {}
-
-  call<T = unknown>(
-    op: string,
-    args: Record<string, unknown> = {},
-    timeoutMs = CALL_TIMEOUT,
-  ): Promise<T> {
-    if (this.dead) return Promise.reject(new Error(`${this.label}: ${op} after ${this.dead}`));
-    const id = ++this.seq;
-    const promise = new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.calls.delete(id);
-        reject(new Error(`${this.label}: ${op} timed out after ${timeoutMs} ms\n${this.output()}`));
-      }, timeoutMs);
-      this.calls.set(id, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.sendRaw({ id, op, ...args });
-    });
-    // A call left unawaited by a test that already failed must not add an unhandled rejection
-    // when cleanup kills its process; awaiting callers still get the rejection.
-    promise.catch(() => {});
-    return promise;
-  }
-
-  handle(message: Reply): void {
-    if (message.event) {
-      this.onEvent(message);
-      return;
-    }
-    const call = this.calls.get(message.id!);
-    if (!call) return;
-    this.calls.delete(message.id!);
-    if (message.ok) call.resolve(message.result);
-    else call.reject(new Error(`${this.label}: ${message.error}\n${this.output()}`));
-  }
-
-  died(how: string): void {
-    this.dead = how;
-    for (const call of this.calls.values()) {
-      call.reject(new Error(`${this.label} died (${how}) during a call\n${this.output()}`));
-    }
-    this.calls.clear();
-  }
-}
-
-function spawnScript(
-  script: string,
-  env: Record<string, string> = {},
-): { child: ChildProcess; output: () => string } {
-  const childEnv: Record<string, string | undefined> = {
-    ...process.env,
-    SHMCH_DIST: PACKAGE_ESM,
-    ...env,
-  };
-  if (!env.SHMCH_FAULT_POINT) delete childEnv.SHMCH_FAULT_POINT;
-  const child = fork(join(WORKERS, script), [], {
-    env: childEnv,
-    execArgv: [],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    serialization: 'json',
-  });
-  children.track(child);
-  let text = '';
-  const keep = (chunk: Buffer): void => {
-    text = (text + chunk.toString()).slice(-8000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  return { child, output: () => (text ? `--- output of ${script}:\n${text}` : '') };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-    }),
-  ]);
-}
-
-async function forkAgent(
-  label: string,
-  env: Record<string, string> = {},
-): Promise<Remote & { child: ChildProcess }> {
-  const { child, output } = spawnScript('agent.mjs', env);
-  const remote = new Remote(label, (m) => child.send(m as object), output) as Remote & {
-    child: ChildProcess;
-  };
-  remote.child = child;
-  const ready = new Promise<void>((resolve, reject) => {
-    child.on('message', (m: Reply) => {
-      if (m.ready) {
-        remote.pid = m.pid as number;
-        resolve();
-      } else remote.handle(m);
-    });
-    child.on('exit', (code, signal) => {
-      const how = `exit code ${code}, signal ${signal}`;
-      remote.died(how);
-      reject(new Error(`${label} exited before it was ready (${how})\n${output()}`));
-    });
-  });
-  await withTimeout(ready, 15_000, `${label} start`);
-  return remote;
-}
-
-/** A node:cluster primary (forked) with `count` cluster workers running agent.mjs. */
-async function startCluster(
-  count: number,
-): Promise<{ agents: Remote[]; pids: number[]; primary: ChildProcess }> {
-  const { child: primary, output } = spawnScript('cluster-primary.mjs', {
-    CLUSTER_WORKERS: String(count),
-  });
-  const agents = Array.from(
-    { length: count },
-    (_, i) => new Remote(`cluster worker ${i}`, (msg) => primary.send({ worker: i, msg }), output),
-  );
-  const ready = new Promise<number[]>((resolve, reject) => {
-    primary.on(
-      'message',
-      (m: { ready?: boolean; pids?: number[]; worker?: number; msg?: Reply; exit?: unknown }) => {
-        if (m.ready) {
-          m.pids!.forEach((pid, i) => {
-            agents[i]!.pid = pid;
-            children.trackPid(pid);
-          });
-          resolve(m.pids!);
-        } else if (m.exit) {
-          const agent = agents[m.worker!]!;
-          children.forget(agent.pid);
-          agent.died(JSON.stringify(m.exit));
-        } else if (m.msg) {
-          agents[m.worker!]!.handle(m.msg);
-        }
-      },
-    );
-    primary.on('exit', (code, signal) => {
-      for (const agent of agents) agent.died(`primary exited: code ${code}, signal ${signal}`);
-      reject(new Error(`cluster primary exited (code ${code}, signal ${signal})\n${output()}`));
-    });
-  });
-  const pids = await withTimeout(ready, 20_000, 'cluster start');
-  return { agents, pids, primary };
-}
-
-// ---------------------------------------------------------------------------------------------
 
 describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
   it('node:cluster workers share one layer: cross-process send and receive', async () => {
@@ -597,11 +432,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     const consumer = await forkAgent('consumer');
     await consumer.call('open', { name, options: OPTIONS });
-    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
-    await victim.call('open', { name, options: OPTIONS });
-    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
-    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
-    await dying;
+    await dieAtFaultPoint(name, 3, 'receive', { channel: 'fp' });
 
     // A live process takes the lock over from the dead holder and rebuilds the derived state.
     const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', {
@@ -625,14 +456,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const name = shm.name();
     const main = shm.open({ name });
     for (let seq = 1; seq <= 10; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
-    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
-    const { slot: victimSlot } = await victim.call<{ slot: number }>('open', {
-      name,
-      options: OPTIONS,
-    });
-    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
-    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
-    await dying;
+    const { slot: victimSlot } = await dieAtFaultPoint(name, 3, 'receive', { channel: 'fp' });
 
     // Nobody touched the segment since the death: the newcomer claims the dead slot, finds the
     // lock owned by "itself" and recovers.
@@ -658,11 +482,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const name = shm.name();
     const main = shm.open({ name });
     await main.send('fp', { type: 'item', sender: 1, seq: 1 });
-    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '3' });
-    await victim.call('open', { name, options: OPTIONS });
-    const dying = victim.call('receive', { channel: 'fp' }).catch((e: Error) => e);
-    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
-    await dying;
+    await dieAtFaultPoint(name, 3, 'receive', { channel: 'fp' });
     const survivor = await forkAgent('survivor');
     await survivor.call('open', { name, options: OPTIONS });
     expect(main.verify()).toEqual([]);
@@ -675,13 +495,10 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
       const main = shm.open({ name });
       const survivor = await forkAgent('survivor');
       await survivor.call('open', { name, options: OPTIONS });
-      const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: String(point) });
-      await victim.call('open', { name, options: OPTIONS });
-      const dying = victim
-        .call('send', { channel: 'fp', message: { type: 'item', sender: 1, seq: 1 } })
-        .catch((e: Error) => e);
-      expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
-      await dying;
+      await dieAtFaultPoint(name, point, 'send', {
+        channel: 'fp',
+        message: { type: 'item', sender: 1, seq: 1 },
+      });
 
       // Point 1: the node was never linked, the message is gone. Point 2: it was linked, so it
       // is delivered.
@@ -708,13 +525,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     // The survivor waits first, so it is registered as a waiter on the channel.
     const waiting = survivor.call<Message>('receive', { channel: 'fp2', timeoutMs: 5_000 }, 10_000);
     await sleep(200); // not a timing assertion: only lets the receive register before the send
-    const victim = await forkAgent('victim', { SHMCH_FAULT_POINT: '2' });
-    await victim.call('open', { name, options: OPTIONS });
-    const dying = victim
-      .call('send', { channel: 'fp2', message: { type: 'item', seq: 1 } })
-      .catch((e: Error) => e);
-    expect((await waitExit(victim.child)).signal).toBe('SIGKILL');
-    await dying;
+    await dieAtFaultPoint(name, 2, 'send', { channel: 'fp2', message: { type: 'item', seq: 1 } });
     // Any operation takes the lock over from the dead sender and recovers the segment; the
     // message the sender linked is queued, and the survivor that waits for it must be woken.
     expect(main.verify()).toEqual([]);
