@@ -3,7 +3,12 @@
 // table within the test instead of after a day of traffic.
 import { spawn, spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { CLI, PACKAGE_ESM, type ShmChannelLayerOptions } from './support/package.js';
+import {
+  CLI,
+  PACKAGE_ESM,
+  type ShmChannelLayer,
+  type ShmChannelLayerOptions,
+} from './support/package.js';
 import { shmLayers } from './support/fixtures.js';
 
 const shm = shmLayers('churn');
@@ -19,6 +24,25 @@ const small = (): ShmChannelLayerOptions => ({
 });
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * A client connecting to a server: its own channel in 'room' and a receive on it, registered in
+ * the segment when this resolves. `receiving` resolves with the message or the error's name.
+ */
+async function connect(server: ShmChannelLayer): Promise<{
+  channel: string;
+  controller: AbortController;
+  receiving: Promise<unknown>;
+}> {
+  const channel = await server.newChannel();
+  await server.groupAdd('room', channel);
+  const controller = new AbortController();
+  const receiving = server
+    .receive(channel, { signal: controller.signal })
+    .catch((e: Error) => e.name);
+  await tick(); // the receive registered its wait in the segment
+  return { channel, controller, receiving };
+}
 
 function runChild(
   name: string,
@@ -51,13 +75,7 @@ describe('connection churn on ShmChannelLayer', () => {
     const server = shm.open(options);
     const other = shm.open(options);
     for (let connection = 0; connection < 5 * 64; connection++) {
-      const channel = await server.newChannel();
-      await server.groupAdd('room', channel);
-      const controller = new AbortController();
-      const receiving = server
-        .receive(channel, { signal: controller.signal })
-        .catch((e: Error) => e.name);
-      await tick(); // the receive registered its wait in the segment
+      const { channel, controller, receiving } = await connect(server);
       if (connection % 8 === 0) await other.groupSend('room', { type: 'chat', connection });
       if (connection % 8 === 0) expect(await receiving).toEqual({ type: 'chat', connection });
       // Half the clients leave before their receive is cancelled, half after.
@@ -88,13 +106,7 @@ describe('connection churn on ShmChannelLayer', () => {
     const options = small();
     const server = shm.open(options);
     for (let connection = 0; connection < 3 * 64; connection++) {
-      const channel = await server.newChannel();
-      await server.groupAdd('room', channel);
-      const controller = new AbortController();
-      const receiving = server
-        .receive(channel, { signal: controller.signal })
-        .catch((e: Error) => e.name);
-      await tick();
+      const { channel, controller, receiving } = await connect(server);
       await server.groupDiscard('room', channel);
       controller.abort();
       expect(await receiving).toBe('AbortError');
