@@ -1,5 +1,5 @@
 // The conformance suite against InMemoryChannelLayer: one process, so a "peer" is the layer itself.
-import { describeConformance } from './conformance.js';
+import { describeConformance } from './conformance/index.js';
 import { InMemoryChannelLayer, PACKAGE_ESM } from './support/package.js';
 
 /** The layer's own maps (private: read here only to prove that churn leaves them as they were). */

@@ -3,7 +3,7 @@
 // hosts (another process, as far as Redis can tell). After each test the prefix's keys are deleted.
 // Without redis-server the suite is skipped loudly (or fails when CI is set): see support/redis-server.
 import { afterAll, beforeAll, describe } from 'vitest';
-import { describeConformance } from './conformance.js';
+import { describeConformance } from './conformance/index.js';
 import {
   PACKAGE_ESM,
   RedisChannelLayer,

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { describeConformance } from './conformance.js';
+import { describeConformance } from './conformance/index.js';
 import {
   ChannelFull,
   LayerClosed,

@@ -1,0 +1,89 @@
+// Conformance, section 6: capacity: 100 messages by default, then ChannelFull; the capacity option
+// and channelCapacity patterns.
+import { describe, expect, it } from 'vitest';
+import { ChannelFull } from '../support/package.js';
+import { within, rejection, errorName, fill, type Suite } from './harness.js';
+
+export function describeCapacity({ open }: Suite): void {
+  describe('capacity', () => {
+    it('holds 100 messages by default; the 101st send rejects with ChannelFull', async () => {
+      const layer = await open();
+      for (let i = 0; i < 100; i++) await layer.send('conf.cap-default', { i });
+      const error = await rejection(
+        () => layer.send('conf.cap-default', { i: 100 }),
+        'the 101st send',
+      );
+      expect(error).toBeInstanceOf(ChannelFull);
+      expect(errorName(error)).toBe('ChannelFull');
+      // Other channels are not affected; a receive makes room again.
+      await layer.send('conf.cap-other', { type: 'fine' });
+      expect((await within(layer.receive('conf.cap-default'))).i).toBe(0);
+      await layer.send('conf.cap-default', { i: 100 });
+      expect(await rejection(() => layer.send('conf.cap-default', { i: 101 }))).toBeInstanceOf(
+        ChannelFull,
+      );
+      const rest: number[] = [];
+      for (let i = 0; i < 100; i++)
+        rest.push((await within(layer.receive('conf.cap-default'))).i as number);
+      expect(rest).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    });
+
+    it('applies the capacity option', async () => {
+      const layer = await open({ capacity: 3 });
+      expect(await fill(layer, 'conf.cap-3', 50)).toBe(3);
+      const error = await rejection(() => layer.send('conf.cap-3', { type: 'more' }));
+      expect(error).toBeInstanceOf(ChannelFull);
+      expect(await fill(layer, 'conf.cap-3-other', 50)).toBe(3);
+    });
+
+    it('counts the capacity of a process-local channel too', async () => {
+      const layer = await open({ capacity: 2 });
+      const channel = await layer.newChannel();
+      expect(await fill(layer, channel, 10)).toBe(2);
+    });
+
+    it('applies channelCapacity glob patterns given as an object, first match wins', async () => {
+      const layer = await open({
+        capacity: 4,
+        channelCapacity: {
+          'small.*': 1,
+          'sm*': 2,
+          'q?': 3,
+          'r[ab]c': 5,
+          'big.*': 7,
+          'x[!ab]z': 6,
+        },
+      });
+      expect(await fill(layer, 'small.one', 20)).toBe(1); // 'small.*' before 'sm*'
+      expect(await fill(layer, 'smile', 20)).toBe(2);
+      expect(await fill(layer, 'qx', 20)).toBe(3);
+      expect(await fill(layer, 'qxx', 20)).toBe(4); // '?' is one character: default
+      expect(await fill(layer, 'rbc', 20)).toBe(5);
+      expect(await fill(layer, 'rcc', 20)).toBe(4);
+      expect(await fill(layer, 'big.one', 20)).toBe(7);
+      expect(await fill(layer, 'other', 20)).toBe(4);
+      expect(await fill(layer, 'xcz', 20)).toBe(6); // '[!ab]': any character but a or b
+      expect(await fill(layer, 'xaz', 20)).toBe(4);
+    });
+
+    it('applies channelCapacity given as a Map, in the Map order', async () => {
+      const layer = await open({
+        capacity: 4,
+        channelCapacity: new Map([
+          ['a*', 1],
+          ['*', 3],
+        ]),
+      });
+      expect(await fill(layer, 'abc', 20)).toBe(1);
+      expect(await fill(layer, 'xyz', 20)).toBe(3);
+      const reversed = await open({
+        capacity: 4,
+        channelCapacity: new Map([
+          ['*', 3],
+          ['a*', 1],
+        ]),
+      });
+      expect(await fill(reversed, 'abc', 20)).toBe(3);
+    });
+  });
+}
