@@ -4,8 +4,8 @@
 // afterwards and SIGKILLs every child it started, whether it passed or not.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { type ShmChannelLayerOptions } from './support/package.js';
-import { agentHarness, withTimeout } from './support/agents.js';
+import type { ShmChannelLayer, ShmChannelLayerOptions } from './support/package.js';
+import { agentHarness, type Remote, withTimeout } from './support/agents.js';
 import { childProcesses, shmLayers, waitExit } from './support/fixtures.js';
 
 const TEST_TIMEOUT = 30_000;
@@ -28,6 +28,29 @@ const children = childProcesses(); // cluster workers are tracked until their pr
 const { forkAgent, spawnScript, startCluster } = agentHarness(children);
 
 type Message = Record<string, unknown>;
+
+/** first, first + 1, ..., last */
+const seqs = (first: number, last: number): number[] =>
+  Array.from({ length: last - first + 1 }, (_, i) => first + i);
+
+/**
+ * `consumer` takes `count` items from channel 'fp' while `main` sends items `first`..`last` to
+ * it; resolves with the sequence numbers taken, in the order taken.
+ */
+async function consumeWhileSending(
+  consumer: Remote,
+  main: ShmChannelLayer,
+  count: number,
+  first: number,
+  last: number,
+): Promise<number[]> {
+  const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', {
+    channel: 'fp',
+    count,
+  });
+  for (let seq = first; seq <= last; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
+  return (await consumed).items.map(([, seq]) => seq);
+}
 
 /**
  * Forks an agent that opens `name` and runs `op` with fault point `point` armed, so it SIGKILLs
@@ -435,15 +458,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     await dieAtFaultPoint(name, 3, 'receive', { channel: 'fp' });
 
     // A live process takes the lock over from the dead holder and rebuilds the derived state.
-    const consumed = consumer.call<{ items: Array<[number, number]> }>('consume', {
-      channel: 'fp',
-      count: 15,
-    });
-    for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
     // The victim died before popping: its message is still there, nothing is lost.
-    expect((await consumed).items.map(([, seq]) => seq)).toEqual(
-      Array.from({ length: 15 }, (_, i) => i + 1),
-    );
+    expect(await consumeWhileSending(consumer, main, 15, 11, 15)).toEqual(seqs(1, 15));
     expect(main.verify()).toEqual([]);
     expect(await consumer.call('verify')).toEqual([]);
     const stats = main.stats();
@@ -463,14 +479,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     const survivor = await forkAgent('survivor');
     const { slot } = await survivor.call<{ slot: number }>('open', { name, options: OPTIONS });
     expect(slot).toBe(victimSlot);
-    const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', {
-      channel: 'fp',
-      count: 15,
-    });
-    for (let seq = 11; seq <= 15; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
-    expect((await consumed).items.map(([, seq]) => seq)).toEqual(
-      Array.from({ length: 15 }, (_, i) => i + 1),
-    );
+    expect(await consumeWhileSending(survivor, main, 15, 11, 15)).toEqual(seqs(1, 15));
     expect(main.verify()).toEqual([]);
     const stats = main.stats();
     expect(stats.processes).toBe(2);
@@ -502,13 +511,8 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
 
       // Point 1: the node was never linked, the message is gone. Point 2: it was linked, so it
       // is delivered.
-      const expected = point === 1 ? [2, 3, 4, 5] : [1, 2, 3, 4, 5];
-      const consumed = survivor.call<{ items: Array<[number, number]> }>('consume', {
-        channel: 'fp',
-        count: expected.length,
-      });
-      for (let seq = 2; seq <= 5; seq++) await main.send('fp', { type: 'item', sender: 1, seq });
-      expect((await consumed).items.map(([, seq]) => seq)).toEqual(expected);
+      const expected = point === 1 ? seqs(2, 5) : seqs(1, 5);
+      expect(await consumeWhileSending(survivor, main, expected.length, 2, 5)).toEqual(expected);
       expect(main.verify()).toEqual([]);
       expect(await survivor.call('verify')).toEqual([]);
       expect(main.stats().lockRecoveries).toBeGreaterThanOrEqual(1);
