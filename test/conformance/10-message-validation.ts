@@ -1,8 +1,27 @@
 // Conformance, section 10: message validation: what is not a plain, serializable object is rejected
 // with TypeError; Dates, Buffers and prototype-less objects round-trip.
 import { describe, expect, it } from 'vitest';
-import { type Message } from '../support/package.js';
+import type { ChannelLayer, Message } from '../support/package.js';
 import { within, rejection, expectEmpty, type Suite } from './harness.js';
+
+/**
+ * send('conf.msg') and groupSend('conf-msg') of `message` both reject with a TypeError (checked
+ * here, labelled `what`); resolves with send()'s error.
+ */
+async function refusedWithTypeError(
+  layer: ChannelLayer,
+  what: string,
+  message: unknown,
+): Promise<unknown> {
+  const sent = await rejection(() => layer.send('conf.msg', message as Message), `send(${what})`);
+  expect(sent, what).toBeInstanceOf(TypeError);
+  const grouped = await rejection(
+    () => layer.groupSend('conf-msg', message as Message),
+    `groupSend(${what})`,
+  );
+  expect(grouped, what).toBeInstanceOf(TypeError);
+  return sent;
+}
 
 export function describeMessageValidation({ open }: Suite): void {
   describe('message validation', () => {
@@ -53,17 +72,7 @@ export function describeMessageValidation({ open }: Suite): void {
     it('rejects a message that is not a plain object with TypeError', async () => {
       const layer = await open();
       await layer.groupAdd('conf-msg', 'conf.msg-member');
-      for (const [what, message] of notPlain) {
-        const m = message as Message;
-        expect(
-          await rejection(() => layer.send('conf.msg', m), `send(${what})`),
-          what,
-        ).toBeInstanceOf(TypeError);
-        expect(
-          await rejection(() => layer.groupSend('conf-msg', m), `groupSend(${what})`),
-          what,
-        ).toBeInstanceOf(TypeError);
-      }
+      for (const [what, message] of notPlain) await refusedWithTypeError(layer, what, message);
       await expectEmpty(layer, 'conf.msg');
       await expectEmpty(layer, 'conf.msg-member');
     });
@@ -71,16 +80,8 @@ export function describeMessageValidation({ open }: Suite): void {
     it('rejects values that cannot be serialized with TypeError', async () => {
       const layer = await open();
       await layer.groupAdd('conf-msg', 'conf.msg-member');
-      for (const [what, message] of notSerializable) {
-        expect(
-          await rejection(() => layer.send('conf.msg', message), `send(${what})`),
-          what,
-        ).toBeInstanceOf(TypeError);
-        expect(
-          await rejection(() => layer.groupSend('conf-msg', message), `groupSend(${what})`),
-          what,
-        ).toBeInstanceOf(TypeError);
-      }
+      for (const [what, message] of notSerializable)
+        await refusedWithTypeError(layer, what, message);
       await expectEmpty(layer, 'conf.msg');
       await expectEmpty(layer, 'conf.msg-member');
     });
@@ -89,14 +90,8 @@ export function describeMessageValidation({ open }: Suite): void {
       const layer = await open();
       await layer.groupAdd('conf-msg', 'conf.msg-member');
       for (const [what, message, path] of nestedInstances) {
-        const sent = await rejection(() => layer.send('conf.msg', message), `send(${what})`);
-        expect(sent, what).toBeInstanceOf(TypeError);
+        const sent = await refusedWithTypeError(layer, what, message);
         expect((sent as Error).message, what).toMatch(path);
-        const grouped = await rejection(
-          () => layer.groupSend('conf-msg', message),
-          `groupSend(${what})`,
-        );
-        expect(grouped, what).toBeInstanceOf(TypeError);
       }
       await expectEmpty(layer, 'conf.msg');
       await expectEmpty(layer, 'conf.msg-member');
