@@ -721,41 +721,27 @@ describe.skipIf(!haveRedisServer())('on RedisChannelLayer', () => {
   });
 
   it('serverCount: a new server is counted, a closed or SIGKILLed one stops being counted', async () => {
-    const x = await SioServer.start({
-      layer,
-      name: 'RX',
-      groupExpiry: 3,
-      adapter: { renewIntervalMs: 500 },
-    });
-    started.push(x);
-    await waitFor(
-      async () => (await u.call<number>('serverCount')) === 4,
-      'the new server counted',
-      5000,
-    );
+    /** One more server on the layer; afterAll stops it if the test does not. */
+    const startAnother = async (name: string): Promise<SioServer> => {
+      const server = await SioServer.start({
+        layer,
+        name,
+        groupExpiry: 3,
+        adapter: { renewIntervalMs: 500 },
+      });
+      started.push(server);
+      return server;
+    };
+    const counted = (count: number, what: string, ms: number): Promise<void> =>
+      waitFor(async () => (await u.call<number>('serverCount')) === count, what, ms);
+
+    const x = await startAnother('RX');
+    await counted(4, 'the new server counted', 5000);
     await x.stop();
-    await waitFor(
-      async () => (await u.call<number>('serverCount')) === 3,
-      'the closed server no longer counted',
-      5000,
-    );
-    const y = await SioServer.start({
-      layer,
-      name: 'RY',
-      groupExpiry: 3,
-      adapter: { renewIntervalMs: 500 },
-    });
-    started.push(y);
-    await waitFor(
-      async () => (await u.call<number>('serverCount')) === 4,
-      'the new server counted',
-      5000,
-    );
+    await counted(3, 'the closed server no longer counted', 5000);
+    const y = await startAnother('RY');
+    await counted(4, 'the new server counted', 5000);
     y.signal('SIGKILL');
-    await waitFor(
-      async () => (await u.call<number>('serverCount')) === 3,
-      'the killed server no longer counted',
-      10_000,
-    );
+    await counted(3, 'the killed server no longer counted', 10_000);
   });
 });
