@@ -1,5 +1,5 @@
 // The fixtures the test files share: shm layers with unique names that are destroyed after each
-// test, child processes that are killed after each test, Node children running an ES module
+// test, Redis layers with unique prefixes that are closed after each test, child processes that are killed after each test, Node children running an ES module
 // against the built package, and the throwaway redis-server (support/redis-server.ts). Each fixture
 // registers its own afterEach when it is created, so call them at the top of a test file.
 import {
@@ -11,7 +11,14 @@ import {
 } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach } from 'vitest';
-import { PACKAGE_ESM, ShmChannelLayer, type ShmChannelLayerOptions } from './package.js';
+import {
+  PACKAGE_ESM,
+  RedisChannelLayer,
+  type RedisChannelLayerOptions,
+  ShmChannelLayer,
+  type ShmChannelLayerOptions,
+} from './package.js';
+import type { RedisServer } from './redis-server.js';
 
 export { freePort, haveRedisServer, RedisServer } from './redis-server.js';
 
@@ -69,6 +76,47 @@ export function shmLayers(
     destroyAfter(name) {
       names.add(name);
       return name;
+    },
+  };
+  return fixture;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis layers
+
+export interface RedisLayers {
+  /** A key prefix no other test (or test process) uses. */
+  prefix(): string;
+  /** A RedisChannelLayer closed after the test. */
+  open(options: RedisChannelLayerOptions): RedisChannelLayer;
+  /** Closes `layer` (e.g. a subclass instance) after the test. */
+  track<T extends RedisChannelLayer>(layer: T): T;
+  /** Disposes `server` after the test, once its layers are closed. */
+  disposeAfter(server: RedisServer): RedisServer;
+}
+
+/** Redis layers of one test file: after each test, its layers are closed, then its servers go. */
+export function redisLayers(): RedisLayers {
+  const layers: RedisChannelLayer[] = [];
+  const servers: RedisServer[] = [];
+  let counter = 0;
+  afterEach(async () => {
+    try {
+      await Promise.all(layers.splice(0).map((layer) => layer.close()));
+    } finally {
+      for (const server of servers.splice(0)) await server.dispose();
+    }
+  });
+  const fixture: RedisLayers = {
+    prefix: () => `t${process.pid}x${Date.now().toString(36)}x${counter++}:`,
+    open: (options) => fixture.track(new RedisChannelLayer(options)),
+    track(layer) {
+      layers.push(layer);
+      return layer;
+    },
+    disposeAfter(server) {
+      servers.push(server);
+      return server;
     },
   };
   return fixture;
