@@ -102,6 +102,18 @@ void Layer::Close() {
 // ---------------------------------------------------------------------------------------------
 
 bool Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length) {
+  try {
+    bool queued = SendOnce(channel, data, length);
+    backoff_.Sent();
+    return queued;
+  } catch (const Error& e) {
+    // The lock is released by now (the guard of SendOnce is gone): yield with nothing held.
+    if (RefusalBackoff::IsForRoom(e.code())) backoff_.Refused();
+    throw;
+  }
+}
+
+bool Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t length) {
   CheckOpen();
   ValidateName(channel, true, "channel");
   CheckMessageSize(length);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "arena.h"
+#include "backpressure.h"
 #include "doorbell.h"
 #include "lock_hold.h"
 #include "segment.h"
@@ -308,6 +309,8 @@ class Layer {
   void DropAllExpired(uint64_t now);
   // Throws kTooLarge for a message above the segment's maxMessageSize.
   void CheckMessageSize(uint32_t length) const;
+  // Send() without the backoff after a refusal (backpressure.h): the work under the lock.
+  bool SendOnce(std::string_view channel, const uint8_t* data, uint32_t length);
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
   void ReleaseBlockRef(uint32_t block);
   void ReleaseUnqueuedBlock(uint32_t block);
@@ -371,6 +374,7 @@ class Layer {
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};       // messages_sent at our last housekeeping
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
   LockHoldStats lock_hold_;
+  RefusalBackoff backoff_;  // of Send(): yields the CPU on repeated refusals
   LockOp lock_op_ = LockOp::kOther;  // of the critical section in progress
   uint64_t locked_at_ns_ = 0;
   uint32_t next_set_id_ = 1;
