@@ -171,8 +171,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private readonly lockTimeout: number;
   /** Calls that found the lock busy, in call order; later calls queue behind them. */
   private readonly lockBacklog: LockedCall[] = [];
-  private lockRetry: NodeJS.Timeout | undefined;
-  private drainRetry: NodeJS.Timeout | undefined;
+  private lockRetry: NodeJS.Immediate | undefined;
+  private drainRetry: NodeJS.Immediate | undefined;
   /** The serializer, when it can hand out transient bytes (the default msgpack one). */
   private readonly transient: MsgpackSerializer | undefined;
   /** Where small receive batches land (see drain()). */
@@ -388,8 +388,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     clearInterval(this.maintenance);
     unclosed.unregister(this);
     waitingLayers.delete(this);
-    clearTimeout(this.lockRetry);
-    clearTimeout(this.drainRetry);
+    clearImmediate(this.lockRetry);
+    clearImmediate(this.drainRetry);
     for (const waiting of this.lockBacklog.splice(0)) waiting.reject(new LayerClosed());
     this.pending.rejectAll(new LayerClosed());
     this.handle.close();
@@ -789,11 +789,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
           rung && active.length === 1,
         );
         // Another process holds the lock: look again soon, from the event loop; nothing failed.
-        if (busy)
-          this.drainRetry ??= setTimeout(() => {
-            this.drainRetry = undefined;
-            this.drain();
-          }, 1);
+        if (busy) this.retryDrainSoon();
       }
     }
     this.drainChannels();
@@ -843,10 +839,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       // Another process holds the lock: look again soon, from the event loop. The receives
       // keep waiting (their own signals bound them), nothing is failed.
       this.drainAll = true;
-      this.drainRetry ??= setTimeout(() => {
-        this.drainRetry = undefined;
-        this.drain();
-      }, 1);
+      this.retryDrainSoon();
       return;
     }
     // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
@@ -918,11 +911,25 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     });
   }
 
+  // Retries run from the check phase (setImmediate), not from a timer. The native call that
+  // threw EBUSY already slept up to one slice on the lock word, and the retry sleeps there again,
+  // woken by the holder's unlock: a holder that was only descheduled (the common case with more
+  // busy processes than cores) is followed at once. A 1 ms timer added a millisecond or more to
+  // every such call even when the lock came free a microsecond later (W5, Socket.IO p99). A
+  // stopped holder costs one slice's futex timeout per loop turn, and the loop keeps running
+  // (timers, I/O) between the slices.
   private scheduleLockRetry(): void {
-    this.lockRetry ??= setTimeout(() => {
+    this.lockRetry ??= setImmediate(() => {
       this.lockRetry = undefined;
       this.retryLocked();
-    }, 1);
+    });
+  }
+
+  private retryDrainSoon(): void {
+    this.drainRetry ??= setImmediate(() => {
+      this.drainRetry = undefined;
+      this.drain();
+    });
   }
 
   private retryLocked(): void {
