@@ -268,6 +268,9 @@ class Layer {
   std::vector<std::string> Verify();
   // The sizes the segment was created with (an attach takes them from the segment, not options).
   SegmentConfig Config() const;
+  // How often a refused Send() of this instance yielded the CPU (backpressure.h).
+  uint64_t refusal_yields() const { return backoff_.yields(); }
+
   // How long this instance held the segment lock, per operation (private memory, always on).
   const LockHoldStats& lock_hold() const { return lock_hold_; }
   void ResetLockHold() { lock_hold_ = LockHoldStats{}; }

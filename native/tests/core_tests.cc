@@ -422,6 +422,35 @@ TEST(queue_capacity_gives_channel_full) {
   CHECK_CLEAN(layer);
 }
 
+// backpressure.h: a producer retrying on a full channel gives its CPU to the receivers from the
+// second refusal in a row on; a one-off refusal, a refusal for another reason and any queued
+// message reset that.
+TEST(queue_repeated_refusals_yield_the_cpu) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 1;
+  Layer layer(o);
+  SendText(layer, "full", "queued");
+  CHECK_THROWS(SendText(layer, "full", "refused"), ErrorCode::kChannelFull);
+  CHECK_EQ(layer.refusal_yields(), 0u);
+  CHECK_THROWS(SendText(layer, "full", "refused"), ErrorCode::kChannelFull);
+  CHECK_THROWS(SendText(layer, "full", "refused"), ErrorCode::kChannelFull);
+  CHECK_EQ(layer.refusal_yields(), 2u);
+  // Not for lack of room: no yield, and the streak goes on.
+  CHECK_THROWS(SendText(layer, "other", std::string(300u << 10, 'x')), ErrorCode::kTooLarge);
+  CHECK_EQ(layer.refusal_yields(), 2u);
+  CHECK_EQ(ReceiveText(layer, "full", 1), (std::vector<std::string>{"queued"}));
+  SendText(layer, "full", "queued again");  // a queued message ends the streak
+  CHECK_THROWS(SendText(layer, "full", "refused"), ErrorCode::kChannelFull);
+  CHECK_EQ(layer.refusal_yields(), 2u);
+  CHECK_THROWS(SendText(layer, "full", "refused"), ErrorCode::kChannelFull);
+  CHECK_EQ(layer.refusal_yields(), 3u);
+  // The lock is free again after every refusal: another instance sends at once.
+  Layer other(Options(name));
+  SendText(other, "elsewhere", "x");
+  CHECK_CLEAN(layer);
+}
+
 TEST(queue_expiry_drops_old_messages) {
   TempName name;
   LayerOptions o = Options(name);
