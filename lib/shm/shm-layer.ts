@@ -912,11 +912,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   }
 
   // Retries run from the check phase (setImmediate), not from a timer. The native call that
-  // threw EBUSY already slept up to one slice on the lock word, and the retry sleeps there again,
-  // woken by the holder's unlock: a holder that was only descheduled (the common case with more
-  // busy processes than cores) is followed at once. A 1 ms timer added a millisecond or more to
-  // every such call even when the lock came free a microsecond later (W5, Socket.IO p99). A
-  // stopped holder costs one slice's futex timeout per loop turn, and the loop keeps running
+  // found the lock busy already slept up to one slice on the lock word, and the retry sleeps
+  // there again, woken by the holder's unlock: a holder that was only descheduled (the common
+  // case with more busy processes than cores) is followed at once. A 1 ms timer added a
+  // millisecond or more to every such call even when the lock came free a microsecond later.
+  // A stopped holder costs one slice's futex timeout per loop turn, and the loop keeps running
   // (timers, I/O) between the slices.
   private scheduleLockRetry(): void {
     this.lockRetry ??= setImmediate(() => {
