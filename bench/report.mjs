@@ -81,7 +81,17 @@ export const ROWS = [
     key: 'deliveriesPerSec',
     unit: '/s',
     better: 'higher',
-    targets: [{ vs: 'redis', op: '>=', value: 20 }],
+    targets: [
+      { vs: 'redis', op: '>=', value: 20 },
+      { vs: 'cluster', op: '>=', value: 2 },
+    ],
+  },
+  {
+    label: 'CPU per delivery, all processes',
+    w: 'w3-fanout',
+    key: 'cpuUsPerDelivery',
+    unit: 'µs',
+    better: 'lower',
   },
   {
     label: 'groupSends by the sender',
@@ -133,6 +143,7 @@ export const ROWS = [
     w: 'w3-groupcost',
     unit: 'x',
     better: 'lower',
+    targets: [{ vs: 'self', op: '<=', value: 3, text: '<= 3x' }],
   },
   {
     label: 'cost 4 proc / 1 proc, 1000 members',

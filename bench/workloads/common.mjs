@@ -19,6 +19,7 @@ export function window(params, leadMs = 300) {
 async function listen({ layer, state }, { channels, winStart, winEnd }) {
   state.count = 0;
   state.after = 0;
+  state.before = 0;
   for (const channel of channels) {
     (async () => {
       for (;;) {
@@ -30,6 +31,7 @@ async function listen({ layer, state }, { channels, winStart, winEnd }) {
         const t = now();
         if (t >= winEnd) state.after++;
         else if (t >= winStart) state.count++;
+        else state.before++;
       }
     })();
   }
@@ -37,7 +39,7 @@ async function listen({ layer, state }, { channels, winStart, winEnd }) {
 }
 
 async function counted({ state }) {
-  return { count: state.count, after: state.after };
+  return { count: state.count, after: state.after, before: state.before };
 }
 
 /** Producer: sends 128-byte messages to `channel` from `start` until `until` (retrying when full). */

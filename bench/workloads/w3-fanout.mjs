@@ -53,14 +53,24 @@ export async function coordinate(ctx) {
   const { start, winStart, winEnd } = window(ctx.params);
   for (let i = 0; i < 4; i++)
     await members[i].call('listen', { channels: joined[i], winStart, winEnd });
+  const cpuBefore = await ctx.cpu(handles);
   const sent = await sender.call('groupLoop', { start, until: winEnd });
   await sleepUntil(winEnd + 100 * MS);
+  // Every process (and the relay for cluster), from before the first groupSend to after the
+  // last delivery counted, per delivery made in that time (warm-up included).
+  const cpuUs = (await ctx.cpu(handles)) - cpuBefore;
   let delivered = 0;
-  for (const m of members) delivered += (await m.call('counted')).count;
+  let deliveredSinceStart = 0;
+  for (const m of members) {
+    const c = await m.call('counted');
+    delivered += c.count;
+    deliveredSinceStart += c.before + c.count + c.after;
+  }
   const lockHold = await ctx.lockHold(handles);
   await ctx.stop(handles);
   return {
     deliveriesPerSec: delivered / duration,
+    cpuUsPerDelivery: cpuUs / deliveredSinceStart,
     groupSendsPerSec: sent.groupSends / sent.seconds,
     delivered,
     groupSends: sent.groupSends,
