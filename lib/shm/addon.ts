@@ -90,16 +90,22 @@ export interface NativeLayer {
   send(channel: string, payload: Uint8Array): boolean;
   /** Drops a '!' channel's queue, memberships and record; returns the messages dropped. */
   releaseChannel(channel: string): number;
+  /** Buffered messages dropped unreceived: moved from the received count to these. */
+  countBufferDrops(expired: number, orphaned: number): void;
   groupSend(group: string, payload: Uint8Array): number;
   /**
-   * Takes up to `wanted` messages per channel. Returns null or one Buffer: payloads back to back,
-   * then a (request index, length) u32 pair per message, then the message count (u32 LE).
+   * Takes up to `wanted` messages per channel, then up to `extra` more per channel while
+   * `extraBytes` of payload last (only `wanted` decides where we wait). Returns null or one
+   * Buffer: payloads back to back, then a (request index, length, ms until it expires) u32
+   * triple per message, then the message count (u32 LE).
    */
   receive(
     channels: string | string[],
     wanted: number | number[],
     coversAllWaits?: boolean,
     scratch?: Uint8Array,
+    extra?: number | number[],
+    extraBytes?: number,
   ): Buffer | number | null;
   /** Defines a receiveAny channel set (distinct, valid names); returns its id. */
   defineSet(channels: readonly string[]): number;

@@ -72,7 +72,8 @@ export function tryLocked<T>(call: () => T): T | LockBusy {
  *   payloads back to back, from offset 0
  *   (request, length) per message, in delivery order: `request` indexes the call's channel list
  *     (receive) or the set's channels (receiveAny); `length` is DAMAGED_MESSAGE, with no payload
- *     bytes, for a message whose bytes failed their checksum in shared memory
+ *     bytes, for a message whose bytes failed their checksum in shared memory; receive() adds a
+ *     third u32, the ms until the message expires (at least 1)
  *   receiveAny only: the positions it looked at that still hold messages, one u32 each
  *   trailer: receive: the message count
  *            receiveAny: the message count, the number of positions listed, and how many of the
@@ -84,9 +85,14 @@ const DAMAGED_MESSAGE = 0xffffffff;
 
 /**
  * One message of a batch: the index of its request and its bytes (the receiver's to keep), or
- * null for a message that failed its checksum and was dropped.
+ * null for a message that failed its checksum and was dropped; for receive() batches also the ms
+ * until it expires (receiveAny() batches: Infinity, they are delivered at once).
  */
-export type BatchVisitor = (request: number, payload: Buffer | null) => void;
+export type BatchVisitor = (request: number, payload: Buffer | null, expiresInMs: number) => void;
+
+/** Bytes per message entry: receive() (request, length, ms until it expires); receiveAny(). */
+const RECEIVE_ENTRY = 12;
+const RECEIVE_ANY_ENTRY = 8;
 
 /** Visits the messages of a receive() batch. */
 export function readReceiveBatch(
@@ -97,7 +103,7 @@ export function readReceiveBatch(
   const batch = typeof result === 'number' ? scratch : result;
   const end = (typeof result === 'number' ? result : result.length) - 4;
   const count = batch.readUInt32LE(end);
-  visitMessages(batch, batch === scratch, end - count * 8, count, visit);
+  visitMessages(batch, batch === scratch, end - count * RECEIVE_ENTRY, count, RECEIVE_ENTRY, visit);
 }
 
 /**
@@ -117,7 +123,14 @@ export function readReceiveAnyBatch(
   const held = batch.readUInt32LE(end + 8);
   const listed = end - positions * 4;
   for (let at = listed; at < end; at += 4) stillHolding(batch.readUInt32LE(at));
-  visitMessages(batch, batch === scratch, listed - count * 8, count, visit);
+  visitMessages(
+    batch,
+    batch === scratch,
+    listed - count * RECEIVE_ANY_ENTRY,
+    count,
+    RECEIVE_ANY_ENTRY,
+    visit,
+  );
   return held;
 }
 
@@ -126,14 +139,16 @@ function visitMessages(
   inScratch: boolean,
   entries: number,
   count: number,
+  stride: number,
   visit: BatchVisitor,
 ): void {
   let offset = 0;
-  for (let i = 0, entry = entries; i < count; i++, entry += 8) {
+  for (let i = 0, entry = entries; i < count; i++, entry += stride) {
     const request = batch.readUInt32LE(entry);
     const length = batch.readUInt32LE(entry + 4);
+    const expiresInMs = stride === RECEIVE_ENTRY ? batch.readUInt32LE(entry + 8) : Infinity;
     if (length === DAMAGED_MESSAGE) {
-      visit(request, null);
+      visit(request, null, expiresInMs);
       continue;
     }
     // The scratch buffer is reused by the next call: a deserializer may keep views of what it
@@ -142,6 +157,6 @@ function visitMessages(
       ? Buffer.from(batch.subarray(offset, offset + length))
       : batch.subarray(offset, offset + length);
     offset += length;
-    visit(request, payload);
+    visit(request, payload, expiresInMs);
   }
 }

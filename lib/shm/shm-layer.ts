@@ -96,6 +96,23 @@ const BELL = 1;
 const ARMED = 2;
 /** Receive batches up to this size are copied into one reused buffer. */
 const SCRATCH_BYTES = 64 * 1024;
+/**
+ * A drain of one of this instance's own '!' channels takes up to this many messages more than
+ * its waiting receives want, within BUFFER_BYTES of payload per drain, and keeps them for the
+ * next receive()s of that channel (no native call, no lock, no doorbell for those): only this
+ * instance can receive them anyway. channels_redis buffers its process-local channels likewise.
+ */
+const BUFFER_MESSAGES = 16;
+const BUFFER_BYTES = 32 * 1024;
+
+/** A message of one of our own '!' channels, taken from the segment before anyone asked. */
+interface BufferedMessage {
+  bytes: Uint8Array;
+  /** performance.now() after which it has expired (as it would have in the queue). */
+  expiresAt: number;
+  /** Order of arrival across every buffer (receiveAny takes the oldest). */
+  order: number;
+}
 
 /** The sizes given explicitly in `options` that the (existing) segment does not have, or null. */
 function differingSizes(options: ShmChannelLayerOptions, actual: SegmentSizing): string | null {
@@ -177,6 +194,15 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private readonly transient: MsgpackSerializer | undefined;
   /** Where small receive batches land (see drain()). */
   private readonly scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
+  /** Messages of our own '!' channels taken ahead of their receive()s (BUFFER_MESSAGES). */
+  private readonly buffered = new Map<string, BufferedMessage[]>();
+  private bufferedOrder = 0;
+  /**
+   * Buffered messages dropped unreceived (expired, or their channel released) and not yet
+   * reported to the segment's counters (reportBufferDrops(): on release, housekeeping, close).
+   */
+  private bufferedExpired = 0;
+  private bufferedOrphaned = 0;
 
   constructor(options: ShmChannelLayerOptions = {}) {
     // The client id must fit the core's kMaxClientLength (32) characters.
@@ -302,6 +328,16 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.buffered.size !== 0 && this.buffered.has(channel) && !options.signal?.aborted) {
+      // Buffered messages are older than any still queued for the channel, and a buffer is
+      // only filled while no receive waits there: nobody is ahead of this one.
+      const taken = this.takeBuffered(channel);
+      if (taken) {
+        return (
+          'error' in taken ? Promise.reject(taken.error) : Promise.resolve(taken.message)
+        ) as Promise<T>;
+      }
+    }
     const promise = this.pending.add(channel, options.signal) as Promise<T>;
     this.dirty.add(channel);
     this.scheduleDrain();
@@ -318,6 +354,14 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       this.stateOf(set);
     } catch (error) {
       return Promise.reject(error);
+    }
+    if (this.buffered.size !== 0 && !options.signal?.aborted) {
+      const taken = this.takeBufferedOf(set);
+      if (taken) {
+        return 'error' in taken
+          ? Promise.reject(taken.error)
+          : Promise.resolve({ channel: taken.channel, message: taken.message as T });
+      }
     }
     if (options.wait === false) {
       if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
@@ -370,13 +414,17 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   async releaseChannel(channel: string): Promise<void> {
     this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
+    this.bufferedOrphaned += this.buffered.get(channel)?.length ?? 0;
+    this.buffered.delete(channel);
     await this.locked(() => this.handle.releaseChannel(channel));
+    this.reportBufferDrops();
     this.markCandidate(channel); // its record went, and our wait with it
   }
 
   async flush(): Promise<void> {
     this.checkOpen();
     await this.locked(() => this.handle.flush());
+    this.buffered.clear(); // flushed with the queues they came from
     // Our own waiters lost their registrations with the records flush removed.
     this.markAllSets();
     if (this.pending.size) this.scheduleDrain(true);
@@ -392,18 +440,32 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     clearImmediate(this.drainRetry);
     for (const waiting of this.lockBacklog.splice(0)) waiting.reject(new LayerClosed());
     this.pending.rejectAll(new LayerClosed());
+    // Our '!' channels end with us: what their buffers hold is orphaned, like what they queue.
+    for (const list of this.buffered.values()) this.bufferedOrphaned += list.length;
+    this.buffered.clear();
+    this.reportBufferDrops();
     this.handle.close();
   }
 
   /** Processes, channels with depths, groups with sizes and arena use of the whole segment. */
   stats(limit = 1000): ShmLayerStats {
     this.checkOpen();
-    return callNative(() => ({
-      name: this.name,
-      ...this.handle.stats(),
-      channelList: this.handle.channels(limit),
-      groupList: this.handle.groups(limit),
-    }));
+    return callNative(() => {
+      const native = this.handle.stats();
+      return {
+        name: this.name,
+        ...native,
+        // Buffered messages this instance dropped and has not reported to the segment yet.
+        messagesReceived: Math.max(
+          0,
+          native.messagesReceived - this.bufferedExpired - this.bufferedOrphaned,
+        ),
+        messagesExpired: native.messagesExpired + this.bufferedExpired,
+        messagesOrphaned: native.messagesOrphaned + this.bufferedOrphaned,
+        channelList: this.handle.channels(limit),
+        groupList: this.handle.groups(limit),
+      };
+    });
   }
 
   /**
@@ -426,6 +488,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
 
   private maintain(): void {
     if (this.closed) return;
+    this.dropExpiredBuffered();
+    this.reportBufferDrops();
     let attached: boolean;
     try {
       // Also drops any registration of ours on a channel no receive here waits on any more.
@@ -817,16 +881,36 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     this.dirty.clear();
     this.drainAll = false;
     if (wanted.length === 0) return;
+    // Our own '!' channels that no receiveAny() names take their next messages along (buffered:
+    // a set's order across channels must come from the core's enqueue order).
+    let extra: number[] | undefined;
+    for (let i = 0; i < wanted.length; i++) {
+      const channel = wanted[i]![0];
+      if (
+        this.local.owns(channel) &&
+        (this.pending.setCount === 0 || this.pending.setsNaming(channel).length === 0)
+      )
+        (extra ??= new Array<number>(wanted.length).fill(0))[i] = BUFFER_MESSAGES;
+    }
     let result: Buffer | number | null | LockBusy;
     try {
       result = tryLocked(() =>
         wanted.length === 1
-          ? this.handle.receive(wanted[0]![0], wanted[0]![1], coversAll, this.scratch)
+          ? this.handle.receive(
+              wanted[0]![0],
+              wanted[0]![1],
+              coversAll,
+              this.scratch,
+              extra?.[0],
+              BUFFER_BYTES,
+            )
           : this.handle.receive(
               wanted.map(([channel]) => channel),
               wanted.map(([, count]) => count),
               coversAll,
               this.scratch,
+              extra,
+              BUFFER_BYTES,
             ),
       );
     } catch (failure) {
@@ -852,6 +936,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
           (request) => wanted[request]![0],
           (channel, message) => this.pending.deliver(channel, message),
           (channel, error) => this.pending.fail(channel, error),
+          extra && this.keepBuffered,
         ),
       );
     }
@@ -865,9 +950,12 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     channelAt: (request: number) => string,
     deliver: (channel: string, message: api.Message) => void,
     fail: (channel: string, error: unknown) => void,
+    keep?: (channel: string, payload: Uint8Array, expiresInMs: number) => boolean,
   ): BatchVisitor {
-    return (request, payload) => {
+    return (request, payload, expiresInMs) => {
       const channel = channelAt(request);
+      // A message nobody here waits for yet (taken along for later): kept undecoded.
+      if (payload !== null && keep?.(channel, payload, expiresInMs)) return;
       if (payload === null) {
         fail(
           channel,
@@ -887,6 +975,90 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       }
       deliver(channel, message);
     };
+  }
+
+  /** Keeps a message for a later receive() of `channel` unless one waits for it now. */
+  private readonly keepBuffered = (
+    channel: string,
+    payload: Uint8Array,
+    expiresInMs: number,
+  ): boolean => {
+    if (this.pending.waits(channel) || !this.local.owns(channel)) return false;
+    let list = this.buffered.get(channel);
+    if (!list) {
+      list = [];
+      this.buffered.set(channel, list);
+    }
+    list.push({
+      bytes: payload,
+      expiresAt: performance.now() + expiresInMs - 1, // never later than the queue's own
+      order: this.bufferedOrder++,
+    });
+    return true;
+  };
+
+  /** The oldest unexpired buffered message of `channel`, decoded (each taker its own copy). */
+  private takeBuffered(channel: string): { message: api.Message } | { error: unknown } | undefined {
+    const list = this.buffered.get(channel);
+    if (!list) return undefined;
+    const now = performance.now();
+    let taken: BufferedMessage | undefined;
+    while ((taken = list.shift()) && taken.expiresAt <= now) this.bufferedExpired++;
+    if (list.length === 0) this.buffered.delete(channel);
+    if (!taken) return undefined;
+    try {
+      return { message: this.serializer.deserialize(taken.bytes) };
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  /** For receiveAny(): the oldest buffered message among the set's channels. */
+  private takeBufferedOf(
+    set: ChannelSet,
+  ): (({ message: api.Message } | { error: unknown }) & { channel: string }) | undefined {
+    for (;;) {
+      let best: string | undefined;
+      let bestOrder = Infinity;
+      for (const [channel, list] of this.buffered) {
+        if (list[0]!.order < bestOrder && set.has(channel)) {
+          best = channel;
+          bestOrder = list[0]!.order;
+        }
+      }
+      if (best === undefined) return undefined;
+      const taken = this.takeBuffered(best);
+      if (taken) return { ...taken, channel: best };
+      // Everything buffered there had expired: look again.
+    }
+  }
+
+  /**
+   * Tells the segment's counters about buffered messages dropped unreceived (they were counted
+   * received when they left the segment). Best effort: on a busy lock they wait for next time.
+   */
+  private reportBufferDrops(): void {
+    if (this.bufferedExpired === 0 && this.bufferedOrphaned === 0) return;
+    try {
+      this.handle.countBufferDrops(this.bufferedExpired, this.bufferedOrphaned);
+      this.bufferedExpired = 0;
+      this.bufferedOrphaned = 0;
+    } catch {
+      // busy or closed: kept for the next housekeeping
+    }
+  }
+
+  /** Housekeeping: buffered messages past their expiry go (counted as expired). */
+  private dropExpiredBuffered(): void {
+    if (this.buffered.size === 0) return;
+    const now = performance.now();
+    for (const [channel, list] of this.buffered) {
+      const before = list.length;
+      const kept = list.filter((m) => m.expiresAt > now);
+      this.bufferedExpired += before - kept.length;
+      if (kept.length === 0) this.buffered.delete(channel);
+      else if (kept.length !== before) this.buffered.set(channel, kept);
+    }
   }
 
   /**

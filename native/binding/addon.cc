@@ -297,41 +297,53 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   // receive(channel: string, wanted: number) or receive(channels: string[], wanted: number[]).
   // Returns null, or one Buffer: the payloads back to back, then per message (request index,
-  // length) as u32 pairs, then the message count as u32, all little-endian. One JS object per
-  // batch keeps the per-call cost of the hot path low.
+  // length, ms until it expires) as u32 triples, then the message count as u32, all
+  // little-endian. One JS object per batch keeps the per-call cost of the hot path low.
   // A third argument `true`: the channels are every channel this instance waits on, so the same
   // call also answers the doorbell (consumes the bell and the ready list): one lock per wake-up.
   // A fourth, a Uint8Array: scratch space for the result (then its length is returned instead).
+  // A fifth and sixth: per request (a number, or an array like `wanted`) how many messages more
+  // than `wanted` it may take, and how many payload bytes those extra messages may take in all.
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     bool covers_all = info.Length() > 2 && info[2].ToBoolean().Value();
+    const bool has_extra = info.Length() > 5 && !info[4].IsUndefined();
+    uint64_t extra_bytes = 0;
+    if (has_extra) {
+      double budget = info[5].As<Napi::Number>().DoubleValue();
+      extra_bytes = budget > 0 ? static_cast<uint64_t>(budget) : 0;
+    }
     std::vector<shmch::ReceiveRequest> requests;
     if (info[0].IsString()) {
-      requests.push_back(
-          {info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Uint32Value()});
+      requests.push_back({info[0].As<Napi::String>().Utf8Value(),
+                          info[1].As<Napi::Number>().Uint32Value(),
+                          has_extra ? info[4].As<Napi::Number>().Uint32Value() : 0});
     } else {
       auto channels = info[0].As<Napi::Array>();
       auto wanted = info[1].As<Napi::Array>();
+      Napi::Array extra = has_extra ? info[4].As<Napi::Array>() : Napi::Array();
       requests.reserve(channels.Length());
       for (uint32_t i = 0; i < channels.Length(); ++i) {
         requests.push_back({channels.Get(i).ToString().Utf8Value(),
-                            wanted.Get(i).As<Napi::Number>().Uint32Value()});
+                            wanted.Get(i).As<Napi::Number>().Uint32Value(),
+                            has_extra ? extra.Get(i).As<Napi::Number>().Uint32Value() : 0});
       }
     }
     shmch::ReceivedBatch batch;
-    Guard(env, [&] { Open(env).Receive(requests, batch, covers_all); });
+    Guard(env, [&] { Open(env).Receive(requests, batch, covers_all, extra_bytes); });
     size_t n = batch.request_of.size();
     if (n == 0) return env.Null();
     auto& bytes = batch.bytes;
     size_t payload = bytes.size();
-    bytes.resize(payload + n * 8 + 4);
+    bytes.resize(payload + n * 12 + 4);
     uint8_t* trailer = bytes.data() + payload;
     for (size_t i = 0; i < n; ++i) {
-      std::memcpy(trailer + i * 8, &batch.request_of[i], 4);
-      std::memcpy(trailer + i * 8 + 4, &batch.length_of[i], 4);
+      std::memcpy(trailer + i * 12, &batch.request_of[i], 4);
+      std::memcpy(trailer + i * 12 + 4, &batch.length_of[i], 4);
+      std::memcpy(trailer + i * 12 + 8, &batch.expires_in_ms[i], 4);
     }
     uint32_t count = static_cast<uint32_t>(n);
-    std::memcpy(trailer + n * 8, &count, 4);
+    std::memcpy(trailer + n * 12, &count, 4);
     // A batch that fits the caller's scratch buffer goes there (returns its length): one
     // long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and
     // collection cost more than the copy.

@@ -158,7 +158,7 @@ bool Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t len
 // ---------------------------------------------------------------------------------------------
 
 void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
-                    bool covers_all_waits) {
+                    bool covers_all_waits, uint64_t extra_bytes) {
   CheckOpen();
   // Before the lock: a bad name in the batch fails the whole call and touches nothing.
   for (const ReceiveRequest& req : requests) ValidateName(req.channel, true, "channel");
@@ -186,19 +186,31 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       throw Error(ErrorCode::kInvalidArgument, "a receive batch names a channel twice");
     }
     uint32_t got = 0, walked = 0;
+    const uint32_t most = req.wanted + req.extra < req.wanted ? UINT32_MAX : req.wanted + req.extra;
     if (index != kNil) {
       Channel& c = segment_->channel(index);
-      for (uint32_t n = LoadOnce(c.head); got < req.wanted && n != kNil;) {
-        if (++walked > segment_->node_records()) segment_->Corrupt("queue loops");
+      for (uint32_t n = LoadOnce(c.head); got < most && n != kNil;) {
         // Every field used below is read once into a local and checked there: another process
         // may rewrite the node or the block header while we look.
         const Node& shared_node = segment_->node(n);
         const uint32_t block = LoadOnce(shared_node.block);
         const uint64_t expires_at = LoadOnce(shared_node.expires_at_ms);
+        BlockInfo info{};
+        if (got >= req.wanted && expires_at > now) {
+          // An extra message: only while the budget lasts (checked before it is walked, so a
+          // message left behind is not popped).
+          info = segment_->ReadBlock(block);
+          const uint64_t cost = info.message ? info.length : 0;
+          if (cost > extra_bytes) break;
+          extra_bytes -= cost;
+        }
+        if (++walked > segment_->node_records()) segment_->Corrupt("queue loops");
         n = LoadOnce(shared_node.next);
         if (expires_at <= now) continue;
         ++got;
         out.request_of.push_back(r);
+        const uint64_t left = expires_at - now;
+        out.expires_in_ms.push_back(left > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(left));
         if (!CopyOut(block, out.bytes, out.length_of)) damaged_blocks = true;
       }
       if (walked) pops.emplace_back(index, walked);

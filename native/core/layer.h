@@ -32,10 +32,13 @@ struct LayerOptions {
   uint64_t lock_wait_ns = UINT64_MAX;
 };
 
-// What one receive batch asks of a channel: up to `wanted` messages.
+// What one receive batch asks of a channel: up to `wanted` messages, then up to `extra` more
+// while the call's extra-byte budget lasts (a receiver that buffers its own '!' channels' next
+// messages, as channels_redis does). Only `wanted` decides whether the caller waits there.
 struct ReceiveRequest {
   std::string channel;
   uint32_t wanted;
+  uint32_t extra = 0;
 };
 
 // Messages handed out by Receive(): payloads back to back in `bytes`; for each message the index
@@ -66,7 +69,7 @@ struct UninitializedAllocator : std::allocator<T> {
 // Payloads copied out of the segment, back to back.
 using PayloadBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
 
-// Bytes the binding appends after a batch's payloads (8 per message, and a count): reserved with
+// Bytes the binding appends after a batch's payloads (12 per message, and a count): reserved with
 // the first payload, so a 5 MB receive does not grow to 10 MB (a second copy of the payload and
 // twice the fresh pages) when the trailer is added.
 constexpr size_t kReceiveTrailerSlack = 4096;
@@ -89,6 +92,9 @@ struct ReceivedBatch {
   PayloadBytes bytes;
   std::vector<uint32_t> request_of;
   std::vector<uint32_t> length_of;
+  // Per message, ms until it expires (at least 1): a receiver that keeps a message for later
+  // drops it when that has passed, as the queue would have.
+  std::vector<uint32_t> expires_in_ms;
 };
 
 // Messages handed out by ReceiveAny(): payloads back to back in `bytes`; per message the
@@ -188,8 +194,9 @@ class Layer {
   // `covers_all_waits`: the requests name every channel this instance waits on. Then the same
   // critical section also consumes the bell and the ready list (one lock per wake-up), and
   // withdraws stale waits on ready channels the requests do not name, passing their wake-up on.
+  // `extra_bytes`: how many payload bytes the requests' `extra` messages may take in all.
   void Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& out,
-               bool covers_all_waits = false);
+               bool covers_all_waits = false, uint64_t extra_bytes = 0);
 
   // --- Receive any (receive_any.cc) ---
   // A channel set is defined once (its names checked then) and named by its id after, so a
