@@ -95,12 +95,36 @@ describe("receive buffer of own '!' channels", () => {
     const channel = await receiver.newChannel();
     for (let i = 0; i < 4; i++) await sender.send(channel, { i });
     await within(receiver.receive(channel));
-    const orphanedBefore = receiver.stats().messagesOrphaned;
+    const orphanedBefore = sender.stats().messagesOrphaned;
+    const receivedBefore = sender.stats().messagesReceived;
     await receiver.releaseChannel(channel);
-    expect(receiver.stats().messagesOrphaned - orphanedBefore).toBe(3);
+    // In the segment's counters, as every process sees them: orphaned, no longer received.
+    expect(sender.stats().messagesOrphaned - orphanedBefore).toBe(3);
+    expect(receivedBefore - sender.stats().messagesReceived).toBe(3);
     const next = await receiver.newChannel();
     await sender.send(next, { after: true });
     expect(await within(receiver.receive(next))).toEqual({ after: true });
+  });
+
+  it('close() counts what the buffers held as orphaned, in the segment', async () => {
+    const [receiver, sender] = pair();
+    const channel = await receiver.newChannel();
+    for (let i = 0; i < 5; i++) await sender.send(channel, { i });
+    await within(receiver.receive(channel));
+    const orphanedBefore = sender.stats().messagesOrphaned;
+    await receiver.close();
+    expect(sender.stats().messagesOrphaned - orphanedBefore).toBe(4);
+  });
+
+  it('buffered messages that expire are counted in the segment by the next housekeeping', async () => {
+    const [receiver, sender] = pair({ expiry: 1 });
+    const channel = await receiver.newChannel();
+    for (let i = 0; i < 3; i++) await sender.send(channel, { i });
+    await within(receiver.receive(channel));
+    const expiredBefore = sender.stats().messagesExpired;
+    // Expiry (1 s) and then one housekeeping round (every 2 s) later.
+    await sleep(3300);
+    expect(sender.stats().messagesExpired - expiredBefore).toBe(2);
   });
 
   it('flush() empties the buffers with the queues', async () => {

@@ -103,6 +103,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                            InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
                            InstanceMethod<&NativeLayer::Flush>("flush"),
                            InstanceMethod<&NativeLayer::ReleaseChannel>("releaseChannel"),
+                           InstanceMethod<&NativeLayer::CountBufferDrops>("countBufferDrops"),
                            InstanceMethod<&NativeLayer::Maintain>("maintain"),
                            InstanceMethod<&NativeLayer::Ready>("ready"),
                            InstanceMethod<&NativeLayer::Unwait>("unwait"),
@@ -489,6 +490,18 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::string channel = info[0].ToString().Utf8Value();
     uint32_t dropped = Guard(env, [&] { return Open(env).ReleaseChannel(channel); });
     return Napi::Number::New(env, dropped);
+  }
+
+  // countBufferDrops(expired: number, orphaned: number): buffered messages dropped unreceived.
+  Napi::Value CountBufferDrops(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto count = [&](size_t i) {
+      double n = info[i].As<Napi::Number>().DoubleValue();
+      return n > 0 ? static_cast<uint64_t>(n) : uint64_t{0};
+    };
+    uint64_t expired = count(0), orphaned = count(1);
+    Guard(env, [&] { Open(env).CountBufferDrops(expired, orphaned); });
+    return env.Undefined();
   }
 
   // ready(): names of the channels that rang us since the last call, or null for "look at all".

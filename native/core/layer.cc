@@ -556,6 +556,17 @@ void Layer::Unwait(const std::vector<std::string>& channels) {
   }
 }
 
+void Layer::CountBufferDrops(uint64_t expired, uint64_t orphaned) {
+  CheckOpen();
+  if (expired == 0 && orphaned == 0) return;
+  Critical guard(*this);
+  Header& h = segment_->header();
+  const uint64_t moved = expired + orphaned;
+  h.messages_received = h.messages_received > moved ? h.messages_received - moved : 0;
+  h.messages_expired += expired;
+  h.messages_orphaned += orphaned;
+}
+
 bool Layer::Arm() {
   Slot& s = segment_->slot(slot_);
   // Dekker handshake with Doorbells::Ring: publish `sleeping`, then look at the bell.

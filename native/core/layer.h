@@ -219,6 +219,10 @@ class Layer {
   // The owner is finished with a '!' channel: drops its queued messages (counted as orphaned),
   // its group memberships, waiter registrations and record. Returns the messages dropped.
   uint32_t ReleaseChannel(std::string_view channel);
+  // Messages a receiver took from the segment into its own buffer ('!' channels) and then
+  // dropped unreceived: counted as expired or orphaned instead of received, so the segment's
+  // counters still account for every message once.
+  void CountBufferDrops(uint64_t expired, uint64_t orphaned);
 
   // --- Group add, group discard, group send, group members ---
   void GroupAdd(std::string_view group, std::string_view channel);
