@@ -11,6 +11,7 @@
         "native/core/fault_points.cc",
         "native/core/groups.cc",
         "native/core/layer.cc",
+        "native/core/payload.cc",
         "native/core/queues.cc",
         "native/core/receive_any.cc",
         "native/core/recovery.cc",

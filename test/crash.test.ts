@@ -135,6 +135,19 @@ describe('owner death in every other critical section', () => {
        for (let k = 0; k < 8; k++) await l.receive('big');
        ShmChannelLayer.prune(l.name);`,
     ],
+    // Large payloads are copied outside the lock (native/core/payload.cc): a death in its
+    // critical sections.
+    [22, 'large send: block reserved', `await l.send('big', { b: Buffer.alloc(200 << 10) });`],
+    [
+      24,
+      'large send: linked, hold not dropped',
+      `await l.send('big', { b: Buffer.alloc(200 << 10) });`,
+    ],
+    [
+      25,
+      'large receive: popped into a hold',
+      `await l.send('big', { b: Buffer.alloc(200 << 10) }); await l.receive('big');`,
+    ],
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
@@ -181,6 +194,44 @@ describe('owner death in every other critical section', () => {
     expect(await layer.receive('fresh')).toEqual({ ok: true });
     expect(layer.verify()).toEqual([]);
   });
+});
+
+describe('death while a large payload is copied outside the lock', () => {
+  // Fault points 23 and 26 (native/core/payload.cc): no lock is held there, so nothing is
+  // recovered; the dead slot's hold on its block is released when the slot is reclaimed.
+  const scenarios: Array<[point: number, what: string, code: string]> = [
+    [
+      23,
+      'a send copied its payload, not published',
+      `await l.send('big', { b: Buffer.alloc(300 << 10, 7) });`,
+    ],
+    [26, 'a receive copied its payload, not released', `await l.receive('big');`],
+  ];
+  for (const [point, what, code] of scenarios) {
+    it(`fault point ${point} (${what}): no block is left behind and other messages stay`, async () => {
+      const name = shm.name();
+      const layer = shm.open({ name });
+      await layer.send('big', { first: Buffer.alloc(300 << 10, 1) });
+      const child = runModule(
+        `const l = new ShmChannelLayer({ name: '${name}' });\n${code}\nconsole.log('fault point not reached');`,
+        { SHMCH_FAULT_POINT: String(point) },
+      );
+      expect(child.signal, child.stdout + child.stderr).toBe('SIGKILL');
+      expect(layer.verify()).toEqual([]);
+      expect(layer.stats().lockRecoveries).toBe(0);
+      // Opening the layer again reclaims the dead instance's slot, and its hold.
+      const other = shm.open({ name });
+      await other.close();
+      const left = await drain(layer, 'big');
+      if (point === 23) {
+        expect(left).toEqual([{ first: Buffer.alloc(300 << 10, 1) }]); // the unpublished one never appears
+      } else {
+        expect(left).toEqual([]); // the receiver took it: gone with it (at most once)
+      }
+      expect(layer.stats().arenaUsedBytes).toBe(0);
+      expect(layer.verify()).toEqual([]);
+    });
+  }
 });
 
 describe('dead-process reclamation', () => {

@@ -58,7 +58,10 @@ console.log(JSON.stringify(outcomes));
 await layer.close();
 `;
 
-for (const seed of [1, 2, 3, 4]) {
+// Arbitrary seeds, each of which must land on checked structures (the ECORRUPT check below). Seed
+// 3 stopped doing so when layout 3 grew Slot and moved every region after it (its scribbles now
+// land where damage is harmless or repaired silently: 2403 ok, 3 aborted receives); 5 replaces it.
+for (const seed of [1, 2, 4, 5]) {
   it(`random bytes in a live segment give typed errors, never a crash or a hang (seed ${seed})`, () => {
     const name = shm.name();
     const run = runModule(victim(name, seed), {}, { timeout: 60_000 });

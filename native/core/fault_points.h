@@ -18,6 +18,11 @@
 //  17 reclaim: a dead instance's '!' channels out of their groups, not yet dropped
 //  20 any operation: lock released, doorbells not rung yet (a sender dying between publish and ring)
 //  21 receiveAny: copied out, waits registered, nothing popped
+//  22 large send: block reserved and held, payload not copied yet (payload.cc)
+//  23 large send: payload copied, lock not held, not published yet
+//  24 large send: node linked, the hold not dropped yet
+//  25 receive: large messages popped into holds, not copied out yet
+//  26 receive: large payloads copied out, lock not held, holds not dropped yet
 #pragma once
 
 namespace shmch {

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <unordered_set>
 
 #include "checksum.h"
@@ -117,40 +118,14 @@ bool Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t len
   CheckOpen();
   ValidateName(channel, true, "channel");
   CheckMessageSize(length);
-  Header& h = segment_->header();
+  // A large payload is copied outside the lock (payload.cc).
+  if (length >= kOutOfLockBytes) return SendOutOfLock(channel, data, length);
   uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kSend);
-  uint32_t index = Channels(*segment_).Find(channel);
-  if (index == kNil) {
-    // No record: for a '!' channel of an instance that is gone, nobody could ever receive it (an
-    // existing record of one is reclaimed, messages and all, by the next housekeeping).
-    std::string_view client = ClientOf(channel);
-    if (!client.empty() && !IsClientAttached(client)) {
-      ++h.messages_orphaned;
-      return false;
-    }
-    index = EnsureChannel(channel);
-  }
-  Channel& c = segment_->channel(index);
-  const uint32_t capacity = CapacityOf(c, channel);
-  DropHeadExpired(c, now);
-  if (c.count >= capacity) {
-    MaybeReleaseChannel(index);
-    ++h.sends_refused_full;
-    throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
-                                             std::to_string(capacity) + ")");
-  }
-  uint32_t block = kNil;
-  try {
-    block = StoreBlock(data, length);
-    Enqueue(index, block, now + options_.expiry_ms);
-  } catch (...) {
-    ReleaseUnqueuedBlock(block);
-    MaybeReleaseChannel(index);
-    throw;
-  }
-  ++h.messages_sent;
-  return true;
+  uint32_t index = FindSendTarget(channel);
+  if (index == kNil) return false;
+  CheckRoom(index, channel, now);
+  return SendLocked(index, data, length, now);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +138,10 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   // Before the lock: a bad name in the batch fails the whole call and touches nothing.
   for (const ReceiveRequest& req : requests) ValidateName(req.channel, true, "channel");
   uint64_t now = MonotonicMs();
-  Critical guard(*this, LockOp::kReceive);
+  std::vector<PinnedMessage> pins;  // large payloads, copied out after the lock (payload.cc)
+  HoldsOnError holds_on_error{*this, &pins};
+  std::optional<Critical> guard;
+  guard.emplace(*this, LockOp::kReceive);
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   Slot& me = segment_->slot(slot_);
   // Consumed before any queue is looked at: a message queued after this point rings again.
@@ -192,6 +170,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       for (uint32_t n = LoadOnce(c.head); got < most && n != kNil;) {
         // Every field used below is read once into a local and checked there: another process
         // may rewrite the node or the block header while we look.
+        const uint32_t node_index = n;
         const Node& shared_node = segment_->node(n);
         const uint32_t block = LoadOnce(shared_node.block);
         const uint64_t expires_at = LoadOnce(shared_node.expires_at_ms);
@@ -211,6 +190,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
         out.request_of.push_back(r);
         const uint64_t left = expires_at - now;
         out.expires_in_ms.push_back(left > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(left));
+        if (LeaveForLater(block, node_index, out.bytes, out.length_of, pins)) continue;
         if (!CopyOut(block, out.bytes, out.length_of)) damaged_blocks = true;
       }
       if (walked) pops.emplace_back(index, walked);
@@ -225,7 +205,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   }
   FAULT_POINT(3);
   // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
-  for (auto [index, count] : pops) CommitWalk(index, count, now);
+  for (auto [index, count] : pops) CommitWalk(index, count, now, &pins);
   if (covers_all_waits) {
     // Every channel we still wait on was asked for above, so the ready list is answered, except
     // for ready channels we no longer wait on (cancelled receives): withdraw those waits and pass
@@ -243,7 +223,11 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     me.ready_count = 0;
     me.ready_overflow = 0;
   }
+  FAULT_POINT(25);
   CountDamaged(out.length_of, damaged_blocks);
+  guard.reset();  // the pinned payloads are copied with no lock held
+  holds_on_error.pins = nullptr;
+  if (!pins.empty()) FinishPinned(pins, out);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -133,6 +133,10 @@ struct ChannelSetState {
   std::unordered_map<std::string, uint32_t> position_of_name;
 };
 
+// Payloads of at least this many bytes are copied outside the segment lock (payload.cc); below it
+// the copy costs less than the second critical section that taking it out needs.
+constexpr uint32_t kOutOfLockBytes = 64u << 10;
+
 // Channels in one receiveAny() set, at most.
 constexpr uint32_t kMaxSetChannels = 65536;
 
@@ -326,6 +330,46 @@ class Layer {
   // Send() without the backoff after a refusal (backpressure.h): the work under the lock.
   bool SendOnce(std::string_view channel, const uint8_t* data, uint32_t length);
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
+  uint32_t AllocateBlock(uint32_t length);  // throws kArenaFull with the numbers
+  // SendOnce's steps: the channel's record (kNil: an orphaned '!' channel, counted), the
+  // capacity check (throws kChannelFull), and the store and enqueue under the lock.
+  uint32_t FindSendTarget(std::string_view channel);
+  void CheckRoom(uint32_t index, std::string_view channel, uint64_t now);
+  bool SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now);
+
+  // Blocks held outside queues, payload.cc (the state machine is written down there).
+  struct PinnedMessage {
+    uint32_t entry;    // in our Slot::held
+    uint32_t block;
+    size_t at;         // where its payload goes in the batch's bytes
+    uint32_t length;
+    uint32_t checksum;
+    uint32_t message;  // its index in the batch's length_of
+    uint32_t node;     // the queued node phase 1 read it from
+    bool held = false;  // phase 2 popped it into our hold (else it was not taken: damaged)
+  };
+  // On an exception out of Receive, the holds its phase 2 recorded go to stale_holds_.
+  struct HoldsOnError {
+    Layer& layer;
+    std::vector<PinnedMessage>* pins;
+    ~HoldsOnError() {
+      if (!pins) return;
+      for (const PinnedMessage& pin : *pins) {
+        if (pin.held) layer.stale_holds_.push_back(pin.entry);
+      }
+    }
+  };
+  bool SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length);
+  // Copies pinned payloads out (no lock), then releases their holds (a short critical section).
+  void FinishPinned(std::vector<PinnedMessage>& pins, ReceivedBatch& out);
+  // Receive's phase 1: a large, well-formed block with a free hold entry is left to copy after
+  // the lock (room reserved in `bytes`, its length recorded); false: copy it now (CopyOut).
+  bool LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,
+                     std::vector<uint32_t>& length_of, std::vector<PinnedMessage>& pins);
+  uint32_t FreeHoldEntry() const;
+  void DropHold(uint32_t slot_index, uint32_t entry);
+  void ReleaseHolds(uint32_t slot_index);
+  void ReleaseStaleHolds();
   void ReleaseBlockRef(uint32_t block);
   void ReleaseUnqueuedBlock(uint32_t block);
   uint32_t AllocateNode();
@@ -336,7 +380,10 @@ class Layer {
   // reference and frees it; returns its expiry. `fault_point` (0: none) lies between the unlink
   // and the release. `skip_invalid_block`: a block that fails its check is left to recovery
   // instead of reported as corruption (a receive, which counted it damaged already).
-  uint64_t PopHead(Channel& channel, uint32_t head, int fault_point, bool skip_invalid_block);
+  // `hold_entry` < kHeldBlocks: the node's block reference moves to that entry of our slot's
+  // holds instead of being released (payload.cc).
+  uint64_t PopHead(Channel& channel, uint32_t head, int fault_point, bool skip_invalid_block,
+                   uint32_t hold_entry = kNil);
   void DropHeadExpired(Channel& channel, uint64_t now);
   // Appends a queued block's payload to `bytes` and its length to `length_of`, checksummed as
   // it is copied (kDamagedMessage when that fails). False when the block header itself is
@@ -344,7 +391,9 @@ class Layer {
   bool CopyOut(uint32_t block, PayloadBytes& bytes, std::vector<uint32_t>& length_of);
   // A receive's commit: pops the `walked` nodes it passed from a channel's head (copied and
   // expired alike), then passes our wake-up on if messages are left.
-  void CommitWalk(uint32_t channel_index, uint32_t walked, uint64_t now);
+  // `pins`: the walk's messages left to copy after the lock; their references become holds.
+  void CommitWalk(uint32_t channel_index, uint32_t walked, uint64_t now,
+                  std::vector<PinnedMessage>* pins = nullptr);
   void CountDamaged(const std::vector<uint32_t>& length_of, bool damaged_blocks);
 
   // Groups and memberships (groups.cc).
@@ -389,6 +438,9 @@ class Layer {
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
   LockHoldStats lock_hold_;
   RefusalBackoff backoff_;  // of Send(): yields the CPU on repeated refusals
+  // Our Slot::held entries whose release could not get the lock: released by our next critical
+  // section (payload.cc).
+  std::vector<uint32_t> stale_holds_;
   LockOp lock_op_ = LockOp::kOther;  // of the critical section in progress
   uint64_t locked_at_ns_ = 0;
   uint32_t next_set_id_ = 1;

@@ -10,7 +10,7 @@
 namespace shmch {
 
 constexpr uint64_t kMagic = 0x4e414843'4d485353ull;  // "SSHMCHAN" little-endian
-constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersion = 3;
 
 constexpr uint32_t kNil = 0xffffffffu;  // "no index" in every linked structure
 constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at once
@@ -19,6 +19,9 @@ constexpr uint32_t kMaxNameLength = 200;  // channel and group names, in bytes (
 constexpr uint32_t kMaxClientLength = 32;  // client id inside process-local channel names
 constexpr uint32_t kReadyEntries = 62;     // per-slot list of channels that became ready
 constexpr uint32_t kPageSize = 64;        // arena allocation unit: one cache line
+// Message blocks one slot may hold outside any queue at once (payload.cc): a send's reserved
+// block while it copies the payload in, a receive's popped blocks while it copies them out.
+constexpr uint32_t kHeldBlocks = 8;
 constexpr uint32_t kHeaderBytes = 64 * 1024;
 // Page indices are 32-bit: the arena stays below 2^32 pages of kPageSize bytes.
 constexpr uint64_t kMaxSegmentSize = 200ull << 30;
@@ -66,6 +69,11 @@ struct Slot {
   uint32_t ready_count;
   uint32_t ready_overflow;  // more became ready than fit: the owner looks at every channel
   uint32_t ready[kReadyEntries];
+  // Blocks this slot holds a reference to outside any queue (payload.cc), as first page + 1; 0 is
+  // free, so a zeroed slot holds nothing. Primary data, written under the lock by the owner:
+  // recovery counts the holds of attached slots into refcounts, and reclaiming a dead slot
+  // releases them, so a block reserved or popped by a process that died is freed.
+  uint32_t held[kHeldBlocks];
 };
 
 struct Channel {

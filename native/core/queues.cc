@@ -124,12 +124,7 @@ void Layer::CheckMessageSize(uint32_t length) const {
   }
 }
 
-// The payload is copied (and checksummed) while the segment lock is held: ~0.5 ms for 5 MB warm,
-// up to ~3 ms when the pages are touched for the first time, and Receive's copy out likewise.
-// Taking the copies out of the lock needs two short critical sections per message (reserve a
-// block tagged with its owner's slot, copy unlocked, publish; receive: pop and pin, copy, unpin)
-// and recovery that frees blocks of dead owners only; not done yet (review finding 13).
-uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
+uint32_t Layer::AllocateBlock(uint32_t length) {
   uint32_t block = arena_->Allocate(length);
   if (block == kNil) {
     throw Error(ErrorCode::kArenaFull,
@@ -140,6 +135,13 @@ uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
                     " bytes in use): receive what is queued, or create the layer with a larger "
                     "`size`");
   }
+  return block;
+}
+
+// Copies (and checksums) the payload under the lock: small payloads, and group sends (a large
+// one to a group still copies under the lock; payload.cc takes sends to one channel out of it).
+uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
+  uint32_t block = AllocateBlock(length);
   segment_->block(block).checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
   return block;
 }
@@ -187,6 +189,46 @@ void Layer::FreeNode(uint32_t index) {
 // Putting messages on a queue and taking them off
 // ---------------------------------------------------------------------------------------------
 
+uint32_t Layer::FindSendTarget(std::string_view channel) {
+  uint32_t index = Channels(*segment_).Find(channel);
+  if (index != kNil) return index;
+  // No record: for a '!' channel of an instance that is gone, nobody could ever receive it (an
+  // existing record of one is reclaimed, messages and all, by the next housekeeping).
+  std::string_view client = ClientOf(channel);
+  if (!client.empty() && !IsClientAttached(client)) {
+    ++segment_->header().messages_orphaned;
+    return kNil;
+  }
+  return EnsureChannel(channel);
+}
+
+void Layer::CheckRoom(uint32_t index, std::string_view channel, uint64_t now) {
+  Channel& c = segment_->channel(index);
+  const uint32_t capacity = CapacityOf(c, channel);
+  DropHeadExpired(c, now);
+  if (c.count >= capacity) {
+    MaybeReleaseChannel(index);
+    ++segment_->header().sends_refused_full;
+    throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
+                                             std::to_string(capacity) + ")");
+  }
+}
+
+bool Layer::SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now) {
+  uint32_t block = kNil;
+  try {
+    block = StoreBlock(data, length);
+    Enqueue(index, block, now + options_.expiry_ms);
+  } catch (...) {
+    ReleaseUnqueuedBlock(block);
+    MaybeReleaseChannel(index);
+    throw;
+  }
+  ++segment_->header().messages_sent;
+  return true;
+}
+
+
 void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at) {
   Channel& c = segment_->channel(channel_index);
   uint32_t index = AllocateNode();
@@ -213,7 +255,8 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   WakeWaiters(c, channel_index);
 }
 
-uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_invalid_block) {
+uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_invalid_block,
+                        uint32_t hold_entry) {
   // Every field used is read once: another process may rewrite the node while we look.
   Node& n = segment_->node(head);
   const uint64_t expires_at = LoadOnce(n.expires_at_ms);
@@ -224,7 +267,12 @@ uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_in
   if (fault_point != 0) FAULT_POINT(fault_point);
   if (next == kNil) c.tail = kNil;
   if (c.count) --c.count;
-  if (!skip_invalid_block || segment_->IsValidBlock(block)) ReleaseBlockRef(block);
+  if (hold_entry < kHeldBlocks) {
+    // The node's reference becomes our slot's hold: the block stays ours until copied out.
+    segment_->slot(slot_).held[hold_entry] = block + 1;
+  } else if (!skip_invalid_block || segment_->IsValidBlock(block)) {
+    ReleaseBlockRef(block);
+  }
   FreeNode(head);
   return expires_at;
 }
@@ -260,14 +308,21 @@ bool Layer::CopyOut(uint32_t block, PayloadBytes& bytes, std::vector<uint32_t>& 
   return true;
 }
 
-void Layer::CommitWalk(uint32_t index, uint32_t walked, uint64_t now) {
+void Layer::CommitWalk(uint32_t index, uint32_t walked, uint64_t now, std::vector<PinnedMessage>* pins) {
   Header& h = segment_->header();
   Channel& c = segment_->channel(index);
   for (uint32_t i = 0; i < walked; ++i) {
     const uint32_t head = LoadOnce(c.head);
     if (head == kNil) break;
+    // A message phase 1 left to copy after the lock: its node and block are the ones it read.
+    PinnedMessage* pin = nullptr;
+    if (pins) {
+      const uint32_t block = LoadOnce(segment_->node(head).block);
+      for (PinnedMessage& p : *pins) pin = p.node == head && p.block == block && !p.held ? &p : pin;
+    }
+    if (pin) pin->held = true;
     // A block the copy-out found damaged was counted there; recovery follows and frees it.
-    if (PopHead(c, head, 0, true) <= now) {
+    if (PopHead(c, head, 0, true, pin ? pin->entry : kNil) <= now) {
       ++h.messages_expired;
     } else {
       ++h.messages_received;

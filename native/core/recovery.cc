@@ -1,7 +1,8 @@
 // Rebuilding derived state after a lock holder died, and checking that state (Verify).
 //
 // Primary data: records' in_use flags and names, members' (group, channel, expiry), each queue's
-// chain of nodes from its head, and the block each queued node references. Everything else (bucket
+// chain of nodes from its head, the block each queued node references, and the blocks attached
+// slots hold outside any queue (Slot::held, payload.cc). Everything else (bucket
 // chains, tails, counts, member lists, refcounts, the node free list and the page bitmap) is
 // derived and is recomputed from the primary data alone. Each operation publishes primary data
 // with its last write, so a holder killed at any instant leaves either the old state or the new
@@ -100,6 +101,28 @@ void Layer::Recover() {
     c.count = count;
     // The dead holder may have queued a message without ringing its waiters: ring them now.
     if (count) WakeWaiters(c, ci, true);
+  }
+  // Blocks attached slots hold outside any queue (payload.cc) are references too. A dead slot's
+  // holds are counted here and released when ReclaimDeadSlots (below) reclaims it.
+  for (uint32_t si = 0; si < kMaxSlots; ++si) {
+    Slot& slot = seg.slot(si);
+    if (slot.state.load(std::memory_order_acquire) == 0) continue;
+    for (uint32_t e = 0; e < kHeldBlocks; ++e) {
+      const uint32_t value = LoadOnce(slot.held[e]);
+      if (value == 0) continue;
+      const uint32_t block = value - 1;
+      BlockInfo info = seg.ReadBlock(block);  // read once and checked, as a queued block
+      bool ok = info.message;
+      if (ok && refs[block] == 0) {
+        for (uint32_t p = block; ok && p < block + info.pages; ++p) ok = !arena_->IsMarked(p);
+        if (ok) arena_->MarkLive(block, info.pages);
+      }
+      if (!ok) {
+        slot.held[e] = 0;
+        continue;
+      }
+      ++refs[block];
+    }
   }
   for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
@@ -232,6 +255,26 @@ std::vector<std::string> Layer::Verify() {
     }
   }
   if (channels_used != h.channels_used) problem("channels_used disagrees with the table");
+  for (uint32_t si = 0; si < kMaxSlots; ++si) {
+    const Slot& slot = seg.slot(si);
+    if (slot.state.load(std::memory_order_acquire) == 0) continue;
+    for (uint32_t e = 0; e < kHeldBlocks; ++e) {
+      const uint32_t value = LoadOnce(slot.held[e]);
+      if (value == 0) continue;
+      const uint32_t block = value - 1;
+      BlockInfo info = seg.ReadBlock(block);
+      if (!info.message) {
+        problem("slot " + std::to_string(si) + " holds a damaged block");
+        continue;
+      }
+      if (refs[block]++ == 0) {
+        for (uint32_t p = block; p < block + info.pages; ++p) {
+          if (page_owned[p]++) problem("page " + std::to_string(p) + " belongs to two blocks");
+          if (!arena_->IsMarked(p)) problem("held page " + std::to_string(p) + " is marked free");
+        }
+      }
+    }
+  }
 
   uint32_t used_pages = 0;
   for (uint32_t p = 0; p < seg.page_count(); ++p) {

@@ -43,6 +43,7 @@ void Layer::ClaimSlot() {
       s.sleeping.store(0);
       s.ready_count = 0;
       s.ready_overflow = 0;
+      for (uint32_t& held : s.held) held = 0;  // a reclaimed slot released its holds already
       s.state.store(1, std::memory_order_release);
       ReclaimDeadSlots();
     } catch (...) {
@@ -87,6 +88,8 @@ void Layer::ReclaimSlotLocked(uint32_t index) {
   // Nobody can receive from a gone instance's '!' channels any more, and its receivers no longer
   // wait anywhere.
   Slot& slot = segment_->slot(index);
+  // Blocks it reserved for a send it never published, or popped and never copied out (payload.cc).
+  ReleaseHolds(index);
   uint32_t client_length = LoadOnce(slot.client_length);
   if (client_length > kMaxClientLength) client_length = 0;
   std::string_view client(slot.client, client_length);
@@ -239,6 +242,7 @@ void Layer::LockSegment(LockOp op) {
       Recover();
       h.lock.recovery_pending.store(0, std::memory_order_release);
     }
+    if (!stale_holds_.empty()) ReleaseStaleHolds();
   } catch (...) {
     UnlockSegment();
     RingPending();
