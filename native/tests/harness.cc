@@ -103,6 +103,15 @@ std::string RunChild(const std::function<void()>& body, bool quiet) {
   return "exit " + std::to_string(WEXITSTATUS(status));
 }
 
+std::string DieAtFaultPoint(const LayerOptions& options, int point,
+                            const std::function<void(Layer&)>& op) {
+  return RunChildThatDies([&] {
+    Layer child(options);
+    shmch::g_fault_point = point;
+    op(child);
+  });
+}
+
 void PokeSegment(const TempName& name, size_t offset, const void* data, size_t size) {
   int fd = open(name.path().c_str(), O_RDWR);
   if (fd < 0) throw std::runtime_error("open " + name.path() + ": " + std::strerror(errno));

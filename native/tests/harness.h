@@ -195,5 +195,10 @@ std::string RunChild(const std::function<void()>& body, bool quiet = false);
 // A child that opens the layer and is expected to SIGKILL itself at the fault point it arms.
 inline std::string RunChildThatDies(const std::function<void()>& body) { return RunChild(body); }
 
+// A child that opens its own instance of the layer with `options`, arms fault point `point` and
+// runs `op` on that instance: it is expected to SIGKILL itself there (returns "SIGKILL").
+std::string DieAtFaultPoint(const LayerOptions& options, int point,
+                            const std::function<void(Layer&)>& op);
+
 // Overwrites `size` bytes at `offset` of a segment file.
 void PokeSegment(const TempName& name, size_t offset, const void* data, size_t size);

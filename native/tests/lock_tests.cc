@@ -91,11 +91,8 @@ TEST(lock_takeover_after_a_crash_cannot_rob_a_respawned_holder) {
   TempName name;
   Layer waiter(Options(name));
   SendText(waiter, "q", "before");
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 15;
-    SendText(child, "q", "never");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 15, [&](Layer& child) { SendText(child, "q", "never"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   g_scenario = LockScenario{&name};
   ReapScenarioChildren reap;
@@ -221,11 +218,8 @@ TEST(lock_released_when_recovery_throws_and_the_next_holder_recovers) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "q", "kept");
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 15;
-    SendText(child, "q", "never");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 15, [&](Layer& child) { SendText(child, "q", "never"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   shmch::g_fault_point = 14;  // recovery started (14)
   shmch::g_fault_action = shmch::FaultAction::kThrow;
@@ -261,11 +255,7 @@ TEST(recovery_killed_halfway_is_redone_by_the_next_holder) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "q", "kept");
-  CHECK_EQ(RunChildThatDies([&] {
-             Layer child(Options(name));
-             shmch::g_fault_point = 15;
-             SendText(child, "q", "never");
-           }),
+  CHECK_EQ(DieAtFaultPoint(Options(name), 15, [&](Layer& child) { SendText(child, "q", "never"); }),
            std::string("SIGKILL"));
   CHECK_EQ(RunChildThatDies([&] {
              shmch::g_fault_point = 14;
@@ -348,11 +338,8 @@ TEST(lock_hold_time_of_a_critical_section_lands_in_its_operations_bucket) {
 
   // A holder killed inside the lock: the next critical section rebuilds derived state, and its
   // time is counted as a recovery, not as the send it began as.
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 1;
-    SendText(child, "q", "never");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 1, [&](Layer& child) { SendText(child, "q", "never"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   SendText(layer, "q", "after");
   CHECK_EQ(stats[LockOp::kRecover].count(), 1u);

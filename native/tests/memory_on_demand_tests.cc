@@ -144,11 +144,8 @@ TEST(recovery_owner_dies_releasing_a_channel) {
 TEST(recovery_holder_dies_between_reserving_and_publishing_a_table_step) {
   TempName name;
   Layer layer(RoomyOptions(name));
-  std::string how = RunChildThatDies([&] {
-    Layer child(RoomyOptions(name));
-    shmch::g_fault_point = 11;
-    SendText(child, "first", "lost");
-  });
+  std::string how = DieAtFaultPoint(RoomyOptions(name), 11,
+                                    [&](Layer& child) { SendText(child, "first", "lost"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   CHECK_CLEAN(layer);
   SendText(layer, "first", "after");

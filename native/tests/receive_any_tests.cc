@@ -206,11 +206,8 @@ TEST(recovery_keeps_the_enqueue_counter_above_queued_messages) {
   uint64_t zero = 0;
   PokeSegment(name, offsetof(shmch::Header, next_seq), &zero, sizeof zero);
   // A dead lock holder makes the next operation rebuild derived state.
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 1;
-    SendText(child, "elsewhere", "x");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 1, [&](Layer& child) { SendText(child, "elsewhere", "x"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   SendText(layer, "new", "n0");
   AnyText got = ReceiveAnyText(layer, set, names, {0, 1}, 4);

@@ -8,11 +8,8 @@ TEST(recovery_sender_dies_before_linking_node) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "r", "before");
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 1;
-    SendText(child, "r", "lost");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 1, [&](Layer& child) { SendText(child, "r", "lost"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   CHECK_CLEAN(layer);  // takes the lock over from the dead child and rebuilds the derived state
   shmch::LayerStats s = layer.Stats();
@@ -30,11 +27,8 @@ TEST(recovery_sender_dies_after_linking_node) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "r", "before");
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 2;
-    SendText(child, "r", "linked");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 2, [&](Layer& child) { SendText(child, "r", "linked"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   SendText(layer, "r", "after");  // this send recovers first
   CHECK_CLEAN(layer);
@@ -48,11 +42,8 @@ TEST(recovery_receiver_dies_before_popping) {
   TempName name;
   Layer layer(Options(name));
   for (int i = 0; i < 5; ++i) SendText(layer, "r", "m" + std::to_string(i));
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 3;
-    ReceiveText(child, "r", 3);
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 3, [&](Layer& child) { ReceiveText(child, "r", 3); });
   CHECK_EQ(how, std::string("SIGKILL"));
   CHECK_CLEAN(layer);
   CHECK_EQ(layer.Stats().lock_recoveries, 1u);
@@ -64,9 +55,8 @@ TEST(recovery_group_sender_dies_midway) {
   TempName name;
   Layer layer(Options(name));
   for (const char* c : {"g.a", "g.b", "g.c"}) layer.GroupAdd("g", c);
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 2;  // after linking the first member's node: one block, refcount 1
+  std::string how = DieAtFaultPoint(Options(name), 2, [&](Layer& child) {
+    // after linking the first member's node: one block, refcount 1
     GroupSendText(child, "g", "partial");
   });
   CHECK_EQ(how, std::string("SIGKILL"));
@@ -136,11 +126,8 @@ TEST(recovery_wakes_waiters_of_a_message_left_by_a_dead_sender) {
   TempName name;
   Layer receiver(Options(name));
   CHECK(ReceiveText(receiver, "wake", 1).empty());  // registered as a waiter
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 2;
-    SendText(child, "wake", "queued");
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 2, [&](Layer& child) { SendText(child, "wake", "queued"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   Layer other(Options(name));
   CHECK_CLEAN(other);  // recovery
@@ -156,11 +143,8 @@ TEST(a_sender_killed_between_publish_and_ring_leaves_the_message_findable) {
   Layer receiver(Options(name));
   CHECK(ReceiveText(receiver, "unrung", 1).empty());
   CHECK(receiver.Arm());
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 20;
-    SendText(child, "unrung", "published");
-  });
+  std::string how = DieAtFaultPoint(Options(name), 20,
+                                    [&](Layer& child) { SendText(child, "unrung", "published"); });
   CHECK_EQ(how, std::string("SIGKILL"));
   CHECK(!Readable(receiver.doorbell_fd(), 0));
   CHECK_EQ(ReceiveText(receiver, "unrung", 1), (std::vector<std::string>{"published"}));
@@ -174,11 +158,8 @@ TEST(recovery_by_a_newcomer_is_counted_in_lock_recoveries) {
   TempName name;
   Layer layer(Options(name));
   SendText(layer, "r", "x");
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 3;
-    ReceiveText(child, "r", 1);
-  });
+  std::string how =
+      DieAtFaultPoint(Options(name), 3, [&](Layer& child) { ReceiveText(child, "r", 1); });
   CHECK_EQ(how, std::string("SIGKILL"));
   Layer newcomer(Options(name));
   CHECK_CLEAN(newcomer);
