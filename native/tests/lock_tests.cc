@@ -83,6 +83,35 @@ void LockScenarioHook(int step) {
 
 }  // namespace
 
+namespace {
+
+// The waiter's send while the scenario's hook preempts it inside Lock() (a bounded wait, so a
+// waiter kept out sees kBusy). Returns the error code it got; `entered` when it got in.
+std::string WaiterSendsDuringTheScenario(Layer& waiter, bool& entered) {
+  shmch::g_test_hook = &LockScenarioHook;
+  waiter.SetLockWait(300'000'000);
+  std::string error;
+  try {
+    SendText(waiter, "q", "waiter");
+    entered = true;
+  } catch (const Error& e) {
+    error = shmch::ErrorCodeName(e.code());
+  }
+  shmch::g_test_hook = nullptr;
+  return error;
+}
+
+// Lets the newcomer stopped inside the lock finish, then the waiter sends again, unbounded.
+void ResumeTheNewcomerAndSendAgain(Layer& waiter, pid_t newcomer) {
+  g_scenario.newcomer = -1;
+  CHECK_EQ(ContinueAndReap(newcomer), std::string("exit 0"));
+  waiter.SetLockWait(UINT64_MAX);
+  SendText(waiter, "q", "after");
+  CHECK_CLEAN(waiter);
+}
+
+}  // namespace
+
 // Scenario A of the review (finding 1): the holder dies; a waiter probes it dead and is preempted
 // before its CAS; a respawned process claims the same slot and takes the lock. The old lock word
 // (slot + 1 only) let the waiter's CAS succeed: two processes inside. Now the CAS fails and the
@@ -96,27 +125,14 @@ TEST(lock_takeover_after_a_crash_cannot_rob_a_respawned_holder) {
   CHECK_EQ(how, std::string("SIGKILL"));
   g_scenario = LockScenario{&name};
   ReapScenarioChildren reap;
-  shmch::g_test_hook = &LockScenarioHook;
-  waiter.SetLockWait(300'000'000);
   bool entered = false;
-  std::string error;
-  try {
-    SendText(waiter, "q", "waiter");
-    entered = true;
-  } catch (const Error& e) {
-    error = shmch::ErrorCodeName(e.code());
-  }
-  shmch::g_test_hook = nullptr;
+  std::string error = WaiterSendsDuringTheScenario(waiter, entered);
   pid_t newcomer = g_scenario.newcomer;
   CHECK(newcomer > 0);
   // The newcomer is stopped inside the critical section: the waiter must not have got in.
   CHECK(!entered);
   CHECK_EQ(error, std::string("EBUSY"));
-  g_scenario.newcomer = -1;
-  CHECK_EQ(ContinueAndReap(newcomer), std::string("exit 0"));
-  waiter.SetLockWait(UINT64_MAX);
-  SendText(waiter, "q", "after");
-  CHECK_CLEAN(waiter);
+  ResumeTheNewcomerAndSendAgain(waiter, newcomer);
   CHECK_EQ(ReceiveText(waiter, "q", 10), (std::vector<std::string>{"before", "after"}));
   CHECK_EQ(ReceiveText(waiter, "inside", 10), std::vector<std::string>{"child was here"});
 }
@@ -131,27 +147,14 @@ TEST(lock_takeover_after_a_close_cannot_rob_a_newcomer_in_the_same_slot) {
   CHECK(holder > 0);
   g_scenario = LockScenario{&name, holder};
   ReapScenarioChildren reap;
-  shmch::g_test_hook = &LockScenarioHook;
-  waiter.SetLockWait(300'000'000);
   bool entered = false;
-  std::string error;
-  try {
-    SendText(waiter, "q", "waiter");
-    entered = true;
-  } catch (const Error& e) {
-    error = shmch::ErrorCodeName(e.code());
-  }
-  shmch::g_test_hook = nullptr;
+  std::string error = WaiterSendsDuringTheScenario(waiter, entered);
   pid_t newcomer = g_scenario.newcomer;
   CHECK(g_scenario.holder == -1);  // the first holder was resumed and closed
   CHECK(newcomer > 0);
   CHECK(!entered);
   CHECK_EQ(error, std::string("EBUSY"));
-  g_scenario.newcomer = -1;
-  CHECK_EQ(ContinueAndReap(newcomer), std::string("exit 0"));
-  waiter.SetLockWait(UINT64_MAX);
-  SendText(waiter, "q", "after");
-  CHECK_CLEAN(waiter);
+  ResumeTheNewcomerAndSendAgain(waiter, newcomer);
   CHECK_EQ(ReceiveText(waiter, "q", 10), std::vector<std::string>{"after"});
   CHECK_EQ(ReceiveText(waiter, "inside", 10).size(), 2u);
 }
