@@ -70,6 +70,27 @@ std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
   return {array.Data(), static_cast<uint32_t>(array.ByteLength())};
 }
 
+// A receive's result, payloads and trailer, handed to JS. One that fits the caller's scratch
+// buffer (`scratch`, a Uint8Array or undefined) goes there and its length is returned: one
+// long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and collection
+// cost more than the copy. Otherwise a Buffer: a copy when small; when large, the vector's own
+// memory (no second copy), or a copy where external buffers are not allowed (Electron's V8
+// sandbox: NewOrCopy).
+Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Value& scratch) {
+  if (scratch.IsTypedArray()) {
+    auto into = scratch.As<Napi::Uint8Array>();
+    if (bytes.size() <= into.ByteLength()) {
+      std::memcpy(into.Data(), bytes.data(), bytes.size());
+      return Napi::Number::New(env, static_cast<double>(bytes.size()));
+    }
+  }
+  if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+  using Bytes = shmch::PayloadBytes;
+  auto* owned = new Bytes(std::move(bytes));
+  return Napi::Buffer<uint8_t>::NewOrCopy(
+      env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
+}
+
 // The optional limit of a listing call (channels, groups): 1000 when not given.
 uint32_t ListLimit(const Napi::CallbackInfo& info) {
   return info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 1000;
@@ -345,23 +366,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     }
     uint32_t count = static_cast<uint32_t>(n);
     std::memcpy(trailer + n * 12, &count, 4);
-    // A batch that fits the caller's scratch buffer goes there (returns its length): one
-    // long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and
-    // collection cost more than the copy.
-    if (info.Length() > 3 && info[3].IsTypedArray()) {
-      auto scratch = info[3].As<Napi::Uint8Array>();
-      if (bytes.size() <= scratch.ByteLength()) {
-        std::memcpy(scratch.Data(), bytes.data(), bytes.size());
-        return Napi::Number::New(env, static_cast<double>(bytes.size()));
-      }
-    }
-    if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
-    // Large payloads: hand the vector's memory to JS instead of copying it a second time.
-    using Bytes = std::remove_reference_t<decltype(bytes)>;
-    auto* owned = new Bytes(std::move(bytes));
-    // NewOrCopy: runtimes that forbid external buffers (Electron's V8 sandbox) get a copy.
-    return Napi::Buffer<uint8_t>::NewOrCopy(
-        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
+    return HandOver(env, bytes, info[3]);
   }
 
   // defineSet(channels: string[]): the id receiveAny() names the set by.
@@ -438,20 +443,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     std::memcpy(trailer + n * 8, batch.still_ready.data(), ready * 4);
     uint32_t counts[3] = {static_cast<uint32_t>(n), static_cast<uint32_t>(ready), batch.held};
     std::memcpy(trailer + n * 8 + ready * 4, counts, 12);
-    // As receive(): a result that fits the caller's scratch buffer goes there (its length is
-    // returned), one long-lived buffer instead of a fresh ArrayBuffer per call.
-    if (info.Length() > 5 && info[5].IsTypedArray()) {
-      auto scratch = info[5].As<Napi::Uint8Array>();
-      if (bytes.size() <= scratch.ByteLength()) {
-        std::memcpy(scratch.Data(), bytes.data(), bytes.size());
-        return Napi::Number::New(env, static_cast<double>(bytes.size()));
-      }
-    }
-    if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
-    using Bytes = std::remove_reference_t<decltype(bytes)>;
-    auto* owned = new Bytes(std::move(bytes));
-    return Napi::Buffer<uint8_t>::NewOrCopy(  // a copy where external buffers are not allowed
-        env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
+    return HandOver(env, bytes, info[5]);
   }
 
   Napi::Value GroupAdd(const Napi::CallbackInfo& info) {
