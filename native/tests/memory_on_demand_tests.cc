@@ -160,9 +160,7 @@ TEST(recovery_holder_dies_between_reserving_and_marking_arena_chunks) {
   SendText(layer, "small", "kept");
   uint64_t before = ShmBytesOf(name);
   const uint32_t size = 3u << 20;
-  std::string how = RunChildThatDies([&] {
-    Layer child(RoomyOptions(name));
-    shmch::g_fault_point = 12;
+  std::string how = DieAtFaultPoint(RoomyOptions(name), 12, [&](Layer& child) {
     auto p = Payload(3, size);
     child.Send("big", p.data(), size);
   });
