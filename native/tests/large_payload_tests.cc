@@ -116,9 +116,8 @@ TEST(recovery_large_sender_dies_holding_a_reserved_block) {
   Layer layer(Options(name));
   SendLarge(layer, "big", 0);
   const uint64_t used = layer.Stats().arena_used_bytes;
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 22;  // inside the lock: block reserved and held, nothing copied
+  std::string how = DieAtFaultPoint(Options(name), 22, [&](Layer& child) {
+    // inside the lock: block reserved and held, nothing copied
     SendLarge(child, "big", 1);
   });
   CHECK_EQ(how, std::string("SIGKILL"));
@@ -135,9 +134,8 @@ TEST(recovery_large_sender_dies_between_copy_and_publish) {
   Layer layer(Options(name));
   SendLarge(layer, "big", 0);
   const uint64_t used = layer.Stats().arena_used_bytes;
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 23;  // outside the lock: copied, not published
+  std::string how = DieAtFaultPoint(Options(name), 23, [&](Layer& child) {
+    // outside the lock: copied, not published
     SendLarge(child, "big", 1);
   });
   CHECK_EQ(how, std::string("SIGKILL"));
@@ -156,9 +154,8 @@ TEST(recovery_large_sender_dies_after_linking_before_dropping_its_hold) {
   TempName name;
   Layer layer(Options(name));
   SendLarge(layer, "big", 0);
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 24;  // inside the lock: queued, the hold still recorded
+  std::string how = DieAtFaultPoint(Options(name), 24, [&](Layer& child) {
+    // inside the lock: queued, the hold still recorded
     SendLarge(child, "big", 1);
   });
   CHECK_EQ(how, std::string("SIGKILL"));
@@ -174,9 +171,8 @@ TEST(recovery_large_receiver_dies_after_popping_before_copying) {
   TempName name;
   Layer layer(Options(name));
   for (uint32_t id = 0; id < 5; ++id) SendLarge(layer, "big", id);
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 25;  // inside the lock: two popped into holds, nothing copied
+  std::string how = DieAtFaultPoint(Options(name), 25, [&](Layer& child) {
+    // inside the lock: two popped into holds, nothing copied
     ReceiveLarge(child, "big", 2);
   });
   CHECK_EQ(how, std::string("SIGKILL"));
@@ -192,9 +188,8 @@ TEST(recovery_large_receiver_dies_after_copying_before_releasing) {
   TempName name;
   Layer layer(Options(name));
   for (uint32_t id = 0; id < 3; ++id) SendLarge(layer, "big", id);
-  std::string how = RunChildThatDies([&] {
-    Layer child(Options(name));
-    shmch::g_fault_point = 26;  // outside the lock: copied out, holds not released
+  std::string how = DieAtFaultPoint(Options(name), 26, [&](Layer& child) {
+    // outside the lock: copied out, holds not released
     ReceiveLarge(child, "big", 1);
   });
   CHECK_EQ(how, std::string("SIGKILL"));
