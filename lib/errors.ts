@@ -23,32 +23,47 @@ export class MessageTooLarge extends RangeError {
 }
 
 /**
- * What a ShmError's `code` says went wrong (the README's "Errors" lists what to do for each). The
- * shared-memory core's failures that have no class of their own, and the layer's own:
+ * What a ShmError's `code` says went wrong; the README's "Errors" says what to do about each.
+ * The shared-memory core's failures that have no error class of their own, and the layer's own.
  */
 export type ShmErrorCode =
-  /** No free channel, group or membership record in the segment (maxChannels, maxGroups...). */
+  /** No free record: channel (maxChannels), group (maxGroups), membership (maxMembers), or slot. */
   | 'ETABLEFULL'
-  /** The segment was made by another layout version of shm-channels. */
+  /** The segment was made by another layout version of shm-channels, or is not a segment. */
   | 'EVERSION'
   /** Shared memory failed a bounds or consistency check, or a message failed its checksum. */
   | 'ECORRUPT'
-  /** The segment belongs to another user or has a looser mode (see `allowForeign`). */
+  /** The segment or a doorbell belongs to another user or has a looser mode (`allowForeign`). */
   | 'EPERMISSION'
-  /** /dev/shm cannot hold the segment. */
+  /** /dev/shm cannot hold the segment, or the records it needs next. */
   | 'ENOSPACE'
-  /** `create: false` and no such layer. */
+  /** No such layer (`create: false`, `ShmChannelLayer.prune`). */
   | 'ENOTFOUND'
-  /** An OS call failed (the message names it and its errno). */
+  /** An OS call failed; the message names it and its errno. */
   | 'ESYSTEM'
   /** A live process held the segment lock past a synchronous wait (constructor, stats, verify). */
   | 'EBUSY'
-  /** Sizes given that an existing segment does not have. */
+  /** Sizes given that the existing segment does not have. */
   | 'EOPTIONS'
   /** The segment was removed (destroy, rm /dev/shm) while this process was attached. */
   | 'EUNLINKED'
-  /** LockTimeout: the segment lock was held past `lockTimeout`. */
+  /** `LockTimeout`: the segment lock was held past `lockTimeout`. */
   | 'ELOCKTIMEOUT';
+
+/** Every ShmErrorCode (the compiler checks that none is missing and none is extra). */
+export const SHM_ERROR_CODES = Object.keys({
+  ETABLEFULL: true,
+  EVERSION: true,
+  ECORRUPT: true,
+  EPERMISSION: true,
+  ENOSPACE: true,
+  ENOTFOUND: true,
+  ESYSTEM: true,
+  EBUSY: true,
+  EOPTIONS: true,
+  EUNLINKED: true,
+  ELOCKTIMEOUT: true,
+} satisfies Record<ShmErrorCode, true>) as readonly ShmErrorCode[];
 
 /** Error of the shared-memory layer that is not one of the above; `code` says which. */
 export class ShmError extends Error {

@@ -23,6 +23,7 @@ export {
   SegmentFull,
   MessageTooLarge,
   ShmError,
+  type ShmErrorCode,
   LayerClosed,
   ChannelReleased,
   LockTimeout,

@@ -159,6 +159,32 @@ export interface NativeLayer {
   close(): void;
 }
 
+/**
+ * The core's limits and defaults, read from its own constants (native/binding/addon.cc): lib/shm
+ * takes the ones only it uses from here; test/constants.test.ts checks the shared ones against
+ * lib/settings.ts and lib/names.ts.
+ */
+export interface NativeConstants {
+  maxNameLength: number;
+  /** Longest client id in '!' channel names the core tracks (a longer one is not tracked). */
+  maxClientLength: number;
+  /** Length a receive batch gives a message that failed its checksum (lib/shm/boundary.ts). */
+  damagedMessageLength: number;
+  defaultCapacity: number;
+  defaultExpiryMs: number;
+  defaultGroupExpiryMs: number;
+  defaultLockTimeoutMs: number;
+  defaultSegmentSize: number;
+  defaultMaxChannels: number;
+  defaultMaxGroups: number;
+  defaultMaxMembers: number;
+  defaultMaxNodes: number;
+  defaultMaxMessageSize: number;
+  defaultMode: number;
+  /** Every `code` a native error can carry. */
+  errorCodes: string[];
+}
+
 export interface NativeBinding {
   NativeLayer: {
     new (options: NativeLayerOptions, onWake: () => void): NativeLayer;
@@ -171,7 +197,7 @@ export interface NativeBinding {
   layoutVersion: number;
   lockOffset: number;
   lockBytes: number;
-  maxNameLength: number;
+  constants: NativeConstants;
 }
 
 /** The package root (holds package.json, prebuilds/ and build/), from dist/cjs or lib/. */

@@ -9,6 +9,7 @@ import {
   ShmError,
   type ShmErrorCode,
 } from '../errors.js';
+import { native } from './addon.js';
 
 /**
  * The addon's error for a call that found the segment lock held by a live process for the one
@@ -71,7 +72,7 @@ export function tryLocked<T>(call: () => T): T | LockBusy {
  *
  *   payloads back to back, from offset 0
  *   (request, length) per message, in delivery order: `request` indexes the call's channel list
- *     (receive) or the set's channels (receiveAny); `length` is DAMAGED_MESSAGE, with no payload
+ *     (receive) or the set's channels (receiveAny); `length` is damagedMessageLength, with no payload
  *     bytes, for a message whose bytes failed their checksum in shared memory; receive() adds a
  *     third u32, the ms until the message expires (at least 1)
  *   receiveAny only: the positions it looked at that still hold messages, one u32 each
@@ -80,8 +81,11 @@ export function tryLocked<T>(call: () => T): T | LockBusy {
  *            set's channels the core knows to hold messages
  */
 
-/** Length the addon reports for a message whose stored bytes failed their checksum. */
-const DAMAGED_MESSAGE = 0xffffffff;
+/** The length the addon gives a message whose stored bytes failed their checksum. */
+let damagedMessageLength: number | undefined;
+function damaged(): number {
+  return (damagedMessageLength ??= native().constants.damagedMessageLength);
+}
 
 /**
  * One message of a batch: the index of its request and its bytes (the receiver's to keep), or
@@ -103,7 +107,15 @@ export function readReceiveBatch(
   const batch = typeof result === 'number' ? scratch : result;
   const end = (typeof result === 'number' ? result : result.length) - 4;
   const count = batch.readUInt32LE(end);
-  visitMessages(batch, batch === scratch, end - count * RECEIVE_ENTRY, count, RECEIVE_ENTRY, visit);
+  visitMessages(
+    batch,
+    batch === scratch,
+    end - count * RECEIVE_ENTRY,
+    count,
+    RECEIVE_ENTRY,
+    damaged(),
+    visit,
+  );
 }
 
 /**
@@ -129,6 +141,7 @@ export function readReceiveAnyBatch(
     listed - count * RECEIVE_ANY_ENTRY,
     count,
     RECEIVE_ANY_ENTRY,
+    damaged(),
     visit,
   );
   return held;
@@ -140,6 +153,7 @@ function visitMessages(
   entries: number,
   count: number,
   stride: number,
+  damagedLength: number,
   visit: BatchVisitor,
 ): void {
   let offset = 0;
@@ -147,7 +161,7 @@ function visitMessages(
     const request = batch.readUInt32LE(entry);
     const length = batch.readUInt32LE(entry + 4);
     const expiresInMs = stride === RECEIVE_ENTRY ? batch.readUInt32LE(entry + 8) : Infinity;
-    if (length === DAMAGED_MESSAGE) {
+    if (length === damagedLength) {
       visit(request, null, expiresInMs);
       continue;
     }

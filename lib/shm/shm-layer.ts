@@ -61,7 +61,6 @@ export interface ShmLayerStats extends NativeStats {
 }
 
 const MAINTENANCE_INTERVAL_MS = 2000;
-const DEFAULT_LOCK_TIMEOUT_MS = 5000;
 
 /**
  * A layer dropped without close() gives back its slot and doorbell when it is
@@ -217,7 +216,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     this.pollMaxUs = Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US);
     this.pollWindowUs = Math.min(this.pollMaxUs, POLL_START_US);
     const sizing = segmentSizing(options);
-    this.lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT_MS;
+    this.lockTimeout = options.lockTimeout ?? native().constants.defaultLockTimeoutMs;
     if (!(this.lockTimeout >= 0) || !Number.isFinite(this.lockTimeout)) {
       throw new TypeError(
         `lockTimeout must be a finite number of milliseconds >= 0, got ${options.lockTimeout}`,

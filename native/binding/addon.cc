@@ -20,6 +20,9 @@ namespace {
 
 using shmch::Error;
 
+// How long the constructor waits for a live holder of the segment lock, unless told (ms).
+constexpr uint64_t kDefaultLockTimeoutMs = 5000;
+
 [[noreturn]] void ThrowJs(Napi::Env env, const Error& e) {
   Napi::Error error = Napi::Error::New(env, e.what());
   error.Set("code", Napi::String::New(env, shmch::ErrorCodeName(e.code())));
@@ -183,7 +186,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     // The constructor is synchronous: it may wait for a live lock holder up to lockTimeoutMs.
     // Every later call waits only one short slice and throws EBUSY after it, so that JS can retry
     // from the event loop instead of freezing it behind a stopped process (lib/shm/shm-layer.ts).
-    lock_timeout_ns_ = OptionalUint64(o, "lockTimeoutMs", 5000) * 1'000'000;
+    lock_timeout_ns_ = OptionalUint64(o, "lockTimeoutMs", kDefaultLockTimeoutMs) * 1'000'000;
     lock_slice_ns_ = OptionalUint64(o, "lockSliceMicros", 1000) * 1000;
     options.lock_wait_ns = lock_timeout_ns_;
     layer_ = Guard(env, [&] { return std::make_unique<shmch::Layer>(options); });
@@ -754,10 +757,43 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   std::unique_ptr<Napi::AsyncContext> wake_context_;
   Doorbell* doorbell_ = nullptr;
   bool waiting_ = false;
-  uint64_t lock_timeout_ns_ = 5'000'000'000;
+  uint64_t lock_timeout_ns_ = kDefaultLockTimeoutMs * 1'000'000;
   uint64_t lock_slice_ns_ = 1'000'000;
   bool shut_down_ = false;
 };
+
+// The core's limits and defaults, read from the core itself: lib/shm uses them, and
+// test/constants.test.ts checks that the rules lib/ applies to every backend say the same.
+Napi::Object Constants(Napi::Env env) {
+  const shmch::LayerOptions layer;  // as default-constructed: the core's defaults
+  const shmch::SegmentConfig& segment = layer.segment;
+  auto number = [&](double value) { return Napi::Number::New(env, value); };
+  Napi::Object constants = Napi::Object::New(env);
+  constants.Set("maxNameLength", number(shmch::kMaxNameLength));
+  constants.Set("maxClientLength", number(shmch::kMaxClientLength));
+  constants.Set("damagedMessageLength", number(shmch::kDamagedMessage));
+  constants.Set("defaultCapacity", number(layer.capacity));
+  constants.Set("defaultExpiryMs", number(static_cast<double>(layer.expiry_ms)));
+  constants.Set("defaultGroupExpiryMs", number(static_cast<double>(layer.group_expiry_ms)));
+  constants.Set("defaultLockTimeoutMs", number(kDefaultLockTimeoutMs));
+  constants.Set("defaultSegmentSize", number(static_cast<double>(segment.size)));
+  constants.Set("defaultMaxChannels", number(segment.max_channels));
+  constants.Set("defaultMaxGroups", number(segment.max_groups));
+  constants.Set("defaultMaxMembers", number(segment.max_members));
+  constants.Set("defaultMaxNodes", number(segment.max_nodes));
+  constants.Set("defaultMaxMessageSize", number(segment.max_message_size));
+  constants.Set("defaultMode", number(segment.mode));
+  // Every code a core error can carry: ErrorCodeName() of each ErrorCode, up to the first
+  // value it has no name for.
+  Napi::Array codes = Napi::Array::New(env);
+  for (uint32_t i = 0;; ++i) {
+    const char* name = shmch::ErrorCodeName(static_cast<shmch::ErrorCode>(i));
+    if (std::strcmp(name, "EUNKNOWN") == 0) break;
+    codes.Set(i, Napi::String::New(env, name));
+  }
+  constants.Set("errorCodes", codes);
+  return constants;
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   shmch::InitFaultPointFromEnvironment();
@@ -766,7 +802,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Where the lock word sits, for tests that scribble on everything else.
   exports.Set("lockOffset", Napi::Number::New(env, offsetof(shmch::Header, lock)));
   exports.Set("lockBytes", Napi::Number::New(env, sizeof(shmch::SharedLock)));
-  exports.Set("maxNameLength", Napi::Number::New(env, shmch::kMaxNameLength));
+  exports.Set("constants", Constants(env));
   return exports;
 }
 

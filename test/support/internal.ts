@@ -6,6 +6,15 @@ import { join } from 'node:path';
 import { ROOT } from './package.js';
 
 export { native } from '../../dist/cjs/shm/addon.js';
+export { packageError } from '../../dist/cjs/shm/boundary.js';
+export { SHM_ERROR_CODES } from '../../dist/cjs/errors.js';
+export { validateChannelName, validateGroupName } from '../../dist/cjs/names.js';
+export {
+  DEFAULT_CAPACITY,
+  DEFAULT_EXPIRY_SECONDS,
+  DEFAULT_GROUP_EXPIRY_SECONDS,
+  DEFAULT_MAX_MESSAGE_SIZE,
+} from '../../dist/cjs/settings.js';
 export { Outbox } from '../../dist/cjs/socket.io/outbox.js';
 export { IoredisConnector, loadIoredis } from '../../dist/cjs/redis/ioredis-connector.js';
 export { decodeMessage, encodeMessage, RANDOM_PREFIX_BYTES } from '../../dist/cjs/redis/codec.js';
