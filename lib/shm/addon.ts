@@ -86,8 +86,12 @@ export interface NativeLayerOptions {
 
 export interface NativeLayer {
   readonly slot: number;
-  /** False: the channel is a '!' channel of an instance that is gone; dropped and counted. */
-  send(channel: string, payload: Uint8Array): boolean;
+  /**
+   * True: queued. False: the channel is a '!' channel of an instance that is gone; dropped and
+   * counted. A number: the channel is full (that is its capacity) and nothing was queued; returned
+   * rather than thrown, so that a retry loop's refusals cost one JS error, not two and a C++ one.
+   */
+  send(channel: string, payload: Uint8Array): boolean | number;
   /** Drops a '!' channel's queue, memberships and record; returns the messages dropped. */
   releaseChannel(channel: string): number;
   /** Buffered messages dropped unreceived: moved from the received count to these. */

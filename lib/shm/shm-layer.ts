@@ -1,5 +1,12 @@
 import type { ChannelSet } from '../channel-set.js';
-import { abortError, ChannelReleased, LayerClosed, LockTimeout, ShmError } from '../errors.js';
+import {
+  abortError,
+  ChannelFull,
+  ChannelReleased,
+  LayerClosed,
+  LockTimeout,
+  ShmError,
+} from '../errors.js';
 import { ChannelLayerBase } from '../layer-base.js';
 import { LocalChannels } from '../local-channels.js';
 import { validateGroupName } from '../names.js';
@@ -310,7 +317,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   async send(channel: string, message: api.MessageInput): Promise<void> {
     this.checkSend(channel, message);
     let bytes = this.serializeForSend(message);
-    const waiting = this.locked(() => void this.handle.send(channel, bytes));
+    const waiting = this.locked(() => {
+      const outcome = this.handle.send(channel, bytes);
+      if (typeof outcome === 'number')
+        throw new ChannelFull(`channel ${channel} is full (capacity ${outcome})`);
+    });
     if (waiting) {
       // The call waits for the lock: keep bytes of its own (transient ones are reused).
       if (this.transient) bytes = Uint8Array.from(bytes);

@@ -308,8 +308,14 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Env env = info.Env();
     std::string channel = info[0].ToString().Utf8Value();
     auto [data, length] = BytesOf(info[1]);
-    bool queued = Guard(env, [&] { return Open(env).Send(channel, data, length); });
-    return Napi::Boolean::New(env, queued);
+    // true: queued; false: dropped for a gone '!' channel's instance; a number: the channel is
+    // full (its capacity), nothing was queued. Returned, not thrown: a retry loop meets this on
+    // every turn, and JS builds the one ChannelFull it throws.
+    uint32_t capacity = 0;
+    shmch::SendOutcome outcome =
+        Guard(env, [&] { return Open(env).TrySend(channel, data, length, capacity); });
+    if (outcome == shmch::SendOutcome::kFull) return Napi::Number::New(env, capacity);
+    return Napi::Boolean::New(env, outcome == shmch::SendOutcome::kQueued);
   }
 
   Napi::Value GroupSend(const Napi::CallbackInfo& info) {

@@ -103,29 +103,47 @@ void Layer::Close() {
 // ---------------------------------------------------------------------------------------------
 
 bool Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length) {
+  uint32_t capacity = 0;
+  SendOutcome outcome = TrySend(channel, data, length, capacity);
+  if (outcome == SendOutcome::kFull) {
+    throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
+                                             std::to_string(capacity) + ")");
+  }
+  return outcome == SendOutcome::kQueued;
+}
+
+SendOutcome Layer::TrySend(std::string_view channel, const uint8_t* data, uint32_t length,
+                           uint32_t& capacity) {
+  SendOutcome outcome;
   try {
-    bool queued = SendOnce(channel, data, length);
-    backoff_.Sent();
-    return queued;
+    outcome = SendOnce(channel, data, length, capacity);
   } catch (const Error& e) {
     // The lock is released by now (the guard of SendOnce is gone): yield with nothing held.
     if (RefusalBackoff::IsForRoom(e.code())) backoff_.Refused();
     throw;
   }
+  if (outcome == SendOutcome::kFull) {
+    backoff_.Refused();
+  } else {
+    backoff_.Sent();
+  }
+  return outcome;
 }
 
-bool Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t length) {
+SendOutcome Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t length,
+                            uint32_t& capacity_out) {
   CheckOpen();
   ValidateName(channel, true, "channel");
   CheckMessageSize(length);
   // A large payload is copied outside the lock (payload.cc).
-  if (length >= kOutOfLockBytes) return SendOutOfLock(channel, data, length);
+  if (length >= kOutOfLockBytes) return SendOutOfLock(channel, data, length, capacity_out);
   uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kSend);
   uint32_t index = FindSendTarget(channel);
-  if (index == kNil) return false;
-  CheckRoom(index, channel, now);
-  return SendLocked(index, data, length, now);
+  if (index == kNil) return SendOutcome::kOrphaned;
+  if (IsFull(index, channel, now, capacity_out)) return SendOutcome::kFull;
+  SendLocked(index, data, length, now);
+  return SendOutcome::kQueued;
 }
 
 // ---------------------------------------------------------------------------------------------

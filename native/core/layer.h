@@ -32,6 +32,12 @@ struct LayerOptions {
   uint64_t lock_wait_ns = UINT64_MAX;
 };
 
+enum class SendOutcome : uint8_t {
+  kQueued,
+  kOrphaned,  // for a '!' channel whose instance is gone: dropped and counted
+  kFull,      // the channel holds its capacity: nothing was queued
+};
+
 // What one receive batch asks of a channel: up to `wanted` messages, then up to `extra` more
 // while the call's extra-byte budget lasts (a receiver that buffers its own '!' channels' next
 // messages, as channels_redis does). Only `wanted` decides whether the caller waits there.
@@ -191,6 +197,11 @@ class Layer {
   // A message for a '!' channel whose instance is no longer attached is dropped and counted
   // (nobody could ever receive it): returns false then.
   bool Send(std::string_view channel, const uint8_t* data, uint32_t length);
+  // Send() that reports a full channel as an outcome, with the channel's capacity in `capacity`,
+  // instead of throwing kChannelFull: a producer's retry loop meets that refusal on every turn,
+  // and a C++ exception plus a JS error built from it cost several sends' worth (W1, W5).
+  SendOutcome TrySend(std::string_view channel, const uint8_t* data, uint32_t length,
+                      uint32_t& capacity);
 
   // --- Receive ---
   // Pops messages for each request; a request left short registers this slot as a waiter on its
@@ -327,14 +338,17 @@ class Layer {
   void DropAllExpired(uint64_t now);
   // Throws kTooLarge for a message above the segment's maxMessageSize.
   void CheckMessageSize(uint32_t length) const;
-  // Send() without the backoff after a refusal (backpressure.h): the work under the lock.
-  bool SendOnce(std::string_view channel, const uint8_t* data, uint32_t length);
+  // TrySend() without the backoff after a refusal (backpressure.h): the work under the lock.
+  SendOutcome SendOnce(std::string_view channel, const uint8_t* data, uint32_t length,
+                       uint32_t& capacity);
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
   uint32_t AllocateBlock(uint32_t length);  // throws kArenaFull with the numbers
   // SendOnce's steps: the channel's record (kNil: an orphaned '!' channel, counted), the
   // capacity check (throws kChannelFull), and the store and enqueue under the lock.
   uint32_t FindSendTarget(std::string_view channel);
-  void CheckRoom(uint32_t index, std::string_view channel, uint64_t now);
+  // Whether the channel holds its capacity (given in `capacity`); a refusal is counted and an
+  // unused record released. Expired heads are dropped first.
+  bool IsFull(uint32_t index, std::string_view channel, uint64_t now, uint32_t& capacity);
   bool SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now);
 
   // Blocks held outside queues, payload.cc (the state machine is written down there).
@@ -359,7 +373,8 @@ class Layer {
       }
     }
   };
-  bool SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length);
+  SendOutcome SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
+                            uint32_t& capacity);
   // Copies pinned payloads out (no lock), then releases their holds (a short critical section).
   void FinishPinned(std::vector<PinnedMessage>& pins, ReceivedBatch& out);
   // Receive's phase 1: a large, well-formed block with a free hold entry is left to copy after

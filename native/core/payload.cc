@@ -62,7 +62,8 @@ void Layer::ReleaseStaleHolds() {
   for (uint32_t e : entries) DropHold(slot_, e);
 }
 
-bool Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length) {
+SendOutcome Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
+                                 uint32_t& capacity) {
   Header& h = segment_->header();
   Slot& me = segment_->slot(slot_);
   uint32_t entry = kNil, block = kNil;
@@ -70,14 +71,15 @@ bool Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_
     Critical guard(*this, LockOp::kSend);
     const uint64_t now = MonotonicMs();
     uint32_t index = FindSendTarget(channel);
-    if (index == kNil) return false;
+    if (index == kNil) return SendOutcome::kOrphaned;
     // Refused before anything is copied: a full channel costs a producer's retry no copy.
-    CheckRoom(index, channel, now);
+    if (IsFull(index, channel, now, capacity)) return SendOutcome::kFull;
     entry = FreeHoldEntry();
     if (entry == kNil) {
       // Every entry is held (stale holds waiting for the lock): copy under the lock as small
       // messages do.
-      return SendLocked(index, data, length, now);
+      SendLocked(index, data, length, now);
+      return SendOutcome::kQueued;
     }
     try {
       block = AllocateBlock(length);
@@ -109,10 +111,14 @@ bool Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_
     uint32_t index = FindSendTarget(channel);
     if (index == kNil) {
       DropHold(slot_, entry);
-      return false;
+      return SendOutcome::kOrphaned;
+    }
+    // Another sender may have filled it meanwhile.
+    if (IsFull(index, channel, now, capacity)) {
+      DropHold(slot_, entry);
+      return SendOutcome::kFull;
     }
     try {
-      CheckRoom(index, channel, now);  // another sender may have filled it meanwhile
       segment_->block(block).checksum = checksum;
       Enqueue(index, block, now + options_.expiry_ms);
     } catch (...) {
@@ -126,7 +132,7 @@ bool Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_
   FAULT_POINT(24);
   DropHold(slot_, entry);  // the queue's reference remains
   ++h.messages_sent;
-  return true;
+  return SendOutcome::kQueued;
 }
 
 bool Layer::LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,

@@ -202,16 +202,14 @@ uint32_t Layer::FindSendTarget(std::string_view channel) {
   return EnsureChannel(channel);
 }
 
-void Layer::CheckRoom(uint32_t index, std::string_view channel, uint64_t now) {
+bool Layer::IsFull(uint32_t index, std::string_view channel, uint64_t now, uint32_t& capacity) {
   Channel& c = segment_->channel(index);
-  const uint32_t capacity = CapacityOf(c, channel);
+  capacity = CapacityOf(c, channel);
   DropHeadExpired(c, now);
-  if (c.count >= capacity) {
-    MaybeReleaseChannel(index);
-    ++segment_->header().sends_refused_full;
-    throw Error(ErrorCode::kChannelFull, "channel " + std::string(channel) + " is full (capacity " +
-                                             std::to_string(capacity) + ")");
-  }
+  if (c.count < capacity) return false;
+  MaybeReleaseChannel(index);
+  ++segment_->header().sends_refused_full;
+  return true;
 }
 
 bool Layer::SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now) {

@@ -172,6 +172,30 @@ TEST(queue_repeated_refusals_yield_the_cpu) {
   CHECK_CLEAN(layer);
 }
 
+// The binding's send path: a full channel is an outcome (with the capacity for the message),
+// counted like a thrown refusal, and leaves the queue as it was.
+TEST(queue_try_send_reports_a_full_channel_without_throwing) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 2;
+  Layer layer(o);
+  const uint8_t byte = 'x';
+  uint32_t capacity = 0;
+  CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kQueued);
+  CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kQueued);
+  CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kFull);
+  CHECK_EQ(capacity, 2u);
+  CHECK(layer.TrySend("reply.nobody9!abc", &byte, 1, capacity) == shmch::SendOutcome::kOrphaned);
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.queued, 2u);
+  CHECK_EQ(s.sends_refused_full, 1u);
+  CHECK_EQ(s.messages_orphaned, 1u);
+  // Other refusals still throw.
+  CHECK_THROWS(layer.TrySend("bad name", &byte, 1, capacity), ErrorCode::kInvalidArgument);
+  CHECK_EQ(ReceiveText(layer, "q", 5), (std::vector<std::string>{"x", "x"}));
+  CHECK_CLEAN(layer);
+}
+
 TEST(queue_expiry_drops_old_messages) {
   TempName name;
   LayerOptions o = Options(name);
