@@ -29,6 +29,22 @@ const { forkAgent, spawnScript, startCluster } = agentHarness(children);
 
 type Message = Record<string, unknown>;
 
+/**
+ * send() from this process while consumers may still be draining a full channel (a loaded
+ * machine, or a producer that left it full just before): wait for room, as a producer does.
+ */
+async function sendWhenRoom(layer: ShmChannelLayer, channel: string, message: Message) {
+  for (;;) {
+    try {
+      await layer.send(channel, message);
+      return;
+    } catch (error) {
+      if ((error as Error).name !== 'ChannelFull') throw error;
+      await sleep(1);
+    }
+  }
+}
+
 /** first, first + 1, ..., last */
 const seqs = (first: number, last: number): number[] =>
   Array.from({ length: last - first + 1 }, (_, i) => first + i);
@@ -313,18 +329,7 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
       ),
     );
     // FIFO: the stops are behind every item, and each consumer quits at its first stop.
-    // The consumers may still be draining a full channel (a loaded machine): wait for room.
-    for (let i = 0; i < consumers.length; i++) {
-      for (;;) {
-        try {
-          await main.send('work', { type: 'stop' });
-          break;
-        } catch (error) {
-          if ((error as Error).name !== 'ChannelFull') throw error;
-          await sleep(1);
-        }
-      }
-    }
+    for (let i = 0; i < consumers.length; i++) await sendWhenRoom(main, 'work', { type: 'stop' });
     const results = await Promise.all(consuming);
 
     const ids = results.flatMap((r) => r.items.map(([s, seq]) => s * 1_000_000 + seq));
@@ -424,9 +429,11 @@ describe('ShmChannelLayer across processes', { timeout: TEST_TIMEOUT }, () => {
     await victimRun;
     await producing;
 
-    // After the death: more traffic from this process, all of which the survivors must get.
-    for (let seq = 1; seq <= 300; seq++) await main.send('jobs', { type: 'item', sender: 2, seq });
-    for (const _ of survivors) await main.send('jobs', { type: 'stop' });
+    // After the death: more traffic from this process, all of which the survivors must get (the
+    // producer may have left the channel full: a run on a loaded machine got ChannelFull here).
+    for (let seq = 1; seq <= 300; seq++)
+      await sendWhenRoom(main, 'jobs', { type: 'item', sender: 2, seq });
+    for (const _ of survivors) await sendWhenRoom(main, 'jobs', { type: 'stop' });
     const results = await Promise.all(surviving);
 
     const survivorIds = results.flatMap((r) => r.items.map(([s, q]) => s * 1_000_000 + q));
