@@ -185,10 +185,17 @@ TEST(queue_try_send_reports_a_full_channel_without_throwing) {
   CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kQueued);
   CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kFull);
   CHECK_EQ(capacity, 2u);
+  // A payload copied outside the lock is refused before its copy, the same way.
+  const std::string large(shmch::kOutOfLockBytes, 'L');
+  capacity = 0;
+  CHECK(layer.TrySend("q", reinterpret_cast<const uint8_t*>(large.data()),
+                      static_cast<uint32_t>(large.size()),
+                      capacity) == shmch::SendOutcome::kFull);
+  CHECK_EQ(capacity, 2u);
   CHECK(layer.TrySend("reply.nobody9!abc", &byte, 1, capacity) == shmch::SendOutcome::kOrphaned);
   shmch::LayerStats s = layer.Stats();
   CHECK_EQ(s.queued, 2u);
-  CHECK_EQ(s.sends_refused_full, 1u);
+  CHECK_EQ(s.sends_refused_full, 2u);
   CHECK_EQ(s.messages_orphaned, 1u);
   // Other refusals still throw.
   CHECK_THROWS(layer.TrySend("bad name", &byte, 1, capacity), ErrorCode::kInvalidArgument);
