@@ -148,6 +148,11 @@ describe('owner death in every other critical section', () => {
       'large receive: popped into a hold',
       `await l.send('big', { b: Buffer.alloc(200 << 10) }); await l.receive('big');`,
     ],
+    [
+      25,
+      'large receiveAny: popped into a hold',
+      `await l.send('big', { b: Buffer.alloc(200 << 10) }); await l.receiveAny(['big', 'other']);`,
+    ],
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {

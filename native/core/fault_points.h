@@ -21,8 +21,8 @@
 //  22 large send: block reserved and held, payload not copied yet (payload.cc)
 //  23 large send: payload copied, lock not held, not published yet
 //  24 large send: node linked, the hold not dropped yet
-//  25 receive: large messages popped into holds, not copied out yet
-//  26 receive: large payloads copied out, lock not held, holds not dropped yet
+//  25 receive, receiveAny: large messages popped into holds, not copied out yet
+//  26 receive, receiveAny: large payloads copied out, lock not held, holds not dropped yet
 #pragma once
 
 namespace shmch {

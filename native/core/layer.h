@@ -376,7 +376,8 @@ class Layer {
   SendOutcome SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
                             uint32_t& capacity);
   // Copies pinned payloads out (no lock), then releases their holds (a short critical section).
-  void FinishPinned(std::vector<PinnedMessage>& pins, ReceivedBatch& out);
+  void FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,
+                    std::vector<uint32_t>& length_of, LockOp op);
   // Receive's phase 1: a large, well-formed block with a free hold entry is left to copy after
   // the lock (room reserved in `bytes`, its length recorded); false: copy it now (CopyOut).
   bool LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,

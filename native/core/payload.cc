@@ -10,7 +10,8 @@
 //             RESERVED --copy + CRC, no lock--> RESERVED (written)
 //             RESERVED --CS2 checksum, link a node (refcount 2), held[e] = 0, refcount 1--> QUEUED
 //             RESERVED --CS2 channel full / orphaned: held[e] = 0, refcount 0--> free
-//   receive:  QUEUED --CS1 pop the node, its reference becomes held[e]--> PINNED
+//   receive (and receiveAny):
+//             QUEUED --CS1 pop the node, its reference becomes held[e]--> PINNED
 //             PINNED --copy + CRC check, no lock--> PINNED (copied)
 //             PINNED --CS2 held[e] = 0, release the reference--> free (or QUEUED elsewhere)
 //
@@ -156,25 +157,26 @@ bool Layer::LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,
   return true;
 }
 
-void Layer::FinishPinned(std::vector<PinnedMessage>& pins, ReceivedBatch& out) {
+void Layer::FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,
+                         std::vector<uint32_t>& length_of, LockOp op) {
   // Outside the lock. Each pinned block is referenced by our hold: nobody frees or reuses it.
   uint32_t damaged = 0;
   for (size_t k = pins.size(); k-- > 0;) {
     PinnedMessage& pin = pins[k];
     // Checked as it is copied: what we hand out is exactly what was checked.
     if (!pin.held ||
-        CopyWithCrc32c(out.bytes.data() + pin.at, arena_->Payload(pin.block), pin.length) != pin.checksum) {
+        CopyWithCrc32c(bytes.data() + pin.at, arena_->Payload(pin.block), pin.length) != pin.checksum) {
       // Its bytes leave the batch; the pins after it (already copied) move down.
-      out.bytes.erase(out.bytes.begin() + static_cast<std::ptrdiff_t>(pin.at),
-                      out.bytes.begin() + static_cast<std::ptrdiff_t>(pin.at + pin.length));
-      out.length_of[pin.message] = kDamagedMessage;
+      bytes.erase(bytes.begin() + static_cast<std::ptrdiff_t>(pin.at),
+                  bytes.begin() + static_cast<std::ptrdiff_t>(pin.at + pin.length));
+      length_of[pin.message] = kDamagedMessage;
       ++damaged;
     }
   }
   FAULT_POINT(26);
   std::optional<Critical> guard;
   try {
-    guard.emplace(*this, LockOp::kReceive);
+    guard.emplace(*this, op);
   } catch (...) {
     // The messages are ours already: deliver them, and release the blocks at our next call.
       for (const PinnedMessage& pin : pins) {

@@ -4,6 +4,7 @@
 // receiver of a hundred channels pays for the one or two that are busy, not for a hundred.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_set>
 
 #include "clock.h"
@@ -65,7 +66,10 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   }
   if (wanted == 0) return;
   uint64_t now = MonotonicMs();
-  Critical guard(*this, LockOp::kReceiveAny);
+  std::vector<PinnedMessage> pins;  // large payloads, copied out after the lock (payload.cc)
+  HoldsOnError holds_on_error{*this, &pins};
+  std::optional<Critical> guard;
+  guard.emplace(*this, LockOp::kReceiveAny);
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   const uint32_t max_nodes = segment_->node_records();
 
@@ -184,10 +188,14 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
       push(k);  // stale (another receiver took that head): back in with the real one
       continue;
     }
+    const uint32_t node_index = k.cursor;
     const uint32_t block = LoadOnce(shared_node.block);
     const uint32_t next = LoadOnce(shared_node.next);
     out.position_of.push_back(k.position);
-    if (!CopyOut(block, out.bytes, out.length_of)) damaged_blocks = true;
+    if (!LeaveForLater(block, node_index, out.bytes, out.length_of, pins) &&
+        !CopyOut(block, out.bytes, out.length_of)) {
+      damaged_blocks = true;
+    }
     ++got;
     if (++k.walked > max_nodes) segment_->Corrupt("queue loops");
     k.cursor = next;
@@ -209,10 +217,14 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   FAULT_POINT(21);
   // Phase 2 commits: pops what phase 1 passed, copied and expired alike.
   for (const Touch& k : touched) {
-    if (k.record != kNil) CommitWalk(k.record, k.walked, now);
+    if (k.record != kNil) CommitWalk(k.record, k.walked, now, &pins);
   }
   out.held = static_cast<uint32_t>(set.heap.size());
+  FAULT_POINT(25);
   CountDamaged(out.length_of, damaged_blocks);
+  guard.reset();  // the pinned payloads are copied with no lock held
+  holds_on_error.pins = nullptr;
+  if (!pins.empty()) FinishPinned(pins, out.bytes, out.length_of, LockOp::kReceiveAny);
 }
 
 }  // namespace shmch

@@ -201,6 +201,45 @@ TEST(recovery_large_receiver_dies_after_copying_before_releasing) {
   CHECK_CLEAN(layer);
 }
 
+TEST(large_receive_any_copies_outside_the_lock_in_order) {
+  TempName name;
+  Layer layer(Options(name));
+  SendLarge(layer, "p", 0);
+  SendText(layer, "q", "small");
+  SendLarge(layer, "p", 1);
+  std::vector<std::string> names = {"p", "q"};
+  uint32_t set = layer.DefineSet(names);
+  shmch::AnyBatch batch;
+  layer.ReceiveAny(set, {0, 1}, 3, batch);
+  CHECK_EQ(batch.position_of, (std::vector<uint32_t>{0, 1, 0}));
+  CHECK_EQ(batch.length_of, (std::vector<uint32_t>{kLargeTestBytes, 5, kLargeTestBytes}));
+  auto p0 = Payload(0, kLargeTestBytes), p1 = Payload(1, kLargeTestBytes);
+  CHECK(std::memcmp(batch.bytes.data(), p0.data(), kLargeTestBytes) == 0);
+  CHECK(std::memcmp(batch.bytes.data() + kLargeTestBytes, "small", 5) == 0);
+  CHECK(std::memcmp(batch.bytes.data() + kLargeTestBytes + 5, p1.data(), kLargeTestBytes) == 0);
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
+TEST(recovery_large_receive_any_dies_after_popping_before_copying) {
+  TempName name;
+  Layer layer(Options(name));
+  for (uint32_t id = 0; id < 4; ++id) SendLarge(layer, "p", id);
+  std::string how = DieAtFaultPoint(Options(name), 25, [&](Layer& child) {
+    // inside the lock: popped into holds, nothing copied
+    std::vector<std::string> names = {"p"};
+    uint32_t set = child.DefineSet(names);
+    shmch::AnyBatch batch;
+    child.ReceiveAny(set, {0}, 2, batch);
+  });
+  CHECK_EQ(how, std::string("SIGKILL"));
+  CHECK_CLEAN(layer);
+  CHECK_EQ(layer.Stats().lock_recoveries, 1u);
+  CHECK_EQ(ReceiveLarge(layer, "p", 5), (std::vector<uint32_t>{2, 3}));  // the rest, intact
+  CHECK_EQ(layer.Stats().arena_used_bytes, 0u);
+  CHECK_CLEAN(layer);
+}
+
 TEST(large_receive_reports_a_payload_damaged_in_shared_memory) {
   TempName name;
   Layer layer(Options(name));
