@@ -528,14 +528,8 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
         connection ??= this.acquireBlocking(index);
         let reply: unknown;
         let started = 0;
-        const entry: { index: number; clientId?: number } = { index };
-        this.blocked.set(id, entry);
         try {
-          // Pipelined with the pop, so no extra round trip: the id CLIENT UNBLOCK needs in close().
-          connection.call('CLIENT', 'ID').then(
-            (clientId) => (entry.clientId = Number(clientId)),
-            () => {},
-          );
+          this.trackBlocked(id, index, connection);
           started = Date.now();
           reply = await connection.call('BZPOPMIN', key, this.blockSeconds);
           backoff = this.backoff[index] = 0;
@@ -751,6 +745,20 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
    * all of them, on one connection. What it takes goes to the oldest receive that wants that
    * channel (or back into the channel when nobody does any more), as in `poll`.
    */
+  /**
+   * Records the blocking pop `id` is about to send on `connection`, with the connection's Redis
+   * client id (asked for pipelined with the pop, so no extra round trip) that CLIENT UNBLOCK
+   * needs in close(). The caller deletes the entry when the pop returns.
+   */
+  private trackBlocked(id: string, index: number, connection: RedisConnection): void {
+    const entry: { index: number; clientId?: number } = { index };
+    this.blocked.set(id, entry);
+    connection.call('CLIENT', 'ID').then(
+      (clientId) => (entry.clientId = Number(clientId)),
+      () => {},
+    );
+  }
+
   private async pollSet(index: number, set: ChannelSet, id: string): Promise<void> {
     await null; // registered in `pollers` before the loop can end
     let connection: RedisConnection | undefined;
@@ -778,13 +786,8 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
             member = picked[1];
             score = Number(picked[2].toString());
           } else if (!this.closed && set.waiters.length > 0) {
-            const entry: { index: number; clientId?: number } = { index };
-            this.blocked.set(id, entry);
             try {
-              connection.call('CLIENT', 'ID').then(
-                (clientId) => (entry.clientId = Number(clientId)),
-                () => {},
-              );
+              this.trackBlocked(id, index, connection);
               const popped = (await connection.call('BZPOPMIN', ...keys, this.blockSeconds)) as
                 [Buffer, Buffer, Buffer] | null;
               if (popped) {
