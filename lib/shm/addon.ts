@@ -99,9 +99,8 @@ export interface NativeLayer {
   groupSend(group: string, payload: Uint8Array): number;
   /**
    * Takes up to `wanted` messages per channel, then up to `extra` more per channel while
-   * `extraBytes` of payload last (only `wanted` decides where we wait). Returns null or one
-   * Buffer: payloads back to back, then a (request index, length, ms until it expires) u32
-   * triple per message, then the message count (u32 LE).
+   * `extraBytes` of payload last (only `wanted` decides where we wait). Returns null or a
+   * receive batch (its format: lib/shm/boundary.ts).
    */
   receive(
     channels: string | string[],
@@ -117,12 +116,10 @@ export interface NativeLayer {
   /**
    * Up to `wanted` messages from the set, oldest first among its channels the core knows to hold
    * messages and those at `positions` (rang since). Registers waits on the ones found empty.
-   * Returns null or one Buffer: payloads back to back, then a (position, length) u32 pair per
-   * message, then the positions looked at that still hold messages (u32 each), then the message
-   * count, that position count and how many channels the core knows to hold messages (u32 LE).
-   * With `answerBell` the same call consumes the bell and the ready list; ready channels outside
-   * the set go to `onOtherReady` (null: more rang than were recorded, look at everything).
-   * A result that fits `scratch` is written there and its length returned instead.
+   * Returns null or a receiveAny batch (its format: lib/shm/boundary.ts), written to `scratch`
+   * when it fits (its length returned instead). With `answerBell` the same call consumes the
+   * bell and the ready list; ready channels outside the set go to `onOtherReady` (null: more rang
+   * than were recorded, look at everything).
    */
   receiveAny(
     set: number,

@@ -327,9 +327,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   }
 
   // receive(channel: string, wanted: number) or receive(channels: string[], wanted: number[]).
-  // Returns null, or one Buffer: the payloads back to back, then per message (request index,
-  // length, ms until it expires) as u32 triples, then the message count as u32, all
-  // little-endian. One JS object per batch keeps the per-call cost of the hot path low.
+  // Returns null, or one batch of every message taken (its format is described once, where it
+  // is read: lib/shm/boundary.ts). One JS object per batch keeps the hot path's per-call cost low.
   // A third argument `true`: the channels are every channel this instance waits on, so the same
   // call also answers the doorbell (consumes the bell and the ready list): one lock per wake-up.
   // A fourth, a Uint8Array: scratch space for the result (then its length is returned instead).
@@ -404,11 +403,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   // receiveAny(set: number, positions: number[], wanted: number, answerBell?: boolean,
   // onOtherReady?: (names: string[] | null) => void, scratch?: Uint8Array). Returns null, the
-  // length of the result written into `scratch` when it fits, or one Buffer:
-  // the payloads back to back, then per message (position in the set, length) as u32 pairs,
-  // then the positions looked at that still hold messages (u32 each), then the message count,
-  // that position count and how many of the set's channels the core knows to hold messages
-  // (u32 each), all little-endian.
+  // length of the batch written into `scratch` when it fits, or the batch in a Buffer (the
+  // format is described once, where it is read: lib/shm/boundary.ts).
   Napi::Value ReceiveAny(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) {
