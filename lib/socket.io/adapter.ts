@@ -17,10 +17,11 @@ import {
 } from 'socket.io-adapter';
 import { LayerClosed } from '../errors.js';
 import type { ChannelLayer, Message } from '../types.js';
+import { GroupNames } from './group-names.js';
 import type { LayerSource } from './layer-source.js';
 import type { ResolvedAdapterOptions } from './options.js';
 import { Outbox } from './outbox.js';
-import { decode, encode, GroupNames, Kind, type Envelope, type WireOptions } from './protocol.js';
+import { decode, encode, Kind, type Envelope, type WireOptions } from './protocol.js';
 import { Requests } from './requests.js';
 import { SessionStore, type PersistedSession, type RestoredSession } from './session-store.js';
 
