@@ -333,12 +333,15 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     channel: string,
     options: api.ReceiveOptions = {},
   ): Promise<T> {
+    // A channel with a buffer was checked by the receive that filled it: only open is left.
+    const buffered = this.buffered.size !== 0 && this.buffered.has(channel);
     try {
-      this.checkReceive(channel);
+      if (buffered) this.checkOpen();
+      else this.checkReceive(channel);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.buffered.size !== 0 && this.buffered.has(channel) && !options.signal?.aborted) {
+    if (buffered && !options.signal?.aborted) {
       // Buffered messages are older than any still queued for the channel, and a buffer is
       // only filled while no receive waits there: nobody is ahead of this one.
       const taken = this.takeBuffered(channel);
@@ -946,7 +949,9 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
           (request) => wanted[request]![0],
           (channel, message) => this.pending.deliver(channel, message),
           (channel, error) => this.pending.fail(channel, error),
-          extra && this.keepBuffered,
+          extra &&
+            ((request, channel, payload, expiresInMs) =>
+              extra[request]! > 0 && this.keepBuffered(channel, payload, expiresInMs)),
         ),
       );
     }
@@ -960,12 +965,12 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     channelAt: (request: number) => string,
     deliver: (channel: string, message: api.Message) => void,
     fail: (channel: string, error: unknown) => void,
-    keep?: (channel: string, payload: Uint8Array, expiresInMs: number) => boolean,
+    keep?: (request: number, channel: string, payload: Uint8Array, expiresInMs: number) => boolean,
   ): BatchVisitor {
     return (request, payload, expiresInMs) => {
       const channel = channelAt(request);
       // A message nobody here waits for yet (taken along for later): kept undecoded.
-      if (payload !== null && keep?.(channel, payload, expiresInMs)) return;
+      if (payload !== null && keep?.(request, channel, payload, expiresInMs)) return;
       if (payload === null) {
         fail(
           channel,
@@ -987,13 +992,9 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     };
   }
 
-  /** Keeps a message for a later receive() of `channel` unless one waits for it now. */
-  private readonly keepBuffered = (
-    channel: string,
-    payload: Uint8Array,
-    expiresInMs: number,
-  ): boolean => {
-    if (this.pending.waits(channel) || !this.local.owns(channel)) return false;
+  /** Keeps a message of our own `channel` for a later receive() unless one waits for it now. */
+  private keepBuffered(channel: string, payload: Uint8Array, expiresInMs: number): boolean {
+    if (this.pending.waits(channel)) return false;
     let list = this.buffered.get(channel);
     if (!list) {
       list = [];
@@ -1005,7 +1006,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       order: this.bufferedOrder++,
     });
     return true;
-  };
+  }
 
   /** The oldest unexpired buffered message of `channel`, decoded (each taker its own copy). */
   private takeBuffered(channel: string): { message: api.Message } | { error: unknown } | undefined {
