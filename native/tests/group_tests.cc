@@ -141,3 +141,42 @@ TEST(groups_table_full) {
   CHECK_EQ(layer.Stats().groups, 32u);
   CHECK_CLEAN(layer);
 }
+
+// One groupSend to a group of many members, some expired and some full: one walk handles each
+// member once, removing the expired memberships and skipping (and counting) the full channels.
+TEST(groups_large_group_send_handles_every_member_once) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 4;
+  o.channel_capacity = {{"full.*", 1}};
+  LayerOptions brief_options = o;
+  brief_options.group_expiry_ms = 1;
+  Layer layer(o);
+  Layer brief(brief_options);
+  constexpr int kMembers = 120;  // of the 256 member records; channels: of 128
+  auto channel_of = [](int i) { return std::string(i % 5 == 0 ? "full." : "live.") + std::to_string(i); };
+  uint32_t reached = 0, kept = 0;
+  for (int i = 0; i < kMembers; ++i) {
+    // Every third membership expires at once; every fifth channel is full already.
+    (i % 3 == 0 ? brief : layer).GroupAdd("big", channel_of(i));
+    if (i % 5 == 0) SendText(layer, channel_of(i), "fill");
+    if (i % 3 != 0) ++kept;
+    if (i % 3 != 0 && i % 5 != 0) ++reached;
+  }
+  usleep(20'000);
+  const uint64_t skipped_before = layer.Stats().deliveries_skipped_full;
+  CHECK_EQ(GroupSendText(layer, "big", "fan"), reached);
+  CHECK_EQ(layer.Stats().members, kept);
+  CHECK_EQ(layer.Stats().deliveries_skipped_full - skipped_before, uint64_t{kept - reached});
+  for (int i = 0; i < kMembers; ++i) {
+    std::vector<std::string> got = ReceiveText(layer, channel_of(i), 4);
+    if (i % 5 == 0) {
+      CHECK(got == std::vector<std::string>{"fill"});
+    } else if (i % 3 != 0) {
+      CHECK(got == std::vector<std::string>{"fan"});
+    } else {
+      CHECK(got.empty());
+    }
+  }
+  CHECK_CLEAN(layer);
+}
