@@ -257,20 +257,25 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
 // ones); the core checks them and drops a '!' channel its owner is finished with.
 // ---------------------------------------------------------------------------------------------
 
+bool Layer::IsValidName(std::string_view name, bool allow_bang) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  int bangs = 0;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || (allow_bang && c == '!' && ++bangs == 1);
+    if (!ok) return false;
+  }
+  return true;
+}
+
 void Layer::ValidateName(std::string_view name, bool allow_bang, const char* what) {
   if (name.empty() || name.size() > kMaxNameLength) {
     throw Error(ErrorCode::kInvalidArgument, std::string(what) + " name must be 1 to " +
                                                  std::to_string(kMaxNameLength) + " characters");
   }
-  int bangs = 0;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.';
-    if (c == '!' && allow_bang && ++bangs == 1) ok = true;
-    if (!ok) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  std::string(what) + " name contains an invalid character: " + std::string(name));
-    }
+  if (!IsValidName(name, allow_bang)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + " name contains an invalid character: " + std::string(name));
   }
 }
 

@@ -230,6 +230,9 @@ class Layer {
                   AnyBatch& out, bool answer_bell = false);
 
   // --- New channel: names are made by the caller; the core checks them ---
+  // The name rule: 1 to kMaxNameLength of [a-zA-Z0-9._-], and for channels one '!'.
+  static bool IsValidName(std::string_view name, bool allow_bang);
+  // Throws kInvalidArgument naming `what` (channel, group) and what is wrong.
   static void ValidateName(std::string_view name, bool allow_bang, const char* what);
   // The owner is finished with a '!' channel: drops its queued messages (counted as orphaned),
   // its group memberships, waiter registrations and record. Returns the messages dropped.

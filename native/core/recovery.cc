@@ -19,16 +19,9 @@ namespace shmch {
 
 namespace {
 
+// A record's name, its length read once by the caller: checked before anything is read.
 bool ValidName(const char* name, uint32_t length, bool allow_bang) {
-  if (length == 0 || length > kMaxNameLength) return false;
-  int bangs = 0;
-  for (uint32_t i = 0; i < length; ++i) {
-    char c = name[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.' || (allow_bang && c == '!' && ++bangs == 1);
-    if (!ok) return false;
-  }
-  return true;
+  return length <= kMaxNameLength && Layer::IsValidName(std::string_view(name, length), allow_bang);
 }
 
 // Puts a channel or group record back into its table's hash, counted in `used`, when its name
