@@ -1,8 +1,8 @@
 // The channel layer's public operations, in the order of the spec (channels_redis's core.py reads
 // the same way). The helpers live by concern: slots.cc (process slots, the segment lock),
 // queues.cc (channel records, queues, message blocks), groups.cc (groups and memberships),
-// wakeups.cc (waiters and doorbells), receive_any.cc (receiveAny), recovery.cc (rebuilding
-// derived state, Verify).
+// wakeups.cc (waiters and doorbells), payload.cc (large payloads copied outside the lock),
+// receive_any.cc (receiveAny), recovery.cc (rebuilding derived state, Verify).
 #include "layer.h"
 
 #include <cstdio>
