@@ -107,7 +107,7 @@ describe('names: lib/names.ts and the core apply one rule', () => {
   it("newChannel()'s client id fits what the core tracks of a '!' channel's owner", async () => {
     const channel = await layers.open().newChannel('p');
     const client = channel.slice(channel.indexOf('.') + 1, channel.indexOf('!'));
-    // The core tracks a client id shorter than kMaxClientLength, and no other (layer.cc).
+    // The core tracks a client id shorter than kMaxClientLength, and no other (slots.cc, ClaimSlot).
     expect(client.length).toBeGreaterThan(0);
     expect(client.length).toBeLessThan(inCore.maxClientLength);
   });
