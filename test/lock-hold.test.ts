@@ -1,7 +1,7 @@
 // layer.lockHoldStats(): how long this process held the segment lock, per kind of operation,
 // counted by the core around every critical section. Real segments, a real second process.
 import { expect, it } from 'vitest';
-import { runModule, shmLayers } from './support/fixtures.js';
+import { runWorker, shmLayers } from './support/fixtures.js';
 import { type LockHoldStats } from './support/package.js';
 
 const shm = shmLayers('lockhold', {
@@ -32,16 +32,7 @@ it('counts every critical section under its own kind, per process, and resets on
 
   // Another process sends 7 messages and one groupSend, and reports its own figures.
   await receiver.groupAdd('lockhold.group', 'lockhold.q');
-  const child = runModule(
-    `const layer = new ShmChannelLayer({ name: ${JSON.stringify(name)}, create: false });
-       for (let i = 0; i < 7; i++) await layer.send('lockhold.q', { type: 'm', i });
-       await layer.groupSend('lockhold.group', { type: 'm', i: 7 });
-       const stats = layer.lockHoldStats();
-       await layer.close();
-       process.stdout.write(JSON.stringify(stats));`,
-    {},
-    { timeout: 30_000 },
-  );
+  const child = runWorker('lock-hold-sender.mjs', [name], {}, { timeout: 30_000 });
   expect(child.stderr).toBe('');
   const sender = JSON.parse(child.stdout) as LockHoldStats;
   checkConsistent(sender);

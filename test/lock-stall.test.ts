@@ -3,11 +3,11 @@
 // lock in short slices from the event loop, and give up with a typed error after `lockTimeout`.
 // The child stops itself inside the lock at fault point 12 (SHMCH_FAULT_ACTION=stop), a test hook
 // compiled into every build, like the crash tests' fault points.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { childProcesses, shmLayers } from './support/fixtures.js';
-import { LockTimeout, PACKAGE_ESM, ShmChannelLayer } from './support/package.js';
+import { childProcesses, shmLayers, startWorker } from './support/fixtures.js';
+import { LockTimeout, ShmChannelLayer } from './support/package.js';
 
 const shm = shmLayers('stall');
 // After shmLayers(): vitest runs afterEach hooks last-registered first, so a child stopped inside
@@ -26,15 +26,14 @@ function isStopped(pid: number): boolean {
 
 /** Starts a child that attaches to the layer and stops itself holding the segment lock. */
 async function childStoppedInsideTheLock(name: string): Promise<ChildProcess> {
-  const code = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-    const layer = new ShmChannelLayer({ name: '${name}' });
-    await layer.send('from-child', { resumed: true });
-    await layer.close();`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
-    env: { ...process.env, SHMCH_FAULT_POINT: '12', SHMCH_FAULT_ACTION: 'stop' },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  children.track(child);
+  const child = children.track(
+    startWorker(
+      'send-once.mjs',
+      [name, 'from-child', JSON.stringify({ resumed: true })],
+      { SHMCH_FAULT_POINT: '12', SHMCH_FAULT_ACTION: 'stop' },
+      { stdio: ['ignore', 'inherit', 'inherit'] },
+    ),
+  );
   const deadline = Date.now() + 15_000;
   while (!isStopped(child.pid!)) {
     if (Date.now() > deadline || child.exitCode !== null)

@@ -9,10 +9,12 @@ import {
   type SpawnSyncReturns,
   type StdioOptions,
 } from 'node:child_process';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach } from 'vitest';
 import {
   PACKAGE_ESM,
+  ROOT,
   RedisChannelLayer,
   type RedisChannelLayerOptions,
   ShmChannelLayer,
@@ -219,6 +221,39 @@ export function spawnModule(
   }: { imports?: string[]; stdio?: StdioOptions } = {},
 ): ChildProcess {
   return spawn(process.execPath, ['--input-type=module', '-e', moduleSource(code, imports)], {
+    env: { ...process.env, ...env },
+    stdio,
+  });
+}
+
+/** Where the child scripts live: test/workers/, ES modules importing 'shm-channels' itself. */
+export const WORKERS = join(ROOT, 'test', 'workers');
+
+/**
+ * Runs test/workers/`script` with `args` in a child Node process and waits for it (SIGKILLed
+ * after `timeout` ms).
+ */
+export function runWorker(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  { timeout = 20_000, flags = [] }: { timeout?: number; flags?: string[] } = {},
+): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [...flags, join(WORKERS, script), ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout,
+  });
+}
+
+/** Starts test/workers/`script` as runWorker() does, without waiting for it. */
+export function startWorker(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  { stdio = 'pipe', flags = [] }: { stdio?: StdioOptions; flags?: string[] } = {},
+): ChildProcess {
+  return spawn(process.execPath, [...flags, join(WORKERS, script), ...args], {
     env: { ...process.env, ...env },
     stdio,
   });
