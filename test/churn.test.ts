@@ -1,15 +1,10 @@
 // Long-running servers (issue 14): connection churn must leave nothing behind in the shared
 // segment. Each test uses a small segment, so a leak of one record per connection fills the
 // table within the test instead of after a day of traffic.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import {
-  CLI,
-  PACKAGE_ESM,
-  type ShmChannelLayer,
-  type ShmChannelLayerOptions,
-} from './support/package.js';
-import { shmLayers } from './support/fixtures.js';
+import { CLI, type ShmChannelLayer, type ShmChannelLayerOptions } from './support/package.js';
+import { outputOf, shmLayers, startWorker } from './support/fixtures.js';
 
 const shm = shmLayers('churn');
 
@@ -42,28 +37,6 @@ async function connect(server: ShmChannelLayer): Promise<{
     .catch((e: Error) => e.name);
   await tick(); // the receive registered its wait in the segment
   return { channel, controller, receiving };
-}
-
-function runChild(
-  name: string,
-  script: string,
-  flags: string[] = [],
-): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...flags, '--input-type=module', '-e', script], {
-      env: { ...process.env, LAYER_NAME: name },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
 }
 
 describe('connection churn on ShmChannelLayer', () => {
@@ -137,14 +110,7 @@ describe('connection churn on ShmChannelLayer', () => {
     expect(outcomes).toEqual({ AbortError: 100 });
     await tick();
     expect(layer.stats().channels).toBe(0);
-    const child = await runChild(
-      options.name!,
-      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
-for (let i = 0; i < 60; i++) await layer.send('other.process-' + i, { i });
-console.log('sent', layer.stats().channels);
-await layer.close();`,
-    );
+    const child = await outputOf(startWorker('churn-sender.mjs', [options.name!]));
     expect(child.output.trim()).toBe('sent 60');
     expect(child.code).toBe(0);
   });
@@ -176,15 +142,7 @@ describe('deliveries not made are counted', () => {
   it("a send to a '!' channel of a process that is gone is dropped and counted, never queued", async () => {
     const options = { ...small(), capacity: 5 };
     const server = shm.open(options);
-    const child = await runChild(
-      options.name!,
-      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-const layer = new ShmChannelLayer({ name: process.env.LAYER_NAME });
-const inbox = await layer.newChannel();
-await layer.groupAdd('room', inbox);
-console.log(inbox);
-process.exit(0); // no close(): as if it had crashed`,
-    );
+    const child = await outputOf(startWorker('member-then-exit.mjs', [options.name!]));
     expect(child.code).toBe(0);
     const inbox = child.output.trim();
     // The next instance to attach reclaims the dead slot (housekeeping does so every 2 s too).
@@ -232,47 +190,11 @@ process.exit(0); // no close(): as if it had crashed`,
 // thread and a semaphore; now the FIFO's read end, polled by the event loop) until the process
 // exited: 0 of 20 were collected.
 describe('a layer dropped without close()', () => {
-  const script = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
-const name = process.env.LAYER_NAME;
-// Descriptors of doorbell FIFOs this process reads (O_RDWR; a sender's cached write end is O_WRONLY).
-const doorbells = () => readdirSync('/proc/self/fd').filter((fd) => {
-  try {
-    if (!readlinkSync('/proc/self/fd/' + fd).startsWith('/dev/shm/shmch-bell.')) return false;
-    const flags = /flags:\\s*([0-7]+)/.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'));
-    return flags !== null && (parseInt(flags[1], 8) & 3) === 2;
-  } catch {
-    return false;
-  }
-}).length;
-const observer = new ShmChannelLayer({ name });
-const before = { processes: observer.stats().processes, doorbells: doorbells() };
-await (async () => {
-  for (let i = 0; i < 20; i++) {
-    const layer = new ShmChannelLayer({ name });
-    // Used the way a server uses one: a delivered receive, a cancelled one, a group.
-    const channel = await layer.newChannel();
-    await layer.groupAdd('room', channel);
-    const got = layer.receive(channel);
-    await observer.groupSend('room', { i });
-    await got;
-    await layer.receive(channel, { signal: AbortSignal.timeout(1) }).catch(() => {});
-    await layer.groupDiscard('room', channel);
-  }
-})();
-const dropped = { processes: observer.stats().processes, doorbells: doorbells() };
-for (let i = 0; i < 100 && observer.stats().processes > before.processes; i++) {
-  globalThis.gc();
-  await sleep(20);
-}
-const after = { processes: observer.stats().processes, doorbells: doorbells() };
-console.log(JSON.stringify({ before, dropped, after }));
-await observer.close();`;
-
   it('is collected and gives back its slot and doorbell', async () => {
     const name = shm.name();
-    const child = await runChild(name, script, ['--expose-gc']);
+    const child = await outputOf(
+      startWorker('dropped-layers.mjs', [name], {}, { flags: ['--expose-gc'] }),
+    );
     expect(child.code, child.output).toBe(0);
     const { before, dropped, after } = JSON.parse(child.output.trim()) as Record<
       string,
@@ -285,18 +207,8 @@ await observer.close();`;
 
   it('is kept while a receive waits on it, and that receive still gets its message', async () => {
     const name = shm.name();
-    const child = await runChild(
-      name,
-      `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-import { setTimeout as sleep } from 'node:timers/promises';
-const name = process.env.LAYER_NAME;
-const received = (() => new ShmChannelLayer({ name }).receive('kept.ch'))();
-for (let i = 0; i < 5; i++) { globalThis.gc(); await sleep(10); }
-const sender = new ShmChannelLayer({ name });
-await sender.send('kept.ch', { type: 'late' });
-console.log((await received).type);
-await sender.close();`,
-      ['--expose-gc'],
+    const child = await outputOf(
+      startWorker('dropped-receiving-layer.mjs', [name], {}, { flags: ['--expose-gc'] }),
     );
     // The receiving layer is never closed: the process exits because, once its receive is
     // done, an idle layer does not keep it alive.

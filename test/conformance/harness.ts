@@ -1,8 +1,8 @@
 // The conformance suite's shared pieces: what a backend provides (LayerFactory, ConformanceHooks),
 // what every section gets (Suite), and the helpers the sections share.
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
+import { outputOf, spawnModule } from '../support/fixtures.js';
 import { ChannelFull } from '../support/package.js';
 import type { ChannelLayer, ChannelLayerOptions } from '../support/package.js';
 
@@ -30,28 +30,12 @@ export interface ConformanceHooks {
 }
 
 /** Runs ES module source in a child Node process; kills it after `ms` (then `killed` is true). */
-export function runNode(
+export async function runNode(
   source: string,
   ms = 8000,
 ): Promise<{ code: number | null; output: string; killed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    let killed = false;
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, ms);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output: output.trim(), killed });
-    });
-  });
+  const run = await outputOf(spawnModule(source, {}, { imports: [] }), ms);
+  return { ...run, output: run.output.trim() };
 }
 
 /** How long a receive that should succeed may take before the test fails (instead of hanging). */

@@ -217,7 +217,7 @@ export function spawnModule(
   env: Record<string, string> = {},
   {
     imports = ['ShmChannelLayer'],
-    stdio = 'pipe',
+    stdio = ['ignore', 'pipe', 'pipe'],
   }: { imports?: string[]; stdio?: StdioOptions } = {},
 ): ChildProcess {
   return spawn(process.execPath, ['--input-type=module', '-e', moduleSource(code, imports)], {
@@ -251,10 +251,37 @@ export function startWorker(
   script: string,
   args: string[] = [],
   env: Record<string, string> = {},
-  { stdio = 'pipe', flags = [] }: { stdio?: StdioOptions; flags?: string[] } = {},
+  {
+    stdio = ['ignore', 'pipe', 'pipe'],
+    flags = [],
+  }: { stdio?: StdioOptions; flags?: string[] } = {},
 ): ChildProcess {
   return spawn(process.execPath, [...flags, join(WORKERS, script), ...args], {
     env: { ...process.env, ...env },
     stdio,
+  });
+}
+
+/**
+ * Gathers `child`'s stdout and stderr until it exits; SIGKILLs it after `ms` (then `killed`).
+ */
+export function outputOf(
+  child: ChildProcess,
+  ms = 10_000,
+): Promise<{ code: number | null; output: string; killed: boolean }> {
+  return new Promise((resolve, reject) => {
+    let output = '';
+    let killed = false;
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, ms);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output, killed });
+    });
   });
 }
