@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,14 +15,18 @@ import {
 import {
   defaultSerializer,
   LayerClosed,
-  PACKAGE_CJS,
-  PACKAGE_ESM,
   RedisChannelLayer,
   RedisUnavailable,
   type RedisConnection,
   type RedisConnector,
 } from './support/package.js';
-import { haveRedisServer, RedisServer, redisLayers } from './support/fixtures.js';
+import {
+  haveRedisServer,
+  RedisServer,
+  redisLayers,
+  runWorker,
+  WORKERS,
+} from './support/fixtures.js';
 
 const redis = redisLayers();
 
@@ -71,29 +76,9 @@ describe('redis: pieces without a server', () => {
   });
 
   it('ioredis is loaded only when a RedisChannelLayer is constructed (built package)', () => {
-    const script = `
-      const Module = require('node:module');
-      const lib = require(${JSON.stringify(PACKAGE_CJS)});
-      const loaded = () => Object.keys(require.cache).some((k) => k.includes('/node_modules/ioredis/'));
-      const out = { afterImport: loaded() };
-      const memory = new lib.InMemoryChannelLayer();
-      out.afterInMemory = loaded();
-      const resolve = Module._resolveFilename;
-      Module._resolveFilename = function (request, ...rest) {
-        if (request === 'ioredis') {
-          const e = new Error("Cannot find module 'ioredis'"); e.code = 'MODULE_NOT_FOUND'; throw e;
-        }
-        return resolve.call(this, request, ...rest);
-      };
-      try { new lib.RedisChannelLayer(); out.error = null; } catch (e) { out.error = e.message; }
-      Module._resolveFilename = resolve;
-      const layer = new lib.RedisChannelLayer({ hosts: ['redis://127.0.0.1:1'] });
-      out.afterConstruct = loaded();
-      layer.close().then(() => memory.close()).then(() => console.log(JSON.stringify(out)));
-    `;
-    const out = JSON.parse(
-      execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 }),
-    );
+    const run = runWorker('ioredis-lazy-load.cjs');
+    expect(run.status, run.stderr).toBe(0);
+    const out = JSON.parse(run.stdout);
     expect(out).toEqual({
       afterImport: false,
       afterInMemory: false,
@@ -299,19 +284,7 @@ describe.skipIf(!haveRedisServer())('redis: against redis-server', () => {
     // A killed process: its heartbeat stops. (The child exits without close().)
     const killed = execFileSync(
       process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { RedisChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-const layer = new RedisChannelLayer({ hosts: [${JSON.stringify(a.url)}, ${JSON.stringify(b.url)}], prefix: ${JSON.stringify(prefix)} });
-const channel = await layer.newChannel();
-await layer.groupAdd('room', channel);
-console.log(channel);
-// Lives a moment, as a real process would: its first heartbeat (written to every host without
-// waiting) must reach them all before it dies, or its channel looks like a channels_redis one.
-await new Promise((resolve) => setTimeout(resolve, 200));
-process.exit(0);`,
-      ],
+      [join(WORKERS, 'redis-member-then-exit.mjs'), prefix, a.url, b.url],
       { encoding: 'utf8' },
     ).trim();
     await sleep(700); // older than the sender's staleness limit
