@@ -2,11 +2,11 @@
 // Every layer gets its own name (its own segment), is closed by the test and destroyed afterwards,
 // so tests are isolated and leave nothing in /dev/shm. A "peer" is a second instance opened on the
 // same name: it has its own slot and doorbell, as another process would.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { describeConformance } from './conformance/index.js';
+import { outputOf, spawnModule } from './support/fixtures.js';
 import {
   ChannelFull,
   LayerClosed,
@@ -63,29 +63,15 @@ async function cleanup(): Promise<void> {
 }
 
 /** Runs an ES module script in a child Node process with LAYER_NAME set; kills it after 8 s. */
-function runChild(
+async function runChild(
   name: string,
   script: string,
 ): Promise<{ code: number | null; signal: string | null; output: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, LAYER_NAME: name },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`child for ${name} did not exit within 8 s; output: ${output}`));
-    }, 8000);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, output, ms: Date.now() - started });
-    });
-  });
+  const started = Date.now();
+  const run = await outputOf(spawnModule(script, { LAYER_NAME: name }, { imports: [] }), 8000);
+  if (run.killed)
+    throw new Error(`child for ${name} did not exit within 8 s; output: ${run.output}`);
+  return { code: run.code, signal: run.signal, output: run.output, ms: Date.now() - started };
 }
 
 const childHeader = `import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
@@ -325,25 +311,21 @@ describe('ShmChannelLayer only', () => {
     const name = uniqueName();
     const layer = openShm({ name });
     await layer.groupAdd('killed-a', 'killed.plain');
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `${childHeader}
+    const child = spawnModule(
+      `${childHeader}
 const mine = await layer.newChannel();
 await layer.groupAdd('killed-a', mine);
 await layer.groupAdd('killed-b', mine);
 await layer.groupAdd('killed-a', 'killed.from-child');
 console.log(mine);
 setInterval(() => {}, 1000);`,
-      ],
-      { env: { ...process.env, LAYER_NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] },
+      { LAYER_NAME: name },
+      { imports: [], stdio: ['ignore', 'pipe', 'inherit'] },
     );
     try {
       const mine = await new Promise<string>((resolve, reject) => {
         let out = '';
-        child.stdout.on('data', (chunk: Buffer) => {
+        child.stdout!.on('data', (chunk: Buffer) => {
           out += chunk.toString();
           if (out.includes('\n')) resolve(out.trim());
         });
@@ -486,21 +468,14 @@ console.log('sent');`,
     const channels = Array.from({ length: 20 }, (_, i) => `kill.any-${i}`);
     for (let n = 0; n < 1000; n++) await layer.send(channels[n % 20]!, { n });
     // The child prints each message it got, then is killed while its loop runs.
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `${childHeader}
+    const child = spawnModule(
+      `${childHeader}
 for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)}); process.stdout.write(message.n + '\\n'); }`,
-      ],
-      {
-        env: { ...process.env, LAYER_NAME: name },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
+      { LAYER_NAME: name },
+      { imports: [], stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let printed = '';
-    child.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    child.stdout!.on('data', (chunk: Buffer) => (printed += chunk.toString()));
     await new Promise<void>((resolve) => {
       const check = setInterval(() => {
         if (printed.split('\n').length > 100) {

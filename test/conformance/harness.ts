@@ -34,8 +34,8 @@ export async function runNode(
   source: string,
   ms = 8000,
 ): Promise<{ code: number | null; output: string; killed: boolean }> {
-  const run = await outputOf(spawnModule(source, {}, { imports: [] }), ms);
-  return { ...run, output: run.output.trim() };
+  const { code, output, killed } = await outputOf(spawnModule(source, {}, { imports: [] }), ms);
+  return { code, output: output.trim(), killed };
 }
 
 /** How long a receive that should succeed may take before the test fails (instead of hanging). */

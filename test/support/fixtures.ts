@@ -268,7 +268,12 @@ export function startWorker(
 export function outputOf(
   child: ChildProcess,
   ms = 10_000,
-): Promise<{ code: number | null; output: string; killed: boolean }> {
+): Promise<{
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  output: string;
+  killed: boolean;
+}> {
   return new Promise((resolve, reject) => {
     let output = '';
     let killed = false;
@@ -279,9 +284,9 @@ export function outputOf(
       child.kill('SIGKILL');
     }, ms);
     child.on('error', reject);
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, output, killed });
+      resolve({ code, signal, output, killed });
     });
   });
 }
