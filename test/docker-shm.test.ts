@@ -3,7 +3,9 @@
 // (`unshare -m`) whose /dev/shm is a fresh 64 MB tmpfs, as Docker gives a container. Needs root
 // (CI runs as root); without it the tests are skipped with a loud message, never when CI is set.
 import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { WORKERS } from './support/fixtures.js';
 import { CLI, PACKAGE_ESM } from './support/package.js';
 
 const MiB = 1 << 20;
@@ -19,29 +21,13 @@ if (!available) {
   console.warn(`\n*** SKIPPING the 64 MB /dev/shm (Docker) tests: ${why} ***\n`);
 }
 
-// Helpers every scenario gets: how full /dev/shm is, what is in it, a filler file, the CLI.
+// What every scenario gets: the package, the fs calls the scenarios make, and the helpers of
+// test/workers/small-shm.mjs (how full /dev/shm is, what is in it, a filler file, the CLI, report).
 const prelude = `
-import { closeSync, openSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
-import { execFileSync, spawn } from 'node:child_process';
+import { rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { ShmChannelLayer, SegmentFull, ShmError, ChannelFull } from ${JSON.stringify(PACKAGE_ESM)};
-const MiB = ${MiB};
-const used = () => { const s = statfsSync('/dev/shm'); return (s.blocks - s.bfree) * s.bsize; };
-const free = () => { const s = statfsSync('/dev/shm'); return s.bavail * s.bsize; };
-const files = () => readdirSync('/dev/shm').filter((f) => f !== 'filler').sort();
-const fileUse = (f) => statSync('/dev/shm/' + f).blocks * 512;
-// Occupies /dev/shm until only \`left\` bytes are free (written, so the pages are really taken).
-function fill(left) {
-  rmSync('/dev/shm/filler', { force: true });
-  const fd = openSync('/dev/shm/filler', 'w');
-  const chunk = Buffer.alloc(MiB, 1);
-  let want = free() - left;
-  try {
-    while (want > 0) { const n = Math.min(want, chunk.length); writeSync(fd, chunk, 0, n); want -= n; }
-  } finally { closeSync(fd); }
-}
-const cli = (...args) => execFileSync(process.execPath, [${JSON.stringify(CLI)}, ...args], { encoding: 'utf8' });
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const report = (value) => console.log('RESULT ' + JSON.stringify(value));
+import { MiB, used, free, files, fileUse, fill, cli, sleep, report } from ${JSON.stringify(join(WORKERS, 'small-shm.mjs'))};
 `;
 
 interface Run {
@@ -69,7 +55,7 @@ function inSmallShm(body: string, sizeMb = 64): Promise<Run> {
         process.execPath,
         script,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SHMCH_CLI: CLI } },
     );
     let out = '';
     let err = '';
@@ -219,16 +205,11 @@ describe.skipIf(!available)('a 64 MB /dev/shm, as Docker gives a container', () 
 
   it('a layer whose processes all died keeps only a few MB beyond its messages; list shows it, prune removes it', async () => {
     const run = await inSmallShm(`
-      // A process that carries a 5 MB message, leaves one small message queued, and is killed.
-      const child = spawn(process.execPath, ['--input-type=module', '-e', \`
-        import { ShmChannelLayer } from ${JSON.stringify(PACKAGE_ESM)};
-        const layer = new ShmChannelLayer({ name: 'crashed' });
-        await layer.send('big', { body: Buffer.alloc(5_000_000) });
-        await layer.receive('big');
-        await layer.send('later', { kept: true, n: 1 });
-        console.log('ready');
-        setInterval(() => {}, 1000);
-      \`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // A process that carries a 5 MB message, leaves one small message queued, and is killed
+      // (test/workers/crashed-holder.mjs).
+      const child = spawn(process.execPath, [${JSON.stringify(join(WORKERS, 'crashed-holder.mjs'))}], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       await new Promise((resolve) => child.stdout.on('data', (d) => String(d).includes('ready') && resolve()));
       const whileAlive = JSON.parse(cli('list', '--json'));
       child.kill('SIGKILL');
