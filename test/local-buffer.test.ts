@@ -2,28 +2,16 @@
 // messages along (up to 16, within 32 KiB) and the following receive()s are served from this
 // process's memory. Real segments; the sender is a second instance, as another process would be.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { ShmChannelLayer, type ShmChannelLayerOptions } from './support/package.js';
+import { describe, expect, it } from 'vitest';
+import { shmLayers } from './support/fixtures.js';
+import type { ShmChannelLayer, ShmChannelLayerOptions } from './support/package.js';
 
-const layers: ShmChannelLayer[] = [];
-const names: string[] = [];
-let counter = 0;
-
-afterEach(async () => {
-  for (const layer of layers.splice(0)) await layer.close();
-  for (const name of names.splice(0)) ShmChannelLayer.destroy(name);
-});
+const shm = shmLayers('localbuf', { size: 8 << 20, maxNodes: 4096 });
 
 /** A receiving and a sending instance of one fresh layer. */
 function pair(options: ShmChannelLayerOptions = {}): [ShmChannelLayer, ShmChannelLayer] {
-  const name = `localbuf-${process.pid}-${++counter}`;
-  names.push(name);
-  const open = () => {
-    const layer = new ShmChannelLayer({ name, size: 8 << 20, maxNodes: 4096, ...options });
-    layers.push(layer);
-    return layer;
-  };
-  return [open(), open()];
+  const name = shm.name();
+  return [shm.open({ ...options, name }), shm.open({ ...options, name })];
 }
 
 const within = <T>(promise: Promise<T>, ms = 2000): Promise<T> =>
