@@ -343,12 +343,16 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       double budget = info[5].As<Napi::Number>().DoubleValue();
       extra_bytes = budget > 0 ? static_cast<uint64_t>(budget) : 0;
     }
-    std::vector<shmch::ReceiveRequest> requests;
+    // The request list and the batch are this object's, reused: a receive of one message then
+    // allocates nothing (the hot path of a receive loop). Nothing in here calls back into JS.
+    std::vector<shmch::ReceiveRequest>& requests = receive_requests_;
     if (info[0].IsString()) {
-      requests.push_back({info[0].As<Napi::String>().Utf8Value(),
-                          info[1].As<Napi::Number>().Uint32Value(),
-                          has_extra ? info[4].As<Napi::Number>().Uint32Value() : 0});
+      requests.resize(1);
+      ReadName(env, info[0], requests[0].channel);
+      requests[0].wanted = info[1].As<Napi::Number>().Uint32Value();
+      requests[0].extra = has_extra ? info[4].As<Napi::Number>().Uint32Value() : 0;
     } else {
+      requests.clear();
       auto channels = info[0].As<Napi::Array>();
       auto wanted = info[1].As<Napi::Array>();
       Napi::Array extra = has_extra ? info[4].As<Napi::Array>() : Napi::Array();
@@ -359,7 +363,11 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                             has_extra ? extra.Get(i).As<Napi::Number>().Uint32Value() : 0});
       }
     }
-    shmch::ReceivedBatch batch;
+    shmch::ReceivedBatch& batch = receive_batch_;
+    batch.bytes.clear();
+    batch.request_of.clear();
+    batch.length_of.clear();
+    batch.expires_in_ms.clear();
     Guard(env, [&] { Open(env).Receive(requests, batch, covers_all, extra_bytes); });
     size_t n = batch.request_of.size();
     if (n == 0) return env.Null();
@@ -412,29 +420,48 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                                  "receiveAny(set: number, positions: number[], wanted: number)");
     }
     auto list = info[1].As<Napi::Array>();
-    std::vector<uint32_t> positions;
-    positions.reserve(list.Length());
+    // The position list and the batch are this object's, reused (as receive()'s): a call that
+    // takes one message allocates nothing. JS runs (onOtherReady) only once the result is built.
+    std::vector<uint32_t>& positions = any_positions_;
+    positions.clear();
     for (uint32_t i = 0; i < list.Length(); ++i) {
       Napi::Value position = list.Get(i);
       if (!position.IsNumber()) throw Napi::TypeError::New(env, "positions must be numbers");
       positions.push_back(position.As<Napi::Number>().Uint32Value());
     }
     bool answer_bell = info.Length() > 3 && info[3].ToBoolean().Value();
-    shmch::AnyBatch batch;
+    shmch::AnyBatch& batch = any_batch_;
+    batch.bytes.clear();
+    batch.position_of.clear();
+    batch.length_of.clear();
+    batch.still_ready.clear();
+    batch.held = 0;
+    batch.other_ready.clear();
+    batch.ready_overflow = false;
     Guard(env, [&] {
       Open(env).ReceiveAny(info[0].As<Napi::Number>().Uint32Value(), positions,
                            info[2].As<Napi::Number>().Uint32Value(), batch, answer_bell);
     });
-    if (answer_bell && (batch.ready_overflow || !batch.other_ready.empty())) {
-      // What rang for other receives goes to `onOtherReady` (names, or null: look at all).
-      Napi::Value report = env.Null();
+    // What rang for other receives goes to `onOtherReady` (names, or null: look at all).
+    Napi::Value report;
+    bool tell = answer_bell && (batch.ready_overflow || !batch.other_ready.empty()) &&
+                info.Length() > 4 && info[4].IsFunction();
+    if (tell) {
+      report = env.Null();
       if (!batch.ready_overflow) {
         Napi::Array names = Napi::Array::New(env, batch.other_ready.size());
         for (uint32_t i = 0; i < batch.other_ready.size(); ++i) names.Set(i, batch.other_ready[i]);
         report = names;
       }
-      if (info.Length() > 4 && info[4].IsFunction()) info[4].As<Napi::Function>().Call({report});
     }
+    Napi::Value result = AnyResult(env, info, batch);
+    if (tell) info[4].As<Napi::Function>().Call({report});
+    return result;
+  }
+
+  // receiveAny()'s result: null, the length written into the scratch buffer (info[5]), or a Buffer.
+  static Napi::Value AnyResult(Napi::Env env, const Napi::CallbackInfo& info,
+                               shmch::AnyBatch& batch) {
     size_t n = batch.position_of.size(), ready = batch.still_ready.size();
     if (n == 0 && ready == 0 && batch.held == 0) return env.Null();
     auto& bytes = batch.bytes;
@@ -754,7 +781,28 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return Napi::Number::New(env, static_cast<double>(queued));
   }
 
+  // A JS string into `out`, reusing its memory (one N-API call, no allocation): any valid name
+  // fits the stack buffer many times over. A string that may not have fitted (napi stops short
+  // of a character that would not fit, so within 4 bytes of the end) takes the allocating path.
+  static void ReadName(Napi::Env env, Napi::Value value, std::string& out) {
+    char buffer[1024];
+    size_t length = 0;
+    if (!value.IsString() ||
+        napi_get_value_string_utf8(env, value, buffer, sizeof buffer, &length) != napi_ok ||
+        length + 4 >= sizeof buffer) {
+      out = value.ToString().Utf8Value();
+      return;
+    }
+    out.assign(buffer, length);
+  }
+
   std::unique_ptr<shmch::Layer> layer_;
+  // receive()'s request list and result batch, kept between calls (see Receive).
+  std::vector<shmch::ReceiveRequest> receive_requests_;
+  shmch::ReceivedBatch receive_batch_;
+  // receiveAny()'s position list and result batch, likewise.
+  std::vector<uint32_t> any_positions_;
+  shmch::AnyBatch any_batch_;
   Napi::FunctionReference wake_;
   std::unique_ptr<Napi::AsyncContext> wake_context_;
   Doorbell* doorbell_ = nullptr;

@@ -166,10 +166,10 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   if (covers_all_waits) me.bell.store(0, std::memory_order_seq_cst);
   // Phase 1 copies payloads out and registers us as a waiter where we are left short; nothing is
   // popped yet, so an error or our death here takes no message with it.
-  std::vector<std::pair<uint32_t, uint32_t>> pops;  // (channel, nodes to pop from its head)
+  std::vector<std::pair<uint32_t, uint32_t>>& pops = receive_pops_;  // (channel, nodes to pop)
+  pops.clear();
   bool damaged_blocks = false;
   std::vector<uint32_t> asked;  // channel of each request, when the ready list is answered too
-  pops.reserve(requests.size());
   std::unordered_set<uint32_t> walked_channels;
   if (requests.size() > 1) walked_channels.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {

@@ -135,6 +135,15 @@ struct ChannelSetState {
   std::vector<uint8_t> in_heap;
   std::vector<Head> heap;
   std::vector<uint32_t> touch;  // scratch of one ReceiveAny call: position -> its entry, or kNil
+  // What one ReceiveAny call does to a channel: its next unexpired node (kNil: none) and how many
+  // nodes from the head it passed. Scratch of one call, kept so that a call allocates nothing.
+  struct Touch {
+    uint32_t position;
+    uint32_t record;
+    uint32_t cursor;
+    uint32_t walked;
+  };
+  std::vector<Touch> touched;
   std::unordered_map<uint32_t, uint32_t> position_of_record;  // from `record`, checked on use
   std::unordered_map<std::string, uint32_t> position_of_name;
 };
@@ -455,6 +464,8 @@ class Layer {
   uint64_t pending_ring_[kSlotMaskWords] = {};          // slots to ring once the lock is released
   uint64_t sent_at_last_maintain_ = ~uint64_t{0};       // messages_sent at our last housekeeping
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
+  // Receive()'s (channel, nodes to pop) list, kept between calls so a receive allocates nothing.
+  std::vector<std::pair<uint32_t, uint32_t>> receive_pops_;
   LockHoldStats lock_hold_;
   RefusalBackoff backoff_;  // of Send(): yields the CPU on repeated refusals
   // Our Slot::held entries whose release could not get the lock: released by our next critical

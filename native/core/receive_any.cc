@@ -94,13 +94,9 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
 
   // What this call does to one channel: its next unexpired node (kNil: none) and how many nodes
   // from the head it passed, all popped in phase 2 (copied ones and expired ones).
-  struct Touch {
-    uint32_t position;
-    uint32_t record;
-    uint32_t cursor;
-    uint32_t walked;
-  };
-  std::vector<Touch> touched;
+  using Touch = ChannelSetState::Touch;
+  std::vector<Touch>& touched = set.touched;  // the set's, kept: a call allocates nothing
+  touched.clear();
   touched.reserve(positions.size() + wanted);
   struct ResetScratch {
     ChannelSetState& set;
