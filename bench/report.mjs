@@ -208,6 +208,13 @@ export const ROWS = [
     better: 'higher',
   },
   {
+    label: '100 channels, receiveAny, frozen list',
+    w: 'w7-receive-any',
+    key: 'anyFrozenMsgsPerSec',
+    unit: 'msg/s',
+    better: 'higher',
+  },
+  {
     label: '1 channel, receive (same run)',
     w: 'w7-receive-any',
     key: 'oneChannelMsgsPerSec',
@@ -226,6 +233,13 @@ export const ROWS = [
     label: 'consumer CPU per message, receiveAny',
     w: 'w7-receive-any',
     key: 'consumerCpuUsPerMsg.any',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'consumer CPU per message, receiveAny, frozen list',
+    w: 'w7-receive-any',
+    key: 'consumerCpuUsPerMsg.anyFrozen',
     unit: 'µs',
     better: 'lower',
   },

@@ -112,6 +112,7 @@ export const WORKLOADS = [
     timeoutS: 90,
     summary: (s) =>
       `100 channels ${f(s.anyMsgsPerSec)} msg/s vs 1 channel ${f(s.oneChannelMsgsPerSec)} msg/s (x${f(s.anyVsOne, 2)}); ` +
-      `consumer CPU ${f(s.consumerCpuUsPerMsg?.any, 2)} vs ${f(s.consumerCpuUsPerMsg?.one, 2)} µs/msg`,
+      `consumer CPU ${f(s.consumerCpuUsPerMsg?.any, 2)} vs ${f(s.consumerCpuUsPerMsg?.one, 2)} µs/msg; ` +
+      `frozen list ${f(s.anyFrozenMsgsPerSec)} msg/s, ${f(s.consumerCpuUsPerMsg?.anyFrozen, 2)} µs/msg`,
   },
 ];

@@ -1,8 +1,10 @@
 // W7 receiveAny: one consumer process serving 100 channels through one receiveAny() loop, fed by
 // one producer process sending 128-byte messages round-robin over the 100 channels, against the
 // W1 shape (one channel, one receive() loop) measured in the same run by another pair of
-// processes. Reports msg/s of both, their ratio, and CPU time per message of consumer and
-// producer (process.cpuUsage over the measuring window). Backends without receiveAny are skipped.
+// processes, and the same receiveAny() loop given a frozen list (which the layers need not check
+// for changes between calls) by a third pair. Reports msg/s of each, the ratios, and CPU time
+// per message of consumer and producer (process.cpuUsage over the measuring window). Backends
+// without receiveAny are skipped.
 import { MS, now, sendRetrying, sleepUntil, smallMessage } from '../lib.mjs';
 import { commonRoles, SEQ0, window } from './common.mjs';
 
@@ -12,7 +14,8 @@ import { commonRoles, SEQ0, window } from './common.mjs';
  * [winStart, winEnd) and the CPU time spent between the first and the last of them: taken inside
  * the loop, since a loop that always finds a message queued runs no timers.
  */
-async function consume({ layer, state }, { channels, any, winStart, winEnd }) {
+async function consume({ layer, state }, { channels: given, any, frozen, winStart, winEnd }) {
+  const channels = frozen ? Object.freeze([...given]) : given;
   state.count = 0;
   state.after = 0;
   state.seen = new Set();
@@ -86,15 +89,14 @@ export const roles = { ...commonRoles, consume, consumed, produceSpread };
 
 export async function coordinate(ctx) {
   const { duration, channels: channelCount } = ctx.params;
-  const [oneConsumer, oneProducer, anyConsumer, anyProducer] = await ctx.spawn(4, {
-    capacity: 10000,
-  });
+  const [oneConsumer, oneProducer, anyConsumer, anyProducer, frozenConsumer, frozenProducer] =
+    await ctx.spawn(6, { capacity: 10000 });
   const perMessage = (cpuUs, count) => (cpuUs !== undefined && count ? cpuUs / count : null);
 
   /** One measurement: a consumer loop and a producer spreading over `channels`. */
-  async function measure(consumer, producer, channels, any) {
+  async function measure(consumer, producer, channels, any, frozen = false) {
     const { start, winStart, winEnd } = window(ctx.params);
-    await consumer.call('consume', { channels, any, winStart, winEnd });
+    await consumer.call('consume', { channels, any, frozen, winStart, winEnd });
     const produced = await producer.call('produceSpread', {
       channels,
       start,
@@ -116,15 +118,34 @@ export async function coordinate(ctx) {
   const one = await measure(oneConsumer, oneProducer, ['bench.w6.one'], false);
   const channels = Array.from({ length: channelCount }, (_, i) => `bench.w6.any-${i}`);
   const any = await measure(anyConsumer, anyProducer, channels, true);
-  await ctx.stop([oneConsumer, oneProducer, anyConsumer, anyProducer]);
+  const frozenChannels = channels.map((name) => `${name}.frozen`);
+  const frozen = await measure(frozenConsumer, frozenProducer, frozenChannels, true, true);
+  await ctx.stop([
+    oneConsumer,
+    oneProducer,
+    anyConsumer,
+    anyProducer,
+    frozenConsumer,
+    frozenProducer,
+  ]);
   return {
     oneChannelMsgsPerSec: one.msgsPerSec,
     anyMsgsPerSec: any.msgsPerSec,
     anyVsOne: one.msgsPerSec ? any.msgsPerSec / one.msgsPerSec : null,
+    anyFrozenMsgsPerSec: frozen.msgsPerSec,
+    anyFrozenVsOne: one.msgsPerSec ? frozen.msgsPerSec / one.msgsPerSec : null,
     channels: channelCount,
     channelsSeen: any.channelsSeen,
-    consumerCpuUsPerMsg: { one: one.consumerCpuUsPerMsg, any: any.consumerCpuUsPerMsg },
-    producerCpuUsPerMsg: { one: one.producerCpuUsPerMsg, any: any.producerCpuUsPerMsg },
-    fullRetries: { one: one.fullRetries, any: any.fullRetries },
+    consumerCpuUsPerMsg: {
+      one: one.consumerCpuUsPerMsg,
+      any: any.consumerCpuUsPerMsg,
+      anyFrozen: frozen.consumerCpuUsPerMsg,
+    },
+    producerCpuUsPerMsg: {
+      one: one.producerCpuUsPerMsg,
+      any: any.producerCpuUsPerMsg,
+      anyFrozen: frozen.producerCpuUsPerMsg,
+    },
+    fullRetries: { one: one.fullRetries, any: any.fullRetries, anyFrozen: frozen.fullRetries },
   };
 }
