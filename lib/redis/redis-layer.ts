@@ -21,11 +21,11 @@ import {
   GROUP_ADD,
   GROUP_MEMBERS,
   GROUP_SEND,
-  POP_OLDEST,
   PUT_BACK,
   RESTORE_PARKED,
   SEND,
 } from './scripts.js';
+import { OldestPicker, type Picked } from './oldest-picker.js';
 import { consistentHash } from './sharding.js';
 
 export interface RedisChannelLayerOptions extends api.ChannelLayerOptions {
@@ -56,6 +56,13 @@ interface SetKeys {
   local: boolean[];
   /** The set's '!' channels (their messages may be buffered here already). */
   locals: string[];
+  /** Per host: the oldest-first pick over `keys`, with the heads it knows. */
+  pickers: OldestPicker[];
+  /**
+   * Per host: the id of the set's receive loop there. Made once: the set's key names every
+   * channel, and building and hashing it per call cost more than the rest of a receiveAny().
+   */
+  pollerIds: string[];
 }
 
 /** Send-time scores (seconds), strictly increasing within this process so FIFO order holds. */
@@ -236,7 +243,7 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
       });
     }
     for (let index = 0; index < this.hosts.length; index++) {
-      const id = `${index} any ${set.key}`;
+      const id = keys.pollerIds[index]!;
       if (!this.pollers.has(id)) this.pollers.set(id, this.pollSet(index, set, id));
     }
     return promise;
@@ -655,7 +662,9 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
       keys.push(key);
       local.push(nonLocal.endsWith('!'));
     }
-    const state: SetKeys = { keys, local, locals };
+    const pickers = this.hosts.map(() => new OldestPicker(keys));
+    const pollerIds = this.hosts.map((_, index) => `${index} any ${set.key}`);
+    const state: SetKeys = { keys, local, locals, pickers, pollerIds };
     set.state = state;
     return state;
   }
@@ -663,29 +672,33 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
   /** receiveAny(wait: false): one pick per host in turn, until one gives a message of the set. */
   private async pickAny(
     set: ChannelSet,
-    { keys, local }: SetKeys,
+    { keys, local, pickers }: SetKeys,
   ): Promise<api.ReceivedFrom | null> {
     for (let index = 0; index < this.hosts.length; index++) {
       for (;;) {
-        const reply = (await this.command(index).call('EVAL', POP_OLDEST, keys.length, ...keys)) as
-          [number, Buffer, Buffer] | null;
-        if (!reply) break;
-        const at = Number(reply[0]) - 1;
+        let picked: Picked | null;
+        try {
+          picked = await pickers[index]!.pick(this.command(index));
+        } catch (error) {
+          pickers[index]!.clear();
+          throw error;
+        }
+        if (!picked) break;
+        const { at, member, score } = picked;
         const key = keys[at]!;
-        const score = Number(reply[2].toString());
         const expiresAt = (score + this.settings.expirySeconds) * 1000;
         if (expiresAt <= Date.now()) continue;
         if (!local[at]) {
           // A message this call took: if it cannot be decoded, the caller hears why.
           return {
             channel: key.slice(this.prefix.length),
-            message: decodeMessage(this.serializer, reply[1]).message,
+            message: decodeMessage(this.serializer, member).message,
           };
         }
         // A '!' key holds all our '!' channels: hand over or buffer what is not for this set.
         let decoded;
         try {
-          decoded = decodeMessage(this.serializer, reply[1]);
+          decoded = decodeMessage(this.serializer, member);
         } catch {
           continue;
         }
@@ -695,7 +708,7 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
           const target = targets[i]!;
           if (this.released.has(target)) continue;
           const message =
-            i === 0 ? decoded.message : decodeMessage(this.serializer, reply[1]).message;
+            i === 0 ? decoded.message : decodeMessage(this.serializer, member).message;
           if (!mine && set.has(target)) mine = { channel: target, message };
           else if (!this.pending.deliver(target, message)) this.buffer(target, message, expiresAt);
         }
@@ -731,7 +744,7 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
   /** Wakes this layer's pops for `set` (its last receiveAny was cancelled). */
   private unblockSet(set: ChannelSet): void {
     for (let index = 0; index < this.hosts.length; index++) {
-      const entry = this.blocked.get(`${index} any ${set.key}`);
+      const entry = this.blocked.get(this.keysOf(set).pollerIds[index]!);
       if (entry?.clientId === undefined) continue;
       this.command(index)
         .call('CLIENT', 'UNBLOCK', entry.clientId)
@@ -763,7 +776,8 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
     await null; // registered in `pollers` before the loop can end
     let connection: RedisConnection | undefined;
     let backoff = this.backoff[index]!;
-    const { keys, local } = this.keysOf(set);
+    const { keys, local, pickers } = this.keysOf(set);
+    const picker = pickers[index]!;
     try {
       while (!this.closed && set.waiters.length > 0) {
         if (backoff) {
@@ -779,12 +793,11 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
         let member: Buffer | undefined;
         let score = 0;
         try {
-          const picked = (await connection.call('EVAL', POP_OLDEST, keys.length, ...keys)) as
-            [number, Buffer, Buffer] | null;
+          const picked = await picker.pick(connection);
           if (picked) {
-            key = keys[Number(picked[0]) - 1];
-            member = picked[1];
-            score = Number(picked[2].toString());
+            key = keys[picked.at];
+            member = picked.member;
+            score = picked.score;
           } else if (!this.closed && set.waiters.length > 0) {
             try {
               this.trackBlocked(id, index, connection);
@@ -803,23 +816,20 @@ export class RedisChannelLayer extends ChannelLayerBase implements api.ChannelLa
               // Woken by the first key to get a message; another may have got an older one since
               // the empty pick. Back in, and the oldest out, in one step.
               // If this fails the message may be back in Redis: not delivered too (at most once).
-              const picked = (await connection.call(
-                'EVAL',
-                POP_OLDEST,
-                keys.length,
-                ...keys,
-                at + 1,
+              const picked = await picker.pick(connection, {
+                at,
                 score,
-                member!,
-                this.expiryMs(),
-              )) as [number, Buffer, Buffer] | null;
-              key = picked ? keys[Number(picked[0]) - 1] : undefined;
-              member = picked?.[1];
-              score = picked ? Number(picked[2].toString()) : 0;
+                member: member!,
+                ttlMs: this.expiryMs(),
+              });
+              key = picked ? keys[picked.at] : undefined;
+              member = picked?.member;
+              score = picked?.score ?? 0;
             }
           }
           backoff = this.backoff[index] = 0;
         } catch (error) {
+          picker.clear();
           if (this.closed) break;
           while (this.pending.failSet(set, error));
           backoff = this.backoff[index] = backoff ? Math.min(backoff * 2, 2000) : 100;

@@ -116,12 +116,15 @@ return #keys
 `;
 
 /**
- * receiveAny's oldest-first pick. KEYS: channel keys. ARGV: empty, or (a message a BZPOPMIN over
- * the keys just took) key index (1-based), score, member, key TTL in ms: that message goes back
- * first, so that of two messages that arrived while the pop was blocked the older one comes out.
- * Pops the lowest-scored (oldest) message among the keys' heads and returns {key index, member,
- * score}, or nil when every key is empty. One atomic step, so two receivers never take the same
+ * receiveAny's oldest-first pick, and what the picker then knows. KEYS: channel keys. ARGV: empty,
+ * or (a message a BZPOPMIN over the keys just took) key index (1-based), score, member, key TTL in
+ * ms: that message goes back first, so that of two messages that arrived while the pop was blocked
+ * the older one comes out. Pops the lowest-scored (oldest) message among the keys' heads and
+ * returns {key index, member, score, then (key index, head score) of every key still holding
+ * messages}, or nil when every key is empty. One atomic step, so two receivers never take the same
  * message; BZPOPMIN alone takes from the first non-empty key in argument order, not the oldest.
+ * The heads let the picker take the next messages with POP_HEAD, one key each, instead of
+ * looking at every key again (see head-cache.ts).
  */
 export const POP_OLDEST = `
 if ARGV[1] then
@@ -132,10 +135,13 @@ if ARGV[1] then
   end
 end
 local best, bestScore
+local heads = {}
 for i = 1, #KEYS do
   local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
   if head[2] then
     local score = tonumber(head[2])
+    heads[#heads + 1] = i
+    heads[#heads + 1] = head[2]
     if not bestScore or score < bestScore then
       best = i
       bestScore = score
@@ -146,5 +152,38 @@ if not best then
   return false
 end
 local popped = redis.call('ZPOPMIN', KEYS[best])
-return {best, popped[1], popped[2]}
+local reply = {best, popped[1], popped[2]}
+for j = 1, #heads, 2 do
+  local i = heads[j]
+  local score = heads[j + 1]
+  if i == best then
+    score = redis.call('ZRANGE', KEYS[best], 0, 0, 'WITHSCORES')[2]
+  end
+  if score then
+    reply[#reply + 1] = i
+    reply[#reply + 1] = score
+  end
+end
+return reply
+`;
+
+/**
+ * Takes the head of one channel (the oldest message the picker knows of, see POP_OLDEST) if it is
+ * no newer than the picker's mark. KEYS[1] channel key. ARGV[1] mark (a send time, seconds).
+ * Returns {member, score[, score of the next head]}, 0 when the head is newer than the mark (left
+ * in place: messages sent since the last full pick may be older elsewhere), nil when empty.
+ */
+export const POP_HEAD = `
+local head = redis.call('ZRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+if not head[2] then
+  return false
+end
+if tonumber(head[2]) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], head[1])
+if head[4] then
+  return {head[1], head[2], head[4]}
+end
+return {head[1], head[2]}
 `;

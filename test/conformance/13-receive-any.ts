@@ -68,6 +68,37 @@ export function describeReceiveAny({ open, peerOf, hooks }: Suite): void {
       }
     });
 
+    // A backend may remember the heads it saw (Redis does, to avoid looking at every channel
+    // per message): what is sent meanwhile, to a channel that was empty then, must still come
+    // out in send order, not after every later message of the remembered channels.
+    it('messages sent while a backlog is being taken still come out in send order', async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const channels = ['conf.any-backlog', 'conf.any-late'];
+      for (let n = 1; n <= 3; n++) {
+        await other.send('conf.any-backlog', sent('conf.any-backlog', n));
+        await sleep(3);
+      }
+      const got: Array<[string, number]> = [];
+      const take = async (): Promise<void> => {
+        const { channel, message } = (await within(layer.receiveAny(channels)))!;
+        got.push([channel, message.n as number]);
+      };
+      await take(); // backlog 1: the other channel is empty now
+      await sleep(3);
+      await other.send('conf.any-late', sent('conf.any-late', 1));
+      await sleep(3);
+      await other.send('conf.any-backlog', sent('conf.any-backlog', 4));
+      for (let i = 0; i < 4; i++) await take();
+      expect(got).toEqual([
+        ['conf.any-backlog', 1],
+        ['conf.any-backlog', 2],
+        ['conf.any-backlog', 3],
+        ['conf.any-late', 1],
+        ['conf.any-backlog', 4],
+      ]);
+    });
+
     it('waits until another instance sends to any of the channels', async () => {
       const layer = await open();
       const other = await peerOf(layer);
