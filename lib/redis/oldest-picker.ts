@@ -48,19 +48,30 @@ export class OldestPicker {
   }
 
   /**
-   * The oldest message, popped, or null when every key is empty. With `putBack`, that message
-   * goes back first and the pick is a full one.
+   * The oldest message, popped, or null when every key is empty: from the known heads while they
+   * last, else by a full pick.
    */
-  async pick(connection: RedisConnection, putBack?: PutBack): Promise<Picked | null> {
-    if (!putBack) {
-      for (let at = this.takeOldest(); at !== undefined; at = this.takeOldest()) {
-        const reply = await connection.call('EVAL', POP_HEAD, 1, this.keys[at]!, this.mark);
-        if (!Array.isArray(reply)) continue; // emptied by another receiver, or newer than the mark
-        const [member, score, next] = reply as [Buffer, Buffer, Buffer | undefined];
-        if (next !== undefined) this.add(at, Number(next.toString()));
-        return { at, member, score: Number(score.toString()) };
-      }
+  async pick(connection: RedisConnection): Promise<Picked | null> {
+    return (await this.pickKnown(connection)) ?? this.pickAll(connection);
+  }
+
+  /** The oldest message among the known heads, popped; null once they are used up. */
+  async pickKnown(connection: RedisConnection): Promise<Picked | null> {
+    for (let at = this.takeOldest(); at !== undefined; at = this.takeOldest()) {
+      const reply = await connection.call('EVAL', POP_HEAD, 1, this.keys[at]!, this.mark);
+      if (!Array.isArray(reply)) continue; // emptied by another receiver, or newer than the mark
+      const [member, score, next] = reply as [Buffer, Buffer, Buffer | undefined];
+      if (next !== undefined) this.add(at, Number(next.toString()));
+      return { at, member, score: Number(score.toString()) };
     }
+    return null;
+  }
+
+  /**
+   * A full pick: the oldest message of all the keys, popped (null when every key is empty), and
+   * every key's head learnt. With `putBack`, that message goes back first.
+   */
+  async pickAll(connection: RedisConnection, putBack?: PutBack): Promise<Picked | null> {
     this.clear();
     const args = putBack
       ? [putBack.at + 1, putBack.score, putBack.member, putBack.ttlMs]
