@@ -32,8 +32,32 @@ export class MsgpackSerializer implements Serializer {
     return this.packr.pack(message, RESET_BUFFER_MODE);
   }
 
+  /** The same options, but bin values are copied out instead of viewing the input. */
+  private readonly detachedUnpackr = new Packr({
+    useRecords: false,
+    mapsAsObjects: true,
+    moreTypes: false,
+    int64AsType: 'auto' as 'number',
+    copyBuffers: true,
+  });
+
   deserialize(bytes: Uint8Array): Message {
     return this.packr.unpack(bytes) as Message;
+  }
+
+  /** The range deserializeDetached() reads (one object, reused). */
+  private readonly range = { start: 0, end: 0 };
+
+  /**
+   * deserialize() of `buffer[start, end)`, a buffer the caller reuses at once (the shm layer's
+   * receive scratch buffer): the message keeps no view of it (only bin values are copied, not
+   * the whole input), and passing the long-lived buffer itself lets msgpackr reuse the DataView
+   * it keeps on it instead of making one per message.
+   */
+  deserializeDetached(buffer: Uint8Array, start: number, end: number): Message {
+    this.range.start = start;
+    this.range.end = end;
+    return this.detachedUnpackr.unpack(buffer, this.range) as Message;
   }
 }
 

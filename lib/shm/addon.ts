@@ -123,7 +123,7 @@ export interface NativeLayer {
    */
   receiveAny(
     set: number,
-    positions: number[],
+    positions: readonly number[],
     wanted: number,
     answerBell?: boolean,
     onOtherReady?: ((ready: string[] | null) => void) | undefined,

@@ -88,11 +88,19 @@ function damaged(): number {
 }
 
 /**
- * One message of a batch: the index of its request and its bytes (the receiver's to keep), or
- * null for a message that failed its checksum and was dropped; for receive() batches also the ms
- * until it expires (receiveAny() batches: Infinity, they are delivered at once).
+ * One message of a batch: the index of its request and its bytes, `batch[start, end)`, with
+ * `start` -1 for a message that failed its checksum and was dropped; for receive() batches also
+ * the ms until it expires (receiveAny() batches: Infinity, they are delivered at once). When
+ * `batch` is the caller's scratch buffer its bytes hold only until the next call: decode or copy
+ * them at once (so a message is decoded straight from the batch, not copied first).
  */
-export type BatchVisitor = (request: number, payload: Buffer | null, expiresInMs: number) => void;
+export type BatchVisitor = (
+  request: number,
+  batch: Buffer,
+  start: number,
+  end: number,
+  expiresInMs: number,
+) => void;
 
 /** Bytes per message entry: receive() (request, length, ms until it expires); receiveAny(). */
 const RECEIVE_ENTRY = 12;
@@ -107,15 +115,7 @@ export function readReceiveBatch(
   const batch = typeof result === 'number' ? scratch : result;
   const end = (typeof result === 'number' ? result : result.length) - 4;
   const count = batch.readUInt32LE(end);
-  visitMessages(
-    batch,
-    batch === scratch,
-    end - count * RECEIVE_ENTRY,
-    count,
-    RECEIVE_ENTRY,
-    damaged(),
-    visit,
-  );
+  visitMessages(batch, end - count * RECEIVE_ENTRY, count, RECEIVE_ENTRY, damaged(), visit);
 }
 
 /**
@@ -137,7 +137,6 @@ export function readReceiveAnyBatch(
   for (let at = listed; at < end; at += 4) stillHolding(batch.readUInt32LE(at));
   visitMessages(
     batch,
-    batch === scratch,
     listed - count * RECEIVE_ANY_ENTRY,
     count,
     RECEIVE_ANY_ENTRY,
@@ -149,7 +148,6 @@ export function readReceiveAnyBatch(
 
 function visitMessages(
   batch: Buffer,
-  inScratch: boolean,
   entries: number,
   count: number,
   stride: number,
@@ -162,15 +160,10 @@ function visitMessages(
     const length = batch.readUInt32LE(entry + 4);
     const expiresInMs = stride === RECEIVE_ENTRY ? batch.readUInt32LE(entry + 8) : Infinity;
     if (length === damagedLength) {
-      visit(request, null, expiresInMs);
+      visit(request, batch, -1, -1, expiresInMs);
       continue;
     }
-    // The scratch buffer is reused by the next call: a deserializer may keep views of what it
-    // is given (msgpack bin values do), so it gets a copy (small, from Node's pool).
-    const payload = inScratch
-      ? Buffer.from(batch.subarray(offset, offset + length))
-      : batch.subarray(offset, offset + length);
+    visit(request, batch, offset, offset + length, expiresInMs);
     offset += length;
-    visit(request, payload, expiresInMs);
   }
 }

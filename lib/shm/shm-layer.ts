@@ -102,6 +102,8 @@ const BELL = 1;
 const ARMED = 2;
 /** Receive batches up to this size are copied into one reused buffer. */
 const SCRATCH_BYTES = 64 * 1024;
+/** pullSet()'s positions when there are no candidates (not a fresh array per call). */
+const NO_POSITIONS: readonly number[] = Object.freeze([]);
 /**
  * A drain of one of this instance's own '!' channels takes up to this many messages more than
  * its waiting receives want, within BUFFER_BYTES of payload per drain, and keeps them for the
@@ -118,6 +120,14 @@ interface BufferedMessage {
   expiresAt: number;
   /** Order of arrival across every buffer (receiveAny takes the oldest). */
   order: number;
+}
+
+/** A receiver's error for a message whose stored bytes failed their checksum (it was dropped). */
+function damagedError(channel: string): ShmError {
+  return new ShmError(
+    `a message for ${channel} failed its checksum in shared memory and was dropped`,
+    'ECORRUPT',
+  );
 }
 
 /** The sizes given explicitly in `options` that the (existing) segment does not have, or null. */
@@ -196,8 +206,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private readonly lockBacklog: LockedCall[] = [];
   private lockRetry: NodeJS.Immediate | undefined;
   private drainRetry: NodeJS.Immediate | undefined;
-  /** The serializer, when it can hand out transient bytes (the default msgpack one). */
-  private readonly transient: MsgpackSerializer | undefined;
+  /** The serializer when it is the default msgpack one: transient bytes, detached decoding. */
+  private readonly msgpack: MsgpackSerializer | undefined;
   /** Where small receive batches land (see drain()). */
   private readonly scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
   /** Messages of our own '!' channels taken ahead of their receive()s (BUFFER_MESSAGES). */
@@ -213,7 +223,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   constructor(options: ShmChannelLayerOptions = {}) {
     // The client id must fit the core's kMaxClientLength (32) characters.
     super(options, new LocalChannels(6, 12));
-    this.transient = this.serializer instanceof MsgpackSerializer ? this.serializer : undefined;
+    this.msgpack = this.serializer instanceof MsgpackSerializer ? this.serializer : undefined;
     this.name = options.name ?? 'default';
     this.pending = new PendingReceives(
       () => this.setWaiting(false),
@@ -324,7 +334,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     });
     if (waiting) {
       // The call waits for the lock: keep bytes of its own (transient ones are reused).
-      if (this.transient) bytes = Uint8Array.from(bytes);
+      if (this.msgpack) bytes = Uint8Array.from(bytes);
       await waiting;
     }
   }
@@ -410,7 +420,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     let bytes = this.serializeForSend(message);
     const waiting = this.locked(() => this.handle.groupSend(group, bytes));
     // Waiting for the lock: bytes of its own (transient ones are reused).
-    if (waiting instanceof Promise && this.transient) bytes = Uint8Array.from(bytes);
+    if (waiting instanceof Promise && this.msgpack) bytes = Uint8Array.from(bytes);
     return waiting;
   }
 
@@ -419,8 +429,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
    * large allocation per large message); any other serializer's own.
    */
   private serializeForSend(message: api.MessageInput): Uint8Array {
-    return this.transient
-      ? this.transient.serializeTransient(message as api.Message)
+    return this.msgpack
+      ? this.msgpack.serializeTransient(message as api.Message)
       : this.serializer.serialize(message as api.Message);
   }
 
@@ -663,7 +673,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     const state = this.stateOf(set);
     if (!answerBell && !state.all && state.candidates.size === 0 && state.held === 0)
       return undefined;
-    const positions = state.all ? set.channels.map((_, i) => i) : [...state.candidates];
+    const positions = state.all
+      ? set.channels.map((_, i) => i)
+      : state.candidates.size
+        ? [...state.candidates]
+        : NO_POSITIONS;
     let result: Buffer | number | null | LockBusy;
     try {
       result = tryLocked(() =>
@@ -683,7 +697,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     }
     if (isLockBusy(result)) return result;
     state.all = false;
-    state.candidates.clear();
+    if (state.candidates.size) state.candidates.clear(); // clear() allocates, even when empty
     state.held = 0;
     if (result === null) return undefined;
     state.held = readReceiveAnyBatch(
@@ -950,8 +964,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
           (channel, message) => this.pending.deliver(channel, message),
           (channel, error) => this.pending.fail(channel, error),
           extra &&
-            ((request, channel, payload, expiresInMs) =>
-              extra[request]! > 0 && this.keepBuffered(channel, payload, expiresInMs)),
+            ((request, channel, batch, start, end, expiresInMs) =>
+              extra[request]! > 0 && this.keepBuffered(channel, batch, start, end, expiresInMs)),
         ),
       );
     }
@@ -965,25 +979,26 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     channelAt: (request: number) => string,
     deliver: (channel: string, message: api.Message) => void,
     fail: (channel: string, error: unknown) => void,
-    keep?: (request: number, channel: string, payload: Uint8Array, expiresInMs: number) => boolean,
+    keep?: (
+      request: number,
+      channel: string,
+      batch: Buffer,
+      start: number,
+      end: number,
+      expiresInMs: number,
+    ) => boolean,
   ): BatchVisitor {
-    return (request, payload, expiresInMs) => {
+    return (request, batch, start, end, expiresInMs) => {
       const channel = channelAt(request);
       // A message nobody here waits for yet (taken along for later): kept undecoded.
-      if (payload !== null && keep?.(request, channel, payload, expiresInMs)) return;
-      if (payload === null) {
-        fail(
-          channel,
-          new ShmError(
-            `a message for ${channel} failed its checksum in shared memory and was dropped`,
-            'ECORRUPT',
-          ),
-        );
+      if (start >= 0 && keep?.(request, channel, batch, start, end, expiresInMs)) return;
+      if (start < 0) {
+        fail(channel, damagedError(channel));
         return;
       }
       let message: api.Message;
       try {
-        message = this.serializer.deserialize(payload);
+        message = this.decodeOne(batch, start, end);
       } catch (error) {
         fail(channel, error);
         return;
@@ -992,9 +1007,29 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     };
   }
 
+  /**
+   * One message's bytes, `batch[start, end)`, to a message. The scratch buffer is reused by the
+   * next call, and a deserializer may keep views of what it is given (msgpack bin values do):
+   * the default one copies its bin values out, any other gets a copy of the bytes.
+   */
+  private decodeOne(batch: Buffer, start: number, end: number): api.Message {
+    if (batch !== this.scratch) return this.serializer.deserialize(batch.subarray(start, end));
+    if (this.msgpack) return this.msgpack.deserializeDetached(batch, start, end);
+    return this.serializer.deserialize(Buffer.from(batch.subarray(start, end)));
+  }
+
   /** Keeps a message of our own `channel` for a later receive() unless one waits for it now. */
-  private keepBuffered(channel: string, payload: Uint8Array, expiresInMs: number): boolean {
+  private keepBuffered(
+    channel: string,
+    batch: Buffer,
+    start: number,
+    end: number,
+    expiresInMs: number,
+  ): boolean {
     if (this.pending.waits(channel)) return false;
+    // Bytes of its own: the scratch buffer is reused by the next call.
+    const payload =
+      batch === this.scratch ? Buffer.from(batch.subarray(start, end)) : batch.subarray(start, end);
     let list = this.buffered.get(channel);
     if (!list) {
       list = [];
