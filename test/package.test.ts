@@ -246,9 +246,10 @@ void new InMemoryChannelLayer().send('x', 'not an object');
 
   // The linux-arm64 prebuild (Graviton, Ampere) is cross-compiled with Debian's
   // g++-aarch64-linux-gnu; here Debian's own arm64 Node.js runs it under qemu-user.
-  it('loads the linux-arm64 prebuild under qemu-user with an arm64 Node and round-trips a message', () => {
+  it('loads the linux-arm64 prebuild under qemu-user with an arm64 Node and round-trips a message', (ctx) => {
     const arm64 = armNode();
-    if (!arm64) return;
+    // Reported as skipped, not passed, where the tools are missing (CI has them: armNode throws there).
+    if (!arm64) return ctx.skip();
     const name = `pack-arm64-${process.pid}`;
     const script = `
       const gyp = require('node-gyp-build');
