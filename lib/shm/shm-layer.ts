@@ -424,16 +424,6 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     return waiting;
   }
 
-  /**
-   * The default serializer's transient bytes when the native call copies them at once (saves a
-   * large allocation per large message); any other serializer's own.
-   */
-  private serializeForSend(message: api.MessageInput): Uint8Array {
-    return this.msgpack
-      ? this.msgpack.serializeTransient(message as api.Message)
-      : this.serializer.serialize(message as api.Message);
-  }
-
   async releaseChannel(channel: string): Promise<void> {
     this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
@@ -507,6 +497,16 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   verify(): string[] {
     this.checkOpen();
     return callNative(() => this.handle.verify());
+  }
+
+  /**
+   * The default serializer's transient bytes when the native call copies them at once (saves a
+   * large allocation per large message); any other serializer's own.
+   */
+  private serializeForSend(message: api.MessageInput): Uint8Array {
+    return this.msgpack
+      ? this.msgpack.serializeTransient(message as api.Message)
+      : this.serializer.serialize(message as api.Message);
   }
 
   private maintain(): void {
