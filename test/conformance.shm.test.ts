@@ -359,6 +359,77 @@ setInterval(() => {}, 1000);`,
     }
   });
 
+  // Issue 9: a process's '!' members of a group are one queue entry per group send (its inbox).
+  // Killed with messages still queued for it, it must leave nothing that fails or slows later
+  // group sends: its memberships go, what was queued for it is dropped and counted, live members
+  // get every message.
+  it("a SIGKILLed process with 25 '!' members and queued group messages: later groupSends reach the live members only, nothing fails or stays behind", async () => {
+    const name = uniqueName();
+    const layer = openShm({ name });
+    const live = [await layer.newChannel(), await layer.newChannel()];
+    for (const channel of live) await layer.groupAdd('killed-fan', channel);
+    const child = spawnModule(
+      `${childHeader}
+const mine = [];
+for (let i = 0; i < 25; i++) mine.push(await layer.newChannel());
+for (const channel of mine) await layer.groupAdd('killed-fan', channel);
+// Receives one group message on one channel, then stops receiving (the rest stays queued).
+console.log(JSON.stringify({ mine, first: await layer.receive(mine[0]) }));
+setInterval(() => {}, 1000);`,
+      { LAYER_NAME: name },
+      { imports: [], stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      const members = async (): Promise<number> => (await layer.groupMembers('killed-fan')).length;
+      for (let wait = Date.now(); (await members()) < 27;) {
+        expect(Date.now() - wait, 'the child did not join').toBeLessThan(8000);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const reported = new Promise<{ mine: string[]; first: unknown }>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes('\n')) resolve(JSON.parse(out.trim()));
+        });
+        child.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
+      });
+      for (let n = 0; n < 5; n++) expect(await layer.groupSend('killed-fan', { n })).toBe(27);
+      const { mine, first } = await reported;
+      expect(first).toEqual({ n: 0 });
+      const orphanedBefore = layer.stats().messagesOrphaned;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      // Sends to its channels never fail: dropped and counted once the slot is found dead.
+      await layer.send(mine[3]!, { direct: true });
+      const killedAt = Date.now();
+      let reach = 0;
+      for (let n = 5; (reach = await layer.groupSend('killed-fan', { n })) !== 2; n++) {
+        expect(reach === 27 || reach === 2, `groupSend reached ${reach}`).toBe(true);
+        expect(Date.now() - killedAt, 'the dead members are still reached').toBeLessThan(10_000);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // The live members got every message, in order, each once.
+      for (const channel of live) {
+        let n = 0;
+        for (;;) {
+          const next = await layer.receiveAny([channel], { wait: false });
+          if (next === null) break;
+          expect(next.message).toEqual({ n: n++ });
+        }
+        expect(n).toBeGreaterThan(5);
+      }
+      const stats = layer.stats();
+      // Everything queued for the dead process went: nothing is left in the segment.
+      expect(stats.queued).toBe(0);
+      expect(stats.processes).toBe(1);
+      expect(stats.messagesOrphaned - orphanedBefore).toBeGreaterThan(0);
+      expect(layer.verify()).toEqual([]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('a process with an open but idle layer exits by itself', async () => {
     const header = childHeader;
     const sendOnly = uniqueName();

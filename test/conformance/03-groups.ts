@@ -155,5 +155,99 @@ export function describeGroups({ open, peerOf }: Suite): void {
       expect(await within(other.receive('conf.shared-plain'))).toEqual({ type: 'after' });
       await expectEmpty(other, mine, layer);
     });
+
+    // channels_redis and this package deliver a group send once per process for its '!' channels
+    // (one queue entry naming them all): each of them must still get it exactly once.
+    it("a groupSend to 25 '!' channels of one instance and a named channel reaches each once", async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const locals: string[] = [];
+      for (let i = 0; i < 25; i++) locals.push(await layer.newChannel());
+      for (const channel of locals) await layer.groupAdd('conf-locals', channel);
+      await other.groupAdd('conf-locals', 'conf.locals-plain');
+      expect(await other.groupSend('conf-locals', { type: 'fan', n: 1 })).toBe(26);
+      expect(await other.groupSend('conf-locals', { type: 'fan', n: 2 })).toBe(26);
+      for (const channel of locals) {
+        expect(await within(layer.receive(channel))).toEqual({ type: 'fan', n: 1 });
+        expect(await within(layer.receive(channel))).toEqual({ type: 'fan', n: 2 });
+      }
+      for (const channel of locals.slice(0, 3)) await expectEmpty(other, channel, layer);
+      expect(await within(other.receive('conf.locals-plain'))).toEqual({ type: 'fan', n: 1 });
+      expect(await within(other.receive('conf.locals-plain'))).toEqual({ type: 'fan', n: 2 });
+    });
+
+    it("keeps one order per '!' channel across direct sends and group sends", async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const a = await layer.newChannel();
+      const b = await layer.newChannel();
+      await layer.groupAdd('conf-mixed', a);
+      await layer.groupAdd('conf-mixed', b);
+      const expected = new Map<string, number[]>([
+        [a, []],
+        [b, []],
+      ]);
+      for (let n = 0; n < 30; n++) {
+        if (n % 3 === 0) {
+          await other.groupSend('conf-mixed', { n });
+          expected.get(a)!.push(n);
+          expected.get(b)!.push(n);
+        } else {
+          const channel = n % 3 === 1 ? a : b;
+          await other.send(channel, { n });
+          expected.get(channel)!.push(n);
+        }
+      }
+      // One channel read to its end first, then the other: the first read must not reorder or
+      // drop what the second channel holds.
+      for (const channel of [b, a]) {
+        const got: number[] = [];
+        for (let i = 0; i < expected.get(channel)!.length; i++)
+          got.push((await within(layer.receive(channel))).n as number);
+        expect(got).toEqual(expected.get(channel));
+      }
+      await expectEmpty(other, a, layer);
+      await expectEmpty(other, b, layer);
+    });
+
+    // A membership added after a groupSend never gets it. One discarded after it: channels_redis
+    // (and Redis, in memory) still deliver it, shm delivers it only if the process took it from
+    // shared memory before the discard (conformance.shm.test.ts); at most once either way, and
+    // later sends never reach it.
+    it('a groupSend never reaches a membership added after it; one discarded after it gets it at most once', async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const early = await layer.newChannel();
+      const late = await layer.newChannel();
+      await layer.groupAdd('conf-moment', early);
+      await layer.groupAdd('conf-moment', 'conf.moment-plain');
+      expect(await other.groupSend('conf-moment', { type: 'then' })).toBe(2);
+      await layer.groupDiscard('conf-moment', early);
+      await layer.groupAdd('conf-moment', late);
+      await expectEmpty(other, late, layer);
+      const marker = { type: 'marker' };
+      await other.send(early, marker);
+      const first = await within(layer.receive(early));
+      if (first.type === 'then') expect(await within(layer.receive(early))).toEqual(marker);
+      else expect(first).toEqual(marker);
+      expect(await other.groupSend('conf-moment', { type: 'now' })).toBe(2);
+      expect(await within(layer.receive(late))).toEqual({ type: 'now' });
+      expect(await within(layer.receive('conf.moment-plain'))).toEqual({ type: 'then' });
+      expect(await within(layer.receive('conf.moment-plain'))).toEqual({ type: 'now' });
+      await expectEmpty(other, early, layer);
+    });
+
+    it('a groupSend made while a membership was live is delivered after the membership expires', async () => {
+      const layer = await open({ groupExpiry: 1 });
+      const other = await peerOf(layer);
+      const local = await layer.newChannel();
+      await layer.groupAdd('conf-lapsed', local);
+      expect(await other.groupSend('conf-lapsed', { type: 'in-time' })).toBe(1);
+      await sleep(1200);
+      expect(await other.groupMembers('conf-lapsed')).toEqual([]);
+      expect(await other.groupSend('conf-lapsed', { type: 'too-late' })).toBe(0);
+      expect(await within(layer.receive(local))).toEqual({ type: 'in-time' });
+      await expectEmpty(other, local, layer);
+    });
   });
 }

@@ -2,7 +2,7 @@
 // channel counts in stats().
 import { describe, expect, it } from 'vitest';
 import { ChannelFull } from '../support/package.js';
-import { sleep, within, rejection, errorName, type Suite } from './harness.js';
+import { sleep, within, rejection, errorName, expectEmpty, type Suite } from './harness.js';
 
 export function describeGroupSendReach({ open, peerOf, hooks }: Suite): void {
   describe('groupSend reports its reach; releaseChannel', () => {
@@ -41,6 +41,32 @@ export function describeGroupSendReach({ open, peerOf, hooks }: Suite): void {
       await layer.releaseChannel(next);
       expect(errorName(await waiting)).toBe('ChannelReleased');
       await layer.releaseChannel(next); // twice is harmless
+    });
+
+    it("releaseChannel drops only that channel's messages: the instance's other '!' channels keep theirs, in order", async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const [gone, kept] = [await layer.newChannel(), await layer.newChannel()];
+      await layer.groupAdd('conf-release-one', gone);
+      await layer.groupAdd('conf-release-one', kept);
+      const orphanedBefore = layer.stats().messagesOrphaned;
+      await other.send(gone, { n: 0 });
+      await other.send(kept, { n: 1 });
+      expect(await other.groupSend('conf-release-one', { n: 2 })).toBe(2);
+      await other.send(gone, { n: 3 });
+      await other.send(kept, { n: 4 });
+      // Take one of kept's messages first, so what the instance holds for gone has left the queue.
+      expect(await within(layer.receive(kept))).toEqual({ n: 1 });
+      await layer.releaseChannel(gone);
+      expect(await layer.groupMembers('conf-release-one')).toEqual([kept]);
+      expect(await other.groupSend('conf-release-one', { n: 5 })).toBe(1);
+      await other.send(kept, { n: 6 });
+      for (const n of [2, 4, 5, 6]) expect(await within(layer.receive(kept))).toEqual({ n });
+      await expectEmpty(other, kept, layer);
+      // Its three messages were dropped and counted, wherever they were when it was released.
+      await expect
+        .poll(() => layer.stats().messagesOrphaned - orphanedBefore, { timeout: 5000 })
+        .toBe(3);
     });
 
     it('stats() counts members skipped as full and sends refused as full', async () => {

@@ -332,6 +332,40 @@ export function describeReceiveAny({ open, peerOf, hooks }: Suite): void {
       expect(await layer.receiveAny(channels, { wait: false })).toBeNull();
     });
 
+    // '!' channels of one instance may share one queue (channels_redis: one key per process;
+    // shm: one inbox per process) and a group send to several of them be one entry; what this
+    // instance took from it waits in its memory. Across them and named channels the order is
+    // rough, but each channel keeps its own and every message comes once.
+    it("takes from '!' channels and named channels together, group sends included: each channel in order, each message once", async () => {
+      const layer = await open();
+      const other = await peerOf(layer);
+      const a = await layer.newChannel();
+      const b = await layer.newChannel();
+      const named = 'conf.any-named';
+      await layer.groupAdd('conf-any-locals', a);
+      await layer.groupAdd('conf-any-locals', b);
+      const plan: Array<string | 'group'> = [a, named, b, 'group', named, a, 'group', b, named];
+      const expected: Array<[string, number]> = [];
+      for (const [n, to] of plan.entries()) {
+        if (to === 'group') {
+          expect(await other.groupSend('conf-any-locals', { n })).toBe(2);
+          expected.push([a, n], [b, n]);
+        } else {
+          await other.send(to, { n });
+          expected.push([to, n]);
+        }
+      }
+      const got: Array<[string, number]> = [];
+      for (let i = 0; i < expected.length; i++) {
+        const { channel, message } = (await within(layer.receiveAny([named, b, a])))!;
+        got.push([channel, message.n as number]);
+      }
+      for (const channel of [a, b, named]) {
+        expect(got.filter(([c]) => c === channel)).toEqual(expected.filter(([c]) => c === channel));
+      }
+      expect(await layer.receiveAny([named, a, b], { wait: false })).toBeNull();
+    });
+
     it('follows the list it is given: the same array with new contents, and duplicates', async () => {
       const layer = await open();
       const list = ['conf.any-l1', 'conf.any-l2'];
