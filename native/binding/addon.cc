@@ -76,9 +76,9 @@ std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
 // A receive's result, payloads and trailer, handed to JS. One that fits the caller's scratch
 // buffer (`scratch`, a Uint8Array or undefined) goes there and its length is returned: one
 // long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and collection
-// cost more than the copy. Otherwise a Buffer: a copy when small; when large, the vector's own
-// memory (no second copy), or a copy where external buffers are not allowed (Electron's V8
-// sandbox: NewOrCopy).
+// cost more than the copy. Otherwise a Buffer: a copy when small; when large (many messages; a
+// batch with large payloads went to a BufferRoom instead), the vector's own memory (no second
+// copy), or a copy where external buffers are not allowed (Electron's V8 sandbox: NewOrCopy).
 Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Value& scratch) {
   if (scratch.IsTypedArray()) {
     auto into = scratch.As<Napi::Uint8Array>();
@@ -93,6 +93,76 @@ Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Valu
   return Napi::Buffer<uint8_t>::NewOrCopy(
       env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
 }
+
+// Bytes a batch's trailer takes after its payloads (the format: lib/shm/boundary.ts).
+size_t TrailerBytes(const shmch::ReceivedBatch& batch) { return batch.request_of.size() * 12 + 4; }
+size_t TrailerBytes(const shmch::AnyBatch& batch) {
+  return batch.position_of.size() * 8 + batch.still_ready.size() * 4 + 12;
+}
+
+void WriteTrailer(uint8_t* at, const shmch::ReceivedBatch& batch) {
+  const size_t n = batch.request_of.size();
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(at + i * 12, &batch.request_of[i], 4);
+    std::memcpy(at + i * 12 + 4, &batch.length_of[i], 4);
+    std::memcpy(at + i * 12 + 8, &batch.expires_in_ms[i], 4);
+  }
+  const uint32_t count = static_cast<uint32_t>(n);
+  std::memcpy(at + n * 12, &count, 4);
+}
+
+void WriteTrailer(uint8_t* at, const shmch::AnyBatch& batch) {
+  const size_t n = batch.position_of.size(), ready = batch.still_ready.size();
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(at + i * 8, &batch.position_of[i], 4);
+    std::memcpy(at + i * 8 + 4, &batch.length_of[i], 4);
+  }
+  std::memcpy(at + n * 8, batch.still_ready.data(), ready * 4);
+  const uint32_t counts[3] = {static_cast<uint32_t>(n), static_cast<uint32_t>(ready), batch.held};
+  std::memcpy(at + n * 8 + ready * 4, counts, 12);
+}
+
+// A batch whose large payloads are copied outside the lock goes straight into a Node Buffer
+// (napi_create_buffer: uninitialized memory from Node's allocator, which V8 accounts for). Its
+// collector then frees the buffers as the receiver drops them, and malloc hands the same warm
+// pages out again: one copy, into warm memory. The core's vector handed over as an external
+// buffer was fresh pages per message (1,220 page faults per 5 MB), freed only long after (the
+// receiver's RSS grew by 5 MB per message between full collections).
+template <typename BatchOf>
+class BufferRoom final : public shmch::PayloadRoom {
+ public:
+  BufferRoom(Napi::Env env, BatchOf& batch) : env_(env), batch_(batch) { batch.placed = {this}; }
+
+  // Called by the core once the batch's messages are known (their trailer's size with them).
+  uint8_t* Room(size_t size) noexcept override {
+    void* data = nullptr;
+    napi_value value = nullptr;
+    capacity_ = size + TrailerBytes(batch_);
+    if (napi_create_buffer(env_, capacity_, &data, &value) != napi_ok) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env_, &ignored);  // the core's own bytes serve instead
+      return nullptr;
+    }
+    buffer_ = value;
+    return static_cast<uint8_t*>(data);
+  }
+
+  // The placed batch with its trailer: the Buffer, or, when a damaged payload left part of it
+  // unused, a copy of exactly the payloads and trailer (the reader finds the trailer at the end).
+  Napi::Value Result() const {
+    const shmch::PayloadPlacement& placed = batch_.placed;
+    const size_t trailer = TrailerBytes(batch_);
+    WriteTrailer(placed.at + placed.size, batch_);
+    if (placed.size + trailer == capacity_) return Napi::Value(env_, buffer_);
+    return Napi::Buffer<uint8_t>::Copy(env_, placed.at, placed.size + trailer);
+  }
+
+ private:
+  napi_env env_;
+  BatchOf& batch_;
+  napi_value buffer_ = nullptr;
+  size_t capacity_ = 0;
+};
 
 // The optional limit of a listing call (channels, groups): 1000 when not given.
 uint32_t ListLimit(const Napi::CallbackInfo& info) {
@@ -368,20 +438,14 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     batch.request_of.clear();
     batch.length_of.clear();
     batch.expires_in_ms.clear();
+    BufferRoom<shmch::ReceivedBatch> room(env, batch);
     Guard(env, [&] { Open(env).Receive(requests, batch, covers_all, extra_bytes); });
-    size_t n = batch.request_of.size();
-    if (n == 0) return env.Null();
+    if (batch.request_of.empty()) return env.Null();
+    if (batch.placed.at) return room.Result();
     auto& bytes = batch.bytes;
     size_t payload = bytes.size();
-    bytes.resize(payload + n * 12 + 4);
-    uint8_t* trailer = bytes.data() + payload;
-    for (size_t i = 0; i < n; ++i) {
-      std::memcpy(trailer + i * 12, &batch.request_of[i], 4);
-      std::memcpy(trailer + i * 12 + 4, &batch.length_of[i], 4);
-      std::memcpy(trailer + i * 12 + 8, &batch.expires_in_ms[i], 4);
-    }
-    uint32_t count = static_cast<uint32_t>(n);
-    std::memcpy(trailer + n * 12, &count, 4);
+    bytes.resize(payload + TrailerBytes(batch));
+    WriteTrailer(bytes.data() + payload, batch);
     return HandOver(env, bytes, info[3]);
   }
 
@@ -438,6 +502,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     batch.held = 0;
     batch.other_ready.clear();
     batch.ready_overflow = false;
+    BufferRoom<shmch::AnyBatch> room(env, batch);
     Guard(env, [&] {
       Open(env).ReceiveAny(info[0].As<Napi::Number>().Uint32Value(), positions,
                            info[2].As<Napi::Number>().Uint32Value(), batch, answer_bell);
@@ -454,7 +519,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         report = names;
       }
     }
-    Napi::Value result = AnyResult(env, info, batch);
+    Napi::Value result = batch.placed.at ? room.Result() : AnyResult(env, info, batch);
     if (tell) info[4].As<Napi::Function>().Call({report});
     return result;
   }
@@ -466,15 +531,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     if (n == 0 && ready == 0 && batch.held == 0) return env.Null();
     auto& bytes = batch.bytes;
     size_t payload = bytes.size();
-    bytes.resize(payload + n * 8 + ready * 4 + 12);
-    uint8_t* trailer = bytes.data() + payload;
-    for (size_t i = 0; i < n; ++i) {
-      std::memcpy(trailer + i * 8, &batch.position_of[i], 4);
-      std::memcpy(trailer + i * 8 + 4, &batch.length_of[i], 4);
-    }
-    std::memcpy(trailer + n * 8, batch.still_ready.data(), ready * 4);
-    uint32_t counts[3] = {static_cast<uint32_t>(n), static_cast<uint32_t>(ready), batch.held};
-    std::memcpy(trailer + n * 8 + ready * 4, counts, 12);
+    bytes.resize(payload + TrailerBytes(batch));
+    WriteTrailer(bytes.data() + payload, batch);
     return HandOver(env, bytes, info[5]);
   }
 

@@ -245,7 +245,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   CountDamaged(out.length_of, damaged_blocks);
   guard.reset();  // the pinned payloads are copied with no lock held
   holds_on_error.pins = nullptr;
-  if (!pins.empty()) FinishPinned(pins, out.bytes, out.length_of, LockOp::kReceive);
+  if (!pins.empty()) FinishPinned(pins, out.bytes, out.placed, out.length_of, LockOp::kReceive);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,8 +94,28 @@ uint8_t* AppendRoom(Bytes& bytes, size_t length) {
   return bytes.data() + at;
 }
 
+// Memory for a batch whose large payloads are copied outside the lock (payload.cc), asked for
+// once that lock is released. The binding gives memory the JavaScript engine allocates and
+// collects, which its heap reuses warm; the batch's own vector, handed to JS, is fresh pages per
+// message instead (a 5 MB receive faulted ~1,220 pages and held them until the next full GC).
+class PayloadRoom {
+ public:
+  virtual ~PayloadRoom() = default;
+  // Room for a batch of `size` payload bytes, or nullptr to keep it in the batch's `bytes`.
+  // Must not throw: the batch's messages are already ours.
+  virtual uint8_t* Room(size_t size) noexcept = 0;
+};
+
+// Where a batch's payloads are: in its `bytes`, or `size` bytes at `at`, which its `room` gave.
+struct PayloadPlacement {
+  PayloadRoom* room = nullptr;  // set by the caller, or nullptr for `bytes` always
+  uint8_t* at = nullptr;
+  size_t size = 0;
+};
+
 struct ReceivedBatch {
   PayloadBytes bytes;
+  PayloadPlacement placed;
   std::vector<uint32_t> request_of;
   std::vector<uint32_t> length_of;
   // Per message, ms until it expires (at least 1): a receiver that keeps a message for later
@@ -109,6 +129,7 @@ struct ReceivedBatch {
 // known to hold messages (`held`: the next call takes from them without being told).
 struct AnyBatch {
   PayloadBytes bytes;
+  PayloadPlacement placed;
   std::vector<uint32_t> position_of;
   std::vector<uint32_t> length_of;
   std::vector<uint32_t> still_ready;
@@ -388,8 +409,9 @@ class Layer {
   SendOutcome SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
                             uint32_t& capacity);
   // Copies pinned payloads out (no lock), then releases their holds (a short critical section).
+  // The batch's payloads end up in `bytes`, or in the memory `placed.room` gives.
   void FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,
-                    std::vector<uint32_t>& length_of, LockOp op);
+                    PayloadPlacement& placed, std::vector<uint32_t>& length_of, LockOp op);
   // Receive's phase 1: a large, well-formed block with a free hold entry is left to copy after
   // the lock (room reserved in `bytes`, its length recorded); false: copy it now (CopyOut).
   bool LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,

@@ -158,20 +158,42 @@ bool Layer::LeaveForLater(uint32_t block, uint32_t node, PayloadBytes& bytes,
 }
 
 void Layer::FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,
-                         std::vector<uint32_t>& length_of, LockOp op) {
+                         PayloadPlacement& placed, std::vector<uint32_t>& length_of, LockOp op) {
   // Outside the lock. Each pinned block is referenced by our hold: nobody frees or reuses it.
+  // The payloads go where the caller's room says (memory the caller keeps warm), else into
+  // `bytes`, whose room for them was reserved but never written (no page of it touched).
+  size_t size = bytes.size();
+  uint8_t* into = placed.room ? placed.room->Room(size) : nullptr;
+  if (into) {
+    // What phase 1 copied under the lock (the small messages around the pins) moves over.
+    size_t from = 0;
+    for (const PinnedMessage& pin : pins) {  // in batch order: ascending `at`
+      std::memcpy(into + from, bytes.data() + from, pin.at - from);
+      from = pin.at + pin.length;
+    }
+    std::memcpy(into + from, bytes.data() + from, size - from);
+  } else {
+    into = bytes.data();
+  }
   uint32_t damaged = 0;
   for (size_t k = pins.size(); k-- > 0;) {
     PinnedMessage& pin = pins[k];
     // Checked as it is copied: what we hand out is exactly what was checked.
     if (!pin.held ||
-        CopyWithCrc32c(bytes.data() + pin.at, arena_->Payload(pin.block), pin.length) != pin.checksum) {
+        CopyWithCrc32c(into + pin.at, arena_->Payload(pin.block), pin.length) != pin.checksum) {
       // Its bytes leave the batch; the pins after it (already copied) move down.
-      bytes.erase(bytes.begin() + static_cast<std::ptrdiff_t>(pin.at),
-                  bytes.begin() + static_cast<std::ptrdiff_t>(pin.at + pin.length));
+      const size_t after = pin.at + pin.length;
+      std::memmove(into + pin.at, into + after, size - after);
+      size -= pin.length;
       length_of[pin.message] = kDamagedMessage;
       ++damaged;
     }
+  }
+  if (into == bytes.data()) {
+    bytes.resize(size);
+  } else {
+    placed.at = into;
+    placed.size = size;
   }
   FAULT_POINT(26);
   std::optional<Critical> guard;

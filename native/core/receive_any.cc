@@ -220,7 +220,7 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
   CountDamaged(out.length_of, damaged_blocks);
   guard.reset();  // the pinned payloads are copied with no lock held
   holds_on_error.pins = nullptr;
-  if (!pins.empty()) FinishPinned(pins, out.bytes, out.length_of, LockOp::kReceiveAny);
+  if (!pins.empty()) FinishPinned(pins, out.bytes, out.placed, out.length_of, LockOp::kReceiveAny);
 }
 
 }  // namespace shmch
