@@ -5,16 +5,38 @@
 // ---------------------------------------------------------------------------------------------
 // The arena.
 
+// CRC-32C one bit at a time, straight from its definition: the reference the fast paths (three
+// interleaved chains joined by table) are checked against.
+uint32_t ReferenceCrc32c(const uint8_t* p, size_t n) {
+  uint32_t c = ~0u;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
 TEST(checksum_is_crc32c_and_copying_computes_the_same) {
   const char* check = "123456789";  // the standard CRC-32C check value
   CHECK_EQ(shmch::Crc32c(reinterpret_cast<const uint8_t*>(check), 9), 0xe3069283u);
-  std::vector<uint8_t> source(100003), copy(source.size());
-  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<uint8_t>(i * 131 + 7);
-  for (size_t length : {size_t{0}, size_t{1}, size_t{31}, size_t{32}, size_t{33}, source.size()}) {
-    std::fill(copy.begin(), copy.end(), 0);
-    uint32_t crc = shmch::CopyWithCrc32c(copy.data(), source.data(), length);
-    CHECK_EQ(crc, shmch::Crc32c(source.data(), length));
-    CHECK(std::equal(source.begin(), source.begin() + length, copy.begin()));
+  std::vector<uint8_t> source(5'000'011), copy(source.size() + 8);
+  uint32_t state = 12345;
+  for (uint8_t& byte : source) byte = static_cast<uint8_t>((state = state * 1103515245 + 12345) >> 24);
+  // Lengths around the interleaved blocks (3 stripes of 4096 bytes) and a 5 MB message, at odd
+  // offsets of source and destination.
+  for (size_t length : {size_t{0}, size_t{1}, size_t{31}, size_t{32}, size_t{33}, size_t{12287},
+                        size_t{12288}, size_t{12289}, size_t{24576 + 40}, size_t{100003},
+                        size_t{5'000'000}}) {
+    for (size_t offset : {size_t{0}, size_t{3}}) {
+      std::fill(copy.begin(), copy.end(), 0);
+      const uint8_t* from = source.data() + offset;
+      const uint32_t expected = ReferenceCrc32c(from, length);
+      CHECK_EQ(shmch::Crc32c(from, length), expected);
+      CHECK_EQ(shmch::CopyWithCrc32c(copy.data() + 5, from, length), expected);
+      CHECK(std::equal(from, from + length, copy.begin() + 5));
+      CHECK_EQ(copy[4], 0);
+      CHECK_EQ(copy[5 + length], 0);  // nothing written past the end
+    }
   }
 }
 
