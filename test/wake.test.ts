@@ -137,6 +137,83 @@ process.exit(0);`,
     expect(slowest).toBeLessThan(1000);
   }, 30_000);
 
+  it('a receive loop coming back to its own empty channel costs no native call; what comes next arrives', async () => {
+    const name = shm.name();
+    const receiver = shm.open({ name });
+    const sender = shm.open({ name });
+    const inbox = await receiver.newChannel('loops');
+    const first = receiver.receive(inbox);
+    await sleep(5); // its drain found the channel empty and registered our wait there
+    receiver.lockHoldStats({ reset: true });
+    // A second loop comes back while nothing rang: nothing can be there, no call, no lock.
+    const second = receiver.receive(inbox);
+    await sleep(5);
+    expect(receiver.lockHoldStats().receive.count).toBe(0);
+    await sender.send(inbox, { n: 1 });
+    await sender.send(inbox, { n: 2 });
+    expect([await first, await second]).toEqual([{ n: 1 }, { n: 2 }]);
+    // A ring that comes before the next receive is looked at by it.
+    const third = receiver.receive(inbox);
+    await sender.send(inbox, { n: 3 });
+    const fourth = receiver.receive(inbox);
+    await sender.send(inbox, { n: 4 });
+    expect([await third, await fourth]).toEqual([{ n: 3 }, { n: 4 }]);
+  });
+
+  it('two receive loops on a reply channel get every reply promptly, however the echo is timed', async () => {
+    const name = shm.name();
+    const echo = child(
+      name,
+      `say('ready');
+for (;;) {
+  const ping = await layer.receive('loops.in');
+  if (ping.stop) break;
+  const delay = ping.seq % 3 === 0 ? 0 : Math.random() * 2;
+  if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+  for (let i = 0; i < ping.count; i++) await layer.send(ping.reply, { seq: ping.seq, i });
+}
+process.exit(0);`,
+    );
+    expect(await echo.line()).toBe('ready');
+    const layer = shm.open({ name });
+    const reply = await layer.newChannel('loops');
+    // Two loops, as an adapter runs several: each loop comes back while the other still waits.
+    const got: Array<{ seq: number; i: number }> = [];
+    let stopped = false;
+    const loop = async () => {
+      try {
+        while (!stopped) got.push((await layer.receive(reply)) as { seq: number; i: number });
+      } catch (error) {
+        if (!stopped) throw error; // closing the layer ends the loops
+      }
+    };
+    const loops = [loop(), loop()];
+    let slowest = 0;
+    let expected = 0;
+    for (let seq = 0; seq < 200; seq++) {
+      const count = 1 + (seq % 3); // one reply, or more than one loop waits for
+      expected += count;
+      const started = performance.now();
+      await layer.send('loops.in', { seq, reply, count });
+      while (got.length < expected) await new Promise((r) => setImmediate(r));
+      slowest = Math.max(slowest, performance.now() - started);
+      if (seq % 40 === 0) await sleep(Math.random() * 5); // and this side arms and sleeps
+    }
+    stopped = true;
+    await layer.send('loops.in', { stop: true });
+    expect((await echo.exit).code).toBe(0);
+    await layer.close();
+    await Promise.all(loops);
+    // Per sequence number, replies in send order.
+    for (let seq = 0; seq < 200; seq++) {
+      expect(got.filter((m) => m.seq === seq).map((m) => m.i)).toEqual(
+        Array.from({ length: 1 + (seq % 3) }, (_, i) => i),
+      );
+    }
+    // A lost wake-up shows as a reply found only by the 2 s housekeeping tick.
+    expect(slowest).toBeLessThan(1000);
+  }, 30_000);
+
   it('with polling off (spinMicros: 0) every hop sleeps on the doorbell and still arrives', async () => {
     const name = shm.name();
     const echo = child(
