@@ -92,6 +92,11 @@ export interface NativeLayer {
    * rather than thrown, so that a retry loop's refusals cost one JS error, not two and a C++ one.
    */
   send(channel: string, payload: Uint8Array): boolean | number;
+  /**
+   * The channel's capacity when a send to it would be refused as full now (counted and backed off
+   * as a refused send), else false; nothing is sent and no record is made.
+   */
+  refusesAsFull(channel: string): number | false;
   /** Drops a '!' channel's queue, memberships and record; returns the messages dropped. */
   releaseChannel(channel: string): number;
   /** Buffered messages dropped unreceived: moved from the received count to these. */
@@ -171,6 +176,8 @@ export interface NativeConstants {
   maxClientLength: number;
   /** Length a receive batch gives a message that failed its checksum (lib/shm/boundary.ts). */
   damagedMessageLength: number;
+  /** Payloads this long or longer are copied outside the segment lock. */
+  outOfLockBytes: number;
   defaultCapacity: number;
   defaultExpiryMs: number;
   defaultGroupExpiryMs: number;

@@ -187,6 +187,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return DefineClass(env, "NativeLayer",
                        {
                            InstanceMethod<&NativeLayer::Send>("send"),
+                           InstanceMethod<&NativeLayer::RefusesAsFull>("refusesAsFull"),
                            InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
                            InstanceMethod<&NativeLayer::Receive>("receive"),
                            InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
@@ -386,6 +387,17 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
         Guard(env, [&] { return Open(env).TrySend(channel, data, length, capacity); });
     if (outcome == shmch::SendOutcome::kFull) return Napi::Number::New(env, capacity);
     return Napi::Boolean::New(env, outcome == shmch::SendOutcome::kQueued);
+  }
+
+  // refusesAsFull(channel): the channel's capacity when a send to it would be refused as full
+  // now, else false (nothing is sent).
+  Napi::Value RefusesAsFull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string channel = info[0].ToString().Utf8Value();
+    uint32_t capacity = 0;
+    bool full = Guard(env, [&] { return Open(env).RefusesAsFull(channel, capacity); });
+    if (full) return Napi::Number::New(env, capacity);
+    return Napi::Boolean::New(env, false);
   }
 
   Napi::Value GroupSend(const Napi::CallbackInfo& info) {
@@ -880,6 +892,7 @@ Napi::Object Constants(Napi::Env env) {
   constants.Set("maxNameLength", number(shmch::kMaxNameLength));
   constants.Set("maxClientLength", number(shmch::kMaxClientLength));
   constants.Set("damagedMessageLength", number(shmch::kDamagedMessage));
+  constants.Set("outOfLockBytes", number(shmch::kOutOfLockBytes));
   constants.Set("defaultCapacity", number(layer.capacity));
   constants.Set("defaultExpiryMs", number(static_cast<double>(layer.expiry_ms)));
   constants.Set("defaultGroupExpiryMs", number(static_cast<double>(layer.group_expiry_ms)));

@@ -130,6 +130,19 @@ SendOutcome Layer::TrySend(std::string_view channel, const uint8_t* data, uint32
   return outcome;
 }
 
+bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
+  CheckOpen();
+  ValidateName(channel, true, "channel");
+  bool full;
+  {
+    Critical guard(*this, LockOp::kSend);
+    const uint32_t index = Channels(*segment_).Find(channel);
+    full = index != kNil && IsFull(index, channel, MonotonicMs(), capacity);
+  }
+  if (full) backoff_.Refused();  // as TrySend: with the lock released
+  return full;
+}
+
 SendOutcome Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t length,
                             uint32_t& capacity_out) {
   CheckOpen();

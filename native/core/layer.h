@@ -232,6 +232,10 @@ class Layer {
   // and a C++ exception plus a JS error built from it cost several sends' worth (W1, W5).
   SendOutcome TrySend(std::string_view channel, const uint8_t* data, uint32_t length,
                       uint32_t& capacity);
+  // Whether a send to `channel` would be refused as full now (then `capacity` is its capacity),
+  // counted and backed off like a refused send. For a retry of a refused large message: it is
+  // refused again without being serialized and copied. No record is created.
+  bool RefusesAsFull(std::string_view channel, uint32_t& capacity);
 
   // --- Receive ---
   // Pops messages for each request; a request left short registers this slot as a waiter on its

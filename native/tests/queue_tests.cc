@@ -174,6 +174,29 @@ TEST(queue_repeated_refusals_yield_the_cpu) {
 
 // The binding's send path: a full channel is an outcome (with the capacity for the message),
 // counted like a thrown refusal, and leaves the queue as it was.
+// A retry of a refused large message asks first whether it would be refused again.
+TEST(queue_refuses_as_full_answers_as_a_send_would_without_sending) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 2;
+  Layer layer(o);
+  const uint8_t byte = 'x';
+  uint32_t capacity = 0;
+  CHECK(!layer.RefusesAsFull("q", capacity));  // no record: room, and none is made
+  CHECK_EQ(layer.Stats().channels, 0u);
+  layer.Send("q", &byte, 1);
+  CHECK(!layer.RefusesAsFull("q", capacity));
+  layer.Send("q", &byte, 1);
+  CHECK(layer.RefusesAsFull("q", capacity));
+  CHECK_EQ(capacity, 2u);
+  shmch::LayerStats s = layer.Stats();
+  CHECK_EQ(s.queued, 2u);  // nothing sent
+  CHECK_EQ(s.sends_refused_full, 1u);  // counted as the refusal it stands for
+  CHECK_EQ(ReceiveText(layer, "q", 1).size(), 1u);
+  CHECK(!layer.RefusesAsFull("q", capacity));
+  CHECK_CLEAN(layer);
+}
+
 TEST(queue_try_send_reports_a_full_channel_without_throwing) {
   TempName name;
   LayerOptions o = Options(name);
