@@ -199,6 +199,20 @@ export const ROWS = [
     targets: [{ vs: 'self', op: '<=', value: 2, text: '<= 2x' }],
   },
   { label: 'RTT p50 under streaming', w: 'w6', key: 'loadedP50us', unit: 'µs', better: 'lower' },
+  {
+    label: 'pair waiting for a CPU per trip, alone',
+    w: 'w6',
+    key: 'idleRunQueueUsPerTrip',
+    unit: 'µs',
+    better: 'lower',
+  },
+  {
+    label: 'pair waiting for a CPU per trip, streaming',
+    w: 'w6',
+    key: 'loadedRunQueueUsPerTrip',
+    unit: 'µs',
+    better: 'lower',
+  },
   { section: 'W7 receiveAny: one loop over 100 channels vs one receive loop on one channel' },
   {
     label: '100 channels, receiveAny',
@@ -490,6 +504,8 @@ const LOCK_HOLD_RUNS = [
   ['w4', '1MB', 'W4 1 MB'],
   ['w4', '5MB', 'W4 5 MB'],
   ['w5-producers', '8p', 'W5 8 producers'],
+  ['w6', 'pingpong', 'W6 ping-pong pair'],
+  ['w6', 'stream', 'W6 5 MB stream beside it'],
 ];
 export const LOCK_HOLD_KINDS = [
   'send',

@@ -45,7 +45,34 @@ async function sunk({ state }) {
   return { received: state.received };
 }
 
-export const roles = { ...w2roles, stream, stopStream, sink, sunk };
+/**
+ * What this process waited for besides the layer, so far (Linux; null elsewhere): time runnable
+ * but not running (`/proc/self/schedstat`, waiting for a CPU) and involuntary context switches.
+ */
+async function scheduling() {
+  try {
+    const { readFileSync } = await import('node:fs');
+    const [, runDelayNs] = readFileSync('/proc/self/schedstat', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    return { runDelayNs, involuntary: process.resourceUsage().involuntaryContextSwitches };
+  } catch {
+    return null;
+  }
+}
+
+export const roles = { ...w2roles, stream, stopStream, sink, sunk, scheduling };
+
+/** Per round trip of the ping pair, between two scheduling() readings of each of its processes. */
+function waitedPerTrip(before, after, trips) {
+  if (before.some((x) => !x) || after.some((x) => !x)) return {};
+  const sum = (list, key) => list.reduce((total, x) => total + x[key], 0);
+  return {
+    runQueueUsPerTrip: (sum(after, 'runDelayNs') - sum(before, 'runDelayNs')) / 1000 / trips,
+    preemptionsPerTrip: (sum(after, 'involuntary') - sum(before, 'involuntary')) / trips,
+  };
+}
 
 export async function coordinate(ctx) {
   const { trips, warmupTrips, bytes } = ctx.params;
@@ -54,10 +81,22 @@ export async function coordinate(ctx) {
     shm: { size: 256 * 2 ** 20, maxMessageSize: 8 * 2 ** 20 },
   });
   const { channel } = await ponger.call('serve');
+  const pair = [ponger, pinger];
+  const readScheduling = () => Promise.all(pair.map((h) => h.call('scheduling')));
+  let before = await readScheduling();
   const idle = await pinger.call('ping', { channel, warmupTrips, trips });
+  const idleWaits = waitedPerTrip(before, await readScheduling(), warmupTrips + trips);
   await consumer.call('sink');
   await producer.call('stream', { bytes });
+  // From here the lock holds of each pair are those beside the other pair's traffic.
+  await ctx.lockHold([ponger, pinger, consumer, producer], { reset: true });
+  before = await readScheduling();
   const loaded = await pinger.call('ping', { channel, warmupTrips, trips });
+  const loadedWaits = waitedPerTrip(before, await readScheduling(), warmupTrips + trips);
+  const lockHold = {
+    pingpong: await ctx.lockHold(pair),
+    stream: await ctx.lockHold([consumer, producer]),
+  };
   const { sent } = await producer.call('stopStream');
   const { received } = await consumer.call('sunk');
   ctx.log(
@@ -72,5 +111,12 @@ export async function coordinate(ctx) {
     p99LoadedOverIdle: loaded.p99us / idle.p99us,
     largeMessages: received,
     largeMessagesSent: sent,
+    // The ping pair's time runnable but without a CPU, per round trip: what the machine's cores
+    // (not the layer) cost it; idle and under streaming.
+    idleRunQueueUsPerTrip: idleWaits.runQueueUsPerTrip,
+    loadedRunQueueUsPerTrip: loadedWaits.runQueueUsPerTrip,
+    idlePreemptionsPerTrip: idleWaits.preemptionsPerTrip,
+    loadedPreemptionsPerTrip: loadedWaits.preemptionsPerTrip,
+    lockHold: ctx.backend === 'shm' ? lockHold : undefined,
   };
 }
