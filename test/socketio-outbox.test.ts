@@ -35,6 +35,56 @@ describe('socket.io adapter outbox', () => {
     await layer.close();
   });
 
+  it("an emit leaves once the code that made it is done, not after the rest of the turn's I/O", async () => {
+    const layer = new InMemoryChannelLayer();
+    const outbox = new Outbox(
+      (channel, message) => layer.send(channel, message),
+      () => {},
+      async () => true,
+    );
+    // A synchronous burst and what promise jobs add behind it: one batch, sent before any
+    // callback of the check phase (setImmediate) runs.
+    let sentBeforeCheckPhase = -1;
+    setImmediate(() => (sentBeforeCheckPhase = outbox.batches));
+    for (let i = 0; i < 10; i++) outbox.send('dest', Uint8Array.of(i));
+    await Promise.resolve();
+    outbox.send('dest', Uint8Array.of(10));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sentBeforeCheckPhase).toBe(1);
+    const first = await layer.receive<{ b: Uint8Array[] }>('dest');
+    expect(first.b.map((entry) => entry[0])).toEqual(Array.from({ length: 11 }, (_, i) => i));
+    outbox.close();
+    await layer.close();
+  });
+
+  it('what other callbacks of the same turn emit for a destination goes together, in order', async () => {
+    const layer = new InMemoryChannelLayer();
+    const outbox = new Outbox(
+      (channel, message) => layer.send(channel, message),
+      () => {},
+      async () => true,
+    );
+    // Three timers due together run in one timers phase: the first one's entry leaves at once,
+    // the next two wait for the check phase and travel in one layer message.
+    await new Promise<void>((resolve) => {
+      for (let i = 0; i < 3; i++)
+        setTimeout(() => {
+          outbox.send('dest', Uint8Array.of(i));
+          if (i === 2) resolve();
+        }, 1);
+    });
+    await outbox.idle();
+    expect(outbox.batches).toBe(2);
+    const got: number[] = [];
+    while (got.length < 3) {
+      const message = await layer.receive<{ b: Uint8Array[] }>('dest');
+      for (const entry of message.b) got.push(entry[0]!);
+    }
+    expect(got).toEqual([0, 1, 2]);
+    outbox.close();
+    await layer.close();
+  });
+
   it('drops the queue of a destination that is no longer alive', async () => {
     const layer = new InMemoryChannelLayer({ capacity: 1 });
     let alive = true;

@@ -1,7 +1,9 @@
-// Sends to other servers' channels and never drops silently. What is emitted in one turn of the
-// event loop goes as one batch, and one send per destination is in flight at a time, with what
-// is emitted meanwhile batched behind it (a burst of emits costs a few layer messages, not one
-// each). A destination that is full (ChannelFull) keeps its batch
+// Sends to other servers' channels and never drops silently. What is emitted together goes as one
+// batch, and one send per destination is in flight at a time, with what is emitted meanwhile
+// batched behind it (a burst of emits costs a few layer messages, not one each). A destination's
+// first batch of an event-loop turn leaves as soon as the code that emitted it is done; what
+// other callbacks of the same turn emit for it waits for the check phase and goes together. A
+// destination that is full (ChannelFull) keeps its batch
 // and is retried with backoff; later messages wait behind it, so per-destination order holds.
 import { ChannelFull } from '../errors.js';
 import type { Message } from '../types.js';
@@ -28,6 +30,9 @@ export class Outbox {
   /** Layer messages sent (each a batch of envelopes). */
   batches = 0;
   private idleWaiters: Array<() => void> = [];
+  /** Destinations whose batch of this event-loop turn left already (see send()). */
+  private readonly sentThisTurn = new Set<string>();
+  private turnEnd: NodeJS.Immediate | undefined;
 
   /**
    * @param onError a send failed for another reason than a full channel; that batch is dropped
@@ -51,10 +56,24 @@ export class Outbox {
     }
     queue.entries.push(entry);
     if (queue.sending) return;
-    // Sent from the check phase, not now: every envelope emitted in this turn of the event loop
-    // (a burst, a fan-out) travels in one layer message, so the receiver is woken once for them.
     queue.sending = true;
-    setImmediate(() => void this.pump(destination, queue));
+    const pump = () => void this.pump(destination, queue);
+    if (this.sentThisTurn.has(destination)) {
+      // Another callback of this turn sent there already: what the rest of the turn emits for
+      // it goes together from the check phase (one layer message, one wake-up of the receiver).
+      setImmediate(pump);
+      return;
+    }
+    // A tick queued here runs once the promise jobs queued so far are done: a synchronous burst
+    // of emits, and the publishing chains behind them, still make one batch. Not held until the
+    // check phase: the turn's other I/O (other servers' messages to deliver) would come first,
+    // and at a low rate there is nothing to batch with anyway.
+    this.sentThisTurn.add(destination);
+    this.turnEnd ??= setImmediate(() => {
+      this.turnEnd = undefined;
+      this.sentThisTurn.clear();
+    });
+    process.nextTick(pump);
   }
 
   /** Envelopes not yet handed to the layer, for one destination or all. */
@@ -90,6 +109,8 @@ export class Outbox {
 
   close(): void {
     this.closed = true;
+    clearImmediate(this.turnEnd);
+    this.sentThisTurn.clear();
     for (const destination of [...this.queues.keys()]) this.forget(destination);
     this.maybeIdle();
   }
