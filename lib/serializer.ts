@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Packr, RESET_BUFFER_MODE } from 'msgpackr';
 import type { Message, Serializer } from './types.js';
 
@@ -30,6 +31,57 @@ export class MsgpackSerializer implements Serializer {
   serializeTransient(message: Message): Uint8Array {
     assertSerializable(message, 'message');
     return this.packr.pack(message, RESET_BUFFER_MODE);
+  }
+
+  /** Random bytes no message holds: the stand-ins of serializePieces() (one per serializer). */
+  private readonly standInPrefix = randomBytes(12);
+
+  /**
+   * serializeTransient()'s bytes as pieces that leave the message's top-level binary values of
+   * `minBytes` or more (at least 64 KiB) uncopied: [bytes before the first such value, its bin
+   * header, the value itself, the bytes after it, ...]. Their concatenation is exactly
+   * serialize()'s bytes; the pieces other than the values are transient. Undefined when no
+   * value is that large. For the shm layer's send, which copies the pieces straight into the
+   * segment: a 5 MB Buffer is then copied once on its way, not twice.
+   */
+  serializePieces(message: Message, minBytes: number): Uint8Array[] | undefined {
+    if (Array.isArray(message)) return undefined; // only a map's values are looked at
+    let large: string[] | undefined;
+    for (const key of Object.keys(message)) {
+      const value = (message as Record<string, unknown>)[key];
+      if (value instanceof Uint8Array && value.byteLength >= minBytes) (large ??= []).push(key);
+    }
+    if (!large || minBytes < 0x10000) return undefined;
+    assertSerializable(message, 'message');
+    // Each large value is packed as a 16-byte stand-in (bin8: 0xc4 0x10 and the bytes), found in
+    // the output and replaced by the value's own bin32 header and bytes. Keys keep their order.
+    const standIn = { ...(message as Record<string, unknown>) };
+    const marks: Buffer[] = [];
+    for (const [i, key] of large.entries()) {
+      const mark = Buffer.alloc(18);
+      mark[0] = 0xc4;
+      mark[1] = 16;
+      this.standInPrefix.copy(mark, 2);
+      mark.writeUInt32LE(i, 14);
+      marks.push(mark);
+      standIn[key] = mark.subarray(2);
+    }
+    const packed = this.packr.pack(standIn, RESET_BUFFER_MODE);
+    const bytes = Buffer.from(packed.buffer, packed.byteOffset, packed.byteLength);
+    const pieces: Uint8Array[] = [];
+    let from = 0;
+    for (const [i, key] of large.entries()) {
+      const at = bytes.indexOf(marks[i]!, from);
+      if (at < 0) return undefined; // not packed as expected: the caller serializes as usual
+      const value = (message as Record<string, Uint8Array>)[key]!;
+      const header = Buffer.alloc(5);
+      header[0] = 0xc6; // bin32: msgpack's bin for 64 KiB and more
+      header.writeUInt32BE(value.byteLength, 1);
+      pieces.push(bytes.subarray(from, at), header, value);
+      from = at + 18;
+    }
+    pieces.push(bytes.subarray(from));
+    return pieces;
   }
 
   /** The same options, but bin values are copied out instead of viewing the input. */

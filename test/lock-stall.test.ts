@@ -205,3 +205,25 @@ it('sends queued behind a stopped peer keep their own bytes', async () => {
   }
   expect(await exited(child)).toBe(0);
 });
+
+// A large binary value is sent from the message's own buffer (its other bytes from the
+// serializer's): a send waiting for the lock must send what the message held when send() was
+// called, even if the caller reuses that buffer at once.
+it('a large message queued behind a stopped peer is sent as it was when send() was called', async () => {
+  const name = shm.name();
+  const layer = shm.open({ name });
+  const child = await childStoppedInsideTheLock(name);
+  const payload = Buffer.alloc(300_000, 1);
+  const sends = [layer.send('queued', { n: 1, payload })];
+  payload.fill(2); // the caller reuses its buffer for the next message
+  sends.push(layer.send('queued', { n: 2, payload }));
+  payload.fill(3);
+  setTimeout(() => child.kill('SIGCONT'), 200);
+  await Promise.all(sends);
+  for (const n of [1, 2]) {
+    const got = (await layer.receive('queued')) as { n: number; payload: Buffer };
+    expect(got.n).toBe(n);
+    expect(got.payload.equals(Buffer.alloc(300_000, n))).toBe(true);
+  }
+  expect(await exited(child)).toBe(0);
+});

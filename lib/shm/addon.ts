@@ -90,8 +90,9 @@ export interface NativeLayer {
    * True: queued. False: the channel is a '!' channel of an instance that is gone; dropped and
    * counted. A number: the channel is full (that is its capacity) and nothing was queued; returned
    * rather than thrown, so that a retry loop's refusals cost one JS error, not two and a C++ one.
+   * An array of Uint8Arrays is sent as their concatenation.
    */
-  send(channel: string, payload: Uint8Array): boolean | number;
+  send(channel: string, payload: Uint8Array | readonly Uint8Array[]): boolean | number;
   /**
    * The channel's capacity when a send to it would be refused as full now (counted and backed off
    * as a refused send), else false; nothing is sent and no record is made.

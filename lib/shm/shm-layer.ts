@@ -350,19 +350,24 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       if (typeof full === 'number')
         throw new ChannelFull(`channel ${channel} is full (capacity ${full})`);
     }
-    let bytes = this.serializeForSend(message);
+    // A large binary value goes into the segment from the message itself (one copy), the rest
+    // of the message from the serializer's bytes.
+    const pieces = this.msgpack?.serializePieces(message as api.Message, outOfLockBytes());
+    let payload: Uint8Array | Uint8Array[] = pieces ?? this.serializeForSend(message);
     const waiting = this.locked(() => {
-      const outcome = this.handle.send(channel, bytes);
+      const outcome = this.handle.send(channel, payload);
       if (typeof outcome === 'number') {
-        if (bytes.length >= outOfLockBytes())
+        if (pieces || (payload as Uint8Array).length >= outOfLockBytes())
           this.refusedLarge = { channel, message: new WeakRef(message) };
         throw new ChannelFull(`channel ${channel} is full (capacity ${outcome})`);
       }
       this.refusedLarge = undefined;
     });
     if (waiting) {
-      // The call waits for the lock: keep bytes of its own (transient ones are reused).
-      if (this.msgpack) bytes = Uint8Array.from(bytes);
+      // The call waits for the lock: keep bytes of its own (transient ones are reused, and the
+      // message's own buffers may change before the call runs: it sends them as they are now).
+      if (pieces) payload = Buffer.concat(pieces);
+      else if (this.msgpack) payload = Uint8Array.from(payload as Uint8Array);
       await waiting;
     }
   }
@@ -1025,8 +1030,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
    */
   private nothingNew(wanted: ReadonlyArray<[string, number]>): boolean {
     if (this.emptyWaited.size === 0) return false;
-    for (let i = 0; i < wanted.length; i++)
-      if (!this.emptyWaited.has(wanted[i]![0])) return false;
+    for (let i = 0; i < wanted.length; i++) if (!this.emptyWaited.has(wanted[i]![0])) return false;
     return !this.bellRung();
   }
 

@@ -378,13 +378,28 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string channel = info[0].ToString().Utf8Value();
-    auto [data, length] = BytesOf(info[1]);
+    // The payload: one Uint8Array, or an array of them sent as their concatenation (the
+    // serializer's bytes around large binary values it left uncopied).
+    std::vector<shmch::PayloadPiece>& pieces = send_pieces_;
+    pieces.clear();
+    if (info[1].IsArray()) {
+      auto list = info[1].As<Napi::Array>();
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        auto [data, length] = BytesOf(list.Get(i));
+        pieces.push_back({data, length});
+      }
+    } else {
+      auto [data, length] = BytesOf(info[1]);
+      pieces.push_back({data, length});
+    }
     // true: queued; false: dropped for a gone '!' channel's instance; a number: the channel is
     // full (its capacity), nothing was queued. Returned, not thrown: a retry loop meets this on
     // every turn, and JS builds the one ChannelFull it throws.
     uint32_t capacity = 0;
-    shmch::SendOutcome outcome =
-        Guard(env, [&] { return Open(env).TrySend(channel, data, length, capacity); });
+    shmch::SendOutcome outcome = Guard(env, [&] {
+      return Open(env).TrySendPieces(channel, pieces.data(), static_cast<uint32_t>(pieces.size()),
+                                     capacity);
+    });
     if (outcome == shmch::SendOutcome::kFull) return Napi::Number::New(env, capacity);
     return Napi::Boolean::New(env, outcome == shmch::SendOutcome::kQueued);
   }
@@ -869,6 +884,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   std::unique_ptr<shmch::Layer> layer_;
   // receive()'s request list and result batch, kept between calls (see Receive).
   std::vector<shmch::ReceiveRequest> receive_requests_;
+  std::vector<shmch::PayloadPiece> send_pieces_;  // send()'s, reused: a send allocates nothing
   shmch::ReceivedBatch receive_batch_;
   // receiveAny()'s position list and result batch, likewise.
   std::vector<uint32_t> any_positions_;

@@ -129,12 +129,13 @@ bool HasSse42() {
 
 }  // namespace
 
-uint32_t CopyWithCrc32c(uint8_t* destination, const uint8_t* source, size_t length) {
+uint32_t CopyWithCrc32c(uint8_t* destination, const uint8_t* source, size_t length,
+                        uint32_t previous) {
 #if defined(__x86_64__)
-  if (HasSse42()) return ~Crc32cRun<true>(~0u, destination, source, length);
+  if (HasSse42()) return ~Crc32cRun<true>(~previous, destination, source, length);
 #endif
   if (length) std::memcpy(destination, source, length);
-  return Crc32c(destination, length);
+  return ~Crc32cPortable(~previous, destination, length);
 }
 
 uint32_t Crc32c(const uint8_t* data, size_t length) {

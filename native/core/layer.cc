@@ -114,9 +114,20 @@ bool Layer::Send(std::string_view channel, const uint8_t* data, uint32_t length)
 
 SendOutcome Layer::TrySend(std::string_view channel, const uint8_t* data, uint32_t length,
                            uint32_t& capacity) {
+  const PayloadPiece whole{data, length};
+  return TrySendPieces(channel, &whole, 1, capacity);
+}
+
+SendOutcome Layer::TrySendPieces(std::string_view channel, const PayloadPiece* pieces,
+                                 uint32_t count, uint32_t& capacity) {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < count; ++i) total += pieces[i].length;
+  // Checked before it is narrowed: pieces adding up past 4 GiB must not wrap to a small length.
+  if (total > UINT32_MAX) CheckMessageSize(UINT32_MAX);
+  const uint32_t length = static_cast<uint32_t>(total);
   SendOutcome outcome;
   try {
-    outcome = SendOnce(channel, data, length, capacity);
+    outcome = SendOnce(channel, pieces, count, length, capacity);
   } catch (const Error& e) {
     // The lock is released by now (the guard of SendOnce is gone): yield with nothing held.
     if (RefusalBackoff::IsForRoom(e.code())) backoff_.Refused();
@@ -143,19 +154,19 @@ bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
   return full;
 }
 
-SendOutcome Layer::SendOnce(std::string_view channel, const uint8_t* data, uint32_t length,
-                            uint32_t& capacity_out) {
+SendOutcome Layer::SendOnce(std::string_view channel, const PayloadPiece* pieces, uint32_t count,
+                            uint32_t length, uint32_t& capacity_out) {
   CheckOpen();
   ValidateName(channel, true, "channel");
   CheckMessageSize(length);
   // A large payload is copied outside the lock (payload.cc).
-  if (length >= kOutOfLockBytes) return SendOutOfLock(channel, data, length, capacity_out);
+  if (length >= kOutOfLockBytes) return SendOutOfLock(channel, pieces, count, length, capacity_out);
   uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kSend);
   uint32_t index = FindSendTarget(channel);
   if (index == kNil) return SendOutcome::kOrphaned;
   if (IsFull(index, channel, now, capacity_out)) return SendOutcome::kFull;
-  SendLocked(index, data, length, now);
+  SendLocked(index, pieces, count, length, now);
   return SendOutcome::kQueued;
 }
 

@@ -41,6 +41,17 @@ enum class SendOutcome : uint8_t {
 // What one receive batch asks of a channel: up to `wanted` messages, then up to `extra` more
 // while the call's extra-byte budget lasts (a receiver that buffers its own '!' channels' next
 // messages, as channels_redis does). Only `wanted` decides whether the caller waits there.
+// A payload given in pieces, copied one after the other into its block: a serializer's bytes
+// around the large binary values it did not copy (the user's own buffers), so that a large
+// message is copied once on its way into the segment.
+struct PayloadPiece {
+  const uint8_t* data;
+  uint32_t length;
+};
+
+// Copies the pieces back to back to `into`; returns the CRC-32C of the whole (payload.cc).
+uint32_t CopyPieces(uint8_t* into, const PayloadPiece* pieces, uint32_t count);
+
 struct ReceiveRequest {
   std::string channel;
   uint32_t wanted;
@@ -232,6 +243,9 @@ class Layer {
   // and a C++ exception plus a JS error built from it cost several sends' worth (W1, W5).
   SendOutcome TrySend(std::string_view channel, const uint8_t* data, uint32_t length,
                       uint32_t& capacity);
+  // TrySend() of the concatenation of `count` pieces (throws kTooLarge beyond maxMessageSize).
+  SendOutcome TrySendPieces(std::string_view channel, const PayloadPiece* pieces, uint32_t count,
+                            uint32_t& capacity);
   // Whether a send to `channel` would be refused as full now (then `capacity` is its capacity),
   // counted and backed off like a refused send. For a retry of a refused large message: it is
   // refused again without being serialized and copied. No record is created.
@@ -376,9 +390,10 @@ class Layer {
   // Throws kTooLarge for a message above the segment's maxMessageSize.
   void CheckMessageSize(uint32_t length) const;
   // TrySend() without the backoff after a refusal (backpressure.h): the work under the lock.
-  SendOutcome SendOnce(std::string_view channel, const uint8_t* data, uint32_t length,
-                       uint32_t& capacity);
+  SendOutcome SendOnce(std::string_view channel, const PayloadPiece* pieces, uint32_t count,
+                       uint32_t length, uint32_t& capacity);
   uint32_t StoreBlock(const uint8_t* data, uint32_t length);
+  uint32_t StorePieces(const PayloadPiece* pieces, uint32_t count, uint32_t length);
   uint32_t AllocateBlock(uint32_t length);  // throws kArenaFull with the numbers
   // SendOnce's steps: the channel's record (kNil: an orphaned '!' channel, counted), the
   // capacity check (throws kChannelFull), and the store and enqueue under the lock.
@@ -386,7 +401,8 @@ class Layer {
   // Whether the channel holds its capacity (given in `capacity`); a refusal is counted and an
   // unused record released. Expired heads are dropped first.
   bool IsFull(uint32_t index, std::string_view channel, uint64_t now, uint32_t& capacity);
-  bool SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now);
+  bool SendLocked(uint32_t index, const PayloadPiece* pieces, uint32_t count, uint32_t length,
+                  uint64_t now);
 
   // Blocks held outside queues, payload.cc (the state machine is written down there).
   struct PinnedMessage {
@@ -410,8 +426,8 @@ class Layer {
       }
     }
   };
-  SendOutcome SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
-                            uint32_t& capacity);
+  SendOutcome SendOutOfLock(std::string_view channel, const PayloadPiece* pieces, uint32_t count,
+                            uint32_t length, uint32_t& capacity);
   // Copies pinned payloads out (no lock), then releases their holds (a short critical section).
   // The batch's payloads end up in `bytes`, or in the memory `placed.room` gives.
   void FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,

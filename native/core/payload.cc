@@ -63,8 +63,17 @@ void Layer::ReleaseStaleHolds() {
   for (uint32_t e : entries) DropHold(slot_, e);
 }
 
-SendOutcome Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, uint32_t length,
-                                 uint32_t& capacity) {
+uint32_t CopyPieces(uint8_t* into, const PayloadPiece* pieces, uint32_t count) {
+  uint32_t crc = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    crc = CopyWithCrc32c(into, pieces[i].data, pieces[i].length, crc);
+    into += pieces[i].length;
+  }
+  return crc;
+}
+
+SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* pieces,
+                                 uint32_t count, uint32_t length, uint32_t& capacity) {
   Header& h = segment_->header();
   Slot& me = segment_->slot(slot_);
   uint32_t entry = kNil, block = kNil;
@@ -79,7 +88,7 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, 
     if (entry == kNil) {
       // Every entry is held (stale holds waiting for the lock): copy under the lock as small
       // messages do.
-      SendLocked(index, data, length, now);
+      SendLocked(index, pieces, count, length, now);
       return SendOutcome::kQueued;
     }
     try {
@@ -95,7 +104,7 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const uint8_t* data, 
   }
   // The block is ours alone: no queue references it and only our slot's entry names it. Its
   // index and length were checked when it was allocated, so the copy stays inside it.
-  const uint32_t checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
+  const uint32_t checksum = CopyPieces(arena_->Payload(block), pieces, count);
   FAULT_POINT(23);
   std::optional<Critical> guard;
   try {

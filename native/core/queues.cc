@@ -141,8 +141,13 @@ uint32_t Layer::AllocateBlock(uint32_t length) {
 // Copies (and checksums) the payload under the lock: small payloads, and group sends (a large
 // one to a group still copies under the lock; payload.cc takes sends to one channel out of it).
 uint32_t Layer::StoreBlock(const uint8_t* data, uint32_t length) {
+  const PayloadPiece whole{data, length};
+  return StorePieces(&whole, 1, length);
+}
+
+uint32_t Layer::StorePieces(const PayloadPiece* pieces, uint32_t count, uint32_t length) {
   uint32_t block = AllocateBlock(length);
-  segment_->block(block).checksum = CopyWithCrc32c(arena_->Payload(block), data, length);
+  segment_->block(block).checksum = CopyPieces(arena_->Payload(block), pieces, count);
   return block;
 }
 
@@ -212,10 +217,11 @@ bool Layer::IsFull(uint32_t index, std::string_view channel, uint64_t now, uint3
   return true;
 }
 
-bool Layer::SendLocked(uint32_t index, const uint8_t* data, uint32_t length, uint64_t now) {
+bool Layer::SendLocked(uint32_t index, const PayloadPiece* pieces, uint32_t count,
+                       uint32_t length, uint64_t now) {
   uint32_t block = kNil;
   try {
-    block = StoreBlock(data, length);
+    block = StorePieces(pieces, count, length);
     Enqueue(index, block, now + options_.expiry_ms);
   } catch (...) {
     ReleaseUnqueuedBlock(block);

@@ -36,6 +36,10 @@ TEST(checksum_is_crc32c_and_copying_computes_the_same) {
       CHECK(std::equal(from, from + length, copy.begin() + 5));
       CHECK_EQ(copy[4], 0);
       CHECK_EQ(copy[5 + length], 0);  // nothing written past the end
+      // In two pieces, the second continuing the first's CRC: the CRC of the whole.
+      const size_t half = length / 2;
+      const uint32_t first = shmch::CopyWithCrc32c(copy.data(), from, half);
+      CHECK_EQ(shmch::CopyWithCrc32c(copy.data() + half, from + half, length - half, first), expected);
     }
   }
 }

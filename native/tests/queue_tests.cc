@@ -174,6 +174,46 @@ TEST(queue_repeated_refusals_yield_the_cpu) {
 
 // The binding's send path: a full channel is an outcome (with the capacity for the message),
 // counted like a thrown refusal, and leaves the queue as it was.
+// A payload in pieces (the serializer's bytes around a large value it left uncopied) is stored
+// as their concatenation with the CRC of the whole, small (under the lock) and large (outside).
+TEST(queue_payload_in_pieces_arrives_whole) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 10;
+  Layer layer(o);
+  for (uint32_t large : {uint32_t{1000}, shmch::kOutOfLockBytes + 12345}) {
+    auto head = Payload(1, 7), body = Payload(2, large), tail = Payload(3, 0), end = Payload(4, 33);
+    const shmch::PayloadPiece pieces[] = {{head.data(), 7},
+                                          {body.data(), large},
+                                          {tail.data(), 0},
+                                          {end.data(), 33}};
+    uint32_t capacity = 0;
+    CHECK(layer.TrySendPieces("pieces", pieces, 4, capacity) == shmch::SendOutcome::kQueued);
+    std::vector<uint8_t> whole(head);
+    whole.insert(whole.end(), body.begin(), body.end());
+    whole.insert(whole.end(), end.begin(), end.end());
+    shmch::ReceivedBatch batch;
+    layer.Receive({{"pieces", 1}}, batch);
+    CHECK_EQ(batch.length_of.size(), 1u);
+    CHECK_EQ(batch.length_of[0], static_cast<uint32_t>(whole.size()));  // not damaged: CRC whole
+    CHECK(std::equal(whole.begin(), whole.end(), batch.bytes.begin()));
+  }
+  // Pieces adding up past maxMessageSize are refused as one message would be.
+  const uint32_t half = o.segment.max_message_size / 2 + 1;  // each piece fits, the two do not
+  auto big = Payload(5, half);
+  const shmch::PayloadPiece two[] = {{big.data(), half}, {big.data(), half}};
+  uint32_t capacity = 0;
+  bool refused = false;
+  try {
+    layer.TrySendPieces("pieces", two, 2, capacity);
+  } catch (const shmch::Error& e) {
+    refused = e.code() == shmch::ErrorCode::kTooLarge;
+  }
+  CHECK(refused);
+  CHECK_EQ(layer.Stats().queued, 0u);
+  CHECK_CLEAN(layer);
+}
+
 // A retry of a refused large message asks first whether it would be refused again.
 TEST(queue_refuses_as_full_answers_as_a_send_would_without_sending) {
   TempName name;
