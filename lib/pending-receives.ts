@@ -208,6 +208,22 @@ export class PendingReceives {
     return false;
   }
 
+  /**
+   * True if a receive waiting here is owed a message of one of the set's channels before a new
+   * receiveAny() of the set: one of the set's own, a receive() of one of its channels, or another
+   * set's receiveAny() naming one of them.
+   */
+  owesAnyOf(set: ChannelSet): boolean {
+    if (this.total === 0) return false;
+    if (set.waiters.length) return true;
+    for (const channel of this.byChannel.keys()) if (set.has(channel)) return true;
+    for (const other of this.sets.values()) {
+      if (other === set || other.waiters.length === 0) continue;
+      for (const channel of other.channels) if (set.has(channel)) return true;
+    }
+    return false;
+  }
+
   /** Hands a message to the oldest receive that wants the channel's messages; false if none. */
   deliver(channel: string, message: Message): boolean {
     return this.resolveTaken(this.takeOldest(channel), channel, message);

@@ -104,6 +104,59 @@ describe('owner death inside receiveAny', () => {
   });
 });
 
+describe('owner death inside a receive while its other receive loops hold messages', () => {
+  // A process with several receive loops: a receive that takes its message in its own call
+  // (instead of through a drain) must not run while another loop's message sits in a settled
+  // promise its await has not reached yet, or a death inside that call loses the other loop's
+  // message. Each loop reports a message at once (synchronous write) when its await returns;
+  // what the dead process reported plus what is left must be everything, once. The skips move
+  // the death over the first calls, where the loops' receives interleave.
+  const cases = [
+    { point: '3', kind: 'receive', take: 'l.receive(c)', id: 'got.id' },
+    {
+      point: '21',
+      kind: 'receiveAny',
+      take: "l.receiveAny([c, c + '.other'])",
+      id: 'got.message.id',
+    },
+  ];
+  for (const { point, kind, take, id } of cases) {
+    it(`fault point ${point} (${kind}, three loops): what was not reported is still queued`, async () => {
+      const channels = ['loops.a', 'loops.b', 'loops.c'];
+      for (let skip = 0; skip < 6; skip++) {
+        const name = shm.name();
+        const layer = shm.open({ name });
+        for (let i = 0; i < 30; i++)
+          for (const channel of channels) await layer.send(channel, { id: `${channel}-${i}` });
+        const child = runModule(
+          `import { writeSync } from 'node:fs';
+           const l = new ShmChannelLayer({ name: '${name}' });
+           await Promise.all(${JSON.stringify(channels)}.map(async (c) => {
+             for (;;) {
+               const got = await ${take};
+               writeSync(1, ${id} + '\\n');
+             }
+           }));`,
+          { SHMCH_FAULT_POINT: point, SHMCH_FAULT_SKIP: String(skip) },
+        );
+        if (child.signal !== 'SIGKILL')
+          throw new Error(`skip ${skip}: not killed at fault point ${point}: ${child.stderr}`);
+        const reported = child.stdout.split('\n').filter(Boolean);
+        expect(reported.length).toBeLessThan(90); // it died receiving, not after
+        const left: string[] = [];
+        for (const channel of channels)
+          for (const m of (await drain(layer, channel)) as Array<{ id: string }>) left.push(m.id);
+        const all = channels.flatMap((channel) =>
+          [...Array(30).keys()].map((i) => `${channel}-${i}`),
+        );
+        expect({ skip, got: [...reported, ...left].sort() }).toEqual({ skip, got: all.sort() });
+        expect(layer.verify()).toEqual([]);
+        await layer.close();
+      }
+    }, 60_000);
+  }
+});
+
 describe('owner death in every other critical section', () => {
   // What the dying child does to reach each fault point (see native/core/fault_points.h).
   const scenarios: Array<[point: number, what: string, code: string]> = [

@@ -107,6 +107,8 @@ let outOfLockBytesValue: number | undefined;
 function outOfLockBytes(): number {
   return (outOfLockBytesValue ??= native().constants.outOfLockBytes);
 }
+/** A drain's channel sets when there are none (not a fresh array per drain). */
+const NO_SETS: readonly ChannelSet[] = Object.freeze([]);
 /** pullSet()'s positions when there are no candidates (not a fresh array per call). */
 const NO_POSITIONS: readonly number[] = Object.freeze([]);
 /**
@@ -187,6 +189,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private readonly pending: PendingReceives;
   private readonly maintenance: NodeJS.Timeout;
   private drainScheduled = false;
+  /** Where the next drain starts among its channel sets and receive()s (see drain()). */
+  private drainTurn = 0;
   /** Channels whose last waiting receive was cancelled: their waits are withdrawn in one call. */
   private readonly abandoned = new Set<string>();
   /** Channels to look at on the next drain: new receives, and channels that rang our doorbell. */
@@ -394,6 +398,22 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         ) as Promise<T>;
       }
     }
+    if (!options.signal?.aborted && !this.pending.waits(channel) && this.mayTakeNow()) {
+      // Nobody here is owed the channel's next message: take it in this call (one native call,
+      // one decode, one settled promise; no waiter, no drain).
+      // (An own '!' channel the last call found empty, with no ring since: nothing to find.)
+      const nothingThere = this.emptyWaited.has(channel) && !this.bellRung();
+      const taken = nothingThere ? undefined : this.takeFrom(channel);
+      if (taken !== undefined) return taken as Promise<T>;
+      // Empty (the call registered our wait, so a send rings us) or the lock was busy (a drain
+      // is scheduled): wait, as a drain that found it empty would have left us.
+      const promise = this.pending.add(channel, options.signal) as Promise<T>;
+      if (!this.drainScheduled) {
+        this.setWaiting(true);
+        this.startPolling();
+      }
+      return promise;
+    }
     const promise = this.pending.add(channel, options.signal) as Promise<T>;
     this.dirty.add(channel);
     this.scheduleDrain();
@@ -426,6 +446,12 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       } catch (error) {
         return Promise.reject(error);
       }
+    }
+    if (!options.signal?.aborted && !this.pending.owesAnyOf(set) && this.mayTakeNow()) {
+      // As receive(): nobody here is owed a message of these channels, so take the oldest now.
+      // All empty: the call registered our waits, and the drain below has nothing to ask.
+      const taken = this.takeAny(set);
+      if (taken !== undefined) return taken as Promise<api.ReceivedFrom<T>>;
     }
     const promise = this.pending.addAny(set, options.signal) as Promise<api.ReceivedFrom<T>>;
     this.scheduleDrain();
@@ -778,6 +804,139 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     return result;
   }
 
+  /**
+   * Whether a receive may take its message in its own native call instead of through a drain.
+   * Not while a message already handed to a receive has not reached the code awaiting it: with
+   * several receive loops in a process, loop A's message would sit in a settled promise while
+   * loop B's call runs, and a process that dies in that call (SIGKILL, a fault in the core)
+   * takes A's message with it although no receive of its own lost one. A drain never runs while
+   * an await it settled is still queued (it is queued after them), so it is the way then. Not
+   * while a drain is due (it runs after awaits queued since), nor while calls wait for the lock
+   * (calls keep their order).
+   */
+  private mayTakeNow(): boolean {
+    return this.unhanded === 0 && !this.drainScheduled && this.lockBacklog.length === 0;
+  }
+
+  /**
+   * Messages in settled receive promises whose awaiting code has not run yet. Counted up just
+   * before a promise settles with a message, down by a microtask queued just before it settles:
+   * the continuation of `await layer.receive()` is queued right after that microtask, so at 0
+   * every one of them has run or is running now.
+   */
+  private unhanded = 0;
+  private readonly handedOver = (): void => {
+    this.unhanded--;
+  };
+
+  /** A promise is about to settle with a message (see `unhanded`). */
+  private willHandOut(): void {
+    this.unhanded++;
+    queueMicrotask(this.handedOver);
+  }
+
+  /**
+   * receive()'s own take: one message of `channel` straight from shared memory, as a settled
+   * promise (our own '!' channels take the next few along into the buffer, as a drain does);
+   * undefined when the channel is empty (our wait is registered then) or the lock is busy
+   * (nothing happened: a drain is scheduled to look again).
+   */
+  private takeFrom(channel: string): Promise<api.Message> | undefined {
+    const along = this.takesAlong(channel) ? BUFFER_MESSAGES : undefined;
+    let result: Buffer | number | null | LockBusy;
+    try {
+      result = tryLocked(() =>
+        this.handle.receive(channel, 1, false, this.scratch, along, BUFFER_BYTES),
+      );
+    } catch (failure) {
+      this.emptyWaited.delete(channel);
+      return Promise.reject(failure);
+    }
+    if (isLockBusy(result)) {
+      this.dirty.add(channel);
+      this.scheduleDrain();
+      return undefined;
+    }
+    if (result === null) {
+      // Empty: the core registered our wait there (see emptyWaited).
+      if (this.local.owns(channel)) this.emptyWaited.add(channel);
+      return undefined;
+    }
+    this.emptyWaited.delete(channel);
+    // It got what it wanted, so it withdrew our wait there: sets naming it look again.
+    if (this.pending.setCount > 0) this.markCandidate(channel);
+    this.taken = undefined;
+    this.takingFrom = channel;
+    readReceiveBatch(result, this.scratch, this.keepTaken);
+    // (Set by the visitor: re-read, as the compiler cannot see it.)
+    const taken = this.taken as { message: api.Message } | { error: unknown } | undefined;
+    this.taken = undefined;
+    if (taken === undefined) return undefined; // (the core returns the one asked for)
+    if ('error' in taken) return Promise.reject(taken.error);
+    this.willHandOut();
+    return Promise.resolve(taken.message);
+  }
+
+  /** What takeFrom() took (fields and one visitor, so no closure per call). */
+  private taken: { message: api.Message } | { error: unknown } | undefined;
+  private takingFrom = '';
+  private readonly keepTaken: BatchVisitor = (_request, batch, start, end, expiresInMs) => {
+    if (this.taken !== undefined) {
+      // The ones taken along (our own '!' channel): kept for the next receive()s.
+      this.keepBuffered(this.takingFrom, batch, start, end, expiresInMs);
+      return;
+    }
+    if (start < 0) {
+      this.taken = { error: damagedError(this.takingFrom) };
+      return;
+    }
+    try {
+      this.taken = { message: this.decodeOne(batch, start, end) };
+    } catch (error) {
+      this.taken = { error };
+    }
+  };
+
+  /** Our own '!' channel that no receiveAny() names: a receive takes the next few along. */
+  private takesAlong(channel: string): boolean {
+    return (
+      this.local.owns(channel) &&
+      (this.pending.setCount === 0 || this.pending.setsNaming(channel).length === 0)
+    );
+  }
+
+  /**
+   * receiveAny()'s own take: the oldest message of the set's channels as a settled promise;
+   * undefined when they are all empty (our waits are registered) or the lock is busy (a drain
+   * looks again).
+   */
+  private takeAny(set: ChannelSet): Promise<api.ReceivedFrom> | undefined {
+    // Our bell rang: with no other set kept, the set's own call answers it (one lock).
+    const rung = this.bellRung();
+    const alone = this.pending.setCount === 1;
+    if (rung && !alone) this.collectReady();
+    if (this.drainAll) this.markAllSets();
+    const busy = this.pullSet(set, 1, this.keepTakenAny, this.keepTakeFailure, rung && alone);
+    const taken = this.takenAny;
+    const failure = this.takeFailure;
+    this.takenAny = this.takeFailure = undefined;
+    if (busy) return undefined;
+    if (failure !== undefined) return Promise.reject(failure.error);
+    if (taken === undefined) return undefined;
+    this.willHandOut();
+    return Promise.resolve(taken);
+  }
+
+  /** Where takeAny()'s pullSet() puts what it got (fields, so no closures per call). */
+  private takenAny: api.ReceivedFrom | undefined;
+  private takeFailure: { error: unknown } | undefined;
+  private readonly keepTakenAny = (channel: string, message: api.Message): void => {
+    this.takenAny = { channel, message };
+  };
+  private readonly keepTakeFailure = (error: unknown): void => {
+    this.takeFailure = { error };
+  };
+
   private bellRung(): boolean {
     try {
       return this.bell !== null ? Atomics.load(this.bell, BELL) !== 0 : this.handle.bellRung();
@@ -904,28 +1063,44 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       this.drainAll = false;
       return;
     }
-    if (this.pending.setCount > 0) {
-      // A busy channel must not hide one that rang meanwhile: answer the bell before picking.
-      // With one set waiting, its own call answers the bell (one lock per wake-up).
-      const active = this.pending.activeSets();
-      const rung = this.bellRung();
-      if (rung && active.length !== 1) {
-        this.collectReady();
-        if (this.drainAll) this.markAllSets();
-      }
-      for (const set of active) {
-        const busy = this.pullSet(
-          set,
-          set.waiters.length,
-          (channel, message) => this.pending.deliverToSet(set, channel, message),
-          (error) => this.pending.failSet(set, error),
-          rung && active.length === 1,
-        );
-        // Another process holds the lock: look again soon, from the event loop; nothing failed.
-        if (busy) this.retryDrainSoon();
-      }
+    const active = this.pending.setCount > 0 ? this.pending.activeSets() : NO_SETS;
+    // A busy channel must not hide one that rang meanwhile: answer the bell before picking.
+    // With one set waiting, its own call answers the bell (one lock per wake-up).
+    const rung = active.length !== 0 && this.bellRung();
+    if (rung && active.length !== 1) {
+      this.collectReady();
+      if (this.drainAll) this.markAllSets();
     }
-    this.drainChannels();
+    // Each set's receiveAny()s, then the receive()s, one native call each. Once a call has
+    // handed out messages, no further call runs in this drain: the rest wait for the next one,
+    // queued after the awaits just settled (as mayTakeNow() says why), which starts where this
+    // one stopped, so no set and no channel starves.
+    const turns = active.length + 1;
+    for (let i = 0; i < turns; i++) {
+      const turn = (this.drainTurn + i) % turns;
+      if (i > 0 && this.unhanded > 0) {
+        this.drainTurn = turn;
+        this.scheduleDrain();
+        break;
+      }
+      if (turn === active.length) {
+        this.drainChannels();
+        continue;
+      }
+      const set = active[turn]!;
+      const busy = this.pullSet(
+        set,
+        set.waiters.length,
+        (channel, message) => {
+          this.willHandOut();
+          this.pending.deliverToSet(set, channel, message);
+        },
+        (error) => this.pending.failSet(set, error),
+        rung && active.length === 1,
+      );
+      // Another process holds the lock: look again soon, from the event loop; nothing failed.
+      if (busy) this.retryDrainSoon();
+    }
     const waiting = this.pending.size > 0;
     this.setWaiting(waiting);
     if (waiting) this.startPolling();
@@ -1004,7 +1179,10 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     if (result !== null) {
       const visit = this.deliverEach(
         (request) => wanted[request]![0],
-        (channel, message) => this.pending.deliver(channel, message),
+        (channel, message) => {
+          this.willHandOut();
+          this.pending.deliver(channel, message);
+        },
         (channel, error) => this.pending.fail(channel, error),
         extra &&
           ((request, channel, batch, start, end, expiresInMs) =>
