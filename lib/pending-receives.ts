@@ -45,6 +45,8 @@ export class PendingReceives {
     readonly string[],
     { names: string[]; frozen: boolean; set: ChannelSet }
   >();
+  /** The set setFor() gave last (see there). */
+  private lastSet: ChannelSet | undefined;
   private total = 0;
   private seq = 0;
   /** setFor()'s time stamp for sets (ms), and how many lookups it served. */
@@ -116,12 +118,17 @@ export class PendingReceives {
     // The same array object again with the same contents: no string work at all, and for a
     // frozen array (its contents cannot have changed) not even the comparison.
     const cached = this.setOfArray.get(channels);
-    if (cached && !cached.set.dropped && (cached.frozen || sameContents(cached.names, channels))) {
-      // A clock read costs about as much as the rest of a receiveAny() here: the stamp is read
-      // afresh every 64 calls. Staler only makes an idle-looking set go sooner (it is made again).
-      if ((++this.lookups & 63) === 0) this.clock = Date.now();
-      cached.set.lastUsed = this.clock;
-      return cached.set;
+    if (cached && !cached.set.dropped && (cached.frozen || sameContents(cached.names, channels)))
+      return this.used(cached.set);
+    // Another array with the names of the set used last: a list written out in the call
+    // (`receiveAny([inbox, 'jobs'])`) gets its set by one comparison, no validation and nothing
+    // kept per array. (A set's names are valid and distinct, so equal lists mean the same set.)
+    const last = this.lastSet;
+    if (last && !last.dropped && sameContents(last.channels, channels)) {
+      // A frozen one is kept, as below: its next calls need no comparison at all.
+      if (Object.isFrozen(channels))
+        this.setOfArray.set(channels, { names: [], frozen: true, set: last });
+      return this.used(last);
     }
     this.clock = Date.now();
     for (const channel of channels) validate(channel);
@@ -139,8 +146,19 @@ export class PendingReceives {
       }
     }
     set.lastUsed = this.clock;
+    this.lastSet = set;
     const frozen = Object.isFrozen(channels);
     this.setOfArray.set(channels, { names: frozen ? [] : [...channels], frozen, set });
+    return set;
+  }
+
+  /** setFor()'s answer for a set it found: stamped as used, remembered as the last one. */
+  private used(set: ChannelSet): ChannelSet {
+    // A clock read costs about as much as the rest of a receiveAny() here: the stamp is read
+    // afresh every 64 calls. Staler only makes an idle-looking set go sooner (it is made again).
+    if ((++this.lookups & 63) === 0) this.clock = Date.now();
+    set.lastUsed = this.clock;
+    this.lastSet = set;
     return set;
   }
 

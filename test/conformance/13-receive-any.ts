@@ -392,6 +392,31 @@ export function describeReceiveAny({ open, peerOf, hooks }: Suite): void {
       expect(await layer.receiveAny(frozen, { wait: false })).toBeNull();
     });
 
+    it('follows a list written out in each call: the same names, one name changed, an invalid one', async () => {
+      const layer = await open();
+      await layer.send('conf.any-w2', { n: 2 });
+      await layer.send('conf.any-w3', { n: 3 });
+      // A new array every call, as `receiveAny([a, b])` in a loop makes.
+      expect(await layer.receiveAny(['conf.any-w1', 'conf.any-w2'], { wait: false })).toEqual({
+        channel: 'conf.any-w2',
+        message: { n: 2 },
+      });
+      expect(await layer.receiveAny(['conf.any-w1', 'conf.any-w2'], { wait: false })).toBeNull();
+      expect(await within(layer.receiveAny(['conf.any-w1', 'conf.any-w3']))).toEqual({
+        channel: 'conf.any-w3',
+        message: { n: 3 },
+      });
+      await expect(layer.receiveAny(['conf.any-w1', 'conf any-w3'])).rejects.toThrow(TypeError);
+      await expect(layer.receiveAny(['conf.any-w1', 3 as unknown as string])).rejects.toThrow(
+        TypeError,
+      );
+      await layer.send('conf.any-w1', { n: 1 });
+      expect(await within(layer.receiveAny(['conf.any-w1', 'conf.any-w3']))).toEqual({
+        channel: 'conf.any-w1',
+        message: { n: 1 },
+      });
+    });
+
     it('never returns an expired message', async () => {
       const layer = await open({ expiry: 1 });
       await layer.send('conf.any-exp1', { type: 'stale' });
