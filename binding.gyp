@@ -14,6 +14,7 @@
         "native/core/payload.cc",
         "native/core/queues.cc",
         "native/core/receive_any.cc",
+        "native/core/inbox.cc",
         "native/core/recovery.cc",
         "native/core/segment.cc",
         "native/core/shared_lock.cc",

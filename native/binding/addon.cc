@@ -95,7 +95,9 @@ Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Valu
 }
 
 // Bytes a batch's trailer takes after its payloads (the format: lib/shm/boundary.ts).
-size_t TrailerBytes(const shmch::ReceivedBatch& batch) { return batch.request_of.size() * 12 + 4; }
+size_t TrailerBytes(const shmch::ReceivedBatch& batch) {
+  return batch.request_of.size() * 16 + batch.targets.size() * 4 + batch.target_names.size() + 16;
+}
 size_t TrailerBytes(const shmch::AnyBatch& batch) {
   return batch.position_of.size() * 8 + batch.still_ready.size() * 4 + 12;
 }
@@ -103,12 +105,20 @@ size_t TrailerBytes(const shmch::AnyBatch& batch) {
 void WriteTrailer(uint8_t* at, const shmch::ReceivedBatch& batch) {
   const size_t n = batch.request_of.size();
   for (size_t i = 0; i < n; ++i) {
-    std::memcpy(at + i * 12, &batch.request_of[i], 4);
-    std::memcpy(at + i * 12 + 4, &batch.length_of[i], 4);
-    std::memcpy(at + i * 12 + 8, &batch.expires_in_ms[i], 4);
+    std::memcpy(at + i * 16, &batch.request_of[i], 4);
+    std::memcpy(at + i * 16 + 4, &batch.length_of[i], 4);
+    std::memcpy(at + i * 16 + 8, &batch.expires_in_ms[i], 4);
+    std::memcpy(at + i * 16 + 12, &batch.target_count_of[i], 4);
   }
-  const uint32_t count = static_cast<uint32_t>(n);
-  std::memcpy(at + n * 12, &count, 4);
+  at += n * 16;
+  const size_t targets = batch.targets.size(), names = batch.target_names.size();
+  if (targets) std::memcpy(at, batch.targets.data(), targets * 4);
+  at += targets * 4;
+  if (names) std::memcpy(at, batch.target_names.data(), names);
+  at += names;
+  const uint32_t counts[4] = {static_cast<uint32_t>(n), static_cast<uint32_t>(targets),
+                              batch.target_name_count, static_cast<uint32_t>(names)};
+  std::memcpy(at, counts, 16);
 }
 
 void WriteTrailer(uint8_t* at, const shmch::AnyBatch& batch) {
@@ -461,10 +471,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
       }
     }
     shmch::ReceivedBatch& batch = receive_batch_;
-    batch.bytes.clear();
-    batch.request_of.clear();
-    batch.length_of.clear();
-    batch.expires_in_ms.clear();
+    batch.Clear();
     BufferRoom<shmch::ReceivedBatch> room(env, batch);
     Guard(env, [&] { Open(env).Receive(requests, batch, covers_all, extra_bytes); });
     if (batch.request_of.empty()) return env.Null();

@@ -23,6 +23,9 @@
 //  24 large send: node linked, the hold not dropped yet
 //  25 receive, receiveAny: large messages popped into holds, not copied out yet
 //  26 receive, receiveAny: large payloads copied out, lock not held, holds not dropped yet
+//  27 release: a direct send's node out of its inbox (head or middle), block not released yet
+//  28 group add: the fan of (group, inbox) linked, the '!' member not published yet
+//  29 group discard: a fan's last '!' member removed, the fan not removed yet
 #pragma once
 
 namespace shmch {

@@ -31,15 +31,23 @@ void Layer::RemoveGroupIfEmpty(uint32_t group) {
   }
 }
 
-uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
+uint32_t Layer::FindInMemberHash(uint32_t group, uint32_t channel, uint32_t in_use) const {
   uint32_t m = segment_->member_bucket(HashPair(group, channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; m != kNil; ++steps) {
     if (steps > segment_->member_records()) segment_->Corrupt("member hash chain loops");
     Member& member = segment_->member(m);
-    if (member.in_use == 1 && member.group == group && member.channel == channel) return m;
+    if (member.in_use == in_use && member.group == group && member.channel == channel) return m;
     m = member.next_in_hash;
   }
   return kNil;
+}
+
+uint32_t Layer::FindMember(uint32_t group, uint32_t channel) const {
+  return FindInMemberHash(group, channel, 1);
+}
+
+uint32_t Layer::FindFan(uint32_t group, uint32_t inbox) const {
+  return FindInMemberHash(group, inbox, kFanRecord);
 }
 
 uint32_t Layer::TakeMemberRecord() {
@@ -53,42 +61,27 @@ uint32_t Layer::TakeMemberRecord() {
   return segment_->GrowTable(Segment::Table::kMembers);  // the first record of the new step
 }
 
-void Layer::LinkMember(uint32_t m, uint32_t g, uint32_t c, uint64_t expires_at) {
-  Header& h = segment_->header();
-  h.member_rover = m + 1;
+void Layer::LinkIntoGroupList(uint32_t m, Group& group) {
   Member& member = segment_->member(m);
-  member.group = g;
-  member.channel = c;
-  member.expires_at_ms = expires_at;
-  Group& gr = segment_->group(g);
   member.prev_in_group = kNil;
-  member.next_in_group = gr.first_member;
-  uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (segment_->member_buckets() - 1));
-  member.next_in_hash = bucket;
-  __atomic_store_n(&member.in_use, 1u, __ATOMIC_RELEASE);
-  FAULT_POINT(4);
-  if (gr.first_member != kNil) segment_->member(gr.first_member).prev_in_group = m;
-  gr.first_member = m;
-  ++gr.member_count;
-  bucket = m;
-  ++h.members_used;
-  ++segment_->channel(c).memberships;
+  member.next_in_group = group.first_member;
+  if (group.first_member != kNil) segment_->member(group.first_member).prev_in_group = m;
+  group.first_member = m;
 }
 
-void Layer::RemoveMember(uint32_t index) {
-  Header& h = segment_->header();
-  Member& m = segment_->member(index);
-  Group& g = segment_->group(m.group);
-  // Unlink from the group's list.
-  if (m.prev_in_group != kNil) {
-    segment_->member(m.prev_in_group).next_in_group = m.next_in_group;
+void Layer::UnlinkFromGroupList(const Member& member, Group& group) {
+  if (member.prev_in_group != kNil) {
+    segment_->member(member.prev_in_group).next_in_group = member.next_in_group;
   } else {
-    g.first_member = m.next_in_group;
+    group.first_member = member.next_in_group;
   }
-  if (m.next_in_group != kNil) segment_->member(m.next_in_group).prev_in_group = m.prev_in_group;
-  if (g.member_count) --g.member_count;
-  FAULT_POINT(5);
-  // Unlink from the hash chain.
+  if (member.next_in_group != kNil) {
+    segment_->member(member.next_in_group).prev_in_group = member.prev_in_group;
+  }
+}
+
+void Layer::UnlinkFromMemberHash(uint32_t index) {
+  Member& m = segment_->member(index);
   uint32_t* link =
       &segment_->member_bucket(HashPair(m.group, m.channel) & (segment_->member_buckets() - 1));
   for (uint32_t steps = 0; *link != kNil; ++steps) {
@@ -99,11 +92,112 @@ void Layer::RemoveMember(uint32_t index) {
     }
     link = &segment_->member(*link).next_in_hash;
   }
+}
+
+void Layer::LinkFan(uint32_t f, uint32_t g, uint32_t inbox) {
+  Header& h = segment_->header();
+  h.member_rover = f + 1;
+  Member& fan = segment_->member(f);
+  fan.group = g;
+  fan.channel = inbox;
+  fan.expires_at_ms = 0;
+  fan.added_seq = 0;
+  fan.fan = kNil;
+  fan.next_peer = kNil;
+  fan.prev_peer = kNil;
+  fan.peer_count = 0;
+  LinkIntoGroupList(f, segment_->group(g));
+  uint32_t& bucket = segment_->member_bucket(HashPair(g, inbox) & (segment_->member_buckets() - 1));
+  fan.next_in_hash = bucket;
+  bucket = f;
+  // A fan is derived: recovery drops every fan and rebuilds them from the '!' members.
+  __atomic_store_n(&fan.in_use, kFanRecord, __ATOMIC_RELEASE);
+  ++h.members_used;
+  ++h.fans_used;
+  ++segment_->channel(inbox).memberships;  // the fan keeps the inbox record
+}
+
+void Layer::RemoveFan(uint32_t f) {
+  Header& h = segment_->header();
+  Member& fan = segment_->member(f);
+  UnlinkFromGroupList(fan, segment_->group(fan.group));
+  UnlinkFromMemberHash(f);
+  __atomic_store_n(&fan.in_use, 0u, __ATOMIC_RELEASE);
+  if (h.members_used) --h.members_used;
+  if (h.fans_used) --h.fans_used;
+  Channel& inbox = segment_->channel(fan.channel);
+  if (inbox.memberships) --inbox.memberships;
+  MaybeReleaseChannel(fan.channel);
+}
+
+void Layer::LinkMember(uint32_t m, uint32_t g, uint32_t c, uint64_t expires_at, uint32_t fan) {
+  Header& h = segment_->header();
+  h.member_rover = m + 1;
+  Member& member = segment_->member(m);
+  member.group = g;
+  member.channel = c;
+  member.expires_at_ms = expires_at;
+  member.added_seq = h.next_seq;
+  member.fan = fan;
+  member.prev_peer = kNil;
+  member.next_peer = kNil;
+  member.peer_count = 0;
+  member.prev_in_group = kNil;
+  member.next_in_group = kNil;
+  Group& gr = segment_->group(g);
+  uint32_t& bucket = segment_->member_bucket(HashPair(g, c) & (segment_->member_buckets() - 1));
+  member.next_in_hash = bucket;
+  __atomic_store_n(&member.in_use, 1u, __ATOMIC_RELEASE);
+  FAULT_POINT(4);
+  if (fan == kNil) {
+    LinkIntoGroupList(m, gr);
+  } else {
+    // A '!' member joins its fan's list, not the group's: a group send reaches it through the fan.
+    Member& f = segment_->member(fan);
+    member.next_peer = f.next_peer;
+    if (f.next_peer != kNil) segment_->member(f.next_peer).prev_peer = m;
+    f.next_peer = m;
+    ++f.peer_count;
+  }
+  ++gr.member_count;
+  bucket = m;
+  ++h.members_used;
+  ++segment_->channel(c).memberships;
+}
+
+void Layer::RemoveMember(uint32_t index) {
+  Header& h = segment_->header();
+  Member& m = segment_->member(index);
+  Group& g = segment_->group(m.group);
+  // Unlink from the group's list, or from its fan's.
+  const uint32_t fan = m.fan;
+  bool fan_emptied = false;
+  if (fan == kNil) {
+    UnlinkFromGroupList(m, g);
+  } else {
+    Member& f = segment_->member(fan);
+    if (f.in_use != kFanRecord || f.group != m.group) segment_->Corrupt("member names a bad fan");
+    if (m.prev_peer != kNil) {
+      segment_->member(m.prev_peer).next_peer = m.next_peer;
+    } else {
+      f.next_peer = m.next_peer;
+    }
+    if (m.next_peer != kNil) segment_->member(m.next_peer).prev_peer = m.prev_peer;
+    if (f.peer_count) --f.peer_count;
+    fan_emptied = f.next_peer == kNil;
+  }
+  if (g.member_count) --g.member_count;
+  FAULT_POINT(5);
+  UnlinkFromMemberHash(index);
   __atomic_store_n(&m.in_use, 0u, __ATOMIC_RELEASE);
   if (h.members_used) --h.members_used;
   Channel& c = segment_->channel(m.channel);
   if (c.memberships) --c.memberships;
   MaybeReleaseChannel(m.channel);
+  if (fan_emptied) {
+    FAULT_POINT(29);
+    RemoveFan(fan);
+  }
 }
 
 void Layer::DropMembership(uint32_t index) {

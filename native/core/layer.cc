@@ -163,10 +163,10 @@ SendOutcome Layer::SendOnce(std::string_view channel, const PayloadPiece* pieces
   if (length >= kOutOfLockBytes) return SendOutOfLock(channel, pieces, count, length, capacity_out);
   uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kSend);
-  uint32_t index = FindSendTarget(channel);
-  if (index == kNil) return SendOutcome::kOrphaned;
-  if (IsFull(index, channel, now, capacity_out)) return SendOutcome::kFull;
-  SendLocked(index, pieces, count, length, now);
+  SendTarget to = FindSendTarget(channel);
+  if (to.queue == kNil) return SendOutcome::kOrphaned;
+  if (IsFull(to, channel, now, capacity_out)) return SendOutcome::kFull;
+  SendLocked(to, pieces, count, length, now);
   return SendOutcome::kQueued;
 }
 
@@ -194,6 +194,10 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   pops.clear();
   bool damaged_blocks = false;
   std::vector<uint32_t> asked;  // channel of each request, when the ready list is answered too
+  // Deliveries of inbox nodes taken that resolved to fewer member channels than they were sent
+  // for (discarded or released since): counted orphaned, not received.
+  uint64_t lost = 0;
+  if (!target_name_index_.empty()) target_name_index_.clear();
   std::unordered_set<uint32_t> walked_channels;
   if (requests.size() > 1) walked_channels.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
@@ -228,8 +232,19 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
         if (++walked > segment_->node_records()) segment_->Corrupt("queue loops");
         n = LoadOnce(shared_node.next);
         if (expires_at <= now) continue;
+        // An inbox node names what it is for: resolved now to channels (our own members of its
+        // group, or its direct target). One that names none any more is taken, not handed out.
+        const uint32_t target = LoadOnce(shared_node.target);
+        uint32_t target_count = 0;
+        if (target != kNil) {
+          target_count = ResolveTargets(index, target, LoadOnce(shared_node.seq), now, &out);
+          const uint32_t deliveries = DeliveriesOf(shared_node);
+          if (target_count < deliveries) lost += deliveries - target_count;
+          if (target_count == 0) continue;
+        }
         ++got;
         out.request_of.push_back(r);
+        out.target_count_of.push_back(target_count);
         const uint64_t left = expires_at - now;
         out.expires_in_ms.push_back(left > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(left));
         if (LeaveForLater(block, node_index, out.bytes, out.length_of, pins)) continue;
@@ -248,6 +263,11 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   FAULT_POINT(3);
   // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
   for (auto [index, count] : pops) CommitWalk(index, count, now, &pins);
+  if (lost) {
+    Header& h = segment_->header();
+    h.messages_received = h.messages_received > lost ? h.messages_received - lost : 0;
+    h.messages_orphaned += lost;
+  }
   if (covers_all_waits) {
     // Every channel we still wait on was asked for above, so the ready list is answered, except
     // for ready channels we no longer wait on (cancelled receives): withdraw those waits and pass
@@ -308,9 +328,22 @@ uint32_t Layer::ReleaseChannel(std::string_view channel) {
   ValidateName(channel, true, "channel");
   Critical guard(*this);
   Header& h = segment_->header();
-  uint32_t index = Channels(*segment_).Find(channel);
+  auto table = Channels(*segment_);
+  uint32_t index = table.Find(channel);
   if (index == kNil) return 0;
-  uint32_t dropped = DropChannel(index);
+  uint32_t dropped = 0;
+  // Its direct sends wait in its instance's inbox; group deliveries there no longer resolve to
+  // it once its memberships are gone (DropChannel), and those that were for it alone go too.
+  std::string_view inbox_name = InboxOf(channel);
+  const uint32_t inbox = inbox_name.empty() ? kNil : table.Find(inbox_name);
+  const uint64_t now = MonotonicMs();
+  if (inbox != kNil && inbox != index) dropped += DropInboxEntries(inbox, index, now);
+  // The last entry's going may have released the record already.
+  if (segment_->channel(index).in_use == 1) dropped += DropChannel(index);
+  if (inbox != kNil && inbox != index && segment_->channel(inbox).in_use == 1) {
+    dropped += DropInboxEntries(inbox, kNil, now);
+    MaybeReleaseChannel(inbox);
+  }
   h.messages_orphaned += dropped;
   return dropped;
 }
@@ -344,21 +377,43 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
     segment_->member(existing).expires_at_ms = expires_at;
     return;
   }
-  uint32_t m = kNil;
-  try {
-    m = TakeMemberRecord();
-  } catch (...) {
+  // A '!' member of an instance joins the fan of (group, its inbox), made with its first member.
+  uint32_t inbox = kNil, fan = kNil;
+  bool new_fan = false;
+  auto undo = [&] {
+    if (new_fan) RemoveFan(fan);  // releases the inbox record if nothing else keeps it
+    if (inbox != kNil) MaybeReleaseChannel(inbox);
     MaybeReleaseChannel(c);
     undo_group();
+  };
+  auto table_full = [&] {
+    return Error(ErrorCode::kTableFull, "no free group membership record (maxMembers " +
+                                            std::to_string(segment_->member_limit()) + ")");
+  };
+  uint32_t m = kNil;
+  try {
+    std::string_view inbox_name = InboxOf(channel);
+    if (!inbox_name.empty()) {
+      inbox = EnsureChannel(inbox_name);
+      fan = FindFan(g, inbox);
+      if (fan == kNil) {
+        fan = TakeMemberRecord();
+        if (fan == kNil) throw table_full();
+        LinkFan(fan, g, inbox);
+        new_fan = true;
+        FAULT_POINT(28);
+      }
+    }
+    m = TakeMemberRecord();
+  } catch (...) {
+    undo();
     throw;
   }
   if (m == kNil) {
-    MaybeReleaseChannel(c);
-    undo_group();
-    throw Error(ErrorCode::kTableFull, "no free group membership record (maxMembers " +
-                                           std::to_string(segment_->member_limit()) + ")");
+    undo();
+    throw table_full();
   }
-  LinkMember(m, g, c, expires_at);
+  LinkMember(m, g, c, expires_at, fan);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,16 +450,21 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
   uint32_t block = kNil;
   uint32_t delivered = 0;
   bool out_of_space = false;  // the arena or node pool ran out: the rest are skipped too
+  // The group's list holds its ordinary members and one fan per inbox ('!' members of one
+  // instance and prefix): one node per entry, so the walk follows processes, not '!' members.
   uint32_t m = segment_->group(g).first_member;
   for (uint32_t steps = 0; m != kNil; ++steps) {
     if (steps > segment_->member_records()) segment_->Corrupt("group member list loops");
     Member& member = segment_->member(m);
     uint32_t next = member.next_in_group;
-    if (member.expires_at_ms <= now) {
+    const bool is_fan = member.in_use == kFanRecord;
+    if (!is_fan && member.expires_at_ms <= now) {
       RemoveMember(m);  // the group itself goes after the walk, if that emptied it
       m = next;
       continue;
     }
+    // A fan's expired members are left to their receiver (it skips them) and housekeeping.
+    const uint32_t reached = is_fan ? member.peer_count : 1;
     Channel& c = segment_->channel(member.channel);
     DropHeadExpired(c, now);
     uint32_t name_length = LoadOnce(c.name_length);
@@ -412,18 +472,22 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
     if (!out_of_space && c.count < CapacityOf(c, name)) {
       try {
         if (block == kNil) block = StoreBlock(data, length);
-        Enqueue(member.channel, block, now + options_.expiry_ms);
-        ++delivered;
+        if (is_fan) {
+          Enqueue(member.channel, block, now + options_.expiry_ms, g | kGroupTarget, reached);
+        } else {
+          Enqueue(member.channel, block, now + options_.expiry_ms);
+        }
+        delivered += reached;
       } catch (const Error& e) {
         ReleaseUnqueuedBlock(block);
         // Out of arena or nodes: the members not reached yet are skipped, as full ones are.
         // Only a message that reached nobody is reported, so the sender knows it went nowhere.
         if (e.code() != ErrorCode::kArenaFull || delivered == 0) throw;
         out_of_space = true;
-        ++h.deliveries_skipped_full;
+        h.deliveries_skipped_full += reached;
       }
     } else {
-      ++h.deliveries_skipped_full;
+      h.deliveries_skipped_full += reached;
     }
     m = next;
   }
@@ -445,17 +509,31 @@ std::vector<std::string> Layer::GroupMembers(std::string_view group) {
   Critical guard(*this);
   uint32_t g = FindGroup(group);
   if (g == kNil) return names;
+  auto add = [&](const Member& member) {
+    if (member.in_use != 1 || member.group != g || member.expires_at_ms <= now) return;
+    const Channel& channel = segment_->channel(member.channel);
+    const uint32_t length = LoadOnce(channel.name_length);
+    if (channel.in_use != 1 || length == 0 || length > kMaxNameLength) return;
+    names.emplace_back(channel.name, length);
+  };
   uint32_t m = segment_->group(g).first_member;
-  for (uint32_t steps = 0; m != kNil; ++steps) {
-    if (steps > segment_->member_records()) segment_->Corrupt("group member list loops");
+  // Every step of both walks counts: a fan's list that loops into another cannot go on forever.
+  uint32_t steps = 0;
+  while (m != kNil) {
+    if (++steps > segment_->member_records()) segment_->Corrupt("group member list loops");
     // Copied once: what is checked is what is used, whatever another process writes meanwhile.
     const Member member = segment_->member(m);
     m = member.next_in_group;
-    if (member.in_use != 1 || member.group != g || member.expires_at_ms <= now) continue;
-    const Channel& channel = segment_->channel(member.channel);
-    const uint32_t length = channel.name_length;
-    if (channel.in_use != 1 || length == 0 || length > kMaxNameLength) continue;
-    names.emplace_back(channel.name, length);
+    if (member.in_use != kFanRecord || member.group != g) {
+      add(member);
+      continue;
+    }
+    for (uint32_t p = member.next_peer; p != kNil;) {
+      if (++steps > segment_->member_records()) segment_->Corrupt("fan member list loops");
+      const Member peer = segment_->member(p);
+      p = peer.next_peer;
+      add(peer);
+    }
   }
   return names;
 }
@@ -635,7 +713,7 @@ LayerStats Layer::Stats() {
   }
   s.channels = h.channels_used;
   s.groups = h.groups_used;
-  s.members = h.members_used;
+  s.members = h.members_used > h.fans_used ? h.members_used - h.fans_used : 0;
   s.queued = segment_->node_records() - h.free_nodes;
   s.nodes_free = segment_->node_limit() - s.queued;  // how many more may queue (records grow)
   s.arena_bytes = uint64_t{segment_->page_count()} * kPageSize;
@@ -661,7 +739,8 @@ std::vector<ChannelInfo> Layer::ListChannels(uint32_t limit) {
       segment_->channel_records(), limit,
       [&](uint32_t i) -> const Channel& { return segment_->channel(i); },
       [](const Channel& c, std::string name) {
-        return ChannelInfo{std::move(name), c.count, c.memberships};
+        // A '!' channel's messages wait in its instance's inbox: its depth is theirs.
+        return ChannelInfo{std::move(name), c.count + c.inbox_refs, c.memberships};
       });
 }
 

@@ -132,6 +132,36 @@ struct ReceivedBatch {
   // Per message, ms until it expires (at least 1): a receiver that keeps a message for later
   // drops it when that has passed, as the queue would have.
   std::vector<uint32_t> expires_in_ms;
+  // Per message, how many target channels it has (0: a message of the requested channel itself;
+  // more for a message taken from an inbox, '<prefix>.<client>!'); the targets of all messages
+  // follow each other in `targets`, each an index into the batch's table of names.
+  std::vector<uint32_t> target_count_of;
+  std::vector<uint32_t> targets;
+  // The distinct target channels of the batch, each once: per name a u32 length, then its bytes
+  // zero-padded to a multiple of 4 (the binding hands the table over as it is).
+  std::vector<uint8_t> target_names;
+  uint32_t target_name_count = 0;
+  void Clear() {
+    bytes.clear();
+    request_of.clear();
+    length_of.clear();
+    expires_in_ms.clear();
+    target_count_of.clear();
+    targets.clear();
+    target_names.clear();
+    target_name_count = 0;
+  }
+};
+
+// Where a send goes: the queue the node is put on and its Node::target. A '!' channel of an
+// instance ('<prefix>.<client>!<x>') is served through that instance's inbox, the channel named
+// '<prefix>.<client>!': every direct send and every group delivery to its '!' channels is one
+// node there, so one process's messages keep their order whichever way they came, a group send
+// makes one node per process, and the payload is decoded once per process. `queue` kNil: an
+// orphaned '!' channel (its instance is gone).
+struct SendTarget {
+  uint32_t queue = kNil;
+  uint32_t target = kNil;  // the '!' channel's own record, or kNil for an ordinary channel
 };
 
 // Messages handed out by ReceiveAny(): payloads back to back in `bytes`; per message the
@@ -397,11 +427,11 @@ class Layer {
   uint32_t AllocateBlock(uint32_t length);  // throws kArenaFull with the numbers
   // SendOnce's steps: the channel's record (kNil: an orphaned '!' channel, counted), the
   // capacity check (throws kChannelFull), and the store and enqueue under the lock.
-  uint32_t FindSendTarget(std::string_view channel);
-  // Whether the channel holds its capacity (given in `capacity`); a refusal is counted and an
-  // unused record released. Expired heads are dropped first.
-  bool IsFull(uint32_t index, std::string_view channel, uint64_t now, uint32_t& capacity);
-  bool SendLocked(uint32_t index, const PayloadPiece* pieces, uint32_t count, uint32_t length,
+  SendTarget FindSendTarget(std::string_view channel);
+  // Whether the target's queue holds its capacity (given in `capacity`); a refusal is counted and
+  // unused records released. Expired heads are dropped first.
+  bool IsFull(const SendTarget& to, std::string_view channel, uint64_t now, uint32_t& capacity);
+  bool SendLocked(const SendTarget& to, const PayloadPiece* pieces, uint32_t count, uint32_t length,
                   uint64_t now);
 
   // Blocks held outside queues, payload.cc (the state machine is written down there).
@@ -445,7 +475,9 @@ class Layer {
   uint32_t AllocateNode();
   void FreeNode(uint32_t index);
   // Appends a node referencing `block` to the channel; collects waiters to ring after unlock.
-  void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at);
+  // `target`, `deliveries`: Node's (an inbox node's target, and the member channels it is for).
+  void Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at,
+               uint32_t target = kNil, uint32_t deliveries = 1);
   // Unlinks `head` (the channel's head node, read once by the caller), then releases its block
   // reference and frees it; returns its expiry. `fault_point` (0: none) lies between the unlink
   // and the release. `skip_invalid_block`: a block that fails its check is left to recovery
@@ -466,15 +498,43 @@ class Layer {
                   std::vector<PinnedMessage>* pins = nullptr);
   void CountDamaged(const std::vector<uint32_t>& length_of, bool damaged_blocks);
 
+  // Inboxes (queues.cc): the inbox name of a '<prefix>.<client>!<x>' channel, empty for others.
+  static std::string_view InboxOf(std::string_view name);
+  // Member channels a queued node stands for in the statistics (1 but for a group delivery).
+  uint32_t DeliveriesOf(const Node& node) const;
+  void MaybeReleaseTarget(const SendTarget& to);
+  // A node naming `target` left its queue: the record loses that reference (and may go).
+  void ReleaseTargetRef(uint32_t target);
+  // Drops the nodes of inbox `inbox` that are direct sends to `target`, or with `target` kNil
+  // the group deliveries that no longer resolve to any channel (releaseChannel); returns the
+  // deliveries dropped.
+  uint32_t DropInboxEntries(uint32_t inbox, uint32_t target, uint64_t now);
+  // Receive of an inbox: appends the targets of a node (its target and seq, read once by the
+  // caller) to `out` (when given), the group members of ours that joined before it was sent and
+  // have not expired, or its direct target; returns how many.
+  uint32_t ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t now,
+                          ReceivedBatch* out);
+  void AddTarget(uint32_t channel, ReceivedBatch& out);
+
   // Groups and memberships (groups.cc).
   uint32_t FindGroup(std::string_view name) const;
   // The group's record, made (with growth of the table) when there is none: `inserted` says so.
   uint32_t FindOrInsertGroup(std::string_view name, bool& inserted);
   void RemoveGroupIfEmpty(uint32_t group);
   uint32_t FindMember(uint32_t group, uint32_t channel) const;
+  // The fan of (group, inbox): the record its '!' members hang off (layout.h kFanRecord).
+  uint32_t FindFan(uint32_t group, uint32_t inbox) const;
+  uint32_t FindInMemberHash(uint32_t group, uint32_t channel, uint32_t in_use) const;
   // A free member record (growing the table if need be), or kNil when none can be had.
   uint32_t TakeMemberRecord();
-  void LinkMember(uint32_t member, uint32_t group, uint32_t channel, uint64_t expires_at);
+  // `fan`: the fan a '!' member joins (kNil: an ordinary member, in the group's own list).
+  void LinkMember(uint32_t member, uint32_t group, uint32_t channel, uint64_t expires_at,
+                  uint32_t fan);
+  void LinkFan(uint32_t fan, uint32_t group, uint32_t inbox);
+  void RemoveFan(uint32_t fan);
+  void LinkIntoGroupList(uint32_t member, Group& group);
+  void UnlinkFromGroupList(const Member& member, Group& group);
+  void UnlinkFromMemberHash(uint32_t member);
   void RemoveMember(uint32_t index);
   // Removes a membership and its group if that was the last one.
   void DropMembership(uint32_t index);
@@ -508,6 +568,8 @@ class Layer {
   std::unordered_map<uint32_t, ChannelSetState> sets_;  // receiveAny channel sets
   // Receive()'s (channel, nodes to pop) list, kept between calls so a receive allocates nothing.
   std::vector<std::pair<uint32_t, uint32_t>> receive_pops_;
+  // Receive()'s target channel record -> its index in the batch's name table (one call's).
+  std::unordered_map<uint32_t, uint32_t> target_name_index_;
   LockHoldStats lock_hold_;
   RefusalBackoff backoff_;  // of Send(): yields the CPU on repeated refusals
   // Our Slot::held entries whose release could not get the lock: released by our next critical

@@ -10,7 +10,7 @@
 namespace shmch {
 
 constexpr uint64_t kMagic = 0x4e414843'4d485353ull;  // "SSHMCHAN" little-endian
-constexpr uint32_t kLayoutVersion = 3;
+constexpr uint32_t kLayoutVersion = 4;
 
 constexpr uint32_t kNil = 0xffffffffu;  // "no index" in every linked structure
 constexpr uint32_t kMaxSlots = 256;      // live layer instances attached at once
@@ -93,6 +93,10 @@ struct Channel {
   // process with the same options uses it instead of matching the globs again (groupSend to
   // 10,000 members did 10,000 fnmatch calls under the lock); any other recomputes. A hint only.
   uint32_t cached_capacity;
+  // Derived: inbox nodes that name this '!' channel as the target of a direct send (they keep
+  // the record, so a queued node never names a record reused by another channel).
+  uint32_t inbox_refs;
+  uint32_t pad;
 };
 
 struct Group {
@@ -106,7 +110,15 @@ struct Group {
   uint8_t pad[8];
 };
 
-// A (group, channel) pair. Primary data is in_use/group/channel/expiry; the links are derived.
+// Member::in_use of a fan record (derived): the '!' members of one group that share one inbox,
+// so a group send makes one inbox node per process instead of touching each member.
+constexpr uint32_t kFanRecord = 2;
+
+// A (group, channel) pair. Primary data is in_use/group/channel/expiry/added_seq; the links are
+// derived. A member whose channel has an inbox ('<prefix>.<client>!<x>') is not in its group's
+// list: it hangs off the fan of (group, inbox), which is (with in_use kFanRecord, `channel` the
+// inbox record, no expiry); the group's list holds ordinary members and fans. Fans are in the
+// member hash under (group, inbox) and are rebuilt by recovery from the '!' members.
 struct Member {
   uint32_t in_use;
   uint32_t group;
@@ -115,7 +127,20 @@ struct Member {
   uint32_t prev_in_group;  // derived
   uint32_t next_in_hash;   // derived
   uint64_t expires_at_ms;
+  // Header::next_seq when the membership was made: a group delivery in an inbox reaches the
+  // members that joined before it was sent (added_seq <= Node::seq), so a member added later, or
+  // a group record reused after the group emptied, never receives an older message.
+  uint64_t added_seq;
+  uint32_t fan;         // derived: a '!' member's fan record, else kNil
+  uint32_t next_peer;   // derived: a fan's first '!' member; a member's next one in its fan
+  uint32_t prev_peer;   // derived: a member's previous one in its fan (kNil: the first)
+  uint32_t peer_count;  // derived: a fan's members
+  uint8_t pad[8];
 };
+
+// Node::target of a group delivery: this bit and the group record. Without it, the target is
+// the '!' channel record of a direct send; kNil: a message of the queue's own channel.
+constexpr uint32_t kGroupTarget = 0x80000000u;
 
 // One queued delivery: a reference from a channel's queue to a message block.
 struct Node {
@@ -125,6 +150,12 @@ struct Node {
   // Enqueue order across the whole segment (from Header::next_seq): receiveAny takes the oldest
   // head among several channels. Only compared, never used as an index.
   uint64_t seq;
+  // In an inbox ('<prefix>.<client>!'): what the message is for (kGroupTarget above), resolved
+  // by the owner's receive. Checked before use like every index read from shared memory.
+  uint32_t target;
+  // Member channels a group delivery was counted for when sent (stats count deliveries); 1
+  // otherwise.
+  uint32_t deliveries;
 };
 
 // One arena chunk (kChunkPages pages). `committed` is 1 while the chunk's bytes are reserved in
@@ -206,7 +237,7 @@ struct Header {
   uint32_t committed_chunks;  // derived: chunks with committed == 1
   uint32_t empty_chunks;      // derived: committed chunks with no used page
   uint32_t peak_used_pages;  // most pages in use since the layer was last idle (sizes the reserve)
-  uint32_t pad2;
+  uint32_t fans_used;        // derived: member records that are fans (kFanRecord)
 
   uint64_t messages_sent;
   uint64_t messages_received;

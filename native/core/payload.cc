@@ -80,8 +80,8 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* p
   {
     Critical guard(*this, LockOp::kSend);
     const uint64_t now = MonotonicMs();
-    uint32_t index = FindSendTarget(channel);
-    if (index == kNil) return SendOutcome::kOrphaned;
+    SendTarget index = FindSendTarget(channel);
+    if (index.queue == kNil) return SendOutcome::kOrphaned;
     // Refused before anything is copied: a full channel costs a producer's retry no copy.
     if (IsFull(index, channel, now, capacity)) return SendOutcome::kFull;
     entry = FreeHoldEntry();
@@ -94,13 +94,13 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* p
     try {
       block = AllocateBlock(length);
     } catch (...) {
-      MaybeReleaseChannel(index);
+      MaybeReleaseTarget(index);
       throw;
     }
     segment_->block(block).refcount = 1;  // the hold's reference
     me.held[entry] = block + 1;           // published last: from here recovery keeps the block
     FAULT_POINT(22);
-    MaybeReleaseChannel(index);
+    MaybeReleaseTarget(index);
   }
   // The block is ours alone: no queue references it and only our slot's entry names it. Its
   // index and length were checked when it was allocated, so the copy stays inside it.
@@ -118,8 +118,8 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* p
   }
   const uint64_t now = MonotonicMs();
   try {
-    uint32_t index = FindSendTarget(channel);
-    if (index == kNil) {
+    SendTarget index = FindSendTarget(channel);
+    if (index.queue == kNil) {
       DropHold(slot_, entry);
       return SendOutcome::kOrphaned;
     }
@@ -130,9 +130,9 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* p
     }
     try {
       segment_->block(block).checksum = checksum;
-      Enqueue(index, block, now + options_.expiry_ms);
+      Enqueue(index.queue, block, now + options_.expiry_ms, index.target);
     } catch (...) {
-      MaybeReleaseChannel(index);
+      MaybeReleaseTarget(index);
       throw;
     }
   } catch (...) {

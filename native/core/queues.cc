@@ -73,7 +73,8 @@ uint32_t Layer::EnsureChannel(std::string_view name) {
 
 void Layer::MaybeReleaseChannel(uint32_t index) {
   Channel& c = segment_->channel(index);
-  if (c.in_use == 1 && c.head == kNil && c.memberships == 0 && !HasWaiters(c)) {
+  if (c.in_use == 1 && c.head == kNil && c.memberships == 0 && c.inbox_refs == 0 &&
+      !HasWaiters(c)) {
     Channels(*segment_).Remove(index, segment_->header().channels_used);
   }
 }
@@ -93,8 +94,8 @@ uint32_t Layer::DropChannel(uint32_t index) {
     const uint32_t head = LoadOnce(c.head);
     if (head == kNil) break;
     if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
+    dropped += DeliveriesOf(segment_->node(head));
     PopHead(c, head, 16, false);
-    ++dropped;
   }
   c.tail = kNil;
   c.count = 0;
@@ -194,46 +195,71 @@ void Layer::FreeNode(uint32_t index) {
 // Putting messages on a queue and taking them off
 // ---------------------------------------------------------------------------------------------
 
-uint32_t Layer::FindSendTarget(std::string_view channel) {
-  uint32_t index = Channels(*segment_).Find(channel);
-  if (index != kNil) return index;
-  // No record: for a '!' channel of an instance that is gone, nobody could ever receive it (an
-  // existing record of one is reclaimed, messages and all, by the next housekeeping).
-  std::string_view client = ClientOf(channel);
-  if (!client.empty() && !IsClientAttached(client)) {
-    ++segment_->header().messages_orphaned;
-    return kNil;
+SendTarget Layer::FindSendTarget(std::string_view channel) {
+  auto table = Channels(*segment_);
+  std::string_view inbox = InboxOf(channel);
+  if (inbox.empty()) {
+    uint32_t index = table.Find(channel);
+    return {index != kNil ? index : EnsureChannel(channel), kNil};
   }
-  return EnsureChannel(channel);
+  // A '!' channel of an instance: its message goes to that instance's inbox. Without an inbox
+  // record, the instance may be gone: then nobody could ever receive it (an existing inbox of a
+  // gone instance is reclaimed, messages and all, by the next housekeeping).
+  uint32_t queue = table.Find(inbox);
+  if (queue == kNil && !IsClientAttached(ClientOf(channel))) {
+    ++segment_->header().messages_orphaned;
+    return {};
+  }
+  // The channel's own record is the node's target (it names the channel to the receiver and
+  // holds the capacity its name matched).
+  uint32_t target = table.Find(channel);
+  if (target == kNil) target = EnsureChannel(channel);
+  if (queue == kNil) {
+    try {
+      queue = EnsureChannel(inbox);
+    } catch (...) {
+      MaybeReleaseChannel(target);
+      throw;
+    }
+  }
+  return {queue, target};
 }
 
-bool Layer::IsFull(uint32_t index, std::string_view channel, uint64_t now, uint32_t& capacity) {
-  Channel& c = segment_->channel(index);
-  capacity = CapacityOf(c, channel);
+void Layer::MaybeReleaseTarget(const SendTarget& to) {
+  MaybeReleaseChannel(to.queue);
+  if (to.target != kNil) MaybeReleaseChannel(to.target);
+}
+
+bool Layer::IsFull(const SendTarget& to, std::string_view channel, uint64_t now,
+                   uint32_t& capacity) {
+  Channel& c = segment_->channel(to.queue);
+  // A '!' channel's capacity is its own name's (channels_redis get_capacity(channel)), counted
+  // against its instance's inbox (the `prefix!` key).
+  capacity = CapacityOf(to.target != kNil ? segment_->channel(to.target) : c, channel);
   DropHeadExpired(c, now);
   if (c.count < capacity) return false;
-  MaybeReleaseChannel(index);
+  MaybeReleaseTarget(to);
   ++segment_->header().sends_refused_full;
   return true;
 }
 
-bool Layer::SendLocked(uint32_t index, const PayloadPiece* pieces, uint32_t count,
+bool Layer::SendLocked(const SendTarget& to, const PayloadPiece* pieces, uint32_t count,
                        uint32_t length, uint64_t now) {
   uint32_t block = kNil;
   try {
     block = StorePieces(pieces, count, length);
-    Enqueue(index, block, now + options_.expiry_ms);
+    Enqueue(to.queue, block, now + options_.expiry_ms, to.target);
   } catch (...) {
     ReleaseUnqueuedBlock(block);
-    MaybeReleaseChannel(index);
+    MaybeReleaseTarget(to);
     throw;
   }
   ++segment_->header().messages_sent;
   return true;
 }
 
-
-void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at) {
+void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at, uint32_t target,
+                    uint32_t deliveries) {
   Channel& c = segment_->channel(channel_index);
   uint32_t index = AllocateNode();
   if (index == kNil) {
@@ -245,7 +271,12 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at)
   n.expires_at_ms = expires_at;
   n.seq = segment_->header().next_seq++;
   n.next = kNil;
+  n.target = target;
+  n.deliveries = deliveries;
   segment_->block(block).refcount += 1;
+  // Derived, counted before the node is linked: a crash in between leaves a count one too high,
+  // which recovery recomputes (a count too low could free a record a queued node names).
+  if (target != kNil && !(target & kGroupTarget)) segment_->channel(target).inbox_refs += 1;
   FAULT_POINT(1);
   // Publish: the node is complete before anything links to it.
   if (c.tail == kNil) {
@@ -266,6 +297,7 @@ uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_in
   const uint64_t expires_at = LoadOnce(n.expires_at_ms);
   const uint32_t block = LoadOnce(n.block);
   const uint32_t next = LoadOnce(n.next);
+  const uint32_t target = LoadOnce(n.target);
   c.head = next;
   // A crash here leaves the node and block unreferenced: recovery frees both.
   if (fault_point != 0) FAULT_POINT(fault_point);
@@ -278,7 +310,16 @@ uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_in
     ReleaseBlockRef(block);
   }
   FreeNode(head);
+  ReleaseTargetRef(target);
   return expires_at;
+}
+
+void Layer::ReleaseTargetRef(uint32_t target) {
+  if (target == kNil || (target & kGroupTarget) || target >= segment_->channel_records()) return;
+  Channel& t = segment_->channel(target);
+  if (t.in_use != 1) return;
+  if (t.inbox_refs) --t.inbox_refs;
+  MaybeReleaseChannel(target);
 }
 
 void Layer::DropHeadExpired(Channel& c, uint64_t now) {
@@ -287,9 +328,10 @@ void Layer::DropHeadExpired(Channel& c, uint64_t now) {
     const uint32_t head = LoadOnce(c.head);
     if (head == kNil) break;
     if (steps > segment_->node_records()) segment_->Corrupt("queue loops");
-    if (LoadOnce(segment_->node(head).expires_at_ms) > now) break;
+    const Node& node = segment_->node(head);
+    if (LoadOnce(node.expires_at_ms) > now) break;
+    h.messages_expired += DeliveriesOf(node);
     PopHead(c, head, 7, false);
-    ++h.messages_expired;
   }
 }
 
@@ -325,11 +367,14 @@ void Layer::CommitWalk(uint32_t index, uint32_t walked, uint64_t now, std::vecto
       for (PinnedMessage& p : *pins) pin = p.node == head && p.block == block && !p.held ? &p : pin;
     }
     if (pin) pin->held = true;
+    // Per delivery: an inbox node for a group counts each member channel it was sent for (a
+    // receive that resolves fewer moves the rest to orphaned, Receive).
+    const uint32_t deliveries = DeliveriesOf(segment_->node(head));
     // A block the copy-out found damaged was counted there; recovery follows and frees it.
     if (PopHead(c, head, 0, true, pin ? pin->entry : kNil) <= now) {
-      ++h.messages_expired;
+      h.messages_expired += deliveries;
     } else {
-      ++h.messages_received;
+      h.messages_received += deliveries;
     }
   }
   // We leave messages behind (we wanted fewer, or were woken for them): wake another waiter.

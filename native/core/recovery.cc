@@ -19,6 +19,10 @@ namespace shmch {
 
 namespace {
 
+// Node::target recovery gives an inbox node whose direct target record is gone: a group that
+// cannot exist, so the node resolves to no channel and is dropped, counted orphaned.
+constexpr uint32_t kLostTarget = kGroupTarget | 0x7ffffffeu;
+
 // A record's name, its length read once by the caller: checked before anything is read.
 bool ValidName(const char* name, uint32_t length, bool allow_bang) {
   return length <= kMaxNameLength && Layer::IsValidName(std::string_view(name, length), allow_bang);
@@ -63,6 +67,7 @@ void Layer::Recover() {
   h.channels_used = 0;
   for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
+    c.inbox_refs = 0;
     if (!Relink(channels, c, ci, true, h.channels_used)) continue;
     c.memberships = 0;
     uint32_t* link = &c.head;
@@ -117,11 +122,31 @@ void Layer::Recover() {
       ++refs[block];
     }
   }
+  // Inbox nodes' direct targets keep their records (Channel::inbox_refs). A node naming a
+  // record that is not a live channel any more would name whatever reuses it: it is made to name
+  // nothing (its receiver drops it, counted orphaned).
+  for (uint32_t n = 0; n < seg.node_records(); ++n) {
+    if (!node_live[n]) continue;
+    Node& node = seg.node(n);
+    const uint32_t target = LoadOnce(node.target);
+    if (target == kNil || (target & kGroupTarget)) continue;
+    if (target < seg.channel_records() && seg.channel(target).in_use == 1) {
+      ++seg.channel(target).inbox_refs;
+    } else {
+      node.target = kLostTarget;
+    }
+  }
   for (uint32_t p = 0; p < seg.page_count(); ++p) {
     if (refs[p]) reinterpret_cast<BlockHeader*>(seg.page(p))->refcount = refs[p];
   }
   arena_->Rebuild();  // chunk accounting from the bitmap; reservations a crash left are punched
-  // New messages must come after every queued one (receiveAny's order).
+  // New messages must come after every queued one (receiveAny's order) and after every
+  // membership (a member must not miss group deliveries sent after it joined).
+  for (uint32_t mi = 0; mi < seg.member_records(); ++mi) {
+    const Member& m = seg.member(mi);
+    const uint64_t added = LoadOnce(m.added_seq);
+    if (m.in_use == 1 && added >= next_seq && added != UINT64_MAX) next_seq = added + 1;
+  }
   if (h.next_seq < next_seq) h.next_seq = next_seq;
   h.free_node = kNil;
   h.free_nodes = 0;
@@ -141,30 +166,72 @@ void Layer::Recover() {
   }
   for (uint32_t b = 0; b < seg.member_buckets(); ++b) seg.member_bucket(b) = kNil;
   h.members_used = 0;
+  h.fans_used = 0;
+  // Fans are derived: all go first (so their records are free to remake them), then every '!'
+  // member finds or makes the fan of (group, its inbox).
   for (uint32_t mi = 0; mi < seg.member_records(); ++mi) {
     Member& m = seg.member(mi);
-    if (m.in_use != 1) {
-      m.in_use = 0;
-      continue;
+    if (m.in_use != 1) m.in_use = 0;
+  }
+  uint32_t free_rover = 0;  // records below it are taken (a scan for free ones goes up only)
+  auto free_record = [&]() -> uint32_t {
+    for (; free_rover < seg.member_records(); ++free_rover) {
+      if (seg.member(free_rover).in_use == 0) return free_rover++;
     }
-    bool ok = m.group < seg.group_records() && seg.group(m.group).in_use == 1 &&
-              m.channel < seg.channel_records() && seg.channel(m.channel).in_use == 1 &&
-              FindMember(m.group, m.channel) == kNil;
+    return kNil;
+  };
+  for (uint32_t mi = 0; mi < seg.member_records(); ++mi) {
+    Member& m = seg.member(mi);
+    if (m.in_use != 1) continue;  // free, or a fan made in this pass
+    const uint32_t group = LoadOnce(m.group), channel = LoadOnce(m.channel);
+    bool ok = group < seg.group_records() && seg.group(group).in_use == 1 &&
+              channel < seg.channel_records() && seg.channel(channel).in_use == 1 &&
+              FindMember(group, channel) == kNil;
+    uint32_t fan = kNil;
+    if (ok) {
+      // The channel's name was checked when its record was relinked above.
+      const Channel& c = seg.channel(channel);
+      std::string_view inbox_name = InboxOf(std::string_view(c.name, c.name_length));
+      if (!inbox_name.empty()) {
+        // Its inbox record was kept by the fan before the crash; none (or no record left for the
+        // fan) can only come from corruption: the membership goes.
+        const uint32_t inbox = channels.Find(inbox_name);
+        fan = inbox == kNil ? kNil : FindFan(group, inbox);
+        if (inbox != kNil && fan == kNil) {
+          fan = free_record();
+          if (fan != kNil) LinkFan(fan, group, inbox);
+        }
+        ok = fan != kNil;
+      }
+    }
     if (!ok) {
       m.in_use = 0;
       continue;
     }
-    Group& g = seg.group(m.group);
+    Group& g = seg.group(group);
+    m.group = group;
+    m.channel = channel;
+    m.fan = fan;
+    m.prev_peer = kNil;
+    m.next_peer = kNil;
+    m.peer_count = 0;
     m.prev_in_group = kNil;
-    m.next_in_group = g.first_member;
-    if (g.first_member != kNil) seg.member(g.first_member).prev_in_group = mi;
-    g.first_member = mi;
+    m.next_in_group = kNil;
+    if (fan == kNil) {
+      LinkIntoGroupList(mi, g);
+    } else {
+      Member& f = seg.member(fan);
+      m.next_peer = f.next_peer;
+      if (f.next_peer != kNil) seg.member(f.next_peer).prev_peer = mi;
+      f.next_peer = mi;
+      ++f.peer_count;
+    }
     ++g.member_count;
-    uint32_t& bucket = seg.member_bucket(HashPair(m.group, m.channel) & (seg.member_buckets() - 1));
+    uint32_t& bucket = seg.member_bucket(HashPair(group, channel) & (seg.member_buckets() - 1));
     m.next_in_hash = bucket;
     bucket = mi;
     ++h.members_used;
-    ++seg.channel(m.channel).memberships;
+    ++seg.channel(channel).memberships;
   }
   for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     if (seg.group(gi).in_use == 1 && seg.group(gi).first_member == kNil) {
@@ -303,7 +370,7 @@ std::vector<std::string> Layer::Verify() {
     }
   }
 
-  uint32_t groups_used = 0, members_used = 0;
+  uint32_t groups_used = 0, members_used = 0, fans_used = 0;
   for (uint32_t gi = 0; gi < seg.group_records(); ++gi) {
     Group& g = seg.group(gi);
     if (g.in_use == 0) continue;
@@ -317,18 +384,47 @@ std::vector<std::string> Layer::Verify() {
     if (groups.Find(std::string_view(g.name, name_length)) != gi) {
       problem(label + " is not reachable through its hash bucket");
     }
-    uint32_t count = 0, prev = kNil;
+    uint32_t count = 0, prev = kNil, steps = 0;
     for (uint32_t m = g.first_member; m != kNil; m = seg.member(m).next_in_group) {
-      if (m >= seg.member_records() || count > seg.member_records()) {
+      if (m >= seg.member_records() || ++steps > seg.member_records()) {
         problem(label + " member list is broken");
         break;
       }
       Member& mem = seg.member(m);
-      if (mem.in_use != 1 || mem.group != gi) problem(label + " lists a foreign member");
       if (mem.prev_in_group != prev) problem(label + " member back-link is wrong");
-      if (mem.channel < seg.channel_records()) ++memberships[mem.channel];
-      if (FindMember(gi, mem.channel) != m) problem(label + " member missing from member hash");
       prev = m;
+      if (mem.channel < seg.channel_records()) ++memberships[mem.channel];
+      if (mem.in_use == kFanRecord && mem.group == gi) {
+        // A fan: its '!' members hang off it, each for its own channel.
+        ++fans_used;
+        if (FindFan(gi, mem.channel) != m) problem(label + " fan missing from member hash");
+        uint32_t peers = 0, prev_peer = kNil;
+        for (uint32_t p = mem.next_peer; p != kNil; p = seg.member(p).next_peer) {
+          if (p >= seg.member_records() || ++steps > seg.member_records()) {
+            problem(label + " fan member list is broken");
+            break;
+          }
+          Member& peer = seg.member(p);
+          if (peer.in_use != 1 || peer.group != gi || peer.fan != m) {
+            problem(label + " fan lists a foreign member");
+          }
+          if (peer.prev_peer != prev_peer) problem(label + " fan member back-link is wrong");
+          if (peer.channel < seg.channel_records()) ++memberships[peer.channel];
+          if (FindMember(gi, peer.channel) != p) {
+            problem(label + " member missing from member hash");
+          }
+          prev_peer = p;
+          ++peers;
+        }
+        if (peers != mem.peer_count) problem(label + " fan peer_count disagrees with its list");
+        if (peers == 0) problem(label + " has an empty fan");
+        count += peers;
+        continue;
+      }
+      if (mem.in_use != 1 || mem.group != gi || mem.fan != kNil) {
+        problem(label + " lists a foreign member");
+      }
+      if (FindMember(gi, mem.channel) != m) problem(label + " member missing from member hash");
       ++count;
     }
     if (count != g.member_count) problem(label + " member_count disagrees with its list");
@@ -336,11 +432,29 @@ std::vector<std::string> Layer::Verify() {
     members_used += count;
   }
   if (groups_used != h.groups_used) problem("groups_used disagrees with the table");
-  if (members_used != h.members_used) problem("members_used disagrees with group lists");
+  if (fans_used != h.fans_used) problem("fans_used disagrees with group lists");
+  if (members_used + fans_used != h.members_used) {
+    problem("members_used disagrees with group lists");
+  }
+  // Inbox nodes' direct targets, counted in Channel::inbox_refs.
+  std::vector<uint32_t> inbox_refs(seg.channel_records(), 0);
+  for (uint32_t n = 0; n < seg.node_records(); ++n) {
+    if (node_seen[n] != 1) continue;
+    const uint32_t target = LoadOnce(seg.node(n).target);
+    if (target == kNil || (target & kGroupTarget)) continue;
+    if (target >= seg.channel_records() || seg.channel(target).in_use != 1) {
+      problem("node " + std::to_string(n) + " targets a channel record that is not in use");
+      continue;
+    }
+    ++inbox_refs[target];
+  }
   for (uint32_t ci = 0; ci < seg.channel_records(); ++ci) {
     Channel& c = seg.channel(ci);
     if (c.in_use == 1 && c.memberships != memberships[ci]) {
       problem("channel #" + std::to_string(ci) + " membership count is wrong");
+    }
+    if (c.in_use == 1 && c.inbox_refs != inbox_refs[ci]) {
+      problem("channel #" + std::to_string(ci) + " inbox reference count is wrong");
     }
   }
   return problems;

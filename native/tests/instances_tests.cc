@@ -173,6 +173,7 @@ TEST(reclaiming_a_dead_instance_drops_all_its_inboxes_and_memberships_at_once) {
   options.segment.max_members = 1024;
   options.segment.max_nodes = 4096;
   options.segment.size = 8u << 20;
+  options.capacity = 1000;  // the 300 '!' channels' messages all wait in one inbox
   Layer survivor(options);
   survivor.GroupAdd("room", "survivor.kept");
   SendText(survivor, "survivor.kept", "mine");

@@ -112,7 +112,7 @@ TEST(memory_on_demand_tables_grow_in_steps_up_to_their_limits) {
   CHECK_CLEAN(layer);
 }
 
-// releaseChannel walks the channel's queue freeing nodes and blocks: an owner killed halfway
+// releaseChannel walks the channel's inbox freeing its nodes and blocks: an owner killed halfway
 // leaves a queue cut short and unreferenced nodes and blocks, which recovery gives back.
 TEST(recovery_owner_dies_releasing_a_channel) {
   TempName name;
@@ -124,7 +124,7 @@ TEST(recovery_owner_dies_releasing_a_channel) {
     Layer child(options);
     child.GroupAdd("room", "inbox.dying1!x");
     for (int i = 0; i < 5; ++i) SendText(child, "inbox.dying1!x", "m" + std::to_string(i));
-    shmch::g_fault_point = 16;
+    shmch::g_fault_point = 27;
     child.ReleaseChannel("inbox.dying1!x");
   });
   CHECK_EQ(how, std::string("SIGKILL"));
