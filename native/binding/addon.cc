@@ -608,15 +608,17 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     return Napi::Number::New(env, dropped);
   }
 
-  // countBufferDrops(expired: number, orphaned: number): buffered messages dropped unreceived.
+  // countBufferDrops(expired: number, orphaned: number, skippedFull?: number): buffered messages
+  // dropped unreceived (skippedFull: given way to newer ones in a full buffer).
   Napi::Value CountBufferDrops(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto count = [&](size_t i) {
+      if (info.Length() <= i || !info[i].IsNumber()) return uint64_t{0};
       double n = info[i].As<Napi::Number>().DoubleValue();
       return n > 0 ? static_cast<uint64_t>(n) : uint64_t{0};
     };
-    uint64_t expired = count(0), orphaned = count(1);
-    Guard(env, [&] { Open(env).CountBufferDrops(expired, orphaned); });
+    uint64_t expired = count(0), orphaned = count(1), skipped_full = count(2);
+    Guard(env, [&] { Open(env).CountBufferDrops(expired, orphaned, skipped_full); });
     return env.Undefined();
   }
 

@@ -24,7 +24,7 @@ uint32_t Layer::DeliveriesOf(const Node& node) const {
   return deliveries == 0 || deliveries > segment_->member_records() ? 1 : deliveries;
 }
 
-uint32_t Layer::DropInboxEntries(uint32_t inbox, uint32_t target, uint64_t now) {
+uint32_t Layer::DropInboxEntries(uint32_t inbox, uint32_t target) {
   Channel& c = segment_->channel(inbox);
   uint32_t dropped = 0;
   uint32_t previous = kNil;
@@ -37,7 +37,8 @@ uint32_t Layer::DropInboxEntries(uint32_t inbox, uint32_t target, uint64_t now) 
     const bool doomed =
         (target != kNil && node_target == target) ||
         (target == kNil && node_target != kNil &&
-         ResolveTargets(inbox, node_target, LoadOnce(node.seq), now, nullptr) == 0);
+         ResolveTargets(inbox, node_target, LoadOnce(node.seq), LoadOnce(node.sent_at_ms),
+                        nullptr) == 0);
     if (!doomed) {
       previous = n;
       n = next;
@@ -63,7 +64,7 @@ uint32_t Layer::DropInboxEntries(uint32_t inbox, uint32_t target, uint64_t now) 
   return dropped;
 }
 
-uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t now,
+uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t sent_at,
                                ReceivedBatch* out) {
   if (!(target & kGroupTarget)) {
     if (target >= segment_->channel_records() || segment_->channel(target).in_use != 1) return 0;
@@ -81,9 +82,10 @@ uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, ui
     // Copied once: what is checked is what is used, whatever another process writes meanwhile.
     const Member member = segment_->member(m);
     m = member.next_peer;
-    // Joined after the send (or a reused group record's member): not for this message.
+    // Joined after the send (or a reused group record's member), or expired before it: not for
+    // this message. (Housekeeping keeps an expired '!' member for a message lifetime, Maintain.)
     if (member.in_use != 1 || member.group != group || member.fan != fan) continue;
-    if (member.added_seq > seq || member.expires_at_ms <= now) continue;
+    if (member.added_seq > seq || member.expires_at_ms <= sent_at) continue;
     if (member.channel >= segment_->channel_records() ||
         segment_->channel(member.channel).in_use != 1) {
       continue;

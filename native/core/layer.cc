@@ -202,7 +202,8 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   if (requests.size() > 1) walked_channels.reserve(requests.size());
   for (uint32_t r = 0; r < requests.size(); ++r) {
     const ReceiveRequest& req = requests[r];
-    if (req.wanted == 0) continue;
+    // Wanted 0 with extra: take what is there now (within the budget), wait for nothing.
+    if (req.wanted == 0 && req.extra == 0) continue;
     uint32_t index = Channels(*segment_).Find(req.channel);
     // Two walks of one queue would copy its head twice. A set, not a scan of `pops`: a drain over
     // thousands of channels must stay linear under the lock.
@@ -237,7 +238,8 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
         const uint32_t target = LoadOnce(shared_node.target);
         uint32_t target_count = 0;
         if (target != kNil) {
-          target_count = ResolveTargets(index, target, LoadOnce(shared_node.seq), now, &out);
+          target_count = ResolveTargets(index, target, LoadOnce(shared_node.seq),
+                                        LoadOnce(shared_node.sent_at_ms), &out);
           const uint32_t deliveries = DeliveriesOf(shared_node);
           if (target_count < deliveries) lost += deliveries - target_count;
           if (target_count == 0) continue;
@@ -255,7 +257,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     if (got < req.wanted) {
       if (index == kNil) index = EnsureChannel(req.channel);
       segment_->channel(index).waiters[slot_ / 64] |= my_bit;
-    } else {
+    } else if (index != kNil) {
       segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
     }
     if (covers_all_waits) asked.push_back(index);
@@ -336,12 +338,11 @@ uint32_t Layer::ReleaseChannel(std::string_view channel) {
   // it once its memberships are gone (DropChannel), and those that were for it alone go too.
   std::string_view inbox_name = InboxOf(channel);
   const uint32_t inbox = inbox_name.empty() ? kNil : table.Find(inbox_name);
-  const uint64_t now = MonotonicMs();
-  if (inbox != kNil && inbox != index) dropped += DropInboxEntries(inbox, index, now);
+  if (inbox != kNil && inbox != index) dropped += DropInboxEntries(inbox, index);
   // The last entry's going may have released the record already.
   if (segment_->channel(index).in_use == 1) dropped += DropChannel(index);
   if (inbox != kNil && inbox != index && segment_->channel(inbox).in_use == 1) {
-    dropped += DropInboxEntries(inbox, kNil, now);
+    dropped += DropInboxEntries(inbox, kNil);
     MaybeReleaseChannel(inbox);
   }
   h.messages_orphaned += dropped;
@@ -586,6 +587,9 @@ bool Layer::Maintain(const std::vector<std::string>* still_waiting) {
   for (uint32_t m = 0; sweep && m < segment_->member_records(); ++m) {
     Member& member = segment_->member(m);
     if (member.in_use != 1 || member.expires_at_ms > now) continue;
+    // A '!' member's group deliveries wait in its inbox, resolved when taken: one sent before it
+    // expired still reaches it, so it stays for a message lifetime after it expired.
+    if (member.fan != kNil && member.expires_at_ms + options_.expiry_ms > now) continue;
     DropMembership(m);
   }
   // Our registrations on channels we no longer wait on would pin their records forever.
@@ -665,15 +669,16 @@ void Layer::Unwait(const std::vector<std::string>& channels) {
   }
 }
 
-void Layer::CountBufferDrops(uint64_t expired, uint64_t orphaned) {
+void Layer::CountBufferDrops(uint64_t expired, uint64_t orphaned, uint64_t skipped_full) {
   CheckOpen();
-  if (expired == 0 && orphaned == 0) return;
+  if (expired == 0 && orphaned == 0 && skipped_full == 0) return;
   Critical guard(*this);
   Header& h = segment_->header();
-  const uint64_t moved = expired + orphaned;
+  const uint64_t moved = expired + orphaned + skipped_full;
   h.messages_received = h.messages_received > moved ? h.messages_received - moved : 0;
   h.messages_expired += expired;
   h.messages_orphaned += orphaned;
+  h.deliveries_skipped_full += skipped_full;
 }
 
 bool Layer::Arm() {

@@ -316,9 +316,9 @@ class Layer {
   // its group memberships, waiter registrations and record. Returns the messages dropped.
   uint32_t ReleaseChannel(std::string_view channel);
   // Messages a receiver took from the segment into its own buffer ('!' channels) and then
-  // dropped unreceived: counted as expired or orphaned instead of received, so the segment's
-  // counters still account for every message once.
-  void CountBufferDrops(uint64_t expired, uint64_t orphaned);
+  // dropped unreceived: counted as expired, orphaned or skipped (a full buffer's oldest gave way)
+  // instead of received, so the segment's counters still account for every message once.
+  void CountBufferDrops(uint64_t expired, uint64_t orphaned, uint64_t skipped_full = 0);
 
   // --- Group add, group discard, group send, group members ---
   void GroupAdd(std::string_view group, std::string_view channel);
@@ -508,11 +508,11 @@ class Layer {
   // Drops the nodes of inbox `inbox` that are direct sends to `target`, or with `target` kNil
   // the group deliveries that no longer resolve to any channel (releaseChannel); returns the
   // deliveries dropped.
-  uint32_t DropInboxEntries(uint32_t inbox, uint32_t target, uint64_t now);
-  // Receive of an inbox: appends the targets of a node (its target and seq, read once by the
-  // caller) to `out` (when given), the group members of ours that joined before it was sent and
-  // have not expired, or its direct target; returns how many.
-  uint32_t ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t now,
+  uint32_t DropInboxEntries(uint32_t inbox, uint32_t target);
+  // Receive of an inbox: appends the targets of a node (its target, seq and send time, read once
+  // by the caller) to `out` (when given): the group members of ours that joined before it was
+  // sent and had not expired by then, or its direct target; returns how many.
+  uint32_t ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t sent_at,
                           ReceivedBatch* out);
   void AddTarget(uint32_t channel, ReceivedBatch& out);
 

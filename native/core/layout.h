@@ -156,6 +156,8 @@ struct Node {
   // Member channels a group delivery was counted for when sent (stats count deliveries); 1
   // otherwise.
   uint32_t deliveries;
+  // When it was sent: a group delivery reaches the members that had not expired by then.
+  uint64_t sent_at_ms;
 };
 
 // One arena chunk (kChunkPages pages). `committed` is 1 while the chunk's bytes are reserved in

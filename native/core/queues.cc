@@ -273,6 +273,8 @@ void Layer::Enqueue(uint32_t channel_index, uint32_t block, uint64_t expires_at,
   n.next = kNil;
   n.target = target;
   n.deliveries = deliveries;
+  // Every caller gives now + expiry_ms (no second clock read on the send path).
+  n.sent_at_ms = expires_at > options_.expiry_ms ? expires_at - options_.expiry_ms : 0;
   segment_->block(block).refcount += 1;
   // Derived, counted before the node is linked: a crash in between leaves a count one too high,
   // which recovery recomputes (a count too low could free a record a queued node names).

@@ -470,3 +470,43 @@ TEST(inbox_scribbled_targets_and_fan_lists_are_checked_not_followed) {
   munmap(map, static_cast<size_t>(st.st_size));
   CHECK_CLEAN(owner);
 }
+
+// A membership's expiry is judged at the send, as a group send to its own queue would be: a
+// message sent while it was live still reaches it after it expired; one sent after does not.
+TEST(inbox_group_delivery_follows_membership_expiry_at_send_time) {
+  TempName name;
+  LayerOptions options = Client(name, "me1");
+  options.group_expiry_ms = 40;
+  Layer owner(options);
+  owner.GroupAdd("room", "in.me1!a");
+  owner.GroupAdd("room", "plain");
+  CHECK_EQ(GroupSendText(owner, "room", "live"), 2u);
+  usleep(60'000);
+  CHECK(owner.Maintain());  // the sweep leaves the '!' member for a message lifetime
+  CHECK_MESSAGES(ReceiveInbox(owner, "in.me1!", 10), {{"live", {"in.me1!a"}}});
+  owner.GroupAdd("room", "plain");  // refreshed: the group lives on, the '!' member has expired
+  CHECK_EQ(GroupSendText(owner, "room", "late"), 2u);  // counted at the send: its fan's member
+  CHECK(ReceiveInbox(owner, "in.me1!", 10).empty());
+  CHECK_EQ(owner.GroupMembers("room"), std::vector<std::string>{"plain"});
+  CHECK_CLEAN(owner);
+}
+
+// receive() with wanted 0 and extra N: what is queued now, within the byte budget, and no wait.
+TEST(inbox_receive_of_extra_only_takes_what_is_there_and_registers_no_wait) {
+  TempName name;
+  Layer owner(Client(name, "me1"));
+  shmch::ReceivedBatch batch;
+  owner.Receive({{"in.me1!", 0, 8}}, batch, false, 1 << 20);
+  CHECK(batch.length_of.empty());
+  CHECK_EQ(owner.Stats().channels, 0u);  // no record made to wait on
+  for (int i = 0; i < 3; ++i) SendText(owner, "in.me1!a", "m" + std::to_string(i));
+  batch.Clear();
+  owner.Receive({{"in.me1!", 0, 2}}, batch, false, 1 << 20);
+  CHECK_EQ(batch.length_of.size(), 2u);
+  CHECK_EQ(batch.target_count_of, (std::vector<uint32_t>{1, 1}));
+  batch.Clear();
+  owner.Receive({{"in.me1!", 0, 8}}, batch, false, 1);  // the budget holds no message
+  CHECK(batch.length_of.empty());
+  CHECK_MESSAGES(ReceiveInbox(owner, "in.me1!", 10), {{"m2", {"in.me1!a"}}});
+  CHECK_CLEAN(owner);
+}
