@@ -206,6 +206,29 @@ describe('owner death in every other critical section', () => {
       'large receiveAny: popped into a hold',
       `await l.send('big', { b: Buffer.alloc(200 << 10) }); await l.receiveAny(['big', 'other']);`,
     ],
+    // Inboxes (native/core/inbox.cc): a process's '!' channels share one queue.
+    [
+      27,
+      'release: an entry out of the middle of an inbox',
+      `const a = await l.newChannel(); const b = await l.newChannel();
+       await l.send(a, { n: 1 }); await l.send(b, { n: 2 }); await l.send(b, { n: 3 });
+       await l.releaseChannel(b);`,
+    ],
+    [
+      27,
+      'release: an entry off the head of an inbox',
+      `const a = await l.newChannel(); await l.send(a, { n: 1 }); await l.releaseChannel(a);`,
+    ],
+    [
+      28,
+      'group add: fan linked, member not published',
+      `await l.groupAdd('room', await l.newChannel());`,
+    ],
+    [
+      29,
+      'group discard: fan emptied, not removed',
+      `const a = await l.newChannel(); await l.groupAdd('room', a); await l.groupDiscard('room', a);`,
+    ],
   ];
   for (const [point, what, code] of scenarios) {
     it(`fault point ${point} (${what}): the segment recovers and keeps every committed message`, async () => {
