@@ -100,12 +100,13 @@ void Layer::LinkFan(uint32_t f, uint32_t g, uint32_t inbox) {
   Member& fan = segment_->member(f);
   fan.group = g;
   fan.channel = inbox;
-  fan.expires_at_ms = 0;
+  fan.expires_at_ms = UINT64_MAX;  // no member yet: nothing to expire
   fan.added_seq = 0;
   fan.fan = kNil;
   fan.next_peer = kNil;
   fan.prev_peer = kNil;
   fan.peer_count = 0;
+  fan.live_peers = 0;
   LinkIntoGroupList(f, segment_->group(g));
   uint32_t& bucket = segment_->member_bucket(HashPair(g, inbox) & (segment_->member_buckets() - 1));
   fan.next_in_hash = bucket;
@@ -128,6 +129,25 @@ void Layer::RemoveFan(uint32_t f) {
   Channel& inbox = segment_->channel(fan.channel);
   if (inbox.memberships) --inbox.memberships;
   MaybeReleaseChannel(fan.channel);
+}
+
+uint32_t Layer::CountLivePeers(uint32_t f, uint64_t now) {
+  Member& fan = segment_->member(f);
+  uint32_t live = 0;
+  uint64_t earliest = UINT64_MAX;
+  uint32_t steps = 0;
+  for (uint32_t p = fan.next_peer; p != kNil;) {
+    if (++steps > segment_->member_records()) segment_->Corrupt("fan member list loops");
+    const Member& peer = segment_->member(p);
+    const uint64_t expires_at = LoadOnce(peer.expires_at_ms);
+    p = LoadOnce(peer.next_peer);
+    if (expires_at <= now) continue;
+    ++live;
+    if (expires_at < earliest) earliest = expires_at;
+  }
+  fan.live_peers = live;
+  fan.expires_at_ms = earliest;
+  return live;
 }
 
 void Layer::LinkMember(uint32_t m, uint32_t g, uint32_t c, uint64_t expires_at, uint32_t fan) {
@@ -158,6 +178,10 @@ void Layer::LinkMember(uint32_t m, uint32_t g, uint32_t c, uint64_t expires_at, 
     if (f.next_peer != kNil) segment_->member(f.next_peer).prev_peer = m;
     f.next_peer = m;
     ++f.peer_count;
+    if (f.expires_at_ms != 0) {  // else a count is due anyway
+      ++f.live_peers;
+      if (expires_at < f.expires_at_ms) f.expires_at_ms = expires_at;
+    }
   }
   ++gr.member_count;
   bucket = m;
@@ -184,6 +208,7 @@ void Layer::RemoveMember(uint32_t index) {
     }
     if (m.next_peer != kNil) segment_->member(m.next_peer).prev_peer = m.prev_peer;
     if (f.peer_count) --f.peer_count;
+    f.expires_at_ms = 0;  // the next group send counts its members again
     fan_emptied = f.next_peer == kNil;
   }
   if (g.member_count) --g.member_count;

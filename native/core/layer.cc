@@ -375,7 +375,14 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   }
   uint32_t existing = FindMember(g, c);
   if (existing != kNil) {
-    segment_->member(existing).expires_at_ms = expires_at;
+    Member& member = segment_->member(existing);
+    member.expires_at_ms = expires_at;
+    // An expired '!' member housekeeping has kept is live again: its fan counts again.
+    const uint32_t fan = member.fan;
+    if (fan < segment_->member_records() && segment_->member(fan).in_use == kFanRecord &&
+        segment_->member(fan).group == g) {
+      segment_->member(fan).expires_at_ms = 0;
+    }
     return;
   }
   // A '!' member of an instance joins the fan of (group, its inbox), made with its first member.
@@ -464,8 +471,18 @@ uint32_t Layer::GroupSend(std::string_view group, const uint8_t* data, uint32_t 
       m = next;
       continue;
     }
-    // A fan's expired members are left to their receiver (it skips them) and housekeeping.
-    const uint32_t reached = is_fan ? member.peer_count : 1;
+    // A fan's expired members are left to housekeeping (a delivery sent before they expired,
+    // resolved later, still reaches them); its count of the unexpired ones is kept until the
+    // earliest of them expires.
+    uint32_t reached = 1;
+    if (is_fan) {
+      reached = member.expires_at_ms > now ? member.live_peers : CountLivePeers(m, now);
+      if (reached > member.peer_count) reached = CountLivePeers(m, now);  // a scribbled count
+      if (reached == 0) {
+        m = next;
+        continue;
+      }
+    }
     Channel& c = segment_->channel(member.channel);
     DropHeadExpired(c, now);
     uint32_t name_length = LoadOnce(c.name_length);

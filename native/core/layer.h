@@ -531,6 +531,8 @@ class Layer {
   void LinkMember(uint32_t member, uint32_t group, uint32_t channel, uint64_t expires_at,
                   uint32_t fan);
   void LinkFan(uint32_t fan, uint32_t group, uint32_t inbox);
+  // Counts a fan's unexpired members into its live_peers (and their earliest expiry).
+  uint32_t CountLivePeers(uint32_t fan, uint64_t now);
   void RemoveFan(uint32_t fan);
   void LinkIntoGroupList(uint32_t member, Group& group);
   void UnlinkFromGroupList(const Member& member, Group& group);

@@ -111,7 +111,8 @@ struct Group {
 };
 
 // Member::in_use of a fan record (derived): the '!' members of one group that share one inbox,
-// so a group send makes one inbox node per process instead of touching each member.
+// so a group send makes one inbox node per process instead of touching each member. A fan's
+// expires_at_ms is the earliest expiry among its unexpired members (see live_peers).
 constexpr uint32_t kFanRecord = 2;
 
 // A (group, channel) pair. Primary data is in_use/group/channel/expiry/added_seq; the links are
@@ -135,7 +136,11 @@ struct Member {
   uint32_t next_peer;   // derived: a fan's first '!' member; a member's next one in its fan
   uint32_t prev_peer;   // derived: a member's previous one in its fan (kNil: the first)
   uint32_t peer_count;  // derived: a fan's members
-  uint8_t pad[8];
+  // Derived, of a fan: its members unexpired when last counted, and (in expires_at_ms) the
+  // earliest expiry among them; a group send that finds that passed counts again, so its count
+  // of channels reached is exact without looking at each member every time. 0: count again.
+  uint32_t live_peers;
+  uint32_t pad;
 };
 
 // Node::target of a group delivery: this bit and the group record. Without it, the target is

@@ -199,7 +199,10 @@ void Layer::Recover() {
         fan = inbox == kNil ? kNil : FindFan(group, inbox);
         if (inbox != kNil && fan == kNil) {
           fan = free_record();
-          if (fan != kNil) LinkFan(fan, group, inbox);
+          if (fan != kNil) {
+            LinkFan(fan, group, inbox);
+            seg.member(fan).expires_at_ms = 0;  // its live members are counted when next used
+          }
         }
         ok = fan != kNil;
       }
