@@ -1,7 +1,7 @@
 import { CapacityRules } from '../capacity-rules.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
 import { ChannelLayerBase } from '../layer-base.js';
-import { LocalChannels } from '../local-channels.js';
+import { clientOf, LocalChannels, nonLocalPart } from '../local-channels.js';
 import { validateGroupName } from '../names.js';
 import { PendingReceives } from '../pending-receives.js';
 import { checkMessageSize } from '../settings.js';
@@ -21,6 +21,11 @@ interface Queued {
 export class InMemoryChannelLayer extends ChannelLayerBase implements api.ChannelLayer {
   private readonly capacities: CapacityRules;
   private readonly queues = new Map<string, Queued[]>();
+  /**
+   * The '<prefix>.<client>!' part of '!' channels with a queue, and those channels: their capacity
+   * is counted together (the channel-layer spec, channels_redis's one key per part).
+   */
+  private readonly localQueues = new Map<string, Set<string>>();
   private readonly groups = new Map<string, Map<string, number>>();
   private readonly pending = new PendingReceives(() => this.keepAlive(false));
   /** Ref'd while receives wait: a pending receive keeps the process alive, as on every backend. */
@@ -50,7 +55,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     if (queue) {
       this.dropExpired(channel, queue);
       const item = queue.shift();
-      if (queue.length === 0) this.queues.delete(channel);
+      if (queue.length === 0) this.deleteQueue(channel);
       if (item) return this.serializer.deserialize(item.bytes) as T;
     }
     const waiting = this.pending.add(channel, options.signal);
@@ -82,7 +87,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     if (best) {
       const { channel, queue } = best;
       const item = queue.shift()!;
-      if (queue.length === 0) this.queues.delete(channel);
+      if (queue.length === 0) this.deleteQueue(channel);
       return { channel, message: this.serializer.deserialize(item.bytes) as T };
     }
     if (options.wait === false) return null;
@@ -148,7 +153,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     this.checkRelease(channel);
     this.pending.rejectChannel(channel, new ChannelReleased(channel));
     this.counts.messagesOrphaned += this.queues.get(channel)?.length ?? 0;
-    this.queues.delete(channel);
+    this.deleteQueue(channel);
     for (const [group, members] of this.groups) {
       if (members.delete(channel) && members.size === 0) this.groups.delete(group);
     }
@@ -157,6 +162,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
   async flush(): Promise<void> {
     this.checkOpen();
     this.queues.clear();
+    this.localQueues.clear();
     this.groups.clear();
   }
 
@@ -164,6 +170,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     if (this.closed) return;
     this.closed = true;
     this.queues.clear();
+    this.localQueues.clear();
     this.groups.clear();
     this.pending.rejectAll(new LayerClosed());
   }
@@ -172,8 +179,10 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
   private enqueue(channel: string, bytes: Uint8Array, throwWhenFull: boolean): boolean {
     let queue = this.queues.get(channel);
     if (queue) this.dropExpired(channel, queue);
+    const full =
+      this.depthOf(channel, this.queues.get(channel)) >= this.capacities.capacityOf(channel);
     queue = this.queues.get(channel);
-    if ((queue?.length ?? 0) >= this.capacities.capacityOf(channel)) {
+    if (full) {
       if (throwWhenFull) {
         this.counts.sendsRefusedFull++;
         throw new ChannelFull(`channel ${channel} is full`);
@@ -195,6 +204,15 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     if (!queue) {
       queue = [];
       this.queues.set(channel, queue);
+      if (clientOf(channel) !== undefined) {
+        const part = nonLocalPart(channel);
+        let channels = this.localQueues.get(part);
+        if (!channels) {
+          channels = new Set();
+          this.localQueues.set(part, channels);
+        }
+        channels.add(channel);
+      }
     }
     queue.push({
       bytes,
@@ -210,7 +228,31 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     while (drop < queue.length && queue[drop]!.expiresAt <= now) drop++;
     if (drop) queue.splice(0, drop);
     this.counts.messagesExpired += drop;
-    if (queue.length === 0) this.queues.delete(channel);
+    if (queue.length === 0) this.deleteQueue(channel);
+  }
+
+  /**
+   * What counts against `channel`'s capacity: its queue, or for a '<prefix>.<client>!' channel the
+   * queues of every channel sharing that part (their expired messages dropped first).
+   */
+  private depthOf(channel: string, queue: Queued[] | undefined): number {
+    const shared =
+      clientOf(channel) === undefined ? undefined : this.localQueues.get(nonLocalPart(channel));
+    if (!shared) return queue?.length ?? 0;
+    let depth = 0;
+    for (const name of [...shared]) {
+      const list = this.queues.get(name)!;
+      this.dropExpired(name, list);
+      depth += list.length;
+    }
+    return depth;
+  }
+
+  private deleteQueue(channel: string): void {
+    if (!this.queues.delete(channel) || clientOf(channel) === undefined) return;
+    const part = nonLocalPart(channel);
+    const shared = this.localQueues.get(part);
+    if (shared?.delete(channel) && shared.size === 0) this.localQueues.delete(part);
   }
 
   /** Deliveries not made by this layer, and what it holds now. */

@@ -2,9 +2,9 @@
 // and channelCapacity patterns.
 import { describe, expect, it } from 'vitest';
 import { ChannelFull } from '../support/package.js';
-import { within, rejection, errorName, fill, type Suite } from './harness.js';
+import { within, rejection, errorName, expectEmpty, fill, type Suite } from './harness.js';
 
-export function describeCapacity({ open }: Suite): void {
+export function describeCapacity({ open, peerOf }: Suite): void {
   describe('capacity', () => {
     it('holds 100 messages by default; the 101st send rejects with ChannelFull', async () => {
       const layer = await open();
@@ -40,6 +40,44 @@ export function describeCapacity({ open }: Suite): void {
       const layer = await open({ capacity: 2 });
       const channel = await layer.newChannel();
       expect(await fill(layer, channel, 10)).toBe(2);
+    });
+
+    // The channel-layer spec and channels_redis: the capacity of a process-local channel applies
+    // to its non-local part ('<prefix>.<client>!'), which all '!' channels of one instance share.
+    it("counts the '!' channels of one instance together, at the part up to the '!'", async () => {
+      const layer = await open({ capacity: 3 });
+      const other = await peerOf(layer);
+      const [a, b, c] = [
+        await layer.newChannel(),
+        await layer.newChannel(),
+        await layer.newChannel(),
+      ];
+      await other.send(a, { n: 0 });
+      await other.send(b, { n: 1 });
+      await other.send(a, { n: 2 });
+      for (const channel of [a, b, c]) {
+        expect(
+          await rejection(() => other.send(channel, { n: 'over' }), `send to ${channel}`),
+        ).toBeInstanceOf(ChannelFull);
+      }
+      // The instance's '!' channels with another prefix, other instances' '!' channels and named
+      // channels have their own room.
+      const elsewhere = await (other === layer ? open({ capacity: 3 }) : Promise.resolve(other));
+      expect(await fill(other, await elsewhere.newChannel(), 10)).toBe(3);
+      expect(await fill(other, await layer.newChannel('conf.other-prefix'), 10)).toBe(3);
+      expect(await fill(other, 'conf.cap-named', 10)).toBe(3);
+      // A group send to the full instance reaches none of its channels there, and throws nothing.
+      await layer.groupAdd('conf-cap-locals', b);
+      await layer.groupAdd('conf-cap-locals', c);
+      await layer.groupAdd('conf-cap-locals', 'conf.cap-member');
+      expect(await other.groupSend('conf-cap-locals', { n: 'group' })).toBe(1);
+      // Receiving makes room again for any of them; nothing was lost or reordered.
+      expect(await within(layer.receive(b))).toEqual({ n: 1 });
+      await other.send(c, { n: 3 });
+      expect(await within(layer.receive(a))).toEqual({ n: 0 });
+      expect(await within(layer.receive(a))).toEqual({ n: 2 });
+      expect(await within(layer.receive(c))).toEqual({ n: 3 });
+      await expectEmpty(other, b, layer);
     });
 
     it('applies channelCapacity glob patterns given as an object, first match wins', async () => {
