@@ -359,6 +359,29 @@ setInterval(() => {}, 1000);`,
     }
   });
 
+  // Issue 9: an inbox entry of a group send names the group; the receiving process resolves its
+  // members of the group when it takes the entry from shared memory.
+  it("a groupDiscard after a groupSend wins unless the member's process took the message already", async () => {
+    const layer = makeLayer();
+    const other = peer(layer);
+    const a = await layer.newChannel();
+    const b = await layer.newChannel();
+    await layer.groupAdd('discard-race', a);
+    await layer.groupAdd('discard-race', b);
+    expect(await other.groupSend('discard-race', { n: 1 })).toBe(2);
+    await layer.groupDiscard('discard-race', a);
+    expect(await layer.receive(b)).toEqual({ n: 1 });
+    await other.send(a, { marker: 1 });
+    expect(await layer.receive(a)).toEqual({ marker: 1 });
+    // Taken from shared memory with b's message before the discard: a still gets it.
+    await layer.groupAdd('discard-race', a);
+    expect(await other.groupSend('discard-race', { n: 2 })).toBe(2);
+    expect(await layer.receive(b)).toEqual({ n: 2 });
+    await layer.groupDiscard('discard-race', a);
+    expect(await layer.receive(a)).toEqual({ n: 2 });
+    expect(layer.verify()).toEqual([]);
+  });
+
   // Issue 9: a process's '!' members of a group are one queue entry per group send (its inbox).
   // Killed with messages still queued for it, it must leave nothing that fails or slows later
   // group sends: its memberships go, what was queued for it is dropped and counted, live members

@@ -1,6 +1,8 @@
-// The receive buffer of an instance's own '!' channels: a drain of such a channel takes its next
-// messages along (up to 16, within 32 KiB) and the following receive()s are served from this
-// process's memory. Real segments; the sender is a second instance, as another process would be.
+// The inbox and receive buffers of an instance's own '!' channels: every send to one of them and
+// every group send to its '!' members is one entry in the instance's inbox; a drain takes up to
+// 64 entries (within 48 KiB), hands them to waiting receives and keeps the rest per channel, so
+// the following receive()s are served from this process's memory. Real segments; the sender is
+// a second instance, as another process would be.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { shmLayers } from './support/fixtures.js';
@@ -32,19 +34,69 @@ describe("receive buffer of own '!' channels", () => {
     for (let i = 1; i <= 10; i++) expect(await within(receiver.receive(channel))).toEqual({ i });
   });
 
-  it('takes at most 16 more than the receives want, and at most 32 KiB of them', async () => {
-    const [receiver, sender] = pair();
+  it('takes at most 64 entries per drain, and at most 48 KiB of them', async () => {
+    const [receiver, sender] = pair({ capacity: 200 });
     const small = await receiver.newChannel();
-    for (let i = 0; i < 30; i++) await sender.send(small, { i });
+    for (let i = 0; i < 100; i++) await sender.send(small, { i });
     await within(receiver.receive(small));
-    expect(receiver.stats().queued).toBe(30 - 1 - 16);
+    expect(receiver.stats().queued).toBe(100 - 64);
+    for (let i = 1; i < 100; i++) expect((await within(receiver.receive(small))).i).toBe(i);
     const big = await receiver.newChannel();
     const pad = 'x'.repeat(10_000);
-    for (let i = 0; i < 6; i++) await sender.send(big, { i, pad });
+    for (let i = 0; i < 8; i++) await sender.send(big, { i, pad });
     await within(receiver.receive(big));
-    // ~10 KB each: three fit the 32 KiB budget, two stay queued.
-    expect(receiver.stats().queued).toBe(30 - 1 - 16 + 2);
-    for (let i = 1; i < 6; i++) expect((await within(receiver.receive(big))).i).toBe(i);
+    // ~10 KB each: the one wanted and four more within the 48 KiB budget; three stay queued.
+    expect(receiver.stats().queued).toBe(3);
+    for (let i = 1; i < 8; i++) expect((await within(receiver.receive(big))).i).toBe(i);
+  });
+
+  // Issue 9: a group send follows processes, not members.
+  it("a groupSend to 25 '!' channels of one instance is one entry in its inbox, decoded once", async () => {
+    const [receiver, sender] = pair();
+    const channels: string[] = [];
+    for (let i = 0; i < 25; i++) channels.push(await receiver.newChannel());
+    for (const channel of channels) await receiver.groupAdd('localbuf.fan', channel);
+    const before = sender.stats();
+    expect(await sender.groupSend('localbuf.fan', { n: 1, nested: { v: 1 } })).toBe(25);
+    const after = sender.stats();
+    expect(after.queued - before.queued).toBe(1);
+    expect(after.messagesSent - before.messagesSent).toBe(25);
+    const got = [];
+    for (const channel of channels) got.push(await within(receiver.receive(channel)));
+    expect(got[0]).toEqual({ n: 1, nested: { v: 1 } });
+    // One decode for the instance: every receiver got the same object (as channels_redis's).
+    for (const message of got) expect(message).toBe(got[0]);
+    expect(receiver.stats().queued).toBe(0);
+    expect(receiver.stats().messagesReceived - before.messagesReceived).toBe(25);
+  });
+
+  it("a channel's buffer holds at most its capacity: the oldest give way, counted as skipped", async () => {
+    const [receiver, sender] = pair({ capacity: 5 });
+    const busy = await receiver.newChannel();
+    const idle = await receiver.newChannel();
+    const skippedBefore = receiver.stats().deliveriesSkippedFull;
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 4; i++) await sender.send(idle, { i: round * 4 + i });
+      await sender.send(busy, { round });
+      // The inbox is full (capacity 5 for the instance): the receive takes all of it.
+      expect(await within(receiver.receive(busy))).toEqual({ round });
+    }
+    expect(receiver.stats().deliveriesSkippedFull - skippedBefore).toBe(3);
+    for (let i = 3; i < 8; i++) expect(await within(receiver.receive(idle))).toEqual({ i });
+  });
+
+  it('an entry for a channel released meanwhile is dropped, counted as orphaned', async () => {
+    const [receiver, sender] = pair();
+    const gone = await receiver.newChannel();
+    const kept = await receiver.newChannel();
+    await receiver.releaseChannel(gone);
+    const orphanedBefore = sender.stats().messagesOrphaned;
+    await sender.send(gone, { late: true });
+    await sender.send(kept, { n: 1 });
+    expect(await within(receiver.receive(kept))).toEqual({ n: 1 });
+    await expect
+      .poll(() => receiver.stats().messagesOrphaned - orphanedBefore, { timeout: 5000 })
+      .toBe(1);
   });
 
   it('leaves normal channels alone: another receiver still gets what one receive did not take', async () => {
@@ -145,10 +197,12 @@ describe("receive buffer of own '!' channels", () => {
       });
     }
     expect(await receiver.receiveAny(set, { wait: false })).toBeNull();
-    // While a set names it, a drain of the channel takes no more than its receives want.
-    for (let i = 4; i < 8; i++) await sender.send(channel, { i });
-    expect(await within(receiver.receive(channel))).toEqual({ i: 4 });
-    expect(receiver.stats().queued).toBe(3);
+    // wait: false sees what the inbox holds now.
+    await sender.send(channel, { i: 4 });
+    expect(await within(receiver.receiveAny(set, { wait: false }))).toEqual({
+      channel,
+      message: { i: 4 },
+    });
   });
 
   it('a receive with an aborted signal rejects and leaves the buffer to the next one', async () => {

@@ -17,15 +17,21 @@ describe('shm-channels CLI', () => {
     const layer = shm.open({ name });
     await layer.send('jobs.a', { n: 1 });
     await layer.send('jobs.a', { n: 2 });
-    const inbox = await layer.newChannel();
-    await layer.groupAdd('room.1', inbox);
+    const client = await layer.newChannel();
+    await layer.groupAdd('room.1', client);
 
+    // The '!' channel, and its instance's inbox ('<prefix>.<client>!', where its messages queue).
     const stats = JSON.parse(run('stats', name, '--json').stdout);
-    expect(stats).toMatchObject({ processes: 1, channels: 2, groups: 1, members: 1, queued: 2 });
+    expect(stats).toMatchObject({ processes: 1, channels: 3, groups: 1, members: 1, queued: 2 });
 
     const inspect = JSON.parse(run('inspect', name, '--json').stdout);
     expect(inspect.channelList).toContainEqual({ name: 'jobs.a', depth: 2, groups: 0 });
-    expect(inspect.channelList).toContainEqual({ name: inbox, depth: 0, groups: 1 });
+    expect(inspect.channelList).toContainEqual({ name: client, depth: 0, groups: 1 });
+    expect(inspect.channelList).toContainEqual({
+      name: client.slice(0, client.indexOf('!') + 1),
+      depth: 0,
+      groups: 1,
+    });
     expect(inspect.groupList).toEqual([{ name: 'room.1', members: 1 }]);
 
     const text = run('inspect', name);

@@ -1,6 +1,7 @@
 // W3a fan-out: 4 member processes x 25 channels (newChannel()) in one group; a 5th process runs a
 // groupSend loop. Deliveries counted by the members inside the measuring window. Capacity 10000
-// per channel; groupSend skips full members (channel-layer semantics), so deliveries/s is what
+// (the '!' channels of one member process share it: shm and Redis queue one entry per groupSend
+// per process); groupSend skips full members (channel-layer semantics), so deliveries/s is what
 // actually arrived.
 import { isChannelFull, MS, now, sleepUntil, smallMessage, yieldMacrotask } from '../lib.mjs';
 import { commonRoles, SEQ0, window } from './common.mjs';
@@ -40,8 +41,9 @@ export const roles = { ...commonRoles, join, groupLoop };
 
 export async function coordinate(ctx) {
   const { duration } = ctx.params;
-  // 100 channels x capacity 10000 = 1,000,000 queued deliveries at most: the shm segment gets a
-  // node pool that large (the default 262144 would run out before the channels are full).
+  // Before the inboxes, 100 channels x capacity 10000 = 1,000,000 queued deliveries at most: the
+  // shm segment keeps a node pool that large (the default 262144 would run out first), so runs
+  // before and after compare.
   const handles = await ctx.spawn(5, {
     capacity: 10000,
     shm: { size: 256 * 2 ** 20, maxNodes: 1_048_576 },

@@ -100,8 +100,11 @@ export interface NativeLayer {
   refusesAsFull(channel: string): number | false;
   /** Drops a '!' channel's queue, memberships and record; returns the messages dropped. */
   releaseChannel(channel: string): number;
-  /** Buffered messages dropped unreceived: moved from the received count to these. */
-  countBufferDrops(expired: number, orphaned: number): void;
+  /**
+   * Buffered messages dropped unreceived: moved from the received count to expired, orphaned
+   * and deliveriesSkippedFull (a full receive buffer's oldest gave way).
+   */
+  countBufferDrops(expired: number, orphaned: number, skippedFull?: number): void;
   groupSend(group: string, payload: Uint8Array): number;
   /**
    * Takes up to `wanted` messages per channel, then up to `extra` more per channel while

@@ -71,12 +71,19 @@ export function tryLocked<T>(call: () => T): T | LockBusy {
  * little-endian:
  *
  *   payloads back to back, from offset 0
- *   (request, length) per message, in delivery order: `request` indexes the call's channel list
- *     (receive) or the set's channels (receiveAny); `length` is damagedMessageLength, with no payload
- *     bytes, for a message whose bytes failed their checksum in shared memory; receive() adds a
- *     third u32, the ms until the message expires (at least 1)
+ *   per message, in delivery order: `request` indexes the call's channel list (receive) or the
+ *     set's channels (receiveAny); `length` is damagedMessageLength, with no payload bytes, for a
+ *     message whose bytes failed their checksum in shared memory; receive() adds the ms until the
+ *     message expires (at least 1) and its target count: 0 for a message of the requested channel
+ *     itself, else the number of '!' channels it is for (the request was an inbox,
+ *     '<prefix>.<client>!': one entry for a direct send to one of them, or for a group send to
+ *     all of this instance's members of the group)
+ *   receive() only: the targets, targetCount u32 per message in message order, each an index into
+ *     the name table; then the name table: per distinct target, a u32 length and its ASCII bytes,
+ *     zero-padded to a multiple of 4
  *   receiveAny only: the positions it looked at that still hold messages, one u32 each
- *   trailer: receive: the message count
+ *   trailer: receive: the message count, the target total, the name count and the name table's
+ *              bytes
  *            receiveAny: the message count, the number of positions listed, and how many of the
  *            set's channels the core knows to hold messages
  */
@@ -102,20 +109,73 @@ export type BatchVisitor = (
   expiresInMs: number,
 ) => void;
 
-/** Bytes per message entry: receive() (request, length, ms until it expires); receiveAny(). */
-const RECEIVE_ENTRY = 12;
-const RECEIVE_ANY_ENTRY = 8;
+/**
+ * A receive() batch's message for '!' channels, taken from an inbox: its targets are
+ * `names[batch.readUInt32LE(targets + 4 * i)]` for i < `targetCount` (read them before the next
+ * native call, as the bytes).
+ */
+export type InboxVisitor = (
+  request: number,
+  batch: Buffer,
+  start: number,
+  end: number,
+  expiresInMs: number,
+  names: readonly string[],
+  targets: number,
+  targetCount: number,
+) => void;
 
-/** Visits the messages of a receive() batch. */
+/** Bytes per message entry: receive() (request, length, ms until it expires, targets); receiveAny(). */
+const RECEIVE_ENTRY = 16;
+const RECEIVE_ANY_ENTRY = 8;
+const RECEIVE_TRAILER = 16;
+const NO_NAMES: readonly string[] = Object.freeze([]);
+
+/**
+ * Visits the messages of a receive() batch: those of the requested channels themselves with
+ * `visit`, those an inbox holds for '!' channels with `visitInbox`. The name table is decoded
+ * once per batch (a group send to 25 of our channels names them once, not 25 times per message).
+ */
 export function readReceiveBatch(
   result: Buffer | number,
   scratch: Buffer,
   visit: BatchVisitor,
+  visitInbox: InboxVisitor,
 ): void {
   const batch = typeof result === 'number' ? scratch : result;
-  const end = (typeof result === 'number' ? result : result.length) - 4;
-  const count = batch.readUInt32LE(end);
-  visitMessages(batch, end - count * RECEIVE_ENTRY, count, RECEIVE_ENTRY, damaged(), visit);
+  const trailer = (typeof result === 'number' ? result : result.length) - RECEIVE_TRAILER;
+  const count = batch.readUInt32LE(trailer);
+  const targetTotal = batch.readUInt32LE(trailer + 4);
+  const nameCount = batch.readUInt32LE(trailer + 8);
+  const nameBytes = batch.readUInt32LE(trailer + 12);
+  const table = trailer - nameBytes;
+  let names = NO_NAMES;
+  if (nameCount > 0) {
+    const list: string[] = new Array<string>(nameCount);
+    for (let i = 0, at = table; i < nameCount; i++) {
+      const length = batch.readUInt32LE(at);
+      list[i] = batch.toString('latin1', at + 4, at + 4 + length);
+      at += 4 + ((length + 3) & ~3);
+    }
+    names = list;
+  }
+  let targets = table - targetTotal * 4;
+  const damagedLength = damaged();
+  let offset = 0;
+  for (let i = 0, entry = targets - count * RECEIVE_ENTRY; i < count; i++, entry += RECEIVE_ENTRY) {
+    const request = batch.readUInt32LE(entry);
+    const length = batch.readUInt32LE(entry + 4);
+    const expiresInMs = batch.readUInt32LE(entry + 8);
+    const targetCount = batch.readUInt32LE(entry + 12);
+    const start = length === damagedLength ? -1 : offset;
+    const end = start === -1 ? -1 : offset + length;
+    if (start !== -1) offset = end;
+    if (targetCount === 0) visit(request, batch, start, end, expiresInMs);
+    else {
+      visitInbox(request, batch, start, end, expiresInMs, names, targets, targetCount);
+      targets += targetCount * 4;
+    }
+  }
 }
 
 /**
@@ -158,7 +218,7 @@ function visitMessages(
   for (let i = 0, entry = entries; i < count; i++, entry += stride) {
     const request = batch.readUInt32LE(entry);
     const length = batch.readUInt32LE(entry + 4);
-    const expiresInMs = stride === RECEIVE_ENTRY ? batch.readUInt32LE(entry + 8) : Infinity;
+    const expiresInMs = Infinity;
     if (length === damagedLength) {
       visit(request, batch, -1, -1, expiresInMs);
       continue;
