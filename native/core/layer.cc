@@ -147,8 +147,14 @@ bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
   bool full;
   {
     Critical guard(*this, LockOp::kSend);
-    const uint32_t index = Channels(*segment_).Find(channel);
-    full = index != kNil && IsFull(index, channel, MonotonicMs(), capacity);
+    // Where a send would queue (a '!' channel: its instance's inbox), found without creating
+    // records: a channel that has none holds nothing and is not full.
+    auto table = Channels(*segment_);
+    SendTarget to;
+    const std::string_view inbox = InboxOf(channel);
+    to.queue = table.Find(inbox.empty() ? channel : inbox);
+    if (!inbox.empty()) to.target = table.Find(channel);
+    full = to.queue != kNil && IsFull(to, channel, MonotonicMs(), capacity);
   }
   if (full) backoff_.Refused();  // as TrySend: with the lock released
   return full;

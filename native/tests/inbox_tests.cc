@@ -515,3 +515,25 @@ TEST(inbox_receive_of_extra_only_takes_what_is_there_and_registers_no_wait) {
   CHECK_MESSAGES(ReceiveInbox(owner, "in.me1!", 10), {{"m2", {"in.me1!a"}}});
   CHECK_CLEAN(owner);
 }
+
+// A retry of a refused large send asks first whether it would be refused again: for a '!'
+// channel the answer is its instance's inbox's, and the look creates no record.
+TEST(inbox_refuses_as_full_answers_for_the_inbox) {
+  TempName name;
+  LayerOptions options = Client(name, "me1");
+  options.capacity = 2;
+  Layer owner(options);
+  uint32_t capacity = 0;
+  CHECK(!owner.RefusesAsFull("in.me1!a", capacity));
+  CHECK_EQ(owner.Stats().channels, 0u);
+  SendText(owner, "in.me1!a", "1");
+  SendText(owner, "in.me1!b", "2");
+  // Full at the inbox: a channel of it that holds nothing, or has no record, is refused too.
+  CHECK(owner.RefusesAsFull("in.me1!a", capacity));
+  CHECK(owner.RefusesAsFull("in.me1!c", capacity));
+  CHECK_EQ(capacity, 2u);
+  CHECK_EQ(owner.Stats().queued, 2u);
+  CHECK_EQ(ReceiveInbox(owner, "in.me1!", 1).size(), 1u);
+  CHECK(!owner.RefusesAsFull("in.me1!c", capacity));
+  CHECK_CLEAN(owner);
+}
