@@ -76,9 +76,12 @@ std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
 // A receive's result, payloads and trailer, handed to JS. One that fits the caller's scratch
 // buffer (`scratch`, a Uint8Array or undefined) goes there and its length is returned: one
 // long-lived buffer instead of a fresh ArrayBuffer per batch, whose allocation and collection
-// cost more than the copy. Otherwise a Buffer: a copy when small; when large (many messages; a
-// batch with large payloads went to a BufferRoom instead), the vector's own memory (no second
-// copy), or a copy where external buffers are not allowed (Electron's V8 sandbox: NewOrCopy).
+// cost more than the copy. Otherwise a copy in a Node Buffer (Node's allocator, which V8 counts
+// and collects): the batch's vector stays this object's and warm for the next call. Handing the
+// vector itself over as an external buffer, uncounted by V8, left every such batch in fresh
+// pages, freed only at some later full collection (200 KB batches of small messages: the
+// process grew by each of them). A batch with large payloads never gets here: a BufferRoom
+// takes those payloads straight from the segment.
 Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Value& scratch) {
   if (scratch.IsTypedArray()) {
     auto into = scratch.As<Napi::Uint8Array>();
@@ -87,11 +90,7 @@ Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Valu
       return Napi::Number::New(env, static_cast<double>(bytes.size()));
     }
   }
-  if (bytes.size() < 65536) return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
-  using Bytes = shmch::PayloadBytes;
-  auto* owned = new Bytes(std::move(bytes));
-  return Napi::Buffer<uint8_t>::NewOrCopy(
-      env, owned->data(), owned->size(), [](Napi::Env, uint8_t*, Bytes* v) { delete v; }, owned);
+  return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
 }
 
 // Bytes a batch's trailer takes after its payloads (the format: lib/shm/boundary.ts).
