@@ -151,10 +151,25 @@ bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
     // records: a channel that has none holds nothing and is not full.
     auto table = Channels(*segment_);
     SendTarget to;
-    const std::string_view inbox = InboxOf(channel);
+    const std::string_view inbox =
+        channel.find('!') == std::string_view::npos ? std::string_view() : InboxOf(channel);
     to.queue = table.Find(inbox.empty() ? channel : inbox);
-    if (!inbox.empty()) to.target = table.Find(channel);
-    full = to.queue != kNil && IsFull(to, channel, MonotonicMs(), capacity);
+    if (!inbox.empty() && to.queue != kNil) to.target = table.Find(channel);
+    const uint64_t now = MonotonicMs();
+    if (to.queue == kNil) {
+      full = false;
+    } else if (inbox.empty() || to.target != kNil) {
+      full = IsFull(to, channel, now, capacity);
+    } else {
+      // A '!' channel without a record of its own: its capacity from its name's globs, as the
+      // send would give the record it makes (the inbox name's may be another).
+      Channel& c = segment_->channel(to.queue);
+      DropHeadExpired(c, now);
+      capacity = CapacityOf(channel);
+      full = c.count >= capacity;
+      if (full) ++segment_->header().sends_refused_full;
+      MaybeReleaseChannel(to.queue);
+    }
   }
   if (full) backoff_.Refused();  // as TrySend: with the lock released
   return full;

@@ -537,3 +537,27 @@ TEST(inbox_refuses_as_full_answers_for_the_inbox) {
   CHECK(!owner.RefusesAsFull("in.me1!c", capacity));
   CHECK_CLEAN(owner);
 }
+
+// The capacity refusesAsFull() checks a '!' channel against is its own name's, as a send's is,
+// also when the channel has no record yet (the inbox name's globs may give another).
+TEST(inbox_refuses_as_full_uses_the_channel_names_capacity) {
+  TempName name;
+  LayerOptions options = Client(name, "me1");
+  options.capacity = 2;
+  options.channel_capacity = {{"in.me1!big*", 5}};
+  Layer owner(options);
+  uint32_t capacity = 0;
+  SendText(owner, "in.me1!a", "1");
+  SendText(owner, "in.me1!a", "2");
+  CHECK(owner.RefusesAsFull("in.me1!a", capacity));
+  CHECK_EQ(capacity, 2u);
+  CHECK(!owner.RefusesAsFull("in.me1!big1", capacity));  // 2 < 5: a send would be queued
+  CHECK_EQ(owner.Stats().channels, 2u);  // the inbox and in.me1!a: no record made for big1
+  SendText(owner, "in.me1!big1", "3");
+  SendText(owner, "in.me1!big2", "4");
+  SendText(owner, "in.me1!big3", "5");
+  CHECK(owner.RefusesAsFull("in.me1!big4", capacity));  // 5 >= 5
+  CHECK_EQ(capacity, 5u);
+  CHECK_THROWS(SendText(owner, "in.me1!big4", "6"), ErrorCode::kChannelFull);
+  CHECK_CLEAN(owner);
+}
