@@ -131,9 +131,11 @@ async function main() {
     delete env.SHMCH_FAULT_POINT;
     if (kind === 'producer' && Math.random() < 0.5) {
       // inside send: before or after publishing; or after publishing, before ringing (20); a
-      // large (1%) send: block reserved (22), copied outside the lock (23), linked (24). The
-      // large ones are rare, so they die within their first few.
-      const point = [1, 2, 20, 22, 23, 24][rand(6)];
+      // large (1%) send: block reserved (22), copied outside the lock (23), linked (24); a
+      // groupAdd of its '!' channel with the fan of its inbox linked, the member not yet (28); a
+      // groupDiscard with the fan emptied, not yet removed (29). The large ones and the fans'
+      // are rare, so they die within their first few.
+      const point = [1, 2, 20, 22, 23, 24, 28, 29][rand(8)];
       env.SHMCH_FAULT_POINT = String(point);
       env.SHMCH_FAULT_SKIP = String(point >= 22 ? rand(5) : rand(3000));
     }
