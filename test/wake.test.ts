@@ -160,6 +160,25 @@ process.exit(0);`,
     expect([await third, await fourth]).toEqual([{ n: 3 }, { n: 4 }]);
   });
 
+  it('a message for one of several receives waiting on own channels costs one native call, not a second to wait again', async () => {
+    const name = shm.name();
+    const receiver = shm.open({ name });
+    const sender = shm.open({ name });
+    const inbox = await receiver.newChannel('loops');
+    const other = await receiver.newChannel('loops');
+    const waits = [receiver.receive(inbox), receiver.receive(inbox), receiver.receive(other)];
+    await sleep(5);
+    receiver.lockHoldStats({ reset: true });
+    await sender.send(inbox, { n: 1 });
+    expect(await waits[0]).toEqual({ n: 1 });
+    await sleep(10); // a second call, if any, comes from the check phase
+    // The pop came back short of the three receives waiting: the inbox was empty, our wait stays.
+    expect(receiver.lockHoldStats().receive.count).toBe(1);
+    await sender.send(other, { n: 2 });
+    await sender.send(inbox, { n: 3 });
+    expect([await waits[1], await waits[2]]).toEqual([{ n: 3 }, { n: 2 }]);
+  });
+
   it('two receive loops on a reply channel get every reply promptly, however the echo is timed', async () => {
     const name = shm.name();
     const echo = child(

@@ -123,6 +123,13 @@ const NO_POSITIONS: readonly number[] = Object.freeze([]);
  */
 const INBOX_ENTRIES = 64;
 const INBOX_BYTES = 48 * 1024;
+/**
+ * Of those entries, one per receive() waiting on the inbox's channels, up to this many, are asked
+ * for as wanted (the rest as extra, within INBOX_BYTES): a pop that comes back short of them found
+ * the inbox empty and left our wait there, so no second call is needed to wait again (a process
+ * with several receive loops, as the Socket.IO adapter runs, made two calls per wake-up).
+ */
+const INBOX_WANTED = 8;
 
 /**
  * A message of our own '!' channels taken from an inbox before anyone asked: one object per inbox
@@ -1266,12 +1273,16 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     const coversAll = everyChannel && this.pending.setCount === 0;
     const requests: string[] = [];
     const counts: number[] = [];
-    let inboxes: Set<string> | undefined;
+    // Each inbox to pop, with how many receive()s wait on its channels.
+    let inboxes: Map<string, number> | undefined;
     const want = (channel: string, count: number): void => {
       if (!this.local.owns(channel)) {
         requests.push(channel);
         counts.push(count);
-      } else (inboxes ??= new Set()).add(this.inboxOf(channel));
+      } else {
+        const inbox = this.inboxOf(channel);
+        (inboxes ??= new Map()).set(inbox, (inboxes.get(inbox) ?? 0) + count);
+      }
     };
     if (everyChannel) {
       for (const [channel, count] of this.pending.wanted()) want(channel, count);
@@ -1279,13 +1290,16 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       for (const channel of this.dirty) {
         const count = this.pending.count(channel);
         if (count > 0) want(channel, count);
-        else if (this.isInbox(channel)) (inboxes ??= new Set()).add(channel);
+        else if (this.isInbox(channel) && !inboxes?.has(channel))
+          (inboxes ??= new Map()).set(channel, 0);
       }
     }
     if (this.pending.setCount > 0) {
       for (const set of this.pending.activeSets()) {
         const state = set.state as SetState | undefined;
-        if (state) for (const inbox of state.inboxes) (inboxes ??= new Set()).add(inbox);
+        if (state)
+          for (const inbox of state.inboxes)
+            if (!inboxes?.has(inbox)) (inboxes ??= new Map()).set(inbox, 0);
       }
     }
     this.dirty.clear();
@@ -1296,10 +1310,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     let extra: number[] | undefined;
     if (inboxes) {
       extra = new Array<number>(named).fill(0);
-      for (const inbox of inboxes) {
+      for (const [inbox, waiting] of inboxes) {
+        const wanted = Math.min(INBOX_WANTED, Math.max(1, waiting));
         requests.push(inbox);
-        counts.push(1);
-        extra.push(INBOX_ENTRIES - 1);
+        counts.push(wanted);
+        extra.push(INBOX_ENTRIES - wanted);
       }
     }
     if (requests.length === 0) return;
@@ -1323,8 +1338,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         for (let n = 0; n < counts[i]!; n++) this.pending.fail(requests[i]!, failure);
       }
       if (inboxes) {
-        for (const inbox of inboxes) this.emptyWaited.delete(inbox);
-        this.failOwnWaiters(inboxes, failure);
+        for (const inbox of inboxes.keys()) this.emptyWaited.delete(inbox);
+        this.failOwnWaiters(new Set(inboxes.keys()), failure);
       }
       return;
     }
@@ -1340,17 +1355,22 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     let fromInboxes = 0;
     const gotFrom = inboxes && new Array<number>(requests.length).fill(0);
     if (result !== null) {
+      const visit = this.deliverEach(
+        (request) => requests[request]!,
+        (channel, message) => {
+          this.willHandOut();
+          this.pending.deliver(channel, message);
+        },
+        (channel, error) => this.pending.fail(channel, error),
+      );
       readReceiveBatch(
         result,
         this.scratch,
-        this.deliverEach(
-          (request) => requests[request]!,
-          (channel, message) => {
-            this.willHandOut();
-            this.pending.deliver(channel, message);
-          },
-          (channel, error) => this.pending.fail(channel, error),
-        ),
+        (request, batch, start, end, expiresInMs) => {
+          // Counted as the core counts: every entry it handed out for the request.
+          if (gotFrom && request >= named) gotFrom[request]!++;
+          visit(request, batch, start, end, expiresInMs);
+        },
         (request, batch, start, end, expiresInMs, names, targets, targetCount) => {
           fromInboxes++;
           gotFrom![request]!++;
@@ -1367,18 +1387,22 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         },
       );
     }
-    // An inbox that gave nothing: the core found it empty and registered our wait there.
+    // An inbox that gave fewer than wanted: the core found it empty and registered our wait.
+    let mayHoldMore = false;
     if (gotFrom) {
       for (let i = named; i < requests.length; i++) {
-        if (gotFrom[i] === 0) this.emptyWaited.add(requests[i]!);
-        else this.emptyWaited.delete(requests[i]!);
+        if (gotFrom[i]! < counts[i]!) this.emptyWaited.add(requests[i]!);
+        else {
+          this.emptyWaited.delete(requests[i]!);
+          mayHoldMore = true;
+        }
       }
     }
-    // The inboxes had entries: the receives still waiting may find theirs further on (the call
-    // waits in an inbox only when it found it empty). From the event loop: a flood of entries
+    // An inbox that gave all we wanted may hold more, and our wait there was withdrawn: the
+    // receives still waiting may find theirs further on. From the event loop: a flood of entries
     // for other channels must not keep it from running.
-    if (fromInboxes > 0 && inboxes && this.pending.size > 0) {
-      for (const inbox of inboxes) this.dirty.add(inbox);
+    if (fromInboxes > 0 && mayHoldMore && inboxes && this.pending.size > 0) {
+      for (const inbox of inboxes.keys()) this.dirty.add(inbox);
       this.retryDrainSoon();
     }
   }
