@@ -68,6 +68,9 @@ uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, ui
                                ReceivedBatch* out) {
   if (!(target & kGroupTarget)) {
     if (target >= segment_->channel_records() || segment_->channel(target).in_use != 1) return 0;
+    // Only a channel of this inbox: a scribbled target naming another record is dropped here,
+    // not handed to the receiver under a name it does not own.
+    if (target != inbox && !IsOfInbox(target, inbox)) return 0;
     if (out) AddTarget(target, *out);
     return 1;
   }
@@ -94,6 +97,16 @@ uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, ui
     ++found;
   }
   return found;
+}
+
+bool Layer::IsOfInbox(uint32_t channel, uint32_t inbox) const {
+  const Channel& c = segment_->channel(channel);
+  const Channel& box = segment_->channel(inbox);
+  // Lengths read once and checked; the names compared are the checked lengths' bytes.
+  const uint32_t length = LoadOnce(c.name_length), box_length = LoadOnce(box.name_length);
+  if (length > kMaxNameLength || box_length == 0 || box_length > length) return false;
+  if (box.name[box_length - 1] != '!') return false;
+  return InboxOf(std::string_view(c.name, length)) == std::string_view(box.name, box_length);
 }
 
 void Layer::AddTarget(uint32_t channel, ReceivedBatch& out) {

@@ -515,6 +515,8 @@ class Layer {
   uint32_t ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t sent_at,
                           ReceivedBatch* out);
   void AddTarget(uint32_t channel, ReceivedBatch& out);
+  // Whether channel record `channel` is a '!' channel of inbox record `inbox` (by their names).
+  bool IsOfInbox(uint32_t channel, uint32_t inbox) const;
 
   // Groups and memberships (groups.cc).
   uint32_t FindGroup(std::string_view name) const;

@@ -561,3 +561,57 @@ TEST(inbox_refuses_as_full_uses_the_channel_names_capacity) {
   CHECK_THROWS(SendText(owner, "in.me1!big4", "6"), ErrorCode::kChannelFull);
   CHECK_CLEAN(owner);
 }
+
+// Hostile input: an inbox node's direct target is an index read from shared memory. One naming
+// an in-use record that is not a channel of this inbox (a named channel, another process's '!'
+// channel) is dropped at receive, not handed to the owner under a name it does not own.
+TEST(inbox_direct_target_of_another_inbox_or_a_named_channel_is_dropped) {
+  TempName name;
+  Layer owner(Client(name, "me1"));
+  Layer other(Client(name, "yo2"));
+  SendText(owner, "plain", "p");
+  other.GroupAdd("room", "in.yo2!x");  // keeps its record
+  SendText(owner, "in.me1!a", "1");
+  SendText(owner, "in.me1!a", "2");
+  SendText(owner, "in.me1!a", "3");
+  int fd = open(name.path().c_str(), O_RDWR);
+  struct stat st;
+  CHECK(fd >= 0 && fstat(fd, &st) == 0);
+  void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
+  close(fd);
+  CHECK(map != MAP_FAILED);
+  auto* base = static_cast<uint8_t*>(map);
+  auto& h = *reinterpret_cast<shmch::Header*>(base);
+  auto* channels = reinterpret_cast<shmch::Channel*>(base + h.channels_offset);
+  auto* nodes = reinterpret_cast<shmch::Node*>(base + h.nodes_offset);
+  auto record_of = [&](const std::string& wanted) {
+    for (uint32_t i = 0; i < h.channel_records; ++i) {
+      if (channels[i].in_use == 1 &&
+          std::string(channels[i].name, channels[i].name_length) == wanted) {
+        return i;
+      }
+    }
+    return shmch::kNil;
+  };
+  const uint32_t a = record_of("in.me1!a"), plain = record_of("plain"), x = record_of("in.yo2!x");
+  CHECK(a != shmch::kNil && plain != shmch::kNil && x != shmch::kNil);
+  // The first entry now names "plain", the second the other instance's channel.
+  uint32_t renamed = 0;
+  for (uint32_t n = 0; n < h.node_records && renamed < 2; ++n) {
+    if (nodes[n].block != shmch::kNil && nodes[n].target == a) {
+      nodes[n].target = renamed++ == 0 ? plain : x;
+    }
+  }
+  CHECK_EQ(renamed, 2u);
+  std::vector<InboxMessage> got = ReceiveInbox(owner, "in.me1!", 10);
+  CHECK_EQ(got.size(), 1u);
+  CHECK_EQ(got.at(0).targets, std::vector<std::string>{"in.me1!a"});
+  CHECK_EQ(ReceiveText(owner, "plain", 5), std::vector<std::string>{"p"});
+  munmap(map, static_cast<size_t>(st.st_size));
+  // The scribble moved two of in.me1!a's references away: verify reports its count, a flush
+  // (or any recovery) rebuilds it.
+  CHECK(!owner.Verify().empty());
+  owner.Flush();
+  CHECK_CLEAN(owner);
+}
