@@ -378,7 +378,8 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   CheckOpen();
   ValidateName(group, false, "group");
   ValidateName(channel, true, "channel");
-  uint64_t expires_at = MonotonicMs() + options_.group_expiry_ms;
+  const uint64_t now = MonotonicMs();
+  uint64_t expires_at = now + options_.group_expiry_ms;
   Critical guard(*this, LockOp::kGroupAdd);
   Header& h = segment_->header();
   bool new_group = false;
@@ -397,6 +398,11 @@ void Layer::GroupAdd(std::string_view group, std::string_view channel) {
   uint32_t existing = FindMember(g, c);
   if (existing != kNil) {
     Member& member = segment_->member(existing);
+    // A '!' member that had lapsed (kept by housekeeping for a message lifetime) comes back as a
+    // new membership: a group delivery sent while it had lapsed, still in its inbox, is not for
+    // it (its fan was not counted for it). The cost: one sent before it lapsed and not yet taken
+    // no longer reaches it either (telling the two apart needs the lapse kept per member).
+    if (member.fan != kNil && member.expires_at_ms <= now) member.added_seq = h.next_seq;
     member.expires_at_ms = expires_at;
     // An expired '!' member housekeeping has kept is live again: its fan counts again.
     const uint32_t fan = member.fan;

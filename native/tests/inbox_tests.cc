@@ -496,6 +496,31 @@ TEST(inbox_group_delivery_follows_membership_expiry_at_send_time) {
   CHECK_CLEAN(owner);
 }
 
+// A '!' membership that lapsed and is added again (within the message lifetime housekeeping
+// keeps it) is a new membership: a group message sent while it had lapsed, still in the inbox
+// when it comes back, is not for it (only "b" was reached when it was sent), and the stats count
+// each delivery once.
+TEST(inbox_group_delivery_sent_while_a_member_had_lapsed_does_not_reach_it_when_it_rejoins) {
+  TempName name;
+  LayerOptions options = Client(name, "me1");
+  options.group_expiry_ms = 40;
+  Layer owner(options);
+  owner.GroupAdd("room", "in.me1!a");
+  owner.GroupAdd("room", "in.me1!b");
+  usleep(60'000);
+  owner.GroupAdd("room", "in.me1!b");  // "b" refreshed, "a" has lapsed
+  CHECK_EQ(GroupSendText(owner, "room", "gap"), 1u);
+  owner.GroupAdd("room", "in.me1!a");  // back, after the send
+  CHECK_MESSAGES(ReceiveInbox(owner, "in.me1!", 10), {{"gap", {"in.me1!b"}}});
+  CHECK_EQ(owner.Stats().messages_sent, 1u);
+  CHECK_EQ(owner.Stats().messages_received, 1u);
+  CHECK_EQ(GroupSendText(owner, "room", "both"), 2u);
+  std::vector<InboxMessage> both = ReceiveInbox(owner, "in.me1!", 10);
+  CHECK_EQ(both.size(), 1u);
+  CHECK_EQ(both.at(0).targets.size(), 2u);
+  CHECK_CLEAN(owner);
+}
+
 // receive() with wanted 0 and extra N: what is queued now, within the byte budget, and no wait.
 TEST(inbox_receive_of_extra_only_takes_what_is_there_and_registers_no_wait) {
   TempName name;
