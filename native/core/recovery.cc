@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "clock.h"
 #include "critical.h"
 #include "fault_points.h"
 #include "layer.h"
@@ -271,6 +272,8 @@ std::vector<std::string> Layer::Verify() {
   std::vector<uint32_t> refs(seg.page_count(), 0);
   std::vector<uint8_t> page_owned(seg.page_count(), 0);
   std::vector<uint32_t> memberships(seg.channel_records(), 0);
+  std::vector<uint32_t> queue_of(seg.node_records(), kNil);  // the channel whose queue holds it
+  const uint64_t now = MonotonicMs();
   auto channels = Channels(seg);
   auto groups = Groups(seg);
 
@@ -294,6 +297,7 @@ std::vector<std::string> Layer::Verify() {
         break;
       }
       node_seen[n] = 1;
+      queue_of[n] = ci;
       uint32_t block = LoadOnce(seg.node(n).block);
       BlockInfo info = seg.ReadBlock(block);
       if (!info.message) {
@@ -401,7 +405,7 @@ std::vector<std::string> Layer::Verify() {
         // A fan: its '!' members hang off it, each for its own channel.
         ++fans_used;
         if (FindFan(gi, mem.channel) != m) problem(label + " fan missing from member hash");
-        uint32_t peers = 0, prev_peer = kNil;
+        uint32_t peers = 0, prev_peer = kNil, live = 0;
         for (uint32_t p = mem.next_peer; p != kNil; p = seg.member(p).next_peer) {
           if (p >= seg.member_records() || ++steps > seg.member_records()) {
             problem(label + " fan member list is broken");
@@ -413,6 +417,7 @@ std::vector<std::string> Layer::Verify() {
           }
           if (peer.prev_peer != prev_peer) problem(label + " fan member back-link is wrong");
           if (peer.channel < seg.channel_records()) ++memberships[peer.channel];
+          if (peer.expires_at_ms > now) ++live;
           if (FindMember(gi, peer.channel) != p) {
             problem(label + " member missing from member hash");
           }
@@ -421,6 +426,11 @@ std::vector<std::string> Layer::Verify() {
         }
         if (peers != mem.peer_count) problem(label + " fan peer_count disagrees with its list");
         if (peers == 0) problem(label + " has an empty fan");
+        // Its count of unexpired members (a group send's result) holds until the earliest of
+        // them expires; 0 means "count again".
+        if (mem.expires_at_ms > now && mem.live_peers != live) {
+          problem(label + " fan's count of unexpired members is wrong");
+        }
         count += peers;
         continue;
       }
@@ -444,10 +454,25 @@ std::vector<std::string> Layer::Verify() {
   for (uint32_t n = 0; n < seg.node_records(); ++n) {
     if (node_seen[n] != 1) continue;
     const uint32_t target = LoadOnce(seg.node(n).target);
-    if (target == kNil || (target & kGroupTarget)) continue;
+    if (target == kNil) continue;
+    // Only an inbox ('<prefix>.<client>!') holds nodes with a target, and a direct one names a
+    // channel of that inbox.
+    const Channel& queue = seg.channel(queue_of[n]);
+    const std::string_view queue_name(queue.name, queue.name_length);
+    if (InboxOf(queue_name) != queue_name) {
+      problem("node " + std::to_string(n) + " has a target but is not in an inbox");
+      continue;
+    }
+    if (target & kGroupTarget) continue;
     if (target >= seg.channel_records() || seg.channel(target).in_use != 1) {
       problem("node " + std::to_string(n) + " targets a channel record that is not in use");
       continue;
+    }
+    const Channel& to = seg.channel(target);
+    const uint32_t to_length = LoadOnce(to.name_length);
+    if (to_length > kMaxNameLength ||
+        InboxOf(std::string_view(to.name, to_length)) != queue_name) {
+      problem("node " + std::to_string(n) + " targets a channel of another inbox");
     }
     ++inbox_refs[target];
   }

@@ -472,6 +472,48 @@ TEST(inbox_scribbled_targets_and_fan_lists_are_checked_not_followed) {
   CHECK_CLEAN(owner);
 }
 
+// verify() knows the inbox's derived state and its invariants: a fan's cached count of
+// unexpired members (a group send's result), and that a node's direct target is a channel of
+// the inbox that holds it.
+TEST(inbox_verify_reports_a_wrong_fan_count_and_a_target_of_another_inbox) {
+  TempName name;
+  Layer owner(Client(name, "me1"));
+  for (const std::string& c : Names("in.me1!", 3)) owner.GroupAdd("room", c);
+  owner.GroupAdd("room", "plain");
+  SendText(owner, "in.me1!0", "direct");
+  CHECK_EQ(GroupSendText(owner, "room", "group"), 4u);  // counts the fan: its cache is set
+  CHECK_CLEAN(owner);
+  int fd = open(name.path().c_str(), O_RDWR);
+  struct stat st;
+  CHECK(fd >= 0 && fstat(fd, &st) == 0);
+  void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd, 0);
+  close(fd);
+  CHECK(map != MAP_FAILED);
+  auto* base = static_cast<uint8_t*>(map);
+  auto& h = *reinterpret_cast<shmch::Header*>(base);
+  auto* nodes = reinterpret_cast<shmch::Node*>(base + h.nodes_offset);
+  auto* members = reinterpret_cast<shmch::Member*>(base + h.members_offset);
+  uint32_t plain = shmch::kNil;
+  for (uint32_t m = 0; m < h.member_records; ++m) {
+    if (members[m].in_use == shmch::kFanRecord) members[m].live_peers += 5;
+    if (members[m].in_use == 1 && members[m].fan == shmch::kNil) plain = members[m].channel;
+  }
+  CHECK(plain != shmch::kNil);
+  for (uint32_t n = 0; n < h.node_records; ++n) {
+    if (nodes[n].target != shmch::kNil && !(nodes[n].target & shmch::kGroupTarget)) {
+      nodes[n].target = plain;  // a live record, but not a channel of this inbox
+    }
+  }
+  std::string all;
+  for (const std::string& p : owner.Verify()) all += p + "; ";
+  CHECK(all.find("fan's count of unexpired members is wrong") != std::string::npos);
+  CHECK(all.find("targets a channel of another inbox") != std::string::npos);
+  munmap(map, static_cast<size_t>(st.st_size));
+  owner.Flush();
+  CHECK_CLEAN(owner);
+}
+
 // A membership's expiry is judged at the send, as a group send to its own queue would be: a
 // message sent while it was live still reaches it after it expired; one sent after does not.
 TEST(inbox_group_delivery_follows_membership_expiry_at_send_time) {
