@@ -4,7 +4,10 @@
 //   - every message whose send returned is delivered exactly once (consumer logs + final drain),
 //   - no message is delivered twice,
 //   - no receive stays asleep while its channel holds messages (lost-wakeup watchdog),
-//   - the segment verifies clean throughout, and memory returns to baseline at the end.
+//   - the segment verifies clean throughout, and memory returns to baseline at the end,
+//   - group messages to consumers' '!' channels (served through their process's inbox) reach
+//     each channel at most once and in each sender's order, while producers die joining and
+//     leaving the group (fault points 28, 29) and consumers die receiving (3).
 // Each process logs with synchronous writes, so a log survives its writer's SIGKILL.
 //
 //   npm run chaos                       (10 minutes)
@@ -42,6 +45,7 @@ async function producer() {
   const log = openSync(process.env.CHAOS_LOG, 'a');
   const inbox = await layer.newChannel();
   let seq = 0;
+  let groupSeq = 0;
   for (;;) {
     const r = Math.random();
     if (r < 0.8) {
@@ -60,7 +64,12 @@ async function producer() {
     } else if (r < 0.94) {
       await layer.groupDiscard('chaos.room', inbox);
     } else {
-      await layer.groupSend('chaos.room', { note: 'fan-out', from: process.pid });
+      // The sender and its count: a receiver checks each channel gets them once, in order.
+      await layer.groupSend('chaos.room', {
+        note: 'fan-out',
+        from: process.env.CHAOS_SPAWN,
+        groupSeq: groupSeq++,
+      });
     }
     if (seq % 64 === 0) await new Promise((r) => setImmediate(r));
   }
@@ -81,6 +90,23 @@ async function consumer() {
       if (error.name !== 'AbortError') throw error;
     }
   });
+  // Three '!' channels in the producers' group: one inbox node per group send for all three.
+  const locals = [await layer.newChannel(), await layer.newChannel(), await layer.newChannel()];
+  for (const channel of locals) await layer.groupAdd('chaos.room', channel);
+  for (const channel of locals) {
+    loops.push(
+      (async () => {
+        try {
+          for (;;) {
+            const message = await layer.receive(channel, { signal: controller.signal });
+            writeSync(log, `g ${channel} ${message.from} ${message.groupSeq}\n`);
+          }
+        } catch (error) {
+          if (error.name !== 'AbortError') throw error;
+        }
+      })(),
+    );
+  }
   process.send('ready');
   await Promise.all(loops);
   closeSync(log);
@@ -145,7 +171,7 @@ async function main() {
       // once), which this run's accounting would count as lost; test/crash.test.ts and the native
       // tests cover them.
       env.SHMCH_FAULT_POINT = '3';
-      env.SHMCH_FAULT_SKIP = String(rand(3000));
+      env.SHMCH_FAULT_SKIP = String(rand(100));
     }
     const child = /** @type {any} */ (
       fork(fileURLToPath(import.meta.url), [], {
@@ -245,10 +271,19 @@ async function main() {
   const committed = new Map();
   let bytes = 0;
   const received = new Map();
+  const groupLast = new Map(); // '<channel> <sender>' -> last groupSeq received there
+  let groupReceived = 0;
+  let groupDisorder = 0;
   for (let i = 0; i < spawned; i++) {
     for (const kind of ['producer', 'consumer']) {
       for (const line of readLog(join(dir, `${kind}-${i}.log`))) {
-        if (kind === 'producer') {
+        if (line.startsWith('g ')) {
+          const [, channel, from, groupSeq] = line.split(' ');
+          const key = `${channel} ${from}`;
+          if (groupLast.has(key) && groupLast.get(key) >= Number(groupSeq)) groupDisorder++;
+          groupLast.set(key, Number(groupSeq));
+          groupReceived++;
+        } else if (kind === 'producer') {
           const [id, size] = line.split(' ');
           committed.set(id, Number(size));
           bytes += Number(size);
@@ -265,6 +300,9 @@ async function main() {
   for (const id of committed.keys()) if (!received.has(id)) lost++;
   if (duplicates) problems.push(`${duplicates} messages delivered more than once`);
   if (lost) problems.push(`${lost} committed messages never delivered`);
+  if (groupDisorder) {
+    problems.push(`${groupDisorder} group messages to '!' channels doubled or out of order`);
+  }
 
   // Every process is gone: after housekeeping, memory is back to the baseline.
   await sleep(2500);
@@ -285,6 +323,7 @@ async function main() {
     messagesCommitted: committed.size,
     messagesDelivered: received.size,
     bytesCommitted: bytes,
+    groupMessagesReceived: groupReceived,
     lockRecoveries: final.lockRecoveries,
     verifies,
     problems,
