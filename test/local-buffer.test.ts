@@ -107,6 +107,66 @@ describe("receive buffer of own '!' channels", () => {
     expect(await within(sender.receive('localbuf.shared'))).toEqual({ i: 1 });
   });
 
+  // Two prefixes are two inboxes of one instance; direct and group sends to one '!' channel
+  // share its inbox's queue, so several receive() loops and a receiveAny() loop see each
+  // channel's messages once each, in send order.
+  it("keeps each '!' channel's order across direct and group sends, two prefixes, several loops", async () => {
+    const [receiver, sender] = pair({ capacity: 1000 });
+    const a = await receiver.newChannel('localbuf.one');
+    const b = await receiver.newChannel('localbuf.one');
+    const c = await receiver.newChannel('localbuf.two');
+    for (const channel of [a, b, c]) await receiver.groupAdd('localbuf.mix', channel);
+    const want = new Map<string, number[]>([
+      [a, []],
+      [b, []],
+      [c, []],
+    ]);
+    for (let i = 0; i < 300; i++) {
+      if (i % 3 === 0) {
+        expect(await sender.groupSend('localbuf.mix', { i })).toBe(3);
+        for (const list of want.values()) list.push(i);
+      } else {
+        const to = i % 3 === 1 ? a : c;
+        await sender.send(to, { i });
+        want.get(to)!.push(i);
+      }
+    }
+    const got = new Map<string, number[]>([
+      [a, []],
+      [b, []],
+      [c, []],
+    ]);
+    const total = [...want.values()].reduce((n, list) => n + list.length, 0);
+    let received = 0;
+    const controller = new AbortController();
+    const loop = async (next: () => Promise<[string, { i: number }]>) => {
+      try {
+        for (;;) {
+          const [channel, message] = await next();
+          got.get(channel)!.push(message.i);
+          if (++received === total) controller.abort();
+        }
+      } catch (error) {
+        if ((error as Error).name !== 'AbortError') throw error;
+      }
+    };
+    const { signal } = controller;
+    const one = (channel: string) => async (): Promise<[string, { i: number }]> => [
+      channel,
+      (await receiver.receive(channel, { signal })) as { i: number },
+    ];
+    const any = async (): Promise<[string, { i: number }]> => {
+      const { channel, message } = await receiver.receiveAny([b, c], { signal });
+      return [channel, message as { i: number }];
+    };
+    await within(
+      Promise.all([loop(one(a)), loop(one(a)), loop(one(c)), loop(any), loop(any)]),
+      10_000,
+    );
+    expect(got).toEqual(want);
+    expect(receiver.stats().queued).toBe(0);
+  });
+
   it('gives each receiver of a buffered group message its own copy', async () => {
     const [receiver, sender] = pair();
     const a = await receiver.newChannel();
