@@ -64,14 +64,15 @@ describe('socket.io adapter outbox', () => {
       () => {},
       async () => true,
     );
-    // Three timers due together run in one timers phase: the first one's entry leaves at once,
-    // the next two wait for the check phase and travel in one layer message.
+    // Three immediates queued together run in one check phase (timers due "together" may fall
+    // into two phases on a loaded machine): the first one's entry leaves at once, the next two
+    // wait for the next check phase and travel in one layer message.
     await new Promise<void>((resolve) => {
       for (let i = 0; i < 3; i++)
-        setTimeout(() => {
+        setImmediate(() => {
           outbox.send('dest', Uint8Array.of(i));
           if (i === 2) resolve();
-        }, 1);
+        });
     });
     await outbox.idle();
     expect(outbox.batches).toBe(2);
