@@ -93,7 +93,8 @@ uint32_t Layer::ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, ui
         segment_->channel(member.channel).in_use != 1) {
       continue;
     }
-    if (out) AddTarget(member.channel, *out);
+    if (!out) return 1;
+    AddTarget(member.channel, *out);
     ++found;
   }
   return found;

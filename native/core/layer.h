@@ -511,7 +511,9 @@ class Layer {
   uint32_t DropInboxEntries(uint32_t inbox, uint32_t target);
   // Receive of an inbox: appends the targets of a node (its target, seq and send time, read once
   // by the caller) to `out` (when given): the group members of ours that joined before it was
-  // sent and had not expired by then, or its direct target; returns how many.
+  // sent and had not expired by then, or its direct target; returns how many. Without `out`,
+  // whether there is any (0 or 1): it stops at the first, so releaseChannel's look at every
+  // group entry of an inbox does not walk each one's whole fan under the lock.
   uint32_t ResolveTargets(uint32_t inbox, uint32_t target, uint64_t seq, uint64_t sent_at,
                           ReceivedBatch* out);
   void AddTarget(uint32_t channel, ReceivedBatch& out);
