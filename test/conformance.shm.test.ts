@@ -561,10 +561,13 @@ console.log('sent');`,
     const layer = openShm({ name, capacity: 2000 });
     const channels = Array.from({ length: 20 }, (_, i) => `kill.any-${i}`);
     for (let n = 0; n < 1000; n++) await layer.send(channels[n % 20]!, { n });
-    // The child prints each message it got, then is killed while its loop runs.
+    // The child prints each message it got, then is killed while its loop runs. It writes with
+    // writeSync: process.stdout to a pipe is asynchronous on POSIX, so lines it had handed out
+    // could still be queued in the child when it died, and count as lost (seen: 42-271 lines).
     const child = spawnModule(
-      `${childHeader}
-for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)}); process.stdout.write(message.n + '\\n'); }`,
+      `import { writeSync } from 'node:fs';
+${childHeader}
+for (;;) { const { message } = await layer.receiveAny(${JSON.stringify(channels)}); writeSync(1, message.n + '\\n'); }`,
       { LAYER_NAME: name },
       { imports: [], stdio: ['ignore', 'pipe', 'inherit'] },
     );
