@@ -156,8 +156,9 @@ describe("receive buffer of own '!' channels", () => {
       (await receiver.receive(channel, { signal })) as { i: number },
     ];
     const any = async (): Promise<[string, { i: number }]> => {
-      const { channel, message } = await receiver.receiveAny([b, c], { signal });
-      return [channel, message as { i: number }];
+      const got = await receiver.receiveAny([b, c], { signal });
+      if (!got) throw new Error('a waiting receiveAny() resolved null');
+      return [got.channel, got.message as { i: number }];
     };
     await within(
       Promise.all([loop(one(a)), loop(one(a)), loop(one(c)), loop(any), loop(any)]),
