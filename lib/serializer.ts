@@ -18,7 +18,7 @@ export class MsgpackSerializer implements Serializer {
   });
 
   serialize(message: Message): Uint8Array {
-    assertSerializable(message, 'message');
+    assertSerializable(message);
     return this.packr.pack(message);
   }
 
@@ -29,7 +29,7 @@ export class MsgpackSerializer implements Serializer {
    * caller that copies them at once (the shm layer's send).
    */
   serializeTransient(message: Message): Uint8Array {
-    assertSerializable(message, 'message');
+    assertSerializable(message);
     return this.packr.pack(message, RESET_BUFFER_MODE);
   }
 
@@ -45,14 +45,36 @@ export class MsgpackSerializer implements Serializer {
    * segment: a 5 MB Buffer is then copied once on its way, not twice.
    */
   serializePieces(message: Message, minBytes: number): Uint8Array[] | undefined {
-    if (Array.isArray(message)) return undefined; // only a map's values are looked at
-    let large: string[] | undefined;
-    for (const key of Object.keys(message)) {
-      const value = (message as Record<string, unknown>)[key];
-      if (value instanceof Uint8Array && value.byteLength >= minBytes) (large ??= []).push(key);
+    const large = largeBinaryKeys(message, minBytes);
+    if (!large) return undefined;
+    assertSerializable(message);
+    return this.piecesOf(message, large);
+  }
+
+  /**
+   * What the shm layer's send copies into the segment: serializePieces()'s pieces when the
+   * message has a top-level binary value of `minBytes` or more (at least 64 KiB), else
+   * serializeTransient()'s bytes. One walk of the message both checks it and looks for large
+   * values (a send of a small message pays for one walk, not two).
+   */
+  serializeForCopy(message: Message, minBytes: number): Uint8Array | Uint8Array[] {
+    let large = false;
+    if (minBytes >= 0x10000 && isPlainObject(message)) {
+      for (const key of Object.keys(message)) {
+        const value = (message as Record<string, unknown>)[key];
+        if (value instanceof Uint8Array) large ||= value.byteLength >= minBytes;
+        else if (!serializable(value, 1)) explainUnserializable(message, 'message');
+      }
+    } else if (!serializable(message, 0)) explainUnserializable(message, 'message');
+    if (large) {
+      const pieces = this.piecesOf(message, largeBinaryKeys(message, minBytes)!);
+      if (pieces) return pieces;
     }
-    if (!large || minBytes < 0x10000) return undefined;
-    assertSerializable(message, 'message');
+    return this.packr.pack(message, RESET_BUFFER_MODE);
+  }
+
+  /** serializePieces() of a message checked already, whose `large` keys hold the large values. */
+  private piecesOf(message: Message, large: string[]): Uint8Array[] | undefined {
     // Each large value is packed as a 16-byte stand-in (bin8: 0xc4 0x10 and the bytes), found in
     // the output and replaced by the value's own bin32 header and bytes. Keys keep their order.
     const standIn = { ...(message as Record<string, unknown>) };
@@ -115,8 +137,48 @@ export class MsgpackSerializer implements Serializer {
 
 const MAX_DEPTH = 64;
 
-/** msgpack would silently drop or mangle these; a clear error beats a corrupted message. */
-function assertSerializable(value: unknown, path: string, depth = 0): void {
+/**
+ * msgpack would silently drop or mangle these; a clear error beats a corrupted message. Every
+ * message is walked (serializable(): no strings built); only a refused one is walked again to
+ * say where the problem is.
+ */
+function assertSerializable(message: unknown): void {
+  if (!serializable(message, 0)) explainUnserializable(message, 'message');
+}
+
+/** Whether msgpack carries `value` as it is (what explainUnserializable() would not throw for). */
+function serializable(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'function':
+    case 'symbol':
+    case 'bigint':
+      return false;
+    case 'object': {
+      if (value === null) return true;
+      // Plain objects first: what nearly every value of a message is.
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto === Object.prototype || proto === null) {
+        if (depth > MAX_DEPTH) return false;
+        for (const key of Object.keys(value)) {
+          if (!serializable((value as Record<string, unknown>)[key], depth + 1)) return false;
+        }
+        return true;
+      }
+      if (Array.isArray(value)) {
+        if (depth > MAX_DEPTH) return false;
+        for (let i = 0; i < value.length; i++) if (!serializable(value[i], depth + 1)) return false;
+        return true;
+      }
+      if (ArrayBuffer.isView(value)) return value instanceof Uint8Array;
+      return value instanceof Date;
+    }
+    default:
+      return true;
+  }
+}
+
+/** Throws the error that says what in `value` (at `path`) msgpack would not carry. */
+function explainUnserializable(value: unknown, path: string, depth = 0): void {
   switch (typeof value) {
     case 'function':
     case 'symbol':
@@ -135,7 +197,7 @@ function assertSerializable(value: unknown, path: string, depth = 0): void {
         throw new TypeError(`message is nested deeper than ${MAX_DEPTH} levels`);
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++)
-          assertSerializable(value[i], `${path}[${i}]`, depth + 1);
+          explainUnserializable(value[i], `${path}[${i}]`, depth + 1);
         return;
       }
       // Only plain objects nest: msgpack would flatten a class instance to its fields (or, for
@@ -149,13 +211,30 @@ function assertSerializable(value: unknown, path: string, depth = 0): void {
         );
       }
       for (const key of Object.keys(value)) {
-        assertSerializable((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+        explainUnserializable((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
       }
       return;
     }
     default:
       return;
   }
+}
+
+function isPlainObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** The keys of `message`'s top-level binary values of `minBytes` or more (at least 64 KiB). */
+function largeBinaryKeys(message: Message, minBytes: number): string[] | undefined {
+  if (Array.isArray(message) || minBytes < 0x10000) return undefined; // only a map's values
+  let large: string[] | undefined;
+  for (const key of Object.keys(message)) {
+    const value = (message as Record<string, unknown>)[key];
+    if (value instanceof Uint8Array && value.byteLength >= minBytes) (large ??= []).push(key);
+  }
+  return large;
 }
 
 function describeInstance(value: object): string {

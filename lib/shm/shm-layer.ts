@@ -18,6 +18,7 @@ import { native, type LockHoldStats, type NativeLayer, type NativeStats } from '
 import {
   callNative,
   isLockBusy,
+  packageError,
   readReceiveAnyBatch,
   readReceiveBatch,
   tryLocked,
@@ -402,24 +403,41 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     }
     // A large binary value goes into the segment from the message itself (one copy), the rest
     // of the message from the serializer's bytes.
-    const pieces = this.msgpack?.serializePieces(message as api.Message, outOfLockBytes());
-    let payload: Uint8Array | Uint8Array[] = pieces ?? this.serializeForSend(message);
-    const waiting = this.locked(() => {
-      const outcome = this.handle.send(channel, payload);
-      if (typeof outcome === 'number') {
-        if (pieces || (payload as Uint8Array).length >= outOfLockBytes())
-          this.refusedLarge = { channel, message: new WeakRef(message) };
-        throw new ChannelFull(`channel ${channel} is full (capacity ${outcome})`);
+    let payload = this.msgpack
+      ? this.msgpack.serializeForCopy(message as api.Message, outOfLockBytes())
+      : this.serializer.serialize(message as api.Message);
+    if (this.lockBacklog.length === 0) {
+      // The common case, done at once (tryLocked() inline: no closure per message).
+      let outcome: boolean | number | LockBusy;
+      try {
+        outcome = this.handle.send(channel, payload);
+      } catch (error) {
+        if (!isLockBusy(error)) throw packageError(error);
+        outcome = error;
       }
-      this.refusedLarge = undefined;
-    });
-    if (waiting) {
-      // The call waits for the lock: keep bytes of its own (transient ones are reused, and the
-      // message's own buffers may change before the call runs: it sends them as they are now).
-      if (pieces) payload = Buffer.concat(pieces);
-      else if (this.msgpack) payload = Uint8Array.from(payload as Uint8Array);
-      await waiting;
+      if (!isLockBusy(outcome)) return this.sent(channel, message, payload, outcome);
     }
+    // The call waits for the lock: keep bytes of its own (transient ones are reused, and the
+    // message's own buffers may change before the call runs: it sends them as they are now).
+    if (Array.isArray(payload)) payload = Buffer.concat(payload);
+    else if (this.msgpack) payload = Uint8Array.from(payload);
+    const bytes = payload;
+    await this.locked(() => this.sent(channel, message, bytes, this.handle.send(channel, bytes)));
+  }
+
+  /** What a send call's `outcome` means: sent, or refused as full (remembered if large). */
+  private sent(
+    channel: string,
+    message: api.MessageInput,
+    payload: Uint8Array | Uint8Array[],
+    outcome: boolean | number,
+  ): void {
+    if (typeof outcome === 'number') {
+      if (Array.isArray(payload) || payload.length >= outOfLockBytes())
+        this.refusedLarge = { channel, message: new WeakRef(message) };
+      throw new ChannelFull(`channel ${channel} is full (capacity ${outcome})`);
+    }
+    this.refusedLarge = undefined;
   }
 
   receive<T extends api.Message = api.Message>(
