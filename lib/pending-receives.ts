@@ -220,6 +220,7 @@ export class PendingReceives {
 
   /** True if a receive() or a receiveAny() waits for a message of `channel`. */
   waits(channel: string): boolean {
+    if (this.total === 0) return false; // a receive loop's usual case: no lookups
     if (this.byChannel.has(channel)) return true;
     const sets = this.setsOf.get(channel);
     if (sets) for (const set of sets) if (set.waiters.length) return true;
