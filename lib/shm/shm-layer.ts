@@ -727,6 +727,17 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     this.noteReady(ready);
   }
 
+  /**
+   * collectReady() from a receiveAny() that takes its message in its own call: that consumed the
+   * bell, so what rang for the receive()s waiting here (and a "look everywhere") needs a drain of
+   * its own. Without one a receive() of another channel waited until the receiveAny() loop's
+   * channels ran dry, and every call of that loop looked at all its channels meanwhile.
+   */
+  private collectReadyOutsideDrain(): void {
+    this.collectReady();
+    if (this.dirty.size !== 0 || this.drainAll) this.scheduleDrain();
+  }
+
   /** What rang: receive()s look there next drain, sets count them as candidates (null: all). */
   private noteReady(ready: string[] | null): void {
     if (ready === null) {
@@ -926,7 +937,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         return { channel: taken.channel, message: taken.message };
       }
     }
-    if (this.bellRung()) this.collectReady();
+    if (this.bellRung()) this.collectReadyOutsideDrain();
     if (this.drainAll) this.markAllSets();
     let result: api.ReceivedFrom | null = null;
     let failure: { error: unknown } | undefined;
@@ -1091,7 +1102,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     // Our bell rang: with no other set kept, the set's own call answers it (one lock).
     const rung = this.bellRung();
     const alone = this.pending.setCount === 1;
-    if (rung && !alone) this.collectReady();
+    if (rung && !alone) this.collectReadyOutsideDrain();
     if (this.drainAll) this.markAllSets();
     const busy = this.pullSet(set, 1, this.keepTakenAny, this.keepTakeFailure, rung && alone);
     const taken = this.takenAny;

@@ -309,6 +309,34 @@ export function describeReceiveAny({ open, peerOf, hooks }: Suite): void {
       expect(await single2).toEqual({ to: 'single' });
     });
 
+    // A receiveAny() that finds messages queued takes one in its own call; a ring for someone
+    // else's channel seen by that call must still reach the receive() waiting there.
+    it('a receive() of another channel is served while a receiveAny() loop takes a backlog (two lists in use)', async () => {
+      const layer = await open({ capacity: 1000 });
+      const other = await peerOf(layer);
+      const channels = ['conf.any-bl-0', 'conf.any-bl-1', 'conf.any-bl-2'];
+      // A second list in use by this instance (a backend may keep state per list).
+      expect(await layer.receiveAny(['conf.any-bl-other'], { wait: false })).toBeNull();
+      const total = 600;
+      for (let n = 0; n < total; n++) await other.send(channels[n % 3]!, { n });
+      let taken = 0;
+      let servedAt = -1;
+      const single = layer.receive('conf.any-bl-single').then((message) => {
+        servedAt = taken;
+        return message;
+      });
+      await sleep(30);
+      while (taken < total) {
+        await within(layer.receiveAny(channels));
+        taken++;
+        if (taken === 50) await other.send('conf.any-bl-single', { to: 'single' });
+      }
+      expect(await within(single)).toEqual({ to: 'single' });
+      // Served while the loop still had hundreds of messages to take, not once it ran dry.
+      expect(servedAt).toBeGreaterThanOrEqual(50);
+      expect(servedAt).toBeLessThan(total - 100);
+    });
+
     it('one loop over 100 channels gets every message once, in send order', async () => {
       const layer = await open({ capacity: 500 });
       const other = await peerOf(layer);
