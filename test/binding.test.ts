@@ -63,3 +63,60 @@ it('a payload of 4 GiB or more is refused (ETOOLARGE), not truncated to its low 
   expect(layer.stats().messagesSent).toBe(0);
   layer.close();
 });
+
+// send() and receive() read their payload and scratch buffer with one typed-array call: every
+// kind of typed array still counts in bytes, and anything else is refused as before.
+it('payloads and scratch buffers of any typed-array kind are taken by their bytes', () => {
+  const layer = openNative() as unknown as {
+    send(c: string, p: unknown): boolean | number;
+    receive(c: string, wanted: number, coversAll: boolean, scratch?: unknown): unknown;
+    close(): void;
+  };
+  const doubles = new Float64Array([1.5, -2, 3]);
+  expect(layer.send('kinds', doubles)).toBe(true);
+  const scratch = new Uint16Array(512);
+  const length = layer.receive('kinds', 1, false, scratch) as number;
+  expect(typeof length).toBe('number');
+  const bytes = new Uint8Array(scratch.buffer, 0, length);
+  expect(Buffer.from(bytes.subarray(0, 24)).equals(Buffer.from(doubles.buffer))).toBe(true);
+  // A scratch too small (or none): the batch comes back in a Buffer of its own.
+  expect(layer.send('kinds', new Uint8Array([7, 8, 9]))).toBe(true);
+  const own = layer.receive('kinds', 1, false, new Uint8Array(2)) as Buffer;
+  expect(Buffer.isBuffer(own)).toBe(true);
+  expect([...own.subarray(0, 3)]).toEqual([7, 8, 9]);
+  for (const bad of [new DataView(new ArrayBuffer(4)), 'text', 12, [new Uint8Array(1), {}]]) {
+    expect(() => layer.send('kinds', bad)).toThrow(/payload must be a Uint8Array/);
+  }
+  expect(layer.receive('kinds', 1, false)).toBeNull();
+  layer.close();
+  expect(() => layer.send('kinds', new Uint8Array(1))).toThrow(/the layer is closed/);
+});
+
+// send() and receive() are functions of each instance that reach it without napi_unwrap; one
+// kept after its layer was collected must throw, never touch the freed instance.
+it('a send or receive function kept after its layer was garbage-collected throws', async () => {
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let collected = false;
+  const registry = new FinalizationRegistry(() => {
+    collected = true;
+  });
+  const kept = (() => {
+    const layer = openNative() as unknown as {
+      send(c: string, p: Uint8Array): unknown;
+      receive(c: string, wanted: number, coversAll: boolean): unknown;
+    };
+    registry.register(layer, 'layer');
+    return { send: layer.send, receive: layer.receive };
+  })();
+  for (let i = 0; i < 50 && !collected; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  expect(collected).toBe(true);
+  await new Promise((resolve) => setImmediate(resolve)); // the addon's finalizer runs after
+  expect(() => kept.send('c', new Uint8Array(1))).toThrow(/the layer is closed/);
+  expect(() => kept.receive('c', 1, false)).toThrow(/the layer is closed/);
+});

@@ -57,20 +57,49 @@ uint64_t OptionalUint64(const Napi::Object& o, const char* key, uint64_t fallbac
   return v.IsNumber() ? static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue()) : fallback;
 }
 
+// A typed array's bytes, from one Node-API call (a receive or send makes a few per call: each
+// costs, and IsTypedArray + As<> + ByteLength() + Data() were four). False if `v` is none.
+bool TypedArrayBytes(napi_env env, napi_value v, uint8_t*& data, size_t& bytes) {
+  napi_typedarray_type type;
+  size_t elements = 0;
+  void* at = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, &elements, &at, nullptr, nullptr) != napi_ok) {
+    return false;
+  }
+  size_t element_bytes = 1;
+  switch (type) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array: element_bytes = 1; break;
+    case napi_int16_array:
+    case napi_uint16_array: element_bytes = 2; break;
+    case napi_int32_array:
+    case napi_uint32_array:
+    case napi_float32_array: element_bytes = 4; break;
+    default: element_bytes = 8; break;  // float64, bigint64, biguint64
+  }
+  data = static_cast<uint8_t*>(at);
+  bytes = elements * element_bytes;
+  return true;
+}
+
 std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
-  if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), "payload must be a Uint8Array");
-  auto array = v.As<Napi::Uint8Array>();
+  uint8_t* data = nullptr;
+  size_t bytes = 0;
+  if (!TypedArrayBytes(v.Env(), v, data, bytes)) {
+    throw Napi::TypeError::New(v.Env(), "payload must be a Uint8Array");
+  }
   // Lengths are 32-bit in the core: a larger payload must not be cut to its low 32 bits (which
   // could pass the maxMessageSize check and send a prefix).
-  if (array.ByteLength() >= (size_t{1} << 32)) {
+  if (bytes >= (size_t{1} << 32)) {
     Napi::Error error = Napi::RangeError::New(
         v.Env(),
-        "payload of " + std::to_string(array.ByteLength()) +
+        "payload of " + std::to_string(bytes) +
             " bytes is larger than any message can be (4 GiB); keep it under maxMessageSize");
     error.Set("code", Napi::String::New(v.Env(), "ETOOLARGE"));
     throw error;
   }
-  return {array.Data(), static_cast<uint32_t>(array.ByteLength())};
+  return {data, static_cast<uint32_t>(bytes)};
 }
 
 // A receive's result, payloads and trailer, handed to JS. One that fits the caller's scratch
@@ -83,12 +112,11 @@ std::pair<const uint8_t*, uint32_t> BytesOf(const Napi::Value& v) {
 // process grew by each of them). A batch with large payloads never gets here: a BufferRoom
 // takes those payloads straight from the segment.
 Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Value& scratch) {
-  if (scratch.IsTypedArray()) {
-    auto into = scratch.As<Napi::Uint8Array>();
-    if (bytes.size() <= into.ByteLength()) {
-      std::memcpy(into.Data(), bytes.data(), bytes.size());
-      return Napi::Number::New(env, static_cast<double>(bytes.size()));
-    }
+  uint8_t* into = nullptr;
+  size_t room = 0;
+  if (!scratch.IsEmpty() && TypedArrayBytes(env, scratch, into, room) && bytes.size() <= room) {
+    std::memcpy(into, bytes.data(), bytes.size());
+    return Napi::Number::New(env, static_cast<double>(bytes.size()));
   }
   return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
 }
@@ -195,10 +223,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeLayer",
                        {
-                           InstanceMethod<&NativeLayer::Send>("send"),
                            InstanceMethod<&NativeLayer::RefusesAsFull>("refusesAsFull"),
                            InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
-                           InstanceMethod<&NativeLayer::Receive>("receive"),
                            InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
                            InstanceMethod<&NativeLayer::ForgetSet>("forgetSet"),
                            InstanceMethod<&NativeLayer::ReceiveAny>("receiveAny"),
@@ -274,9 +300,16 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     wake_ = Napi::Persistent(info[1].As<Napi::Function>());
     wake_context_ = std::make_unique<Napi::AsyncContext>(env, "shm-channels wake");
     StartDoorbell(env);
+    // Last: once these exist they may outlive a failed construction.
+    Napi::Object self = info.This().As<Napi::Object>();
+    DefineDirect<&NativeLayer::Send>(env, self, "send");
+    DefineDirect<&NativeLayer::Receive>(env, self, "receive");
   }
 
-  ~NativeLayer() override { Shutdown(); }
+  ~NativeLayer() override {
+    if (direct_) direct_->layer = nullptr;
+    Shutdown();
+  }
 
  private:
   // Lives until libuv has closed the poll handle, which may be after this object is gone.
@@ -352,6 +385,51 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     doorbell_ = nullptr;
   }
 
+  // send() and receive(), the two calls of every message, are functions of each instance that
+  // carry the instance as their data: a prototype method finds its instance by napi_unwrap, a
+  // private-symbol property lookup on the runtime's slow path (perf: about 30 ns of each call's
+  // ~390). The functions share `direct_` with the instance, which clears it when collected, so
+  // one kept apart from its layer throws instead of reaching freed memory.
+  struct DirectTarget {
+    NativeLayer* layer;
+  };
+
+  template <Napi::Value (NativeLayer::*Method)(const Napi::CallbackInfo&)>
+  static napi_value Direct(napi_env env, napi_callback_info cbinfo) {
+    try {
+      Napi::CallbackInfo info(env, cbinfo);
+      NativeLayer* layer = static_cast<DirectTarget*>(info.Data())->layer;
+      if (layer == nullptr) throw Napi::Error::New(env, "the layer is closed");
+      return (layer->*Method)(info);
+    } catch (const Napi::Error& e) {
+      e.ThrowAsJavaScriptException();
+      return nullptr;
+    } catch (const std::exception& e) {
+      napi_throw_error(env, nullptr, (std::string("shm-channels native code failed: ") + e.what()).c_str());
+      return nullptr;
+    }
+  }
+
+  template <Napi::Value (NativeLayer::*Method)(const Napi::CallbackInfo&)>
+  void DefineDirect(Napi::Env env, Napi::Object self, const char* name) {
+    if (!direct_) direct_ = std::make_shared<DirectTarget>(DirectTarget{this});
+    auto keep = std::make_unique<std::shared_ptr<DirectTarget>>(direct_);
+    napi_value fn = nullptr;
+    NAPI_THROW_IF_FAILED_VOID(
+        env, napi_create_function(env, name, NAPI_AUTO_LENGTH, &Direct<Method>, keep->get(), &fn));
+    NAPI_THROW_IF_FAILED_VOID(
+        env, napi_add_finalizer(
+                 env, fn, keep.get(),
+                 [](napi_env, void* data, void*) {
+                   delete static_cast<std::shared_ptr<DirectTarget>*>(data);
+                 },
+                 nullptr, nullptr));
+    keep.release();  // the finalizer owns it now
+    napi_property_descriptor property = {name,    nullptr, nullptr,      nullptr,
+                                         nullptr, fn,      napi_default, nullptr};
+    NAPI_THROW_IF_FAILED_VOID(env, napi_define_properties(env, self, 1, &property));
+  }
+
   // Stops polling the doorbell and releases the slot. Safe to call more than once, from close(),
   // the environment's teardown (worker exit) or the destructor (a layer collected unclosed).
   void Shutdown() {
@@ -386,19 +464,24 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
 
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::string channel = info[0].ToString().Utf8Value();
-    // The payload: one Uint8Array, or an array of them sent as their concatenation (the
-    // serializer's bytes around large binary values it left uncopied).
+    std::string& channel = send_channel_;
+    ReadName(env, info[0], channel);
+    // The payload: one Uint8Array (looked at first: the common case), or an array of them sent
+    // as their concatenation (the serializer's bytes around large binary values it left uncopied).
     std::vector<shmch::PayloadPiece>& pieces = send_pieces_;
     pieces.clear();
-    if (info[1].IsArray()) {
+    uint8_t* whole = nullptr;
+    size_t whole_bytes = 0;
+    if (TypedArrayBytes(env, info[1], whole, whole_bytes) && whole_bytes < (size_t{1} << 32)) {
+      pieces.push_back({whole, static_cast<uint32_t>(whole_bytes)});
+    } else if (info[1].IsArray()) {
       auto list = info[1].As<Napi::Array>();
       for (uint32_t i = 0; i < list.Length(); ++i) {
         auto [data, length] = BytesOf(list.Get(i));
         pieces.push_back({data, length});
       }
     } else {
-      auto [data, length] = BytesOf(info[1]);
+      auto [data, length] = BytesOf(info[1]);  // throws the error that says what is wrong
       pieces.push_back({data, length});
     }
     // true: queued; false: dropped for a gone '!' channel's instance; a number: the channel is
@@ -442,7 +525,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // than `wanted` it may take, and how many payload bytes those extra messages may take in all.
   Napi::Value Receive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    bool covers_all = info.Length() > 2 && info[2].ToBoolean().Value();
+    bool covers_all = info.Length() > 2 && Flag(env, info[2]);
     const bool has_extra = info.Length() > 5 && !info[4].IsUndefined();
     uint64_t extra_bytes = 0;
     if (has_extra) {
@@ -452,9 +535,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     // The request list and the batch are this object's, reused: a receive of one message then
     // allocates nothing (the hot path of a receive loop). Nothing in here calls back into JS.
     std::vector<shmch::ReceiveRequest>& requests = receive_requests_;
-    if (info[0].IsString()) {
-      requests.resize(1);
-      ReadName(env, info[0], requests[0].channel);
+    requests.resize(1);
+    if (TryReadString(env, info[0], requests[0].channel)) {
       requests[0].wanted = info[1].As<Napi::Number>().Uint32Value();
       requests[0].extra = has_extra ? info[4].As<Napi::Number>().Uint32Value() : 0;
     } else {
@@ -877,22 +959,39 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // A JS string into `out`, reusing its memory (one N-API call, no allocation): any valid name
   // fits the stack buffer many times over. A string that may not have fitted (napi stops short
   // of a character that would not fit, so within 4 bytes of the end) takes the allocating path.
+  // No type check first: napi_get_value_string_utf8 fails for anything but a string.
   static void ReadName(Napi::Env env, Napi::Value value, std::string& out) {
+    if (!TryReadString(env, value, out)) out = value.ToString().Utf8Value();
+  }
+
+  // False (and `out` untouched) when `value` is not a string.
+  static bool TryReadString(Napi::Env env, Napi::Value value, std::string& out) {
     char buffer[1024];
     size_t length = 0;
-    if (!value.IsString() ||
-        napi_get_value_string_utf8(env, value, buffer, sizeof buffer, &length) != napi_ok ||
-        length + 4 >= sizeof buffer) {
-      out = value.ToString().Utf8Value();
-      return;
+    if (napi_get_value_string_utf8(env, value, buffer, sizeof buffer, &length) != napi_ok) {
+      return false;
     }
-    out.assign(buffer, length);
+    if (length + 4 >= sizeof buffer) {
+      out = value.As<Napi::String>().Utf8Value();
+    } else {
+      out.assign(buffer, length);
+    }
+    return true;
+  }
+
+  // A boolean argument; anything else by its truthiness (one call in the common case).
+  static bool Flag(Napi::Env env, Napi::Value value) {
+    bool flag = false;
+    if (napi_get_value_bool(env, value, &flag) == napi_ok) return flag;
+    return value.ToBoolean().Value();
   }
 
   std::unique_ptr<shmch::Layer> layer_;
+  std::shared_ptr<DirectTarget> direct_;  // send()'s and receive()'s way to this instance
   // receive()'s request list and result batch, kept between calls (see Receive).
   std::vector<shmch::ReceiveRequest> receive_requests_;
   std::vector<shmch::PayloadPiece> send_pieces_;  // send()'s, reused: a send allocates nothing
+  std::string send_channel_;
   shmch::ReceivedBatch receive_batch_;
   // receiveAny()'s position list and result batch, likewise.
   std::vector<uint32_t> any_positions_;
