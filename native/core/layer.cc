@@ -155,7 +155,7 @@ bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
         channel.find('!') == std::string_view::npos ? std::string_view() : InboxOf(channel);
     to.queue = table.Find(inbox.empty() ? channel : inbox);
     if (!inbox.empty() && to.queue != kNil) to.target = table.Find(channel);
-    const uint64_t now = MonotonicMs();
+    const uint64_t now = LockedAtMs();
     if (to.queue == kNil) {
       full = false;
     } else if (inbox.empty() || to.target != kNil) {
@@ -182,8 +182,8 @@ SendOutcome Layer::SendOnce(std::string_view channel, const PayloadPiece* pieces
   CheckMessageSize(length);
   // A large payload is copied outside the lock (payload.cc).
   if (length >= kOutOfLockBytes) return SendOutOfLock(channel, pieces, count, length, capacity_out);
-  uint64_t now = MonotonicMs();
   Critical guard(*this, LockOp::kSend);
+  const uint64_t now = LockedAtMs();
   SendTarget to = FindSendTarget(channel);
   if (to.queue == kNil) return SendOutcome::kOrphaned;
   if (IsFull(to, channel, now, capacity_out)) return SendOutcome::kFull;
@@ -200,11 +200,11 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   CheckOpen();
   // Before the lock: a bad name in the batch fails the whole call and touches nothing.
   for (const ReceiveRequest& req : requests) ValidateName(req.channel, true, "channel");
-  uint64_t now = MonotonicMs();
   std::vector<PinnedMessage> pins;  // large payloads, copied out after the lock (payload.cc)
   HoldsOnError holds_on_error{*this, &pins};
   std::optional<Critical> guard;
   guard.emplace(*this, LockOp::kReceive);
+  const uint64_t now = LockedAtMs();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   Slot& me = segment_->slot(slot_);
   // Consumed before any queue is looked at: a message queued after this point rings again.

@@ -65,11 +65,11 @@ void Layer::ReceiveAny(uint32_t id, const std::vector<uint32_t>& positions, uint
     }
   }
   if (wanted == 0) return;
-  uint64_t now = MonotonicMs();
   std::vector<PinnedMessage> pins;  // large payloads, copied out after the lock (payload.cc)
   HoldsOnError holds_on_error{*this, &pins};
   std::optional<Critical> guard;
   guard.emplace(*this, LockOp::kReceiveAny);
+  const uint64_t now = LockedAtMs();
   const uint64_t my_bit = uint64_t{1} << (slot_ % 64);
   const uint32_t max_nodes = segment_->node_records();
 
