@@ -4,6 +4,8 @@
 import { validateChannelName } from './names.js';
 import { randomHex } from './random.js';
 
+const DOT = 0x2e; // '.'
+
 /** True for the name of a process-local channel. */
 export function isProcessLocal(name: string): boolean {
   return name.includes('!');
@@ -48,7 +50,12 @@ export class LocalChannels {
    * it forever).
    */
   owns(name: string): boolean {
-    return clientOf(name) === this.client;
+    // clientOf(name) === this.client, without cutting the client id out of the name (every
+    // receive and drain asks, for every channel it looks at).
+    const bang = name.indexOf('!');
+    if (bang === -1) return false;
+    const at = bang - this.client.length;
+    return at > 0 && name.charCodeAt(at - 1) === DOT && name.startsWith(this.client, at);
   }
 
   /** receive(): a '!' channel must be one of ours (a valid name is assumed). */

@@ -189,6 +189,11 @@ export class PendingReceives {
     });
   }
 
+  /** The channels with waiting receive()s and their waiters, oldest first (do not change them). */
+  waitingChannels(): ReadonlyMap<string, readonly Waiter[]> {
+    return this.byChannel;
+  }
+
   /** Channels with receive() waiters and how many wait on each (receiveAny()s not included). */
   wanted(): Array<[channel: string, count: number]> {
     const out: Array<[string, number]> = [];

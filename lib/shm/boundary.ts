@@ -155,10 +155,11 @@ export function readReceiveBatch(
     const list: string[] = new Array<string>(nameCount);
     for (let i = 0, at = table; i < nameCount; i++) {
       const length = view.getUint32(at, true);
-      list[i] = batch.toString('latin1', at + 4, at + 4 + length);
+      list[i] = nameAt(batch, at + 4, length, i);
       at += 4 + ((length + 3) & ~3);
     }
     names = list;
+    lastNames = list;
   }
   let targets = table - targetTotal * 4;
   const damagedLength = damaged();
@@ -177,6 +178,30 @@ export function readReceiveBatch(
       targets += targetCount * 4;
     }
   }
+}
+
+/**
+ * The names of the last batch that had any. A process's inbox entries name the same few '!'
+ * channels batch after batch: the same string again, compared byte by byte, is cheaper than a
+ * new one (a native call to make it, then a hash and slower comparisons wherever it is looked
+ * up: the buffers, the waiting receives).
+ */
+let lastNames: readonly string[] = NO_NAMES;
+
+/** The ASCII name `batch[start, start + length)`, the last batch's `index`th if it is the same. */
+function nameAt(batch: Buffer, start: number, length: number, index: number): string {
+  const known = index < lastNames.length ? lastNames[index]! : undefined;
+  if (known !== undefined && known.length === length) {
+    let same = true;
+    for (let k = 0; k < length; k++) {
+      if (batch[start + k] !== known.charCodeAt(k)) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return known;
+  }
+  return batch.toString('latin1', start, start + length);
 }
 
 /**

@@ -110,6 +110,21 @@ let outOfLockBytesValue: number | undefined;
 function outOfLockBytes(): number {
   return (outOfLockBytesValue ??= native().constants.outOfLockBytes);
 }
+/** Adds `count` to `name`'s entry in the parallel lists `names` and `counts` (a drain's inboxes). */
+function tally(names: string[], counts: number[], name: string, count: number): void {
+  const at = names.indexOf(name);
+  if (at !== -1) counts[at]! += count;
+  else {
+    names.push(name);
+    counts.push(count);
+  }
+}
+/** `length` zeros (Array.prototype.fill on a new Array costs several times this loop). */
+function zeros(length: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < length; i++) out.push(0);
+  return out;
+}
 /** A settled promise whose reactions run as microtasks (see willHandOut()). */
 const SETTLED = Promise.resolve();
 /** A drain's channel sets when there are none (not a fresh array per drain). */
@@ -1317,48 +1332,50 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     // Naming every waiting channel lets the same call answer the doorbell, unless channel sets
     // hold waits of their own (the call would withdraw them).
     const coversAll = everyChannel && this.pending.setCount === 0;
+    // Named channels to receive from, with how many receive()s wait on each; then each inbox
+    // to pop, with how many receive()s wait on its channels (a drain usually names one or two
+    // of these: arrays, no map, no closure per drain).
     const requests: string[] = [];
     const counts: number[] = [];
-    // Each inbox to pop, with how many receive()s wait on its channels.
-    let inboxes: Map<string, number> | undefined;
-    const want = (channel: string, count: number): void => {
-      if (!this.local.owns(channel)) {
-        requests.push(channel);
-        counts.push(count);
-      } else {
-        const inbox = this.inboxOf(channel);
-        (inboxes ??= new Map()).set(inbox, (inboxes.get(inbox) ?? 0) + count);
-      }
-    };
+    const inboxNames: string[] = [];
+    const inboxWaiting: number[] = [];
     if (everyChannel) {
-      for (const [channel, count] of this.pending.wanted()) want(channel, count);
+      for (const [channel, waiters] of this.pending.waitingChannels()) {
+        if (!this.local.owns(channel)) {
+          requests.push(channel);
+          counts.push(waiters.length);
+        } else tally(inboxNames, inboxWaiting, this.inboxOf(channel), waiters.length);
+      }
     } else {
       for (const channel of this.dirty) {
         const count = this.pending.count(channel);
-        if (count > 0) want(channel, count);
-        else if (this.isInbox(channel) && !inboxes?.has(channel))
-          (inboxes ??= new Map()).set(channel, 0);
+        if (count > 0) {
+          if (!this.local.owns(channel)) {
+            requests.push(channel);
+            counts.push(count);
+          } else tally(inboxNames, inboxWaiting, this.inboxOf(channel), count);
+        } else if (this.isInbox(channel)) tally(inboxNames, inboxWaiting, channel, 0);
       }
     }
     if (this.pending.setCount > 0) {
       for (const set of this.pending.activeSets()) {
         const state = set.state as SetState | undefined;
-        if (state)
-          for (const inbox of state.inboxes)
-            if (!inboxes?.has(inbox)) (inboxes ??= new Map()).set(inbox, 0);
+        if (state) for (const inbox of state.inboxes) tally(inboxNames, inboxWaiting, inbox, 0);
       }
     }
-    this.dirty.clear();
+    // (Set.clear() makes a new table even for an empty set.)
+    if (this.dirty.size !== 0) this.dirty.clear();
     this.drainAll = false;
     // An inbox holds entries for any of our '!' channels: one wanted (we wait there if it is
     // empty), and more taken along for the buffers.
     const named = requests.length;
+    const inboxes = inboxNames.length !== 0 ? inboxNames : undefined;
     let extra: number[] | undefined;
     if (inboxes) {
-      extra = new Array<number>(named).fill(0);
-      for (const [inbox, waiting] of inboxes) {
-        const wanted = Math.min(INBOX_WANTED, Math.max(1, waiting));
-        requests.push(inbox);
+      extra = zeros(named);
+      for (let i = 0; i < inboxes.length; i++) {
+        const wanted = Math.min(INBOX_WANTED, Math.max(1, inboxWaiting[i]!));
+        requests.push(inboxes[i]!);
         counts.push(wanted);
         extra.push(INBOX_ENTRIES - wanted);
       }
@@ -1367,7 +1384,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     if (coversAll && !lookEverywhere && named === 0 && this.nothingNew(requests)) return;
     let result: Buffer | number | null | LockBusy;
     try {
-      result = tryLocked(() =>
+      // (tryLocked() inline: no closure per drain)
+      result =
         requests.length === 1
           ? this.handle.receive(
               requests[0]!,
@@ -1377,17 +1395,20 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
               extra?.[0],
               INBOX_BYTES,
             )
-          : this.handle.receive(requests, counts, coversAll, this.scratch, extra, INBOX_BYTES),
-      );
-    } catch (failure) {
-      for (let i = 0; i < named; i++) {
-        for (let n = 0; n < counts[i]!; n++) this.pending.fail(requests[i]!, failure);
+          : this.handle.receive(requests, counts, coversAll, this.scratch, extra, INBOX_BYTES);
+    } catch (error) {
+      if (isLockBusy(error)) result = error;
+      else {
+        const failure = packageError(error);
+        for (let i = 0; i < named; i++) {
+          for (let n = 0; n < counts[i]!; n++) this.pending.fail(requests[i]!, failure);
+        }
+        if (inboxes) {
+          for (const inbox of inboxes) this.emptyWaited.delete(inbox);
+          this.failOwnWaiters(new Set(inboxes), failure);
+        }
+        return;
       }
-      if (inboxes) {
-        for (const inbox of inboxes.keys()) this.emptyWaited.delete(inbox);
-        this.failOwnWaiters(new Set(inboxes.keys()), failure);
-      }
-      return;
     }
     if (isLockBusy(result)) {
       // Another process holds the lock: look again soon, from the event loop. The receives
@@ -1398,41 +1419,13 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     }
     // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
     if (this.pending.setCount > 0) for (let i = 0; i < named; i++) this.markCandidate(requests[i]!);
-    let fromInboxes = 0;
-    const gotFrom = inboxes && new Array<number>(requests.length).fill(0);
+    const gotFrom = inboxes && zeros(requests.length);
     if (result !== null) {
-      const visit = this.deliverEach(
-        (request) => requests[request]!,
-        (channel, message) => {
-          this.willHandOut();
-          this.pending.deliver(channel, message);
-        },
-        (channel, error) => this.pending.fail(channel, error),
-      );
-      readReceiveBatch(
-        result,
-        this.scratch,
-        (request, batch, start, end, expiresInMs) => {
-          // Counted as the core counts: every entry it handed out for the request.
-          if (gotFrom && request >= named) gotFrom[request]!++;
-          visit(request, batch, start, end, expiresInMs);
-        },
-        (request, batch, start, end, expiresInMs, names, targets, targetCount) => {
-          fromInboxes++;
-          gotFrom![request]!++;
-          this.demux(
-            requests[request]!,
-            batch,
-            start,
-            end,
-            expiresInMs,
-            names,
-            targets,
-            targetCount,
-          );
-        },
-      );
+      this.drained = { requests, named, gotFrom, fromInboxes: 0 };
+      readReceiveBatch(result, this.scratch, this.deliverDrained, this.demuxDrained);
     }
+    const fromInboxes = this.drained?.fromInboxes ?? 0;
+    this.drained = undefined;
     // An inbox that gave fewer than wanted: the core found it empty and registered our wait.
     let mayHoldMore = false;
     if (gotFrom) {
@@ -1448,10 +1441,63 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     // receives still waiting may find theirs further on. From the event loop: a flood of entries
     // for other channels must not keep it from running.
     if (fromInboxes > 0 && mayHoldMore && inboxes && this.pending.size > 0) {
-      for (const inbox of inboxes.keys()) this.dirty.add(inbox);
+      for (const inbox of inboxes) this.dirty.add(inbox);
       this.retryDrainSoon();
     }
   }
+
+  /** The drain whose batch is being read (fields and two visitors, so no closures per drain). */
+  private drained:
+    | {
+        requests: readonly string[];
+        named: number;
+        gotFrom: number[] | undefined;
+        fromInboxes: number;
+      }
+    | undefined;
+  private readonly deliverDrained: BatchVisitor = (request, batch, start, end) => {
+    const drained = this.drained!;
+    // Counted as the core counts: every entry it handed out for the request.
+    if (drained.gotFrom && request >= drained.named) drained.gotFrom[request]!++;
+    const channel = drained.requests[request]!;
+    if (start < 0) {
+      this.pending.fail(channel, damagedError(channel));
+      return;
+    }
+    let message: api.Message;
+    try {
+      message = this.decodeOne(batch, start, end);
+    } catch (error) {
+      this.pending.fail(channel, error);
+      return;
+    }
+    this.willHandOut();
+    this.pending.deliver(channel, message);
+  };
+  private readonly demuxDrained: InboxVisitor = (
+    request,
+    batch,
+    start,
+    end,
+    expiresInMs,
+    names,
+    targets,
+    targetCount,
+  ) => {
+    const drained = this.drained!;
+    drained.fromInboxes++;
+    drained.gotFrom![request]!++;
+    this.demux(
+      drained.requests[request]!,
+      batch,
+      start,
+      end,
+      expiresInMs,
+      names,
+      targets,
+      targetCount,
+    );
+  };
 
   /**
    * One inbox entry: to the receives waiting on its channels (decoded once for all of them),
@@ -1543,10 +1589,19 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     }
   }
 
-  /** The inbox of one of our own '!' channels: its part up to the '!'. */
+  /**
+   * The inbox of one of our own '!' channels: its part up to the '!'. The last answer is kept: a
+   * receive loop asks for the same channel's several times per message (not a new string each).
+   */
   private inboxOf(channel: string): string {
-    return nonLocalPart(channel);
+    if (channel !== this.lastInboxOf) {
+      this.lastInbox = nonLocalPart(channel);
+      this.lastInboxOf = channel;
+    }
+    return this.lastInbox;
   }
+  private lastInboxOf = '';
+  private lastInbox = '';
 
   /** True for the name of one of our inboxes, '<prefix>.<client>!' (as the ready list names it). */
   private isInbox(channel: string): boolean {
