@@ -276,7 +276,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       if (walked) pops.emplace_back(index, walked);
     }
     if (got < req.wanted) {
-      if (index == kNil) index = EnsureChannel(req.channel);
+      if (index == kNil) index = MakeChannel(req.channel);
       segment_->channel(index).waiters[slot_ / 64] |= my_bit;
     } else if (index != kNil) {
       segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;

@@ -417,6 +417,9 @@ class Layer {
   // The capacity of an existing record: cached in it when its creator had our options.
   uint32_t CapacityOf(const Channel& record, std::string_view name) const;
   uint32_t EnsureChannel(std::string_view name);
+  // A new record for a name the caller just looked up and did not find (no second lookup: a
+  // '!' send makes its target's record on every message of a ping-pong, see FindSendTarget).
+  uint32_t MakeChannel(std::string_view name);
   void MaybeReleaseChannel(uint32_t index);
   // Returns the messages that were still queued.
   uint32_t DropChannel(uint32_t index);

@@ -52,14 +52,17 @@ uint32_t Layer::CapacityOf(const Channel& record, std::string_view name) const {
 }
 
 uint32_t Layer::EnsureChannel(std::string_view name) {
+  uint32_t index = Channels(*segment_).Find(name);
+  return index != kNil ? index : MakeChannel(name);
+}
+
+uint32_t Layer::MakeChannel(std::string_view name) {
   auto table = Channels(*segment_);
-  uint32_t index = table.Find(name);
-  if (index != kNil) return index;
   Header& h = segment_->header();
   // Matched once, when the record is made: later sends and groupSends read it from the record.
   const uint32_t capacity = CapacityOf(name);
   auto init = [&](Channel& c) { c.cached_capacity = CachedCapacityWord(capacity_tag_, capacity); };
-  index = table.Insert(name, h.channel_rover, h.channels_used, init);
+  uint32_t index = table.Insert(name, h.channel_rover, h.channels_used, init);
   // Every existing record is taken: the table grows by a step, reserved in /dev/shm first.
   while (index == kNil && segment_->GrowTable(Segment::Table::kChannels) != kNil) {
     index = Channels(*segment_).Insert(name, h.channel_rover, h.channels_used, init);
@@ -202,7 +205,7 @@ SendTarget Layer::FindSendTarget(std::string_view channel) {
       channel.find('!') == std::string_view::npos ? std::string_view() : InboxOf(channel);
   if (inbox.empty()) {
     uint32_t index = table.Find(channel);
-    return {index != kNil ? index : EnsureChannel(channel), kNil};
+    return {index != kNil ? index : MakeChannel(channel), kNil};
   }
   // A '!' channel of an instance: its message goes to that instance's inbox. Without an inbox
   // record, the instance may be gone: then nobody could ever receive it (an existing inbox of a
@@ -215,10 +218,10 @@ SendTarget Layer::FindSendTarget(std::string_view channel) {
   // The channel's own record is the node's target (it names the channel to the receiver and
   // holds the capacity its name matched).
   uint32_t target = table.Find(channel);
-  if (target == kNil) target = EnsureChannel(channel);
+  if (target == kNil) target = MakeChannel(channel);
   if (queue == kNil) {
     try {
-      queue = EnsureChannel(inbox);
+      queue = EnsureChannel(inbox);  // the target's record, if the two names are one
     } catch (...) {
       MaybeReleaseChannel(target);
       throw;
