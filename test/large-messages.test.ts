@@ -79,6 +79,29 @@ describe('large messages', () => {
     expect(layer.stats().arenaUsedBytes).toBe(0);
   });
 
+  it('a payload damaged in shared memory fails the receiveAny() that takes it; the next one gets the next message', async () => {
+    const layer = shm.open();
+    const bodies = [11, 12, 13].map((seed) => pattern(2_000, seed));
+    await layer.send('any-a', { k: 0, payload: bodies[0] });
+    await layer.send('any-b', { k: 1, payload: bodies[1] });
+    await layer.send('any-a', { k: 2, payload: bodies[2] });
+    const file = `/dev/shm/shmch.${uid}.${layer.name}`;
+    const at = readFileSync(file).indexOf(bodies[1]!.subarray(0, 64));
+    expect(at).toBeGreaterThan(0);
+    const fd = openSync(file, 'r+');
+    try {
+      writeSync(fd, Buffer.from([bodies[1]![500]! ^ 0xff]), 0, 1, at + 500);
+    } finally {
+      closeSync(fd);
+    }
+    const channels = ['any-a', 'any-b'];
+    expect(await layer.receiveAny(channels)).toMatchObject({ channel: 'any-a', message: { k: 0 } });
+    await expect(layer.receiveAny(channels)).rejects.toMatchObject({ code: 'ECORRUPT' });
+    expect(await layer.receiveAny(channels)).toMatchObject({ channel: 'any-a', message: { k: 2 } });
+    expect(await layer.receiveAny(channels, { wait: false })).toBeNull();
+    expect(layer.stats().arenaUsedBytes).toBe(0);
+  });
+
   // Regression: the receiver used to hand out the core's own vector as an external buffer, which
   // V8 does not count: 4 MB of fresh pages (977 page faults) per message, freed only at some
   // later full collection, so its memory grew by each message it received (153 MB over 40 here).

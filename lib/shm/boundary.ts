@@ -235,41 +235,25 @@ export function readReceiveAnyBatch(
   visit: BatchVisitor,
 ): number {
   const batch = typeof result === 'number' ? scratch : result;
+  const view = typeof result === 'number' ? viewOfScratch(scratch) : viewOf(result);
   const end = (typeof result === 'number' ? result : result.length) - 12;
-  const count = batch.readUInt32LE(end);
-  const positions = batch.readUInt32LE(end + 4);
-  const held = batch.readUInt32LE(end + 8);
+  const count = view.getUint32(end, true);
+  const positions = view.getUint32(end + 4, true);
+  const held = view.getUint32(end + 8, true);
   const listed = end - positions * 4;
-  for (let at = listed; at < end; at += 4) stillHolding(batch.readUInt32LE(at));
-  visitMessages(
-    batch,
-    listed - count * RECEIVE_ANY_ENTRY,
-    count,
-    RECEIVE_ANY_ENTRY,
-    damaged(),
-    visit,
-  );
-  return held;
-}
-
-function visitMessages(
-  batch: Buffer,
-  entries: number,
-  count: number,
-  stride: number,
-  damagedLength: number,
-  visit: BatchVisitor,
-): void {
+  for (let at = listed; at < end; at += 4) stillHolding(view.getUint32(at, true));
+  const damagedLength = damaged();
   let offset = 0;
-  for (let i = 0, entry = entries; i < count; i++, entry += stride) {
-    const request = batch.readUInt32LE(entry);
-    const length = batch.readUInt32LE(entry + 4);
-    const expiresInMs = Infinity;
+  for (let i = 0, entry = listed - count * RECEIVE_ANY_ENTRY; i < count; i++) {
+    const request = view.getUint32(entry, true);
+    const length = view.getUint32(entry + 4, true);
+    entry += RECEIVE_ANY_ENTRY;
     if (length === damagedLength) {
-      visit(request, batch, -1, -1, expiresInMs);
+      visit(request, batch, -1, -1, Infinity);
       continue;
     }
-    visit(request, batch, offset, offset + length, expiresInMs);
+    visit(request, batch, offset, offset + length, Infinity);
     offset += length;
   }
+  return held;
 }
