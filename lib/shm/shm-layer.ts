@@ -609,6 +609,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     waitingLayers.delete(this);
     clearImmediate(this.lockRetry);
     clearImmediate(this.drainRetry);
+    clearImmediate(this.idleCheck);
     for (const waiting of this.lockBacklog.splice(0)) waiting.reject(new LayerClosed());
     this.pending.rejectAll(new LayerClosed());
     // Our '!' channels end with us: what their buffers hold is orphaned, like what they queue.
@@ -1887,6 +1888,24 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   }
 
   private setWaiting(waiting: boolean): void {
+    if (!waiting && this.waiting && !this.closed) {
+      // Not at once: a receive loop that got its message is usually waiting again within this
+      // turn, and letting go of the doorbell, then holding it again, costs two native calls per
+      // message (a ping-pong's every hop). The process may stay alive for one more turn.
+      this.idleCheck ??= setImmediate(this.stopWaitingIfIdle);
+      return;
+    }
+    this.holdDoorbell(waiting);
+  }
+
+  private idleCheck: NodeJS.Immediate | undefined;
+  private readonly stopWaitingIfIdle = (): void => {
+    this.idleCheck = undefined;
+    if (this.pending.size === 0) this.holdDoorbell(false);
+  };
+
+  /** Whether our doorbell keeps the process alive (receives wait), and `waitingLayers` this. */
+  private holdDoorbell(waiting: boolean): void {
     if (waiting === this.waiting || this.closed) return;
     this.waiting = waiting;
     if (waiting) waitingLayers.add(this);
