@@ -475,7 +475,8 @@ void Segment::SyncRecords() {
                     {h.node_records, Table::kNodes, node_records_}};
   for (Field& f : fields) {
     uint32_t published = f.shared;  // read once: the copy is what we check and use
-    AdoptRecords(f.table, published);
+    // Every lock takes this path; the tables rarely grow, so the common case is one compare.
+    if (published > f.local) AdoptRecords(f.table, published);
     // Counts only grow; a smaller one was scribbled over: put back what we know exists.
     if (published < f.local) f.shared = f.local;
   }
