@@ -516,8 +516,9 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
 
   receiveAny<T extends api.Message = api.Message>(
     channels: readonly string[],
-    options: api.ReceiveAnyOptions = {},
+    options?: api.ReceiveAnyOptions,
   ): Promise<api.ReceivedFrom<T> | null> {
+    const signal = options?.signal; // (no options object per call)
     let set: ChannelSet;
     try {
       set = this.receivableSet(this.pending, channels);
@@ -525,7 +526,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.buffered.size !== 0 && !options.signal?.aborted) {
+    if (this.buffered.size !== 0 && !signal?.aborted) {
       const taken = this.takeBufferedOf(set);
       if (taken) {
         return 'error' in taken
@@ -533,21 +534,21 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
           : Promise.resolve({ channel: taken.channel, message: taken.message as T });
       }
     }
-    if (options.wait === false) {
-      if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
+    if (options?.wait === false) {
+      if (signal?.aborted) return Promise.reject(abortError(signal));
       try {
         return Promise.resolve(this.locked(() => this.takeNow(set)) as api.ReceivedFrom<T> | null);
       } catch (error) {
         return Promise.reject(error);
       }
     }
-    if (!options.signal?.aborted && !this.pending.owesAnyOf(set) && this.mayTakeNow()) {
+    if (!signal?.aborted && !this.pending.owesAnyOf(set) && this.mayTakeNow()) {
       // As receive(): nobody here is owed a message of these channels, so take the oldest now.
       // All empty: the call registered our waits, and the drain below has nothing to ask.
       const taken = this.takeAny(set);
       if (taken !== undefined) return taken as Promise<api.ReceivedFrom<T>>;
     }
-    const promise = this.pending.addAny(set, options.signal) as Promise<api.ReceivedFrom<T>>;
+    const promise = this.pending.addAny(set, signal) as Promise<api.ReceivedFrom<T>>;
     this.scheduleDrain();
     return promise;
   }
