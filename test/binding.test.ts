@@ -92,9 +92,9 @@ it('payloads and scratch buffers of any typed-array kind are taken by their byte
   expect(() => layer.send('kinds', new Uint8Array(1))).toThrow(/the layer is closed/);
 });
 
-// send() and receive() are functions of each instance that reach it without napi_unwrap; one
-// kept after its layer was collected must throw, never touch the freed instance.
-it('a send or receive function kept after its layer was garbage-collected throws', async () => {
+// send(), receive() and receiveAny() are functions of each instance that reach it without
+// napi_unwrap; one kept after its layer was collected must throw, never touch the freed instance.
+it('a send, receive or receiveAny function kept after its layer was garbage-collected throws', async () => {
   const { setFlagsFromString } = await import('node:v8');
   const { runInNewContext } = await import('node:vm');
   setFlagsFromString('--expose-gc');
@@ -107,9 +107,10 @@ it('a send or receive function kept after its layer was garbage-collected throws
     const layer = openNative() as unknown as {
       send(c: string, p: Uint8Array): unknown;
       receive(c: string, wanted: number, coversAll: boolean): unknown;
+      receiveAny(set: number, positions: number[], wanted: number): unknown;
     };
     registry.register(layer, 'layer');
-    return { send: layer.send, receive: layer.receive };
+    return { send: layer.send, receive: layer.receive, receiveAny: layer.receiveAny };
   })();
   for (let i = 0; i < 50 && !collected; i++) {
     gc();
@@ -119,4 +120,24 @@ it('a send or receive function kept after its layer was garbage-collected throws
   await new Promise((resolve) => setImmediate(resolve)); // the addon's finalizer runs after
   expect(() => kept.send('c', new Uint8Array(1))).toThrow(/the layer is closed/);
   expect(() => kept.receive('c', 1, false)).toThrow(/the layer is closed/);
+  expect(() => kept.receiveAny(1, [], 1)).toThrow(/the layer is closed/);
+});
+
+it('receiveAny refuses arguments of the wrong type with a TypeError, taking nothing', () => {
+  const layer = openNative() as unknown as {
+    send(c: string, p: Uint8Array): void;
+    defineSet(channels: string[]): number;
+    receiveAny(set: unknown, positions: unknown, wanted: unknown): Uint8Array | number | null;
+    stats(): { queued: number };
+  };
+  layer.send('any-a', new Uint8Array(3));
+  const set = layer.defineSet(['any-a', 'any-b']);
+  expect(() => layer.receiveAny(String(set), [0], 1)).toThrow(TypeError);
+  expect(() => layer.receiveAny(set, 0, 1)).toThrow(TypeError);
+  expect(() => layer.receiveAny(set, [0], '1')).toThrow(TypeError);
+  expect(() => layer.receiveAny(set, ['0'], 1)).toThrow(/positions must be numbers/);
+  expect(() => layer.receiveAny(set, [2], 1)).toThrow(/out of range/);
+  expect(layer.stats().queued).toBe(1);
+  expect(layer.receiveAny(set, [0, 1], 1)).not.toBeNull();
+  expect(layer.stats().queued).toBe(0);
 });

@@ -227,7 +227,6 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
                            InstanceMethod<&NativeLayer::GroupSend>("groupSend"),
                            InstanceMethod<&NativeLayer::DefineSet>("defineSet"),
                            InstanceMethod<&NativeLayer::ForgetSet>("forgetSet"),
-                           InstanceMethod<&NativeLayer::ReceiveAny>("receiveAny"),
                            InstanceMethod<&NativeLayer::GroupAdd>("groupAdd"),
                            InstanceMethod<&NativeLayer::GroupDiscard>("groupDiscard"),
                            InstanceMethod<&NativeLayer::GroupMembers>("groupMembers"),
@@ -304,6 +303,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Object self = info.This().As<Napi::Object>();
     DefineDirect<&NativeLayer::Send>(env, self, "send");
     DefineDirect<&NativeLayer::Receive>(env, self, "receive");
+    DefineDirect<&NativeLayer::ReceiveAny>(env, self, "receiveAny");
   }
 
   ~NativeLayer() override {
@@ -385,8 +385,8 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     doorbell_ = nullptr;
   }
 
-  // send() and receive(), the two calls of every message, are functions of each instance that
-  // carry the instance as their data: a prototype method finds its instance by napi_unwrap, a
+  // send(), receive() and receiveAny(), the calls of every message, are functions of each instance
+  // that carry the instance as their data: a prototype method finds its instance by napi_unwrap, a
   // private-symbol property lookup on the runtime's slow path (perf: about 30 ns of each call's
   // ~390). The functions share `direct_` with the instance, which clears it when collected, so
   // one kept apart from its layer throws instead of reaching freed memory.
@@ -594,21 +594,29 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
   // format is described once, where it is read: lib/shm/boundary.ts).
   Napi::Value ReceiveAny(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) {
+    // One Node-API call per argument (each costs; a receiveAny() loop makes this call per
+    // message): the reads fail for a value of the wrong type.
+    uint32_t set = 0, wanted = 0, count = 0;
+    if (napi_get_value_uint32(env, info[0], &set) != napi_ok ||
+        napi_get_array_length(env, info[1], &count) != napi_ok ||
+        napi_get_value_uint32(env, info[2], &wanted) != napi_ok) {
       throw Napi::TypeError::New(env,
                                  "receiveAny(set: number, positions: number[], wanted: number)");
     }
-    auto list = info[1].As<Napi::Array>();
     // The position list and the batch are this object's, reused (as receive()'s): a call that
     // takes one message allocates nothing. JS runs (onOtherReady) only once the result is built.
     std::vector<uint32_t>& positions = any_positions_;
     positions.clear();
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      Napi::Value position = list.Get(i);
-      if (!position.IsNumber()) throw Napi::TypeError::New(env, "positions must be numbers");
-      positions.push_back(position.As<Napi::Number>().Uint32Value());
+    for (uint32_t i = 0; i < count; ++i) {
+      napi_value position = nullptr;
+      uint32_t at = 0;
+      if (napi_get_element(env, info[1], i, &position) != napi_ok ||
+          napi_get_value_uint32(env, position, &at) != napi_ok) {
+        throw Napi::TypeError::New(env, "positions must be numbers");
+      }
+      positions.push_back(at);
     }
-    bool answer_bell = info.Length() > 3 && info[3].ToBoolean().Value();
+    bool answer_bell = info.Length() > 3 && Flag(env, info[3]);
     shmch::AnyBatch& batch = any_batch_;
     batch.bytes.clear();
     batch.position_of.clear();
@@ -618,10 +626,7 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     batch.other_ready.clear();
     batch.ready_overflow = false;
     BufferRoom<shmch::AnyBatch> room(env, batch);
-    Guard(env, [&] {
-      Open(env).ReceiveAny(info[0].As<Napi::Number>().Uint32Value(), positions,
-                           info[2].As<Napi::Number>().Uint32Value(), batch, answer_bell);
-    });
+    Guard(env, [&] { Open(env).ReceiveAny(set, positions, wanted, batch, answer_bell); });
     // What rang for other receives goes to `onOtherReady` (names, or null: look at all).
     Napi::Value report;
     bool tell = answer_bell && (batch.ready_overflow || !batch.other_ready.empty()) &&
