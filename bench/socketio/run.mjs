@@ -120,6 +120,14 @@ async function measure(adapter, redis) {
         deliveredPerSecond: stop.delivered / seconds,
         p50Ms: stop.p50,
         p99Ms: stop.p99,
+        // The p99's sample count, its parts (deliveries to the sender's own clients and ones
+        // relayed by the adapter), and how much of its slowest 1% one 100 ms stretch holds.
+        samples: stop.samples,
+        localP50Ms: stop.local.p50,
+        localP99Ms: stop.local.p99,
+        relayedP50Ms: stop.relayed.p50,
+        relayedP99Ms: stop.relayed.p99,
+        slowInWorst100Ms: stop.slowInWorst100Ms,
         cpuMsPer1000: (cpuMs / stop.delivered) * 1000,
         cpuMsPerSecond: cpuMs / seconds,
         // shm only: envelopes per layer message (cumulative since the servers started)
@@ -145,6 +153,8 @@ async function measure(adapter, redis) {
   }
 }
 
+const ms = (value) => (Number.isFinite(value) ? value.toFixed(1) : '-');
+
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -162,7 +172,7 @@ try {
       const result = await measure(adapter, redis);
       samples[adapter].push(result);
       console.log(
-        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
+        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms (relayed ${ms(result.fixed.relayedP99Ms)}, local ${ms(result.fixed.localP99Ms)}; ${(result.fixed.slowInWorst100Ms * 100).toFixed(0)}% of the slowest 1% within 100 ms) | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
           (result.full.envelopesPerBatch
             ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)`
             : ''),

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 const kind = process.env.SIO_BENCH_ADAPTER;
 const workers = Number(process.env.SIO_BENCH_WORKERS ?? 4);
 const rooms = Number(process.env.SIO_BENCH_ROOMS ?? 40);
+const index = Number(process.env.SIO_BENCH_INDEX ?? 0);
 
 if (cluster.isPrimary) {
   if (kind === 'cluster') (await import('@socket.io/cluster-adapter')).setupPrimary();
@@ -94,7 +95,8 @@ if (cluster.isPrimary) {
       let emitted = 0;
       const one = () => {
         const room = Math.floor(Math.random() * rooms);
-        io.to(`room-${room}`).emit('m', performance.timeOrigin + performance.now());
+        // The sender's index lets the load process tell local deliveries from relayed ones.
+        io.to(`room-${room}`).emit('m', performance.timeOrigin + performance.now(), index);
         emitted++;
       };
       if (rate === 0) {
