@@ -188,6 +188,7 @@ SendOutcome Layer::SendOnce(std::string_view channel, const PayloadPiece* pieces
   if (to.queue == kNil) return SendOutcome::kOrphaned;
   if (IsFull(to, channel, now, capacity_out)) return SendOutcome::kFull;
   SendLocked(to, pieces, count, length, now);
+  PrefetchNextSend();
   return SendOutcome::kQueued;
 }
 
@@ -286,6 +287,11 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   FAULT_POINT(3);
   // Phase 2 commits: pops what phase 1 copied, and the expired messages it stepped over.
   for (auto [index, count] : pops) CommitWalk(index, count, now, &pins);
+  // A receive loop comes back for the next message once its caller has decoded this one: the
+  // lines of that message were written by the sender's core, so ask for them now and let their
+  // transfer overlap the decoding (the node now, its block once the node is likely here).
+  const uint32_t next_of = pops.size() == 1 ? pops[0].first : kNil;
+  if (next_of != kNil) PrefetchHead(next_of, false);
   if (lost) {
     Header& h = segment_->header();
     h.messages_received = h.messages_received > lost ? h.messages_received - lost : 0;
@@ -313,6 +319,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
   guard.reset();  // the pinned payloads are copied with no lock held
   holds_on_error.pins = nullptr;
   if (!pins.empty()) FinishPinned(pins, out.bytes, out.placed, out.length_of, LockOp::kReceive);
+  if (next_of != kNil) PrefetchHead(next_of, true);
 }
 
 // ---------------------------------------------------------------------------------------------

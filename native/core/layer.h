@@ -512,6 +512,12 @@ class Layer {
   void MaybeReleaseTarget(const SendTarget& to);
   // A node naming `target` left its queue: the record loses that reference (and may go).
   void ReleaseTargetRef(uint32_t target);
+  // Asks the CPU for the lines of a channel's head message (its node, or with `payload` the
+  // start of its block) without waiting for them: a hint, never a read that is relied on.
+  void PrefetchHead(uint32_t index, bool payload) const;
+  // The same for writing, before our next send: the node and the pages it will likely take
+  // (the free list's head, the page allocator's next fit), last written by a receiver's core.
+  void PrefetchNextSend() const;
   // Drops the nodes of inbox `inbox` that are direct sends to `target`, or with `target` kNil
   // the group deliveries that no longer resolve to any channel (releaseChannel); returns the
   // deliveries dropped.

@@ -321,6 +321,36 @@ uint64_t Layer::PopHead(Channel& c, uint32_t head, int fault_point, bool skip_in
   return expires_at;
 }
 
+void Layer::PrefetchHead(uint32_t index, bool payload) const {
+  if (index >= segment_->channel_records()) return;
+  const uint32_t head = LoadOnce(segment_->channel(index).head);
+  if (head >= segment_->node_records()) return;
+  const Node& node = segment_->node(head);
+  if (!payload) {
+    __builtin_prefetch(&node);
+    return;
+  }
+  const uint32_t block = LoadOnce(node.block);
+  if (block >= segment_->page_count()) return;
+  const uint8_t* start = segment_->page(block);
+  __builtin_prefetch(start);
+  __builtin_prefetch(start + 64);
+  __builtin_prefetch(start + 128);
+}
+
+void Layer::PrefetchNextSend() const {
+  const Header& h = segment_->header();
+  const uint32_t node = LoadOnce(h.free_node);
+  if (node < segment_->node_records()) __builtin_prefetch(&segment_->node(node), 1);
+  const uint32_t page = LoadOnce(h.page_rover);
+  if (page < segment_->page_count()) {
+    const uint8_t* start = segment_->page(page);
+    __builtin_prefetch(start, 1);
+    __builtin_prefetch(start + 64, 1);
+    __builtin_prefetch(start + 128, 1);
+  }
+}
+
 void Layer::ReleaseTargetRef(uint32_t target) {
   if (target == kNil || (target & kGroupTarget) || target >= segment_->channel_records()) return;
   Channel& t = segment_->channel(target);
