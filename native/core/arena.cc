@@ -112,7 +112,10 @@ uint32_t Arena::Allocate(uint32_t length) {
   FAULT_POINT(8);
   h.used_pages += pages;
   if (h.used_pages > h.peak_used_pages) h.peak_used_pages = h.used_pages;
-  h.page_rover = first + pages;
+  // Only small blocks move the rover: a large one took the lowest reserved run, and small blocks
+  // placed right after it would split the run the next large one of a stream needs (it then
+  // reserved fresh chunks and gave the freed ones back, both under the lock, per message).
+  if (pages < kChunkPages) h.page_rover = first + pages;
   auto* block = reinterpret_cast<BlockHeader*>(seg_.page(first));
   block->refcount = 0;
   block->pages = pages;
