@@ -420,6 +420,32 @@ export function describeReceiveAny({ open, peerOf, hooks }: Suite): void {
       expect(await layer.receiveAny(frozen, { wait: false })).toBeNull();
     });
 
+    it('follows a longer list changed in place anywhere: a name in the middle, the last one', async () => {
+      const layer = await open();
+      const list = Array.from({ length: 9 }, (_, i) => `conf.any-m${i}`);
+      await layer.send('conf.any-mx', { n: 'x' });
+      await layer.send('conf.any-my', { n: 'y' });
+      expect(await layer.receiveAny(list, { wait: false })).toBeNull();
+      // The comparison with the list's last contents goes four names at a time, then the rest.
+      list[5] = 'conf.any-mx';
+      expect(await within(layer.receiveAny(list))).toEqual({
+        channel: 'conf.any-mx',
+        message: { n: 'x' },
+      });
+      list[8] = 'conf.any-my';
+      expect(await within(layer.receiveAny(list))).toEqual({
+        channel: 'conf.any-my',
+        message: { n: 'y' },
+      });
+      list.push('conf.any-m9');
+      await layer.send('conf.any-m9', { n: 9 });
+      expect(await within(layer.receiveAny(list))).toEqual({
+        channel: 'conf.any-m9',
+        message: { n: 9 },
+      });
+      expect(await layer.receiveAny(list, { wait: false })).toBeNull();
+    });
+
     it('follows a list written out in each call: the same names, one name changed, an invalid one', async () => {
       const layer = await open();
       await layer.send('conf.any-w2', { n: 2 });
