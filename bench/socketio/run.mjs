@@ -111,10 +111,14 @@ async function measure(adapter, redis) {
       const emitted = await serverCall('emit', { rate, ms: WINDOW_MS });
       const stop = await loadCall('stop');
       const adapterStats = await serverCall('stats');
-      const cpuServers = (await serverCall('cpu')) - cpuServers0;
+      const cpuServers1 = await serverCall('cpu');
+      const cpuWorkers = cpuServers1.workers - cpuServers0.workers;
+      const cpuPrimary = cpuServers1.primary - cpuServers0.primary;
+      const cpuLoad = stop.cpu - start.cpu;
       const cpuRedis = processCpu(redis?.pid) - redis0;
       const seconds = (stop.at - start.at) / 1000;
-      const cpuMs = (cpuServers + (stop.cpu - start.cpu) + cpuRedis) / 1000;
+      const cpuMs = (cpuWorkers + cpuPrimary + cpuLoad + cpuRedis) / 1000;
+      const per1000 = (us) => (us / 1000 / stop.delivered) * 1000;
       results[mode] = {
         emitsPerSecond: emitted / seconds,
         deliveredPerSecond: stop.delivered / seconds,
@@ -130,6 +134,12 @@ async function measure(adapter, redis) {
         slowInWorst100Ms: stop.slowInWorst100Ms,
         cpuMsPer1000: (cpuMs / stop.delivered) * 1000,
         cpuMsPerSecond: cpuMs / seconds,
+        // Where that CPU went: the socket.io workers, the cluster primary (the cluster adapter's
+        // relay), the clients' load process, and redis-server.
+        workersCpuMsPer1000: per1000(cpuWorkers),
+        primaryCpuMsPer1000: per1000(cpuPrimary),
+        loadCpuMsPer1000: per1000(cpuLoad),
+        redisCpuMsPer1000: per1000(cpuRedis),
         // shm only: envelopes per layer message (cumulative since the servers started)
         ...(adapterStats?.[0]?.batches
           ? {
@@ -172,7 +182,7 @@ try {
       const result = await measure(adapter, redis);
       samples[adapter].push(result);
       console.log(
-        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms (relayed ${ms(result.fixed.relayedP99Ms)}, local ${ms(result.fixed.localP99Ms)}; ${(result.fixed.slowInWorst100Ms * 100).toFixed(0)}% of the slowest 1% within 100 ms) | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
+        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms (relayed ${ms(result.fixed.relayedP99Ms)}, local ${ms(result.fixed.localP99Ms)}; ${(result.fixed.slowInWorst100Ms * 100).toFixed(0)}% of the slowest 1% within 100 ms; CPU/1k ${result.fixed.cpuMsPer1000.toFixed(1)} ms: workers ${result.fixed.workersCpuMsPer1000.toFixed(1)}, primary ${result.fixed.primaryCpuMsPer1000.toFixed(1)}, load ${result.fixed.loadCpuMsPer1000.toFixed(1)}) | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
           (result.full.envelopesPerBatch
             ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)`
             : ''),

@@ -54,10 +54,11 @@ if (cluster.isPrimary) {
       const results = await Promise.all(forked.map((worker) => call(worker, 'stats')));
       process.send({ id, result: results });
     } else if (op === 'cpu') {
-      // µs of CPU (user + system) of the primary and every worker.
+      // µs of CPU (user + system) of the primary and of the workers together.
       const own = process.cpuUsage();
       const results = await Promise.all(forked.map((worker) => call(worker, 'cpu')));
-      process.send({ id, result: own.user + own.system + results.reduce((sum, r) => sum + r, 0) });
+      const workers = results.reduce((sum, r) => sum + r, 0);
+      process.send({ id, result: { primary: own.user + own.system, workers } });
     }
   });
   process.on('disconnect', () => {
