@@ -57,6 +57,8 @@ class Arena {
  private:
   uint32_t FindRun(uint32_t from, uint32_t to, uint32_t pages) const;
   uint32_t FindReservedRun(uint32_t from, uint32_t to, uint32_t pages) const;
+  // The first page of the lowest `chunks` consecutive empty chunks (reserved ones only, or any).
+  uint32_t FindEmptyChunks(uint32_t chunks, bool reserved_only) const;
   void Reserve(uint32_t first, uint32_t pages);
   void CountUsed(uint32_t first, uint32_t pages, bool add);
   void ReleaseChunk(uint32_t chunk);
