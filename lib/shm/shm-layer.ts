@@ -26,6 +26,8 @@ import {
   type InboxVisitor,
   type LockBusy,
 } from './boundary.js';
+import { CpuContention } from './cpu-contention.js';
+import { PollWindow } from './poll-window.js';
 import { segmentSizing, type SegmentSizing } from './sizing.js';
 
 export interface ShmChannelLayerOptions extends api.ChannelLayerOptions {
@@ -52,8 +54,9 @@ export interface ShmChannelLayerOptions extends api.ChannelLayerOptions {
   /**
    * Longest window (µs) in which the event loop keeps polling the doorbell word in shared memory
    * (once per event-loop turn) while receives wait, before it sleeps on the doorbell. The window
-   * adapts below this bound: it grows while polling catches replies and shrinks while it does
-   * not. 0: never poll, always sleep. Default 200.
+   * adapts below this bound: it grows while replies come within it or within half this bound
+   * (unless more threads want to run than there are CPUs) and shrinks while they do not. 0: never
+   * poll, always sleep. Default 200.
    */
   spinMicros?: number;
   /**
@@ -90,10 +93,10 @@ const unclosed = new FinalizationRegistry<{ handle: NativeLayer; maintenance: No
 
 /** Layers with receives waiting: a pending receive keeps its layer (and the process) alive. */
 const waitingLayers = new Set<ShmChannelLayer>();
-/** Poll window bounds and start (µs); see `spinMicros`. */
-const POLL_MIN_US = 8;
-const POLL_START_US = 50;
+/** The longest poll window (µs) unless `spinMicros` says otherwise. */
 const DEFAULT_POLL_MAX_US = 200;
+/** This thread's wait for a CPU, shared by its layers (one event loop polls for all of them). */
+const cpuContention = new CpuContention();
 /**
  * Up to this many channels with waiting receives, every drain names them all, and the same native
  * call answers the doorbell (one call and one lock per wake-up). Beyond, the doorbell's ready list
@@ -253,12 +256,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private unlinked = false;
   /** Our slot's doorbell words in shared memory; null where external buffers are refused. */
   private readonly bell: Int32Array | null;
-  private readonly pollMaxUs: number;
-  private pollWindowUs: number;
-  /** Smoothed wait (µs) of the polls that caught a ring. */
-  private pollHitUs = POLL_START_US / 4;
+  private readonly pollWindow: PollWindow;
   private pollScheduled = false;
   private pollStartedAt = 0;
+  /** Whether more threads wanted to run than there are CPUs when the last window ended. */
+  private contendedAtMiss = true;
   /** We sleep on the doorbell FIFO: senders write to it. */
   private armed = false;
   private readonly pollTick = (): void => this.poll();
@@ -313,8 +315,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
       this.settings.capacity,
       ...this.settings.channelCapacity.map(([, capacity]) => capacity),
     );
-    this.pollMaxUs = Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US);
-    this.pollWindowUs = Math.min(this.pollMaxUs, POLL_START_US);
+    this.pollWindow = new PollWindow(Math.max(0, options.spinMicros ?? DEFAULT_POLL_MAX_US));
     const sizing = segmentSizing(options);
     this.lockTimeout = options.lockTimeout ?? native().constants.defaultLockTimeoutMs;
     if (!(this.lockTimeout >= 0) || !Number.isFinite(this.lockTimeout)) {
@@ -715,6 +716,10 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private onWake(): void {
     this.armed = false;
     if (this.closed) return;
+    if (this.pollStartedAt !== 0) {
+      this.pollWindow.woke((performance.now() - this.pollStartedAt) * 1000, this.contendedAtMiss);
+      this.pollStartedAt = 0;
+    }
     this.answerBell();
   }
 
@@ -1236,7 +1241,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
   private startPolling(): void {
     if (this.pollScheduled || this.closed) return;
     const bell = this.bell;
-    if (bell === null || this.pollWindowUs === 0) {
+    if (bell === null || this.pollWindow.windowUs === 0) {
       this.sleep();
       return;
     }
@@ -1256,23 +1261,19 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     const bell = this.bell!;
     const waitedUs = (performance.now() - this.pollStartedAt) * 1000;
     if (Atomics.load(bell, BELL) !== 0) {
-      // Polling paid off: next time poll for a few times the usual wait of a hit (a smoothed
-      // average), within the bounds, so quick replies do not cost a long window of polling.
-      this.pollHitUs = this.pollHitUs * 0.75 + waitedUs * 0.25;
-      this.pollWindowUs = Math.min(
-        this.pollMaxUs,
-        Math.max(POLL_MIN_US, 4 * this.pollHitUs, this.pollWindowUs),
-      );
+      this.pollStartedAt = 0;
+      this.pollWindow.caught(waitedUs);
       this.answerBell();
       return;
     }
-    if (waitedUs < this.pollWindowUs) {
+    if (waitedUs < this.pollWindow.windowUs) {
       this.pollScheduled = true;
       setImmediate(this.pollTick);
       return;
     }
-    // It did not: a shorter window next time, so idle receivers stop costing CPU.
-    this.pollWindowUs = Math.min(this.pollMaxUs, Math.max(POLL_MIN_US, this.pollWindowUs / 2));
+    this.pollWindow.missed();
+    // Read here, not on the wake-up: a ring that comes meanwhile is seen by sleep() below.
+    this.contendedAtMiss = cpuContention.isContended(performance.now());
     this.sleep();
   }
 
