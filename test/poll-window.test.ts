@@ -1,6 +1,7 @@
 // The poll window's policy (how long the event loop polls its bell before sleeping), fed the
 // waits a receiver sees, and the run-queue reading that tells it whether others want its CPU.
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { CpuContention, PollWindow } from './support/internal.js';
@@ -65,10 +66,16 @@ describe('CPU contention', () => {
         contended = contention.isContended(performance.now());
         await new Promise((r) => setTimeout(r, 25));
       }
-      contention.close();
       expect(contended).toBe(true);
     } finally {
       for (const spinner of spinners) spinner.kill('SIGKILL');
     }
   }, 20_000);
+
+  it('keeps no descriptor open between readings (a worker thread that had a layer leaks none)', () => {
+    const before = readdirSync('/proc/self/fd').length;
+    const contention = new CpuContention();
+    for (let reading = 0; reading < 3; reading++) contention.isContended(reading * 1000);
+    expect(readdirSync('/proc/self/fd').length).toBe(before);
+  });
 });
