@@ -95,7 +95,7 @@ const unclosed = new FinalizationRegistry<{ handle: NativeLayer; maintenance: No
 const waitingLayers = new Set<ShmChannelLayer>();
 /** The longest poll window (µs) unless `spinMicros` says otherwise. */
 const DEFAULT_POLL_MAX_US = 200;
-/** This thread's wait for a CPU, shared by its layers (one event loop polls for all of them). */
+/** Whether the machine has more running threads than CPUs; one reader for every layer here. */
 const cpuContention = new CpuContention();
 /**
  * Up to this many channels with waiting receives, every drain names them all, and the same native
