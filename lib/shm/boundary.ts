@@ -81,9 +81,11 @@ export function tryLocked<T>(call: () => T): T | LockBusy {
  *   receive() only: the targets, targetCount u32 per message in message order, each an index into
  *     the name table; then the name table: per distinct target, a u32 length and its ASCII bytes,
  *     zero-padded to a multiple of 4
+ *   receive() only: the requests whose inbox this call emptied and where it kept our wait, one
+ *     u32 each (see readReceiveBatch)
  *   receiveAny only: the positions it looked at that still hold messages, one u32 each
- *   trailer: receive: the message count, the target total, the name count and the name table's
- *              bytes
+ *   trailer: receive: the message count, the target total, the name count, the name table's
+ *              bytes and the number of emptied requests
  *            receiveAny: the message count, the number of positions listed, and how many of the
  *            set's channels the core knows to hold messages
  */
@@ -128,20 +130,25 @@ export type InboxVisitor = (
 /** Bytes per message entry: receive() (request, length, ms until it expires, targets); receiveAny(). */
 const RECEIVE_ENTRY = 16;
 const RECEIVE_ANY_ENTRY = 8;
-const RECEIVE_TRAILER = 16;
+const RECEIVE_TRAILER = 20;
 const NO_NAMES: readonly string[] = Object.freeze([]);
+
+/** readReceiveBatch()'s answer, reused: valid until the next batch is read. */
+const emptiedRequests: number[] = [];
 
 /**
  * Visits the messages of a receive() batch: those of the requested channels themselves with
  * `visit`, those an inbox holds for '!' channels with `visitInbox`. The name table is decoded
  * once per batch (a group send to 25 of our channels names them once, not 25 times per message).
+ * Returns the requests whose inbox the call emptied while keeping our wait there (an entry that
+ * comes later rings us), in request order; the array is reused by the next call.
  */
 export function readReceiveBatch(
   result: Buffer | number,
   scratch: Buffer,
   visit: BatchVisitor,
   visitInbox: InboxVisitor,
-): void {
+): readonly number[] {
   const batch = typeof result === 'number' ? scratch : result;
   const view = typeof result === 'number' ? viewOfScratch(scratch) : viewOf(result);
   const trailer = (typeof result === 'number' ? result : result.length) - RECEIVE_TRAILER;
@@ -149,7 +156,12 @@ export function readReceiveBatch(
   const targetTotal = view.getUint32(trailer + 4, true);
   const nameCount = view.getUint32(trailer + 8, true);
   const nameBytes = view.getUint32(trailer + 12, true);
-  const table = trailer - nameBytes;
+  const emptiedCount = view.getUint32(trailer + 16, true);
+  const emptiedAt = trailer - emptiedCount * 4;
+  emptiedRequests.length = 0;
+  for (let i = 0; i < emptiedCount; i++)
+    emptiedRequests.push(view.getUint32(emptiedAt + i * 4, true));
+  const table = emptiedAt - nameBytes;
   let names = NO_NAMES;
   if (nameCount > 0) {
     const list: string[] = new Array<string>(nameCount);
@@ -178,6 +190,7 @@ export function readReceiveBatch(
       targets += targetCount * 4;
     }
   }
+  return emptiedRequests;
 }
 
 /**

@@ -123,7 +123,8 @@ Napi::Value HandOver(Napi::Env env, shmch::PayloadBytes& bytes, const Napi::Valu
 
 // Bytes a batch's trailer takes after its payloads (the format: lib/shm/boundary.ts).
 size_t TrailerBytes(const shmch::ReceivedBatch& batch) {
-  return batch.request_of.size() * 16 + batch.targets.size() * 4 + batch.target_names.size() + 16;
+  return batch.request_of.size() * 16 + batch.targets.size() * 4 + batch.target_names.size() +
+         batch.emptied.size() * 4 + 20;
 }
 size_t TrailerBytes(const shmch::AnyBatch& batch) {
   return batch.position_of.size() * 8 + batch.still_ready.size() * 4 + 12;
@@ -143,9 +144,13 @@ void WriteTrailer(uint8_t* at, const shmch::ReceivedBatch& batch) {
   at += targets * 4;
   if (names) std::memcpy(at, batch.target_names.data(), names);
   at += names;
-  const uint32_t counts[4] = {static_cast<uint32_t>(n), static_cast<uint32_t>(targets),
-                              batch.target_name_count, static_cast<uint32_t>(names)};
-  std::memcpy(at, counts, 16);
+  const size_t emptied = batch.emptied.size();
+  if (emptied) std::memcpy(at, batch.emptied.data(), emptied * 4);
+  at += emptied * 4;
+  const uint32_t counts[5] = {static_cast<uint32_t>(n), static_cast<uint32_t>(targets),
+                              batch.target_name_count, static_cast<uint32_t>(names),
+                              static_cast<uint32_t>(emptied)};
+  std::memcpy(at, counts, 20);
 }
 
 void WriteTrailer(uint8_t* at, const shmch::AnyBatch& batch) {

@@ -233,10 +233,12 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
       throw Error(ErrorCode::kInvalidArgument, "a receive batch names a channel twice");
     }
     uint32_t got = 0, walked = 0;
+    bool reached_end = true;
     const uint32_t most = req.wanted + req.extra < req.wanted ? UINT32_MAX : req.wanted + req.extra;
     if (index != kNil) {
       Channel& c = segment_->channel(index);
-      for (uint32_t n = LoadOnce(c.head); got < most && n != kNil;) {
+      uint32_t n = LoadOnce(c.head);
+      for (; got < most && n != kNil;) {
         // Every field used below is read once into a local and checked there: another process
         // may rewrite the node or the block header while we look.
         const uint32_t node_index = n;
@@ -274,13 +276,22 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
         if (LeaveForLater(block, node_index, out.bytes, out.length_of, pins)) continue;
         if (!CopyOut(block, out.bytes, out.length_of)) damaged_blocks = true;
       }
+      reached_end = n == kNil;
       if (walked) pops.emplace_back(index, walked);
     }
     if (got < req.wanted) {
       if (index == kNil) index = MakeChannel(req.channel);
       segment_->channel(index).waiters[slot_ / 64] |= my_bit;
     } else if (index != kNil) {
-      segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
+      // An inbox this walk emptied keeps our wait (see ReceivedBatch::emptied); a receive with
+      // wanted 0 waits for nothing and withdraws it.
+      const bool keep = req.wanted > 0 && reached_end && req.channel.back() == '!';
+      if (keep) {
+        segment_->channel(index).waiters[slot_ / 64] |= my_bit;
+        out.emptied.push_back(r);
+      } else {
+        segment_->channel(index).waiters[slot_ / 64] &= ~my_bit;
+      }
     }
     if (covers_all_waits) asked.push_back(index);
   }

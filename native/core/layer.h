@@ -141,8 +141,14 @@ struct ReceivedBatch {
   // zero-padded to a multiple of 4 (the binding hands the table over as it is).
   std::vector<uint8_t> target_names;
   uint32_t target_name_count = 0;
+  // Requests for an inbox ('<prefix>.<client>!') that this receive emptied: our wait there was
+  // kept, not withdrawn, so the next entry rings us and the owner's next receive need not call
+  // in only to find the inbox empty. Only inboxes: nobody else receives there, so a kept wait
+  // never takes a wake-up from another receiver.
+  std::vector<uint32_t> emptied;
   void Clear() {
     bytes.clear();
+    emptied.clear();
     request_of.clear();
     length_of.clear();
     expires_in_ms.clear();

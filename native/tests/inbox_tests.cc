@@ -682,3 +682,49 @@ TEST(inbox_direct_target_of_another_inbox_or_a_named_channel_is_dropped) {
   owner.Flush();
   CHECK_CLEAN(owner);
 }
+
+// A receive that empties its inbox keeps the owner's wait there and says so, so the owner's next
+// receive need not call in only to find it empty: the next entry rings it. One that leaves entries
+// behind, asks for none (wanted 0) or empties a channel that is not an inbox withdraws its wait.
+TEST(inbox_emptied_by_a_receive_keeps_the_wait_and_is_reported) {
+  TempName name;
+  Layer owner(Client(name, "me1"));
+  Layer sender(Options(name));
+  shmch::ReceivedBatch batch;
+  SendText(sender, "in.me1!a", "1");
+  owner.Receive({{"in.me1!", 1}}, batch);
+  CHECK_EQ(batch.request_of.size(), size_t{1});
+  CHECK_EQ(batch.emptied.size(), size_t{1});
+  CHECK_EQ(batch.emptied[0], 0u);
+  owner.TakeBell();  // whatever rang before is not what this test looks at
+  SendText(sender, "in.me1!a", "2");
+  CHECK(owner.TakeBell());  // the kept wait: the entry rang us
+  // Two entries, one wanted and none extra: one is left behind, the wait is withdrawn.
+  SendText(sender, "in.me1!a", "3");
+  batch.Clear();
+  owner.Receive({{"in.me1!", 1}}, batch);
+  CHECK_EQ(batch.request_of.size(), size_t{1});
+  CHECK(batch.emptied.empty());
+  owner.TakeBell();
+  SendText(sender, "in.me1!a", "4");
+  CHECK(!owner.TakeBell());
+  // Wanted 0 with extra: takes what is there, waits for nothing.
+  batch.Clear();
+  owner.Receive({{"in.me1!", 0, 10}}, batch, false, 1 << 20);
+  CHECK_EQ(batch.request_of.size(), size_t{2});
+  CHECK(batch.emptied.empty());
+  SendText(sender, "in.me1!a", "5");
+  CHECK(!owner.TakeBell());
+  // In a batch of several requests, only the inbox emptied is listed, by its index.
+  SendText(sender, "named", "6");
+  batch.Clear();
+  owner.Receive({{"named", 1}, {"in.me1!", 1}}, batch);
+  CHECK_EQ(batch.request_of.size(), size_t{2});
+  CHECK_EQ(batch.emptied.size(), size_t{1});
+  CHECK_EQ(batch.emptied[0], 1u);
+  owner.TakeBell();
+  SendText(sender, "named", "7");
+  CHECK(!owner.TakeBell());  // a named channel emptied withdraws its wait: others may wait there
+  CHECK_EQ(ReceiveText(owner, "named", 1).size(), size_t{1});
+  owner.Unwait({"in.me1!", "named"});
+}
