@@ -133,22 +133,30 @@ const RECEIVE_ANY_ENTRY = 8;
 const RECEIVE_TRAILER = 20;
 const NO_NAMES: readonly string[] = Object.freeze([]);
 
-/** readReceiveBatch()'s answer, reused: valid until the next batch is read. */
+/**
+ * The emptied requests of the last batch read, its first readReceiveBatch()-returned count of
+ * entries valid (written in place: setting an array's length costs a runtime call per batch).
+ */
 const emptiedRequests: number[] = [];
+
+/** The `k`th request the last batch read emptied (k < the count readReceiveBatch() returned). */
+export function emptiedRequest(k: number): number {
+  return emptiedRequests[k]!;
+}
 
 /**
  * Visits the messages of a receive() batch: those of the requested channels themselves with
  * `visit`, those an inbox holds for '!' channels with `visitInbox`. The name table is decoded
  * once per batch (a group send to 25 of our channels names them once, not 25 times per message).
- * Returns the requests whose inbox the call emptied while keeping our wait there (an entry that
- * comes later rings us), in request order; the array is reused by the next call.
+ * Returns how many requests had their inbox emptied by the call, which kept our wait there (an
+ * entry that comes later rings us); emptiedRequest() names them, in request order.
  */
 export function readReceiveBatch(
   result: Buffer | number,
   scratch: Buffer,
   visit: BatchVisitor,
   visitInbox: InboxVisitor,
-): readonly number[] {
+): number {
   const batch = typeof result === 'number' ? scratch : result;
   const view = typeof result === 'number' ? viewOfScratch(scratch) : viewOf(result);
   const trailer = (typeof result === 'number' ? result : result.length) - RECEIVE_TRAILER;
@@ -158,9 +166,8 @@ export function readReceiveBatch(
   const nameBytes = view.getUint32(trailer + 12, true);
   const emptiedCount = view.getUint32(trailer + 16, true);
   const emptiedAt = trailer - emptiedCount * 4;
-  emptiedRequests.length = 0;
   for (let i = 0; i < emptiedCount; i++)
-    emptiedRequests.push(view.getUint32(emptiedAt + i * 4, true));
+    emptiedRequests[i] = view.getUint32(emptiedAt + i * 4, true);
   const table = emptiedAt - nameBytes;
   let names = NO_NAMES;
   if (nameCount > 0) {
@@ -190,7 +197,7 @@ export function readReceiveBatch(
       targets += targetCount * 4;
     }
   }
-  return emptiedRequests;
+  return emptiedCount;
 }
 
 /**

@@ -17,6 +17,7 @@ import type * as api from '../types.js';
 import { native, type LockHoldStats, type NativeLayer, type NativeStats } from './addon.js';
 import {
   callNative,
+  emptiedRequest,
   isLockBusy,
   packageError,
   readReceiveAnyBatch,
@@ -130,9 +131,6 @@ function zeros(length: number): number[] {
 }
 /** A settled promise whose reactions run as microtasks (see willHandOut()). */
 const SETTLED = Promise.resolve();
-/** A batch's emptied requests when there is no batch. */
-const NO_REQUESTS: readonly number[] = Object.freeze([]);
-
 /** A drain's channel sets when there are none (not a fresh array per drain). */
 const NO_SETS: readonly ChannelSet[] = Object.freeze([]);
 /** pullSet()'s positions when there are no candidates (not a fresh array per call). */
@@ -1148,7 +1146,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     );
     // Emptied: the core kept our wait there, so the loop's next receive() need not call in only
     // to find it empty (one native call and one lock fewer per message of a ping-pong).
-    if (emptied.length !== 0) this.emptyWaited.add(inbox);
+    if (emptied !== 0) this.emptyWaited.add(inbox);
     else this.emptyWaited.delete(inbox);
     const taken = this.takeBuffered(channel);
     if (taken === undefined) return 'look';
@@ -1468,7 +1466,7 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     // A receive() that got all it wanted withdrew our wait there: sets naming it look again.
     if (this.pending.setCount > 0) for (let i = 0; i < named; i++) this.markCandidate(requests[i]!);
     const gotFrom = inboxes && zeros(requests.length);
-    let emptied: readonly number[] = NO_REQUESTS;
+    let emptied = 0;
     if (result !== null) {
       this.drained = { requests, named, gotFrom, fromInboxes: 0 };
       emptied = readReceiveBatch(result, this.scratch, this.deliverDrained, this.demuxDrained);
@@ -1480,8 +1478,8 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     let mayHoldMore = false;
     if (gotFrom) {
       for (let i = named, e = 0; i < requests.length; i++) {
-        while (e < emptied.length && emptied[e]! < i) e++;
-        if (gotFrom[i]! < counts[i]! || (e < emptied.length && emptied[e] === i)) {
+        while (e < emptied && emptiedRequest(e) < i) e++;
+        if (gotFrom[i]! < counts[i]! || (e < emptied && emptiedRequest(e) === i)) {
           this.emptyWaited.add(requests[i]!);
         } else {
           this.emptyWaited.delete(requests[i]!);
