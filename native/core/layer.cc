@@ -144,6 +144,12 @@ SendOutcome Layer::TrySendPieces(std::string_view channel, const PayloadPiece* p
 bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
   CheckOpen();
   ValidateName(channel, true, "channel");
+  if (StillFull(channel)) {
+    ++uncounted_refusals_;
+    capacity = last_full_.capacity;
+    backoff_.Refused();
+    return true;
+  }
   bool full;
   {
     Critical guard(*this, LockOp::kSend);
@@ -167,7 +173,10 @@ bool Layer::RefusesAsFull(std::string_view channel, uint32_t& capacity) {
       DropHeadExpired(c, now);
       capacity = CapacityOf(channel);
       full = c.count >= capacity;
-      if (full) ++segment_->header().sends_refused_full;
+      if (full) {
+        NoteFull(channel, to.queue, capacity);
+        ++segment_->header().sends_refused_full;
+      }
       MaybeReleaseChannel(to.queue);
     }
   }

@@ -284,7 +284,8 @@ class Layer {
                             uint32_t& capacity);
   // Whether a send to `channel` would be refused as full now (then `capacity` is its capacity),
   // counted and backed off like a refused send. For a retry of a refused large message: it is
-  // refused again without being serialized and copied. No record is created.
+  // refused again without being serialized and copied. No record is created. While nothing was
+  // taken from the queue since our last refusal of it, the answer needs no lock (see FullQueue).
   bool RefusesAsFull(std::string_view channel, uint32_t& capacity);
 
   // --- Receive ---
@@ -597,6 +598,23 @@ class Layer {
   std::unordered_map<uint32_t, uint32_t> target_name_index_;
   LockHoldStats lock_hold_;
   RefusalBackoff backoff_;  // of Send(): yields the CPU on repeated refusals
+  // The queue our last refusal found full, as it was: a retry loop asks RefusesAsFull() dozens of
+  // times per message a receiver takes (a 5 MB stream: 30-60), and each lock taken is one more
+  // chance to be descheduled holding it and stall every process. While its head is the same node
+  // (same seq: nothing was taken), not expired, and the count still reaches the capacity, it is
+  // still full: read without the lock, each field once and bounds-checked, a hint only (any
+  // doubt takes the lock). Refusals answered so are counted at our next lock.
+  struct FullQueue {
+    std::string channel;
+    uint32_t queue = kNil;
+    uint32_t head = kNil;
+    uint64_t head_seq = 0;
+    uint32_t capacity = 0;
+  };
+  FullQueue last_full_;
+  uint64_t uncounted_refusals_ = 0;
+  void NoteFull(std::string_view channel, uint32_t queue, uint32_t capacity);
+  bool StillFull(std::string_view channel) const;
   // Our Slot::held entries whose release could not get the lock: released by our next critical
   // section (payload.cc).
   std::vector<uint32_t> stale_holds_;

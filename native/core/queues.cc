@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 
 #include "checksum.h"
+#include "clock.h"
 #include "fault_points.h"
 #include "layer.h"
 #include "tables.h"
@@ -243,9 +244,35 @@ bool Layer::IsFull(const SendTarget& to, std::string_view channel, uint64_t now,
   capacity = CapacityOf(to.target != kNil ? segment_->channel(to.target) : c, channel);
   DropHeadExpired(c, now);
   if (c.count < capacity) return false;
+  NoteFull(channel, to.queue, capacity);
   MaybeReleaseTarget(to);
   ++segment_->header().sends_refused_full;
   return true;
+}
+
+void Layer::NoteFull(std::string_view channel, uint32_t queue, uint32_t capacity) {
+  const Channel& c = segment_->channel(queue);
+  last_full_.channel.assign(channel);
+  last_full_.queue = queue;
+  last_full_.head = c.head;
+  last_full_.head_seq = c.head < segment_->node_records() ? segment_->node(c.head).seq : 0;
+  last_full_.capacity = capacity;
+}
+
+bool Layer::StillFull(std::string_view channel) const {
+  const FullQueue& last = last_full_;
+  if (last.queue == kNil || last.channel != channel) return false;
+  if (last.queue >= segment_->channel_records()) return false;
+  const Channel& c = segment_->channel(last.queue);
+  // Head first (acquire, as a receiver publishes it): what follows is read no earlier.
+  const uint32_t head = __atomic_load_n(&c.head, __ATOMIC_ACQUIRE);
+  if (LoadOnce(c.in_use) != 1 || head != last.head || head >= segment_->node_records()) return false;
+  const Node& node = segment_->node(head);
+  // A popped head's node may be reused at once, by another queue: its seq tells them apart.
+  if (LoadOnce(node.seq) != last.head_seq) return false;
+  // An expired head is dropped by the next look under the lock, which may make room.
+  if (LoadOnce(node.expires_at_ms) <= MonotonicMs()) return false;
+  return LoadOnce(c.count) >= last.capacity;
 }
 
 bool Layer::SendLocked(const SendTarget& to, const PayloadPiece* pieces, uint32_t count,

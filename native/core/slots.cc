@@ -243,6 +243,10 @@ void Layer::LockSegment(LockOp op) {
       h.lock.recovery_pending.store(0, std::memory_order_release);
     }
     if (!stale_holds_.empty()) ReleaseStaleHolds();
+    if (uncounted_refusals_) {
+      h.sends_refused_full += uncounted_refusals_;
+      uncounted_refusals_ = 0;
+    }
   } catch (...) {
     UnlockSegment();
     RingPending();

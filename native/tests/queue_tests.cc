@@ -237,6 +237,61 @@ TEST(queue_refuses_as_full_answers_as_a_send_would_without_sending) {
   CHECK_CLEAN(layer);
 }
 
+// A retry loop asks again and again while the channel stays full: answered without the lock
+// while nothing was taken since the last refusal; a take, an expired head or another channel
+// takes the lock again. The refusals answered so are counted all the same.
+TEST(queue_refuses_as_full_again_without_the_lock_until_something_is_taken) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 2;
+  Layer layer(o);
+  Layer receiver(Options(name));
+  const uint8_t byte = 'x';
+  uint32_t capacity = 0;
+  layer.Send("q", &byte, 1);
+  layer.Send("q", &byte, 1);
+  CHECK(layer.TrySend("q", &byte, 1, capacity) == shmch::SendOutcome::kFull);
+  layer.ResetLockHold();
+  for (int i = 0; i < 10; ++i) {
+    capacity = 0;
+    CHECK(layer.RefusesAsFull("q", capacity));
+    CHECK_EQ(capacity, 2u);
+  }
+  CHECK_EQ(layer.lock_hold()[shmch::LockOp::kSend].count(), 0u);
+  CHECK_EQ(layer.Stats().sends_refused_full, 11u);
+  // Another channel is looked at under the lock.
+  CHECK(!layer.RefusesAsFull("other", capacity));
+  CHECK_EQ(layer.lock_hold()[shmch::LockOp::kSend].count(), 1u);
+  // Another process takes the head: room, seen at once.
+  CHECK_EQ(ReceiveText(receiver, "q", 1).size(), 1u);
+  CHECK(!layer.RefusesAsFull("q", capacity));
+  layer.Send("q", &byte, 1);
+  CHECK(layer.RefusesAsFull("q", capacity));  // full again, found under the lock
+  // The head taken and another node put in its place (a reused node index): its seq differs.
+  CHECK_EQ(ReceiveText(receiver, "q", 1).size(), 1u);
+  layer.Send("q", &byte, 1);
+  CHECK(layer.RefusesAsFull("q", capacity));
+  CHECK_CLEAN(layer);
+}
+
+// Expired messages make room once a look under the lock drops them: the hint never says full
+// past the head's expiry.
+TEST(queue_refuses_as_full_without_the_lock_stops_at_the_heads_expiry) {
+  TempName name;
+  LayerOptions o = Options(name);
+  o.capacity = 1;
+  o.expiry_ms = 50;
+  Layer layer(o);
+  const uint8_t byte = 'x';
+  uint32_t capacity = 0;
+  layer.Send("q", &byte, 1);
+  CHECK(layer.RefusesAsFull("q", capacity));
+  CHECK(layer.RefusesAsFull("q", capacity));
+  usleep(80'000);
+  CHECK(!layer.RefusesAsFull("q", capacity));
+  CHECK_CLEAN(layer);
+}
+
 TEST(queue_try_send_reports_a_full_channel_without_throwing) {
   TempName name;
   LayerOptions o = Options(name);
