@@ -8,20 +8,25 @@ import { now, sendRetrying, sleepUntil } from '../lib.mjs';
 
 const CHANNEL = 'bench.large';
 
-async function receiveN({ layer, state }, { count, bytes }) {
+async function receiveN({ layer, state }, { count, bytes, warmup }) {
   state.done = (async () => {
     const times = [];
     let received = 0;
+    let faultsAt = 0;
     for (let i = 0; i < count; i++) {
       const message = await layer.receive(CHANNEL);
       const t = now();
+      if (i === warmup - 1) faultsAt = process.resourceUsage().minorPageFault;
       if (message.seq !== i) throw new Error(`expected seq ${i}, got ${message.seq}`);
       if (message.payload.length !== bytes)
         throw new Error(`payload of ${message.payload.length} bytes, expected ${bytes}`);
       received += message.payload.length;
       times.push(t);
     }
-    return { times, received };
+    // Minor page faults per message after the warm-up ones: where a received payload's memory
+    // comes from (fresh pages fault in, warm ones do not).
+    const faults = (process.resourceUsage().minorPageFault - faultsAt) / (count - warmup);
+    return { times, received, faults };
   })();
   return {};
 }
@@ -35,11 +40,16 @@ async function sendN({ layer }, { count, bytes, warmup, start }) {
   const counters = { full: 0 };
   await sleepUntil(start);
   let timed;
+  let faultsAt = 0;
   for (let i = 0; i < count; i++) {
-    if (i === warmup) timed = now();
+    if (i === warmup) {
+      timed = now();
+      faultsAt = process.resourceUsage().minorPageFault;
+    }
     await sendRetrying(layer, CHANNEL, { type: 'bench.large', seq: i, payload }, counters);
   }
-  return { timed, fullRetries: counters.full };
+  const faults = (process.resourceUsage().minorPageFault - faultsAt) / (count - warmup);
+  return { timed, fullRetries: counters.full, faults };
 }
 
 export const roles = { receiveN, received, sendN };
@@ -58,18 +68,31 @@ export async function coordinate(ctx) {
     });
     const count = counts[bytes];
     const warmup = Math.max(3, Math.floor(count / 10));
-    await consumer.call('receiveN', { count, bytes });
+    await consumer.call('receiveN', { count, bytes, warmup });
     const cpuBefore = await ctx.cpu([consumer, producer]);
     const sent = await producer.call('sendN', { count, bytes, warmup, start: now() + 100e6 });
-    const { times } = await consumer.call('received');
+    const { times, faults } = await consumer.call('received');
     cpuUsPerMB[label] =
       ((await ctx.cpu([consumer, producer])) - cpuBefore) / ((count * bytes) / 1e6);
     const seconds = (times[count - 1] - sent.timed) / 1e9;
     MBps[label] = ((count - warmup) * bytes) / 1e6 / seconds;
-    detail[label] = { messages: count - warmup, seconds, fullRetries: sent.fullRetries };
-    ctx.log(`${label}: ${MBps[label].toFixed(0)} MB/s`);
     lockHold[label] = await ctx.lockHold([consumer, producer]);
-    await ctx.stop([consumer, producer]);
+    // One figure for the inmemory backend (both roles in one process).
+    const [consumerRssMB, producerRssMB] = await ctx.stop([consumer, producer]);
+    detail[label] = {
+      messages: count - warmup,
+      seconds,
+      fullRetries: sent.fullRetries,
+      // Minor page faults per message on each side, and each process's peak RSS (MB).
+      consumerFaults: faults,
+      producerFaults: sent.faults,
+      consumerRssMB,
+      producerRssMB,
+    };
+    const mb = (n) => (n === undefined ? '-' : n.toFixed(0));
+    ctx.log(
+      `${label}: ${MBps[label].toFixed(0)} MB/s, page faults per message consumer ${faults.toFixed(0)} producer ${sent.faults.toFixed(0)}, peak RSS ${mb(consumerRssMB)}/${mb(producerRssMB)} MB`,
+    );
   }
   return {
     MBps,
