@@ -1,7 +1,8 @@
 // The bench's clients: SIO_BENCH_CLIENTS socket.io-client websockets in this one process, spread
 // over the servers' ports; rooms of SIO_BENCH_CLIENTS / SIO_BENCH_ROOMS members, each room's
 // members on different workers. Counts deliveries and their latency between 'start' and 'stop'.
-import { performance } from 'node:perf_hooks';
+import { writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { io } from 'socket.io-client';
 
 const ports = process.env.SIO_BENCH_PORTS.split(',').map(Number);
@@ -15,6 +16,9 @@ const relayed = new Uint8Array(MAX_SAMPLES);
 let samples = 0;
 let delivered = 0;
 let counting = false;
+// How late this process's event loop ran in the window: a starved load process delays every
+// delivery it records, local and relayed alike.
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 
 const sockets = [];
 for (let i = 0; i < count; i++) {
@@ -46,10 +50,13 @@ process.on('message', ({ id, op }) => {
     delivered = 0;
     samples = 0;
     counting = true;
+    loopDelay.reset();
+    loopDelay.enable();
     const usage = process.cpuUsage();
     process.send({ id, result: { at: performance.now(), cpu: usage.user + usage.system } });
   } else if (op === 'stop') {
     counting = false;
+    loopDelay.disable();
     const usage = process.cpuUsage();
     const all = latencies.slice(0, samples);
     const sorted = all.slice().sort();
@@ -72,6 +79,17 @@ process.on('message', ({ id, op }) => {
       slowBySlice.set(slice, (slowBySlice.get(slice) ?? 0) + 1);
     }
     const worstSlice = Math.max(0, ...slowBySlice.values());
+    // SIO_BENCH_DUMP=<prefix>: every sample of the window (sent at, latency ms, relayed), to see
+    // what the slowest 1% is (one stall, a congested stretch, a steady tail).
+    if (process.env.SIO_BENCH_DUMP) {
+      const rows = [];
+      for (let k = 0; k < samples; k++)
+        rows.push(`${sentAts[k].toFixed(3)} ${all[k].toFixed(3)} ${relayed[k]}`);
+      writeFileSync(
+        `${process.env.SIO_BENCH_DUMP}-${process.pid}-${Date.now()}.txt`,
+        rows.join('\n'),
+      );
+    }
     process.send({
       id,
       result: {
@@ -84,6 +102,8 @@ process.on('message', ({ id, op }) => {
         local: split(0),
         relayed: split(1),
         slowInWorst100Ms: slow ? worstSlice / slow : 0,
+        loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+        loopDelayMaxMs: loopDelay.max / 1e6,
       },
     });
   }

@@ -9,7 +9,7 @@
 // (servers, cluster primary, load process, redis-server), medians over the repetitions.
 //
 //   node bench/socketio/run.mjs [--quick] [--reps N] [--adapters local,shm,cluster,redis] [--json FILE]
-//                               [--prime-ms N]
+//                               [--prime-ms N] [--modes fixed,full]
 import { fork } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -26,6 +26,7 @@ const { values: args } = parseArgs({
     adapters: { type: 'string' },
     json: { type: 'string' },
     'prime-ms': { type: 'string' },
+    modes: { type: 'string' },
   },
 });
 const WORKERS = 4;
@@ -43,6 +44,9 @@ const PRIME_MS = Number(args['prime-ms'] ?? (args.quick ? 500 : 2000));
 const WINDOW_MS = args.quick ? 1500 : 5000;
 const reps = Number(args.reps ?? (args.quick ? 1 : 3));
 const adapters = (args.adapters ?? 'local,shm,cluster,redis').split(',');
+// --modes fixed: only the fixed-rate measurement (what the p99 target is about), in half the time.
+const modes = (args.modes ?? 'fixed,full').split(',');
+if (!modes.includes('fixed')) throw new Error('--modes: fixed, or fixed,full');
 const here = (file) => fileURLToPath(new URL(file, import.meta.url));
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
@@ -68,6 +72,18 @@ const once = (child, key) =>
     child.on('message', (message) => message?.[key] && resolve(message));
     child.once('exit', (code) => reject(new Error(`${key}: child exited (${code})`)));
   });
+
+/** The machine's CPU time so far (/proc/stat, ticks): busy (everything but idle and iowait), steal, all. */
+function machineCpu() {
+  const fields = readFileSync('/proc/stat', 'utf8')
+    .split('\n')[0]
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const all = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: all - fields[3] - fields[4] - fields[7], steal: fields[7], all };
+}
 
 /** CPU µs of another process (redis-server) from /proc. */
 function processCpu(pid) {
@@ -100,16 +116,20 @@ async function measure(adapter, redis) {
     const loadCall = rpc(load);
     const results = {};
     if (PRIME_MS > 0) await serverCall('emit', { rate: PRIME_RATE, ms: PRIME_MS });
-    for (const [mode, rate] of [
+    for (const [mode, rate] of /** @type {Array<[string, number]>} */ ([
       ['fixed', FIXED_RATE],
       ['full', 0],
-    ]) {
+    ]).filter(([mode]) => modes.includes(mode))) {
       await serverCall('emit', { rate, ms: WARMUP_MS });
+      const adapterStats0 = await serverCall('stats'); // also zeroes the lock-hold figures
       const cpuServers0 = await serverCall('cpu');
       const redis0 = processCpu(redis?.pid);
+      const machine0 = machineCpu();
       const start = await loadCall('start');
       const emitted = await serverCall('emit', { rate, ms: WINDOW_MS });
       const stop = await loadCall('stop');
+      const machine1 = machineCpu();
+      const machineAll = machine1.all - machine0.all;
       const adapterStats = await serverCall('stats');
       const cpuServers1 = await serverCall('cpu');
       const cpuWorkers = cpuServers1.workers - cpuServers0.workers;
@@ -140,6 +160,36 @@ async function measure(adapter, redis) {
         primaryCpuMsPer1000: per1000(cpuPrimary),
         loadCpuMsPer1000: per1000(cpuLoad),
         redisCpuMsPer1000: per1000(cpuRedis),
+        // How late the event loops ran in the window (ms): the load process's, and the worst
+        // worker's, to tell a starved load process from stalled servers.
+        // How busy the whole machine was in the window (this bench and everything else on it),
+        // and how much of its CPU time the hypervisor took (steal), as fractions of all CPU time.
+        machineBusy: (machine1.busy - machine0.busy) / machineAll,
+        machineSteal: (machine1.steal - machine0.steal) / machineAll,
+        loadLoopDelayP99Ms: stop.loopDelayP99Ms,
+        loadLoopDelayMaxMs: stop.loopDelayMaxMs,
+        workerLoopDelayP99Ms: Math.max(...adapterStats.map((s) => s.loopDelayP99Ms)),
+        workerLoopDelayMaxMs: Math.max(...adapterStats.map((s) => s.loopDelayMaxMs)),
+        // shm only: sends retried on a full channel in the window, and the longest hold of the
+        // segment lock by any worker in it (ms) with the total of all holds (ms)
+        ...(adapterStats?.[0]?.lockHolds
+          ? {
+              retries:
+                adapterStats.reduce((n, s) => n + s.retries, 0) -
+                adapterStats0.reduce((n, s) => n + s.retries, 0),
+              lockMaxMs:
+                Math.max(
+                  ...adapterStats.flatMap((s) => Object.values(s.lockHolds).map((op) => op.maxNs)),
+                ) / 1e6,
+              lockHoldsOver1Ms: adapterStats
+                .flatMap((s) => Object.values(s.lockHolds).map((op) => op.over1Ms))
+                .reduce((a, b) => a + b, 0),
+              lockTotalMs:
+                adapterStats
+                  .flatMap((s) => Object.values(s.lockHolds).map((op) => op.totalNs))
+                  .reduce((a, b) => a + b, 0) / 1e6,
+            }
+          : {}),
         // shm only: envelopes per layer message (cumulative since the servers started)
         ...(adapterStats?.[0]?.batches
           ? {
@@ -152,6 +202,9 @@ async function measure(adapter, redis) {
       // Let what is still queued drain before the next mode.
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
+    // --modes fixed: the full-speed figures are left out (NaN in the tables).
+    results.full ??= { deliveredPerSecond: NaN, cpuMsPer1000: NaN };
+    results.loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
     return results;
   } finally {
     for (const child of children.reverse())
@@ -182,7 +235,13 @@ try {
       const result = await measure(adapter, redis);
       samples[adapter].push(result);
       console.log(
-        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms (relayed ${ms(result.fixed.relayedP99Ms)}, local ${ms(result.fixed.localP99Ms)}; ${(result.fixed.slowInWorst100Ms * 100).toFixed(0)}% of the slowest 1% within 100 ms; CPU/1k ${result.fixed.cpuMsPer1000.toFixed(1)} ms: workers ${result.fixed.workersCpuMsPer1000.toFixed(1)}, primary ${result.fixed.primaryCpuMsPer1000.toFixed(1)}, load ${result.fixed.loadCpuMsPer1000.toFixed(1)}) | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
+        `rep ${rep + 1} ${adapter.padEnd(7)} fixed ${result.fixed.deliveredPerSecond.toFixed(0)}/s p50 ${result.fixed.p50Ms.toFixed(2)} p99 ${result.fixed.p99Ms.toFixed(1)} ms (relayed ${ms(result.fixed.relayedP99Ms)}, local ${ms(result.fixed.localP99Ms)}; ${(result.fixed.slowInWorst100Ms * 100).toFixed(0)}% of the slowest 1% within 100 ms; CPU/1k ${result.fixed.cpuMsPer1000.toFixed(1)} ms: workers ${result.fixed.workersCpuMsPer1000.toFixed(1)}, primary ${result.fixed.primaryCpuMsPer1000.toFixed(1)}, load ${result.fixed.loadCpuMsPer1000.toFixed(1)}` +
+          (result.fixed.lockMaxMs !== undefined
+            ? `; lock max ${result.fixed.lockMaxMs.toFixed(2)} ms, ${result.fixed.lockHoldsOver1Ms} over 1 ms, total ${result.fixed.lockTotalMs.toFixed(0)} ms, ${result.fixed.retries} retries`
+            : '') +
+          `; loop delay p99/max: load ${result.fixed.loadLoopDelayP99Ms.toFixed(1)}/${result.fixed.loadLoopDelayMaxMs.toFixed(1)}, worst worker ${result.fixed.workerLoopDelayP99Ms.toFixed(1)}/${result.fixed.workerLoopDelayMaxMs.toFixed(1)} ms` +
+          `; machine busy ${(result.fixed.machineBusy * 100).toFixed(0)}%, steal ${(result.fixed.machineSteal * 100).toFixed(1)}%` +
+          `; load avg ${result.loadavg}) | full ${result.full.deliveredPerSecond.toFixed(0)}/s ${result.full.cpuMsPer1000.toFixed(2)} ms CPU/1k` +
           (result.full.envelopesPerBatch
             ? ` (${result.full.envelopesPerBatch.toFixed(1)} envelopes per layer message)`
             : ''),

@@ -8,7 +8,7 @@
 // The orchestrator (run.mjs) talks to the primary over IPC: { id, op: 'emit' | 'cpu', ... }.
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
 const kind = process.env.SIO_BENCH_ADAPTER;
 const workers = Number(process.env.SIO_BENCH_WORKERS ?? 4);
@@ -88,6 +88,10 @@ if (cluster.isPrimary) {
   }
   io.on('connection', (socket) => socket.join(`room-${socket.handshake.auth.room}`));
   process.on('SIGTERM', () => process.exit(0));
+  // How late this worker's event loop ran between two 'stats' calls (a worker blocked in a
+  // layer call, or off its CPU, delays its own clients' deliveries too).
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
 
   /** Room broadcasts to random rooms for `ms`: `rate` per second, or as fast as possible (0). */
   function emit({ rate, ms }) {
@@ -126,9 +130,34 @@ if (cluster.isPrimary) {
     if (!message?.benchId) return;
     let result;
     if (message.op === 'emit') result = await emit(message);
-    else if (message.op === 'stats')
-      result = /** @type {any} */ (io.of('/').adapter).stats?.() ?? null;
-    else if (message.op === 'cpu') {
+    else if (message.op === 'stats') {
+      const adapter = /** @type {any} */ (io.of('/').adapter);
+      result = {
+        ...(adapter.stats?.() ?? {}),
+        loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+        loopDelayMaxMs: loopDelay.max / 1e6,
+      };
+      loopDelay.reset();
+      // shm: the segment lock's holds of this worker since the last 'stats' (then zeroed).
+      const holds = adapter.layer?.lockHoldStats?.({ reset: true });
+      if (holds) {
+        result.lockHolds = Object.fromEntries(
+          Object.entries(holds)
+            .filter(([, op]) => op.count > 0)
+            .map(([kind, op]) => [
+              kind,
+              {
+                count: op.count,
+                p99Ns: op.p99Ns,
+                maxNs: op.maxNs,
+                totalNs: op.totalNs,
+                // holds whose bucket lies above 1 ms: a holder that lost its CPU, most likely
+                over1Ms: op.buckets.filter(([edge]) => edge > 1e6).reduce((n, [, c]) => n + c, 0),
+              },
+            ]),
+        );
+      }
+    } else if (message.op === 'cpu') {
       const usage = process.cpuUsage();
       result = usage.user + usage.system;
     }
