@@ -89,6 +89,35 @@ it('payloads and scratch buffers of any typed-array kind are taken by their byte
   }
   expect(layer.receive('kinds', 1, false)).toBeNull();
   layer.close();
+});
+
+// The shm layer sends a range of the serializer's buffer, not a view made per message.
+it('a send of a range of the payload queues exactly those bytes; a range outside it is refused', () => {
+  const layer = openNative() as unknown as {
+    send(c: string, p: unknown, start?: unknown, end?: unknown): boolean | number;
+    receive(c: string, wanted: number, coversAll: boolean, scratch?: unknown): unknown;
+    stats(): { queued: number };
+    close(): void;
+  };
+  const bytes = new Uint8Array([10, 11, 12, 13, 14, 15]);
+  expect(layer.send('range', bytes, 2, 5)).toBe(true);
+  const scratch = new Uint8Array(256);
+  expect(typeof layer.receive('range', 1, false, scratch)).toBe('number');
+  expect([...scratch.subarray(0, 3)]).toEqual([12, 13, 14]); // the batch's payloads come first
+  expect(layer.send('range', bytes, 0, 6)).toBe(true);
+  expect(layer.send('range', bytes, 3, 3)).toBe(true); // an empty message
+  for (const [start, end] of [
+    [4, 2],
+    [0, 7],
+    [1, 'x'],
+    [1, undefined],
+  ]) {
+    expect(() => layer.send('range', bytes, start, end)).toThrow(/range of the payload's bytes/);
+  }
+  expect(layer.stats().queued).toBe(2);
+  const own = layer.receive('range', 1, false) as Buffer;
+  expect([...own.subarray(0, 6)]).toEqual([10, 11, 12, 13, 14, 15]);
+  layer.close();
   expect(() => layer.send('kinds', new Uint8Array(1))).toThrow(/the layer is closed/);
 });
 

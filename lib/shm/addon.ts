@@ -90,9 +90,16 @@ export interface NativeLayer {
    * True: queued. False: the channel is a '!' channel of an instance that is gone; dropped and
    * counted. A number: the channel is full (that is its capacity) and nothing was queued; returned
    * rather than thrown, so that a retry loop's refusals cost one JS error, not two and a C++ one.
-   * An array of Uint8Arrays is sent as their concatenation.
+   * The message is `payload`'s bytes [start, end) (a serializer's buffer, not a view of it made
+   * per message; all of it without a start); an array of Uint8Arrays is sent as their
+   * concatenation (start and end unused).
    */
-  send(channel: string, payload: Uint8Array | readonly Uint8Array[]): boolean | number;
+  send(
+    channel: string,
+    payload: Uint8Array | readonly Uint8Array[],
+    start?: number,
+    end?: number,
+  ): boolean | number;
   /**
    * The channel's capacity when a send to it would be refused as full now (counted and backed off
    * as a refused send), else false; nothing is sent and no record is made.

@@ -421,27 +421,44 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
         throw new ChannelFull(`channel ${channel} is full (capacity ${full})`);
     }
     // A large binary value goes into the segment from the message itself (one copy), the rest
-    // of the message from the serializer's bytes.
-    let payload = this.msgpack
-      ? this.msgpack.serializeForCopy(message as api.Message, outOfLockBytes())
-      : this.serializer.serialize(message as api.Message);
+    // of the message from the serializer's bytes: [start, end) of the one buffer, or pieces.
+    let payload: Uint8Array | Uint8Array[];
+    let start = 0;
+    let end: number;
+    if (this.msgpack) {
+      payload = this.msgpack.serializeForCopy(message as api.Message, outOfLockBytes());
+      start = this.msgpack.packedStart;
+      end = this.msgpack.packedEnd;
+    } else {
+      payload = this.serializer.serialize(message as api.Message);
+      end = payload.length;
+    }
     if (this.lockBacklog.length === 0) {
       // The common case, done at once (tryLocked() inline: no closure per message).
       let outcome: boolean | number | LockBusy;
       try {
-        outcome = this.handle.send(channel, payload);
+        outcome = this.handle.send(channel, payload, start, end);
       } catch (error) {
         if (!isLockBusy(error)) throw packageError(error);
         outcome = error;
       }
-      if (!isLockBusy(outcome)) return this.sent(channel, message, payload, outcome);
+      if (!isLockBusy(outcome)) return this.sent(channel, message, payload, end - start, outcome);
     }
     // The call waits for the lock: keep bytes of its own (transient ones are reused, and the
     // message's own buffers may change before the call runs: it sends them as they are now).
-    if (Array.isArray(payload)) payload = Buffer.concat(payload);
-    else if (this.msgpack) payload = Uint8Array.from(payload);
-    const bytes = payload;
-    await this.locked(() => this.sent(channel, message, bytes, this.handle.send(channel, bytes)));
+    // (A copy: the serializer's buffer is a Buffer, whose slice() is a view.)
+    const bytes = Array.isArray(payload)
+      ? Buffer.concat(payload)
+      : Uint8Array.from(payload.subarray(start, end));
+    await this.locked(() =>
+      this.sent(
+        channel,
+        message,
+        bytes,
+        bytes.length,
+        this.handle.send(channel, bytes, 0, bytes.length),
+      ),
+    );
   }
 
   /** What a send call's `outcome` means: sent, or refused as full (remembered if large). */
@@ -449,10 +466,11 @@ export class ShmChannelLayer extends ChannelLayerBase implements api.ChannelLaye
     channel: string,
     message: api.MessageInput,
     payload: Uint8Array | Uint8Array[],
+    bytes: number,
     outcome: boolean | number,
   ): void {
     if (typeof outcome === 'number') {
-      if (Array.isArray(payload) || payload.length >= outOfLockBytes())
+      if (Array.isArray(payload) || bytes >= outOfLockBytes())
         this.refusedLarge = { channel, message: new WeakRef(message) };
       throw new ChannelFull(`channel ${channel} is full (capacity ${outcome})`);
     }

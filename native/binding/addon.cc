@@ -471,14 +471,22 @@ class NativeLayer : public Napi::ObjectWrap<NativeLayer> {
     Napi::Env env = info.Env();
     std::string& channel = send_channel_;
     ReadName(env, info[0], channel);
-    // The payload: one Uint8Array (looked at first: the common case), or an array of them sent
-    // as their concatenation (the serializer's bytes around large binary values it left uncopied).
+    // The payload: bytes [start, end) of one Uint8Array (looked at first: the common case), or
+    // an array of them sent as their concatenation (the serializer's bytes around large binary
+    // values it left uncopied).
     std::vector<shmch::PayloadPiece>& pieces = send_pieces_;
     pieces.clear();
     uint8_t* whole = nullptr;
     size_t whole_bytes = 0;
     if (TypedArrayBytes(env, info[1], whole, whole_bytes) && whole_bytes < (size_t{1} << 32)) {
-      pieces.push_back({whole, static_cast<uint32_t>(whole_bytes)});
+      uint32_t start = 0, end = static_cast<uint32_t>(whole_bytes);
+      // Without a start (not a number): the whole array.
+      if (napi_get_value_uint32(env, info[2], &start) == napi_ok &&
+          (napi_get_value_uint32(env, info[3], &end) != napi_ok || start > end ||
+           end > whole_bytes)) {
+        throw Napi::TypeError::New(env, "send: start and end must be a range of the payload's bytes");
+      }
+      pieces.push_back({whole + start, end - start});
     } else if (info[1].IsArray()) {
       auto list = info[1].As<Napi::Array>();
       for (uint32_t i = 0; i < list.Length(); ++i) {
