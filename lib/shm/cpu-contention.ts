@@ -1,8 +1,13 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
-/** How often (ms) the count of running threads is read again; a reading costs ~10 µs. */
-const SAMPLE_MS = 20;
+/**
+ * How often (ms) the count of running threads is read again. A reading costs 10-60 µs (three
+ * syscalls; the most on a busy 2-vCPU VM): every 20 ms it was 1.5% of a Socket.IO bench worker's
+ * CPU. The count changes with whole processes starting and stopping, so a tenth of a second old
+ * is fresh enough.
+ */
+const SAMPLE_MS = 100;
 
 /**
  * Whether more threads want to run on this machine than it has CPUs: then a poll that keeps its
@@ -33,7 +38,7 @@ export class CpuContention {
   }
 
   /**
-   * Opened and closed per reading (~10 µs): a descriptor kept open would outlive a worker
+   * Opened and closed per reading: a descriptor kept open would outlive a worker
    * thread's module state and leak, one per worker that ever had a layer.
    */
   private readRunning(): number | null {
