@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { Packr, RESET_BUFFER_MODE, REUSE_BUFFER_MODE } from 'msgpackr';
 import type { Message, Serializer } from './types.js';
 
+/** msgpackr's buffer as pack() returns it in REUSE_BUFFER_MODE: the message is [start, end). */
+type PackTarget = Uint8Array & { start: number; end: number };
+
 /**
  * Plain msgpack (no msgpackr record extension), so Python's msgpack reads what Node writes.
  * Binary values (Buffer, Uint8Array) travel as msgpack bin and come back as Buffers.
  */
-/** msgpackr's buffer as pack() returns it in REUSE_BUFFER_MODE: the message is [start, end). */
-type PackTarget = Uint8Array & { start: number; end: number };
-
 export class MsgpackSerializer implements Serializer {
   // int64AsType 'auto' (msgpackr >= 1.10; missing from its typings): 64-bit integers from other
   // msgpack writers (Python packs ints beyond 32 bits that way) decode as numbers when safe, as

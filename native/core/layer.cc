@@ -247,7 +247,7 @@ void Layer::Receive(const std::vector<ReceiveRequest>& requests, ReceivedBatch& 
     if (index != kNil) {
       Channel& c = segment_->channel(index);
       uint32_t n = LoadOnce(c.head);
-      for (; got < most && n != kNil;) {
+      while (got < most && n != kNil) {
         // Every field used below is read once into a local and checked there: another process
         // may rewrite the node or the block header while we look.
         const uint32_t node_index = n;
