@@ -51,6 +51,10 @@ struct PayloadPiece {
 
 // Copies the pieces back to back to `into`; returns the CRC-32C of the whole (payload.cc).
 uint32_t CopyPieces(uint8_t* into, const PayloadPiece* pieces, uint32_t count);
+// CopyWithCrc32c() for a copy made with no lock held: in slices, letting a process that waits
+// for this CPU run between them (see payload.cc).
+uint32_t CopyWithCrc32cYielding(uint8_t* destination, const uint8_t* source, size_t length,
+                                uint32_t previous = 0);
 
 struct ReceiveRequest {
   std::string channel;

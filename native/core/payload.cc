@@ -22,6 +22,8 @@
 // one keeps its queue's reference. A second critical section that cannot get the lock (a stopped
 // holder, kBusy) leaves its holds to this instance's next critical section (stale_holds_): a send
 // then fails with kBusy and is retried whole, a receive still returns what it copied.
+#include <sched.h>
+
 #include <cstring>
 #include <optional>
 
@@ -72,6 +74,23 @@ uint32_t CopyPieces(uint8_t* into, const PayloadPiece* pieces, uint32_t count) {
   return crc;
 }
 
+// A 5 MB copy keeps its CPU for 0.5-1 ms. On a machine with few CPUs a process woken meanwhile
+// (the other side of a ping-pong, W6) may wait for it to finish; between slices of this size
+// the copier yields to whoever waits for its CPU. sched_yield returns at once when nobody does.
+constexpr size_t kYieldSlice = 512 * 1024;
+
+uint32_t CopyWithCrc32cYielding(uint8_t* destination, const uint8_t* source, size_t length,
+                                uint32_t previous) {
+  while (length > kYieldSlice) {
+    previous = CopyWithCrc32c(destination, source, kYieldSlice, previous);
+    destination += kYieldSlice;
+    source += kYieldSlice;
+    length -= kYieldSlice;
+    sched_yield();
+  }
+  return CopyWithCrc32c(destination, source, length, previous);
+}
+
 SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* pieces,
                                  uint32_t count, uint32_t length, uint32_t& capacity) {
   Header& h = segment_->header();
@@ -104,7 +123,12 @@ SendOutcome Layer::SendOutOfLock(std::string_view channel, const PayloadPiece* p
   }
   // The block is ours alone: no queue references it and only our slot's entry names it. Its
   // index and length were checked when it was allocated, so the copy stays inside it.
-  const uint32_t checksum = CopyPieces(arena_->Payload(block), pieces, count);
+  uint32_t checksum = 0;
+  uint8_t* into = arena_->Payload(block);
+  for (uint32_t i = 0; i < count; ++i) {
+    checksum = CopyWithCrc32cYielding(into, pieces[i].data, pieces[i].length, checksum);
+    into += pieces[i].length;
+  }
   FAULT_POINT(23);
   std::optional<Critical> guard;
   try {
@@ -189,7 +213,8 @@ void Layer::FinishPinned(std::vector<PinnedMessage>& pins, PayloadBytes& bytes,
     PinnedMessage& pin = pins[k];
     // Checked as it is copied: what we hand out is exactly what was checked.
     if (!pin.held ||
-        CopyWithCrc32c(into + pin.at, arena_->Payload(pin.block), pin.length) != pin.checksum) {
+        CopyWithCrc32cYielding(into + pin.at, arena_->Payload(pin.block), pin.length) !=
+            pin.checksum) {
       // Its bytes leave the batch; the pins after it (already copied) move down.
       const size_t after = pin.at + pin.length;
       std::memmove(into + pin.at, into + after, size - after);
