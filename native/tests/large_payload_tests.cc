@@ -1,5 +1,6 @@
 // Large payloads, copied outside the segment lock (payload.cc): both paths, and a death at each
 // step.
+#include "checksum.h"
 #include "harness.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -35,6 +36,26 @@ std::vector<uint32_t> ReceiveLarge(Layer& layer, const std::string& channel, uin
 }
 
 }  // namespace
+
+// Copies made with no lock held go in slices (yielding the CPU between them): the bytes and the
+// checksum are those of one copy, whatever the length against the slice size (512 KiB).
+TEST(large_copy_in_slices_gives_the_bytes_and_checksum_of_one_copy) {
+  const size_t slice = 512 * 1024;
+  for (size_t length : {size_t{0}, size_t{1}, slice - 1, slice, slice + 1, 3 * slice + 7,
+                        size_t{5} << 20}) {
+    std::vector<uint8_t> source(length), into(length + 1, 0xee), whole(length);
+    for (size_t i = 0; i < length; ++i) source[i] = static_cast<uint8_t>(i * 131 + (i >> 9));
+    const uint32_t expected = shmch::CopyWithCrc32c(whole.data(), source.data(), length);
+    CHECK_EQ(shmch::CopyWithCrc32cYielding(into.data(), source.data(), length), expected);
+    CHECK(std::memcmp(into.data(), source.data(), length) == 0);
+    CHECK_EQ(into[length], 0xee);  // nothing written past the end
+    // Chained after earlier bytes, as the pieces of one message are.
+    const uint32_t first = shmch::Crc32c(source.data(), length / 3);
+    CHECK_EQ(shmch::CopyWithCrc32cYielding(into.data(), source.data() + length / 3,
+                                           length - length / 3, first),
+             expected);
+  }
+}
 
 TEST(large_send_and_receive_round_trip_and_free_their_blocks) {
   TempName name;
