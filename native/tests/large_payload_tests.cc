@@ -47,7 +47,7 @@ TEST(large_copy_in_slices_gives_the_bytes_and_checksum_of_one_copy) {
     for (size_t i = 0; i < length; ++i) source[i] = static_cast<uint8_t>(i * 131 + (i >> 9));
     const uint32_t expected = shmch::CopyWithCrc32c(whole.data(), source.data(), length);
     CHECK_EQ(shmch::CopyWithCrc32cYielding(into.data(), source.data(), length), expected);
-    CHECK(std::memcmp(into.data(), source.data(), length) == 0);
+    CHECK(std::equal(source.begin(), source.end(), into.begin()));
     CHECK_EQ(into[length], 0xee);  // nothing written past the end
     // Chained after earlier bytes, as the pieces of one message are.
     const uint32_t first = shmch::Crc32c(source.data(), length / 3);
