@@ -38,9 +38,13 @@ const WARMUP_MS = args.quick ? 300 : 1000;
 // optimized every adapter's hot path: after only WARMUP_MS at the fixed rate it was still
 // compiling during the fixed-rate window (--trace-opt: 282 functions optimized in an 8 s window
 // with shm, 154 with the cluster adapter; perf: a fifth of the shm workers' CPU in compiler
-// threads), which measured the warm-up rather than a server that has been running.
+// threads), which measured the warm-up rather than a server that has been running. 2 s of that
+// was not enough either: the 5 s fixed-rate window still saw ~149 TurboFan optimizations over
+// the four shm workers (first ones of the layer's receive, send, wake, drain, demux, poll and
+// deserialize: at 1,000 calls/s V8 tiers up late) vs ~51 with the cluster adapter; after 10 s,
+// 32 vs 34 (mostly Node's own timers).
 const PRIME_RATE = FIXED_RATE * 4;
-const PRIME_MS = Number(args['prime-ms'] ?? (args.quick ? 500 : 2000));
+const PRIME_MS = Number(args['prime-ms'] ?? (args.quick ? 500 : 10_000));
 const WINDOW_MS = args.quick ? 1500 : 5000;
 const reps = Number(args.reps ?? (args.quick ? 1 : 3));
 const adapters = (args.adapters ?? 'local,shm,cluster,redis').split(',');
