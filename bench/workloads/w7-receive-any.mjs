@@ -2,9 +2,9 @@
 // one producer process sending 128-byte messages round-robin over the 100 channels, against the
 // W1 shape (one channel, one receive() loop) measured in the same run by another pair of
 // processes, and the same receiveAny() loop given a frozen list (which the layers need not check
-// for changes between calls) by a third pair. Reports msg/s of each, the ratios, and CPU time
-// per message of consumer and producer (process.cpuUsage over the measuring window). Backends
-// without receiveAny are skipped.
+// for changes between calls) by a third pair, each with at most 10,000 messages queued behind its
+// consumer. Reports msg/s of each, the ratios, and CPU time per message of consumer and producer
+// (process.cpuUsage over the measuring window). Backends without receiveAny are skipped.
 import { MS, now, sendRetrying, sleepUntil, smallMessage } from '../lib.mjs';
 import { commonRoles, SEQ0, window } from './common.mjs';
 
@@ -26,7 +26,10 @@ async function consume({ layer, state }, { channels: given, any, frozen, winStar
       let channel;
       try {
         if (any) channel = (await layer.receiveAny(channels)).channel;
-        else await layer.receive(channels[0]);
+        else {
+          await layer.receive(channels[0]);
+          channel = channels[0]; // (so both loops do the same bookkeeping per message)
+        }
       } catch {
         return; // closed
       }
@@ -38,7 +41,7 @@ async function consume({ layer, state }, { channels: given, any, frozen, winStar
         }
       } else if (t >= winStart) {
         if (state.count++ === 0) state.cpuStart = process.cpuUsage();
-        if (channel !== undefined) state.seen.add(channel);
+        state.seen.add(channel);
       }
     }
   })();
@@ -89,8 +92,14 @@ export const roles = { ...commonRoles, consume, consumed, produceSpread };
 
 export async function coordinate(ctx) {
   const { duration, channels: channelCount } = ctx.params;
-  const [oneConsumer, oneProducer, anyConsumer, anyProducer, frozenConsumer, frozenProducer] =
-    await ctx.spawn(6, { capacity: 10000 });
+  // The same 10,000 messages queued at most behind each consumer: 10,000 on the one channel, 100
+  // on each of the 100. (With 10,000 per channel a producer that outruns its consumer piles up to
+  // a million messages behind the receiveAny() loop, which then reads cold memory.)
+  const queuedAtMost = 10000;
+  const [oneConsumer, oneProducer] = await ctx.spawn(2, { capacity: queuedAtMost });
+  const [anyConsumer, anyProducer, frozenConsumer, frozenProducer] = await ctx.spawn(4, {
+    capacity: Math.max(1, Math.floor(queuedAtMost / channelCount)),
+  });
   const perMessage = (cpuUs, count) => (cpuUs !== undefined && count ? cpuUs / count : null);
 
   /** One measurement: a consumer loop and a producer spreading over `channels`. */
