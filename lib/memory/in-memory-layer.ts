@@ -1,5 +1,6 @@
 import { CapacityRules } from '../capacity-rules.js';
 import { abortError, ChannelFull, ChannelReleased, LayerClosed } from '../errors.js';
+import { Fifo } from '../fifo.js';
 import { ChannelLayerBase } from '../layer-base.js';
 import { clientOf, LocalChannels, nonLocalPart } from '../local-channels.js';
 import { validateGroupName } from '../names.js';
@@ -20,7 +21,7 @@ interface Queued {
  */
 export class InMemoryChannelLayer extends ChannelLayerBase implements api.ChannelLayer {
   private readonly capacities: CapacityRules;
-  private readonly queues = new Map<string, Queued[]>();
+  private readonly queues = new Map<string, Fifo<Queued>>();
   /**
    * The '<prefix>.<client>!' part of '!' channels with a queue, and those channels: their capacity
    * is counted together (the channel-layer spec, channels_redis's one key per part).
@@ -70,11 +71,11 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     const set = this.receivableSet(this.pending, channels, options.signal);
     // The oldest head among the set's non-empty queues. Only non-empty channels have a queue, so
     // walk whichever is shorter: the set's channels or the queues.
-    let best: { channel: string; queue: Queued[] } | undefined;
-    const consider = (channel: string, queue: Queued[]): void => {
+    let best: { channel: string; queue: Fifo<Queued>; seq: number } | undefined;
+    const consider = (channel: string, queue: Fifo<Queued>): void => {
       this.dropExpired(channel, queue);
-      const head = queue[0];
-      if (head && (!best || head.seq < best.queue[0]!.seq)) best = { channel, queue };
+      const head = queue.peek();
+      if (head && (!best || head.seq < best.seq)) best = { channel, queue, seq: head.seq };
     };
     if (this.queues.size < set.channels.length) {
       for (const [channel, queue] of this.queues) if (set.has(channel)) consider(channel, queue);
@@ -202,7 +203,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
       return true;
     }
     if (!queue) {
-      queue = [];
+      queue = new Fifo();
       this.queues.set(channel, queue);
       if (clientOf(channel) !== undefined) {
         const part = nonLocalPart(channel);
@@ -222,12 +223,13 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
     return true;
   }
 
-  private dropExpired(channel: string, queue: Queued[]): void {
+  private dropExpired(channel: string, queue: Fifo<Queued>): void {
     const now = Date.now();
-    let drop = 0;
-    while (drop < queue.length && queue[drop]!.expiresAt <= now) drop++;
-    if (drop) queue.splice(0, drop);
-    this.counts.messagesExpired += drop;
+    // Expiry times only grow along a queue (one expiry for every message of the layer).
+    while ((queue.peek()?.expiresAt ?? Infinity) <= now) {
+      queue.shift();
+      this.counts.messagesExpired++;
+    }
     if (queue.length === 0) this.deleteQueue(channel);
   }
 
@@ -235,7 +237,7 @@ export class InMemoryChannelLayer extends ChannelLayerBase implements api.Channe
    * What counts against `channel`'s capacity: its queue, or for a '<prefix>.<client>!' channel the
    * queues of every channel sharing that part (their expired messages dropped first).
    */
-  private depthOf(channel: string, queue: Queued[] | undefined): number {
+  private depthOf(channel: string, queue: Fifo<Queued> | undefined): number {
     const shared =
       clientOf(channel) === undefined ? undefined : this.localQueues.get(nonLocalPart(channel));
     if (!shared) return queue?.length ?? 0;

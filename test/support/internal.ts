@@ -8,6 +8,7 @@ import { ROOT } from './package.js';
 export { native } from '../../dist/cjs/shm/addon.js';
 export { packageError } from '../../dist/cjs/shm/boundary.js';
 export { CpuContention } from '../../dist/cjs/shm/cpu-contention.js';
+export { Fifo } from '../../dist/cjs/fifo.js';
 export { PollWindow } from '../../dist/cjs/shm/poll-window.js';
 export { SHM_ERROR_CODES } from '../../dist/cjs/errors.js';
 export { validateChannelName, validateGroupName } from '../../dist/cjs/names.js';
