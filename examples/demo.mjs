@@ -5,8 +5,9 @@
 //
 // Every worker makes a reply channel with newChannel() and joins group 'room.lobby' with it.
 // Workers chat with groupSend (each message reaches every worker once), pull jobs from the shared
-// channel 'jobs' (each job goes to exactly one worker), and send results to the primary's reply
-// channel. The primary prints a live count of messages per second.
+// channel 'jobs' (each job goes to exactly one worker), serve both channels from one receiveAny()
+// loop, and send results to the primary's reply channel. The primary prints a live count of
+// messages per second.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ChannelFull, ShmChannelLayer } from '../dist/esm/index.mjs';
@@ -133,41 +134,38 @@ async function worker() {
   });
   process.send({ ready: true, no, pid: process.pid, channel: inbox });
 
-  const chat = (async () => {
-    try {
-      while (running) {
-        await layer.receive(inbox, { signal: controller.signal });
+  // One loop serves both channels: receiveAny() gives the oldest message of either, so a flood
+  // of jobs does not hold back a chat message. Frozen: a list that cannot change is not
+  // compared again at every call.
+  const channels = Object.freeze([inbox, 'jobs']);
+  try {
+    while (running) {
+      const received = await layer.receiveAny(channels, { signal: controller.signal });
+      if (!received) continue; // (only with `wait: false`)
+      if (received.channel === inbox) {
         counts.chatReceived++;
+        continue;
       }
-    } catch (error) {
-      if (error.name !== 'AbortError') throw error;
-    }
-  })();
-  const jobs = (async () => {
-    try {
-      while (running) {
-        const job = await layer.receive('jobs', { signal: controller.signal });
-        counts.jobs++;
-        await sendPatiently(layer, process.env.RESULTS, {
-          type: 'result',
-          id: job.id,
-          by: no,
-          square: job.n * job.n,
+      const job = received.message;
+      counts.jobs++;
+      await sendPatiently(layer, process.env.RESULTS, {
+        type: 'result',
+        id: job.id,
+        by: no,
+        square: job.n * job.n,
+      });
+      if (counts.jobs % 500 === 0) {
+        await layer.groupSend('room.lobby', {
+          type: 'chat',
+          from: no,
+          text: `${counts.jobs} jobs done`,
         });
-        if (counts.jobs % 500 === 0) {
-          await layer.groupSend('room.lobby', {
-            type: 'chat',
-            from: no,
-            text: `${counts.jobs} jobs done`,
-          });
-          counts.chatSent++;
-        }
+        counts.chatSent++;
       }
-    } catch (error) {
-      if (error.name !== 'AbortError') throw error;
     }
-  })();
-  await Promise.all([chat, jobs]);
+  } catch (error) {
+    if (error.name !== 'AbortError') throw error;
+  }
   await layer.groupDiscard('room.lobby', inbox);
   process.send({ counts, no });
   await layer.close();
